@@ -1,0 +1,18 @@
+module github.com/backupgen/backupgen
+
+go 1.23
+
+require (
+	github.com/BurntSushi/toml v1.6.0
+	github.com/bmatcuk/doublestar/v4 v4.10.4
+	github.com/dsnet/compress v0.0.1
+	github.com/google/go-cmp v0.7.0
+	github.com/hashicorp/go-multierror v1.1.1
+	github.com/klauspost/compress v1.17.11
+	github.com/klauspost/pgzip v1.2.6
+	github.com/pmezard/go-difflib v1.0.0
+	github.com/spf13/pflag v1.1.0
+	github.com/ulikunitz/xz v0.5.17
+)
+
+require github.com/hashicorp/errwrap v1.0.0 // indirect

@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/backupgen/backupgen/generator"
+	"github.com/backupgen/backupgen/schedule"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0 // success; for check: the output is current
+	exitInvalid = 1 // the spec is invalid, or check found drift, or I/O failed
+	exitUsage   = 2 // bad command line
+)
+
+const usage = `backupgen renders NixOS backup modules and systemd units from a TOML spec.
+
+Usage:
+  backupgen generate [--spec FILE] [--out DIR] [--worker PATH] [--config-dir DIR]
+  backupgen check    [--spec FILE] [--out DIR] [--worker PATH] [--config-dir DIR]
+  backupgen validate [--spec FILE]
+  backupgen schedule [--next N] EXPR
+  backupgen --version
+
+Commands:
+  generate   write every generated file to DIR (all or none), removing
+             generated files that the spec no longer produces
+  check      exit 1 and print a unified diff when DIR is not what the spec
+             generates (for CI)
+  validate   report every problem in the spec, write nothing
+  schedule   print the OnCalendar values for a cron or calendar expression
+
+Exit codes: 0 ok, 1 invalid spec / drift / I/O error, 2 usage error.
+Run "backupgen COMMAND --help" for a command's flags.
+`
+
+// Run is the whole command; main only wires the process to it.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	case "--version", "version":
+		fmt.Fprintf(stdout, "backupgen %s\n", version)
+		return exitOK
+	case "generate":
+		return runGenerate(ctx, args[1:], stdout, stderr, false)
+	case "check":
+		return runGenerate(ctx, args[1:], stdout, stderr, true)
+	case "validate":
+		return runValidate(args[1:], stdout, stderr)
+	case "schedule":
+		return runSchedule(ctx, args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "backupgen: unknown command %q\n\n%s", args[0], usage)
+	return exitUsage
+}
+
+// specFlags are shared by generate, check and validate.
+type specFlags struct {
+	spec, out, worker, configDir string
+}
+
+func (f *specFlags) register(fs *pflag.FlagSet, withOutput bool) {
+	fs.StringVarP(&f.spec, "spec", "s", "backup.toml", "the TOML spec")
+	if withOutput {
+		fs.StringVarP(&f.out, "out", "o", "backup", "output folder")
+		fs.StringVar(&f.worker, "worker", generator.DefaultOptions.WorkerPath, "backup-worker path used by the plain systemd units")
+		fs.StringVar(&f.configDir, "config-dir", generator.DefaultOptions.ConfigDir, "where the plain units read worker configs")
+	}
+}
+
+// parse parses flags; it returns a non-negative exit code when the command
+// should end (help or usage error).
+func parse(fs *pflag.FlagSet, args []string, stdout, stderr io.Writer) int {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprintf(stdout, "Usage of backupgen %s:\n%s", fs.Name(), fs.FlagUsages())
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "backupgen %s: %v\n%s", fs.Name(), err, fs.FlagUsages())
+		return exitUsage
+	}
+	return -1
+}
+
+func runGenerate(_ context.Context, args []string, stdout, stderr io.Writer, check bool) int {
+	name := "generate"
+	if check {
+		name = "check"
+	}
+	var f specFlags
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	f.register(fs, true)
+	if code := parse(fs, args, stdout, stderr); code >= 0 {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "backupgen %s: unexpected argument %q\n", name, fs.Arg(0))
+		return exitUsage
+	}
+	data, err := os.ReadFile(f.spec)
+	if err != nil {
+		fmt.Fprintf(stderr, "backupgen: %v\n", err)
+		return exitInvalid
+	}
+	files, err := generator.Generate(f.spec, data, generator.Options{WorkerPath: f.worker, ConfigDir: f.configDir})
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitInvalid
+	}
+	if check {
+		drift, err := diffTree(f.out, files)
+		if err != nil {
+			fmt.Fprintf(stderr, "backupgen: %v\n", err)
+			return exitInvalid
+		}
+		if drift != "" {
+			fmt.Fprint(stdout, drift)
+			fmt.Fprintf(stderr, "backupgen: %s is not what %s generates; run: backupgen generate --spec %s --out %s\n", f.out, f.spec, f.spec, f.out)
+			return exitInvalid
+		}
+		fmt.Fprintf(stdout, "%s is up to date (%d files)\n", f.out, len(files))
+		return exitOK
+	}
+	written, removed, err := writeTree(f.out, files)
+	if err != nil {
+		fmt.Fprintf(stderr, "backupgen: %v\n", err)
+		return exitInvalid
+	}
+	fmt.Fprintf(stdout, "wrote %d files to %s (%d changed, %d stale removed)\n", len(files), f.out, written, removed)
+	return exitOK
+}
+
+func runValidate(args []string, stdout, stderr io.Writer) int {
+	var f specFlags
+	fs := pflag.NewFlagSet("validate", pflag.ContinueOnError)
+	f.register(fs, false)
+	if code := parse(fs, args, stdout, stderr); code >= 0 {
+		return code
+	}
+	data, err := os.ReadFile(f.spec)
+	if err != nil {
+		fmt.Fprintf(stderr, "backupgen: %v\n", err)
+		return exitInvalid
+	}
+	spec, err := generator.Validate(f.spec, data)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitInvalid
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d services)\n", f.spec, len(spec.Services))
+	return exitOK
+}
+
+func runSchedule(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("schedule", pflag.ContinueOnError)
+	next := fs.IntP("next", "n", 0, "also print the next N fire times (UTC)")
+	if code := parse(fs, args, stdout, stderr); code >= 0 {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintf(stderr, "backupgen schedule: want one expression, e.g. backupgen schedule '0 2 * * 1-5'\n")
+		return exitUsage
+	}
+	expr := fs.Arg(0)
+	cal, err := schedule.ToOnCalendar(expr)
+	if err != nil {
+		fmt.Fprintf(stderr, "backupgen schedule: %v\n", err)
+		return exitInvalid
+	}
+	for _, c := range cal {
+		fmt.Fprintln(stdout, c)
+	}
+	if *next <= 0 {
+		return exitOK
+	}
+	if schedule.IsCron(expr) {
+		cron, err := schedule.ParseCron(expr)
+		if err != nil {
+			fmt.Fprintf(stderr, "backupgen schedule: %v\n", err)
+			return exitInvalid
+		}
+		t := time.Now().UTC()
+		fmt.Fprintln(stdout)
+		for i := 0; i < *next; i++ {
+			t = cron.Next(t)
+			fmt.Fprintln(stdout, t.Format("Mon 2006-01-02 15:04:05 UTC"))
+		}
+		return exitOK
+	}
+	// A calendar expression is systemd's own language: ask systemd.
+	cmd := exec.CommandContext(ctx, "systemd-analyze", "calendar", fmt.Sprintf("--iterations=%d", *next), expr)
+	cmd.Env = append(os.Environ(), "TZ=UTC")
+	out, err := cmd.CombinedOutput()
+	fmt.Fprintln(stdout)
+	fmt.Fprint(stdout, strings.TrimLeft(string(out), "\n"))
+	if err != nil {
+		fmt.Fprintf(stderr, "backupgen schedule: systemd-analyze calendar: %v\n", err)
+		return exitInvalid
+	}
+	return exitOK
+}

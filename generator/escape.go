@@ -1,0 +1,91 @@
+package generator
+
+import (
+	"regexp"
+	"strings"
+)
+
+// nixString renders s as a Nix double-quoted string literal whose value is
+// exactly s. Every '$' is escaped (not only "${"), so no antiquotation can
+// start whatever follows it; backslashes, quotes and control characters are
+// escaped so the literal stays on one line.
+func nixString(s string) string {
+	var b strings.Builder
+	b.Grow(len(s) + 2)
+	b.WriteByte('"')
+	for _, r := range s {
+		switch r {
+		case '\\':
+			b.WriteString(`\\`)
+		case '"':
+			b.WriteString(`\"`)
+		case '$':
+			b.WriteString(`\$`)
+		case '\n':
+			b.WriteString(`\n`)
+		case '\r':
+			b.WriteString(`\r`)
+		case '\t':
+			b.WriteString(`\t`)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// nixStringList renders a Nix list of strings on one line: [ "a" "b" ].
+func nixStringList(items []string) string {
+	if len(items) == 0 {
+		return "[ ]"
+	}
+	parts := make([]string, len(items))
+	for i, s := range items {
+		parts[i] = nixString(s)
+	}
+	return "[ " + strings.Join(parts, " ") + " ]"
+}
+
+var nixIdentRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_'-]*$`)
+
+// nixReserved are keywords that cannot be bare attribute names.
+var nixReserved = map[string]bool{
+	"if": true, "then": true, "else": true, "assert": true, "with": true,
+	"let": true, "in": true, "rec": true, "inherit": true, "or": true,
+}
+
+// nixAttr renders one attribute name: bare when it is an identifier, quoted
+// otherwise (a service called "my.app" must stay one attribute).
+func nixAttr(name string) string {
+	if nixIdentRE.MatchString(name) && !nixReserved[name] {
+		return name
+	}
+	return nixString(name)
+}
+
+// nixAttrPath renders a dotted attribute path from its components.
+func nixAttrPath(parts ...string) string {
+	out := make([]string, len(parts))
+	for i, p := range parts {
+		out[i] = nixAttr(p)
+	}
+	return strings.Join(out, ".")
+}
+
+// systemdQuote renders s as one quoted word for unit-file and tmpfiles
+// settings that split on whitespace and expand specifiers
+// (RequiresMountsFor=, ReadWritePaths=, tmpfiles paths): quotes and
+// backslashes are backslash-escaped and '%' is doubled, so spaces, quotes
+// and '%' in a path stay literal. Newlines cannot be escaped there at all;
+// validation rejects them before rendering.
+func systemdQuote(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, `%`, `%%`)
+	return `"` + r.Replace(s) + `"`
+}
+
+// systemdValue escapes a free-text value (Description=) where only
+// specifiers are special.
+func systemdValue(s string) string {
+	return strings.ReplaceAll(s, "%", "%%")
+}

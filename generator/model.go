@@ -1,0 +1,238 @@
+package generator
+
+import (
+	"sort"
+	"strings"
+
+	"github.com/backupgen/backupgen/config"
+)
+
+// Built-in defaults, used where neither [defaults] nor a service sets a key.
+// They match the seed document's module defaults.
+const (
+	defaultNamespace          = "modules.services.virtualization"
+	defaultUser               = "root"
+	defaultGroup              = "root"
+	defaultPath               = "/var/backups/{name}"
+	defaultSchedule           = "0 0 * * *"
+	defaultFormat             = "tar.gz"
+	defaultMaxRetentionDays   = 0
+	defaultRetentionSnapshots = 7
+	defaultMinKeep            = 1
+	defaultTimeoutStartSec    = 4 * 3600
+)
+
+// namePlaceholder in a destination path is replaced by the service name, so
+// [defaults.backup] paths can give every service its own folder.
+const namePlaceholder = "{name}"
+
+// Model is everything the renderer needs, computed once: names, unit names,
+// resolved settings. Slices are sorted; the renderer never ranges over maps.
+type Model struct {
+	// Namespace is the option path, split into components.
+	Namespace []string
+	Services  []ServiceModel
+	// WorkerPath is where plain (non-NixOS) units find backup-worker.
+	WorkerPath string
+	// ConfigDir is where plain units find the worker configs.
+	ConfigDir string
+}
+
+// ServiceModel is one service with every default applied.
+type ServiceModel struct {
+	Name        string
+	Description string
+	Enable      bool
+	Units       []string
+	DataPaths   []string
+	User, Group string
+	Backup      BackupModel
+	// OnCalendar is the schedule converted to systemd calendar expressions.
+	OnCalendar []string
+}
+
+// BackupModel is the resolved backup.* settings of a service.
+type BackupModel struct {
+	Enable             bool
+	Paths              []string
+	OptionalPaths      []string
+	Schedule           string
+	Format             string
+	MaxRetentionDays   int
+	RetentionSnapshots int
+	MinKeep            int
+	Exclude            []string
+	CompressionLevel   int
+	Threads            int
+	Persistent         bool
+	RandomizedDelaySec int
+	TimeoutStartSec    int
+	OnFailure          []string
+	PreBackup          string
+	PostBackup         string
+}
+
+// UnitBase is the name shared by the backup service and timer.
+func (s ServiceModel) UnitBase() string { return s.Name + "-backup" }
+
+// ServiceUnit is the backup service's unit name.
+func (s ServiceModel) ServiceUnit() string { return s.UnitBase() + ".service" }
+
+// ModuleFile is the module's path in the output tree.
+func (s ServiceModel) ModuleFile() string { return "modules/" + s.Name + ".nix" }
+
+// StateDirectory is the worker's lock and state folder for this service;
+// the unit creates it as a RuntimeDirectory that survives the run, so the
+// ExecStopPost recovery can read what the worker recorded.
+func (s ServiceModel) StateDirectory() string { return "/run/backup-worker/" + s.Name }
+
+// RequiredPaths are the destinations that must be mounted for a run.
+func (s ServiceModel) RequiredPaths() []string {
+	var out []string
+	for _, p := range s.Backup.Paths {
+		if !contains(s.Backup.OptionalPaths, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// WorkerConfig is the JSON config the plain units hand to backup-worker.
+func (s ServiceModel) WorkerConfig() config.Config {
+	minKeep := s.Backup.MinKeep
+	return config.Config{
+		Comment:     config.GeneratedComment,
+		Name:        s.Name,
+		ServiceName: s.Units,
+		DataPaths:   s.DataPaths,
+		User:        s.User,
+		Group:       s.Group,
+		Backup: config.Backup{
+			Paths:              s.Backup.Paths,
+			OptionalPaths:      s.Backup.OptionalPaths,
+			Format:             s.Backup.Format,
+			MaxRetentionDays:   s.Backup.MaxRetentionDays,
+			RetentionSnapshots: s.Backup.RetentionSnapshots,
+			MinKeep:            &minKeep,
+			Exclude:            s.Backup.Exclude,
+			PreBackup:          s.Backup.PreBackup,
+			PostBackup:         s.Backup.PostBackup,
+			CompressionLevel:   s.Backup.CompressionLevel,
+			Threads:            s.Backup.Threads,
+			StateDirectory:     s.StateDirectory(),
+		},
+	}
+}
+
+// buildModel applies defaults; the spec has been validated.
+func buildModel(spec *Spec, opts Options) *Model {
+	ns := spec.Namespace
+	if ns == "" {
+		ns = defaultNamespace
+	}
+	m := &Model{Namespace: strings.Split(ns, "."), WorkerPath: opts.WorkerPath, ConfigDir: opts.ConfigDir}
+	for _, svc := range spec.Services {
+		m.Services = append(m.Services, resolveService(spec.Defaults, svc))
+	}
+	sort.Slice(m.Services, func(i, j int) bool { return m.Services[i].Name < m.Services[j].Name })
+	return m
+}
+
+// resolveService merges a service over the spec-wide defaults over the
+// built-in defaults.
+func resolveService(d ServiceSettings, svc Service) ServiceModel {
+	b, db := svc.Backup, d.Backup
+	s := ServiceModel{
+		Name:        svc.Name,
+		Description: svc.Description,
+		Enable:      pick(svc.Enable, d.Enable, false),
+		Units:       unitList(svc.ServiceName),
+		DataPaths:   svc.DataPaths,
+		User:        pick(svc.User, d.User, defaultUser),
+		Group:       pick(svc.Group, d.Group, defaultGroup),
+		Backup: BackupModel{
+			Enable:             pick(b.Enable, db.Enable, true),
+			Paths:              expandName(pickList(b.Paths, db.Paths, []string{defaultPath}), svc.Name),
+			OptionalPaths:      expandName(pickList(b.OptionalPaths, db.OptionalPaths, nil), svc.Name),
+			Schedule:           pick(b.Schedule, db.Schedule, defaultSchedule),
+			Format:             pick(b.Format, db.Format, defaultFormat),
+			MaxRetentionDays:   pick(b.MaxRetentionDays, db.MaxRetentionDays, defaultMaxRetentionDays),
+			RetentionSnapshots: pick(b.RetentionSnapshots, db.RetentionSnapshots, defaultRetentionSnapshots),
+			MinKeep:            pick(b.MinKeep, db.MinKeep, defaultMinKeep),
+			Exclude:            pickList(b.Exclude, db.Exclude, nil),
+			CompressionLevel:   pick(b.CompressionLevel, db.CompressionLevel, 0),
+			Threads:            pick(b.Threads, db.Threads, 0),
+			Persistent:         pick(b.Persistent, db.Persistent, true),
+			RandomizedDelaySec: pick(b.RandomizedDelaySec, db.RandomizedDelaySec, 0),
+			TimeoutStartSec:    pick(b.TimeoutStartSec, db.TimeoutStartSec, defaultTimeoutStartSec),
+			OnFailure:          pickList(b.OnFailure, db.OnFailure, nil),
+			PreBackup:          pick(b.PreBackup, db.PreBackup, ""),
+			PostBackup:         pick(b.PostBackup, db.PostBackup, ""),
+		},
+	}
+	if s.Description == "" {
+		s.Description = s.Name
+	}
+	return s
+}
+
+func pick[T any](service, defaults *T, builtin T) T {
+	switch {
+	case service != nil:
+		return *service
+	case defaults != nil:
+		return *defaults
+	}
+	return builtin
+}
+
+func pickList(service, defaults, builtin []string) []string {
+	switch {
+	case service != nil:
+		return service
+	case defaults != nil:
+		return defaults
+	}
+	return builtin
+}
+
+func expandName(paths []string, name string) []string {
+	if paths == nil {
+		return nil
+	}
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		out[i] = strings.ReplaceAll(p, namePlaceholder, name)
+	}
+	return out
+}
+
+// unitList converts the decoded serviceName (validated: string or list of
+// strings) to a list.
+func unitList(v any) []string {
+	switch x := v.(type) {
+	case string:
+		if x == "" {
+			return nil
+		}
+		return []string{x}
+	case []any:
+		out := make([]string, 0, len(x))
+		for _, e := range x {
+			if s, ok := e.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

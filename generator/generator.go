@@ -7,8 +7,6 @@ package generator
 import (
 	"fmt"
 	"regexp"
-
-	"github.com/backupgen/backupgen/schedule"
 )
 
 // Options are the generator's settings that are not part of the spec.
@@ -54,13 +52,9 @@ func Generate(file string, data []byte, opts Options) ([]File, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := buildModel(spec, opts)
-	for i := range m.Services {
-		cal, err := schedule.ToOnCalendar(m.Services[i].Backup.Schedule)
-		if err != nil {
-			return nil, fmt.Errorf("service %s: %w", m.Services[i].Name, err)
-		}
-		m.Services[i].OnCalendar = cal
+	m, err := buildModel(spec, opts)
+	if err != nil {
+		return nil, err
 	}
 	return render(m)
 }

@@ -1,10 +1,12 @@
 package generator
 
 import (
+	"fmt"
 	"sort"
 	"strings"
 
 	"github.com/backupgen/backupgen/config"
+	"github.com/backupgen/backupgen/schedule"
 )
 
 // Built-in defaults, used where neither [defaults] nor a service sets a key.
@@ -124,18 +126,25 @@ func (s ServiceModel) WorkerConfig() config.Config {
 	}
 }
 
-// buildModel applies defaults; the spec has been validated.
-func buildModel(spec *Spec, opts Options) *Model {
+// buildModel applies defaults and converts schedules; the spec has been
+// validated, so an error here is a bug rather than bad input.
+func buildModel(spec *Spec, opts Options) (*Model, error) {
 	ns := spec.Namespace
 	if ns == "" {
 		ns = defaultNamespace
 	}
 	m := &Model{Namespace: strings.Split(ns, "."), WorkerPath: opts.WorkerPath, ConfigDir: opts.ConfigDir}
 	for _, svc := range spec.Services {
-		m.Services = append(m.Services, resolveService(spec.Defaults, svc))
+		s := resolveService(spec.Defaults, svc)
+		cal, err := schedule.ToOnCalendar(s.Backup.Schedule)
+		if err != nil {
+			return nil, fmt.Errorf("service %s: %w", s.Name, err)
+		}
+		s.OnCalendar = cal
+		m.Services = append(m.Services, s)
 	}
 	sort.Slice(m.Services, func(i, j int) bool { return m.Services[i].Name < m.Services[j].Name })
-	return m
+	return m, nil
 }
 
 // resolveService merges a service over the spec-wide defaults over the

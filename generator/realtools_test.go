@@ -195,9 +195,9 @@ func TestNixModulesAgreeWithGo(t *testing.T) {
 				t.Fatal(err)
 			}
 			m, err := buildModel(spec, goldenOptions)
-	if err != nil {
-		t.Fatal(err)
-	}
+			if err != nil {
+				t.Fatal(err)
+			}
 			var results map[string]nixModuleResult
 			if err := json.Unmarshal(nixEvalModules(t, nix, outDir, m), &results); err != nil {
 				t.Fatal(err)

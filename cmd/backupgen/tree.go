@@ -78,6 +78,12 @@ func writeTree(out string, files []generator.File) (changed, removed int, err er
 	}
 	for _, f := range files {
 		final := filepath.Join(out, filepath.FromSlash(f.Path))
+		// Anything but a regular file in the way would make a rename fail
+		// half-way through; refuse before writing anything.
+		if fi, err := os.Lstat(final); err == nil && !fi.Mode().IsRegular() {
+			cleanup()
+			return 0, 0, fmt.Errorf("%s exists and is not a regular file; move it away and run again", final)
+		}
 		if old, err := os.ReadFile(final); err == nil && bytes.Equal(old, f.Content) {
 			continue
 		}

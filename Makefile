@@ -1,0 +1,38 @@
+# backupgen — see README.md.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+SPEC    ?= examples/homelab/backup.toml
+OUT     ?= nixos
+
+.PHONY: all build test generate check update-golden vet fuzz clean
+
+all: build
+
+## build: compile backupgen and backup-worker into bin/
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/backupgen ./cmd/backup-worker
+
+## test: every test, including the real Nix, systemd and archive-tool checks
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 -shuffle=on ./...
+
+## generate: regenerate the example's output ($(OUT)/) from $(SPEC)
+generate:
+	$(GO) run ./cmd/backupgen generate --spec $(SPEC) --out $(OUT)
+
+## check: fail when $(OUT)/ is not what $(SPEC) generates
+check:
+	$(GO) run ./cmd/backupgen check --spec $(SPEC) --out $(OUT)
+
+## update-golden: rewrite golden files after an intended output change
+update-golden:
+	$(GO) test ./generator/ -run 'TestGolden|TestExamples|TestHelpersEval' -update
+	$(GO) test ./... -count=1
+
+vet:
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin/

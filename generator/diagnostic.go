@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/hashicorp/go-multierror"
 )
 
 // Diagnostic is one problem in a spec, printed as
@@ -14,6 +16,9 @@ type Diagnostic struct {
 	Key       string
 	Message   string
 }
+
+// Error makes a Diagnostic usable as one error of a multierror.
+func (d Diagnostic) Error() string { return d.String() }
 
 func (d Diagnostic) String() string {
 	var b strings.Builder
@@ -30,16 +35,28 @@ func (d Diagnostic) String() string {
 	return b.String()
 }
 
-// Diagnostics is a list of problems; as an error it prints one per line,
-// sorted by position so the output reads top to bottom like the file.
+// Diagnostics is a list of problems.
 type Diagnostics []Diagnostic
 
-func (ds Diagnostics) Error() string {
-	lines := make([]string, len(ds))
-	for i, d := range ds.sorted() {
-		lines[i] = d.String()
+// err aggregates the diagnostics, sorted by position so the output reads
+// top to bottom like the file, into a go-multierror whose format is one
+// diagnostic per line (its default bullet list is not what users want).
+func (ds Diagnostics) err() error {
+	if len(ds) == 0 {
+		return nil
 	}
-	return strings.Join(lines, "\n")
+	var errs *multierror.Error
+	for _, d := range ds.sorted() {
+		errs = multierror.Append(errs, d)
+	}
+	errs.ErrorFormat = func(list []error) string {
+		lines := make([]string, len(list))
+		for i, e := range list {
+			lines[i] = e.Error()
+		}
+		return strings.Join(lines, "\n")
+	}
+	return errs
 }
 
 func (ds Diagnostics) sorted() Diagnostics {

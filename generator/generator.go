@@ -31,17 +31,18 @@ var plainPathRE = regexp.MustCompile(`^/[A-Za-z0-9/._+-]*$`)
 func Validate(file string, data []byte) (*Spec, error) {
 	spec, pos, diags := decodeSpec(file, data)
 	if spec == nil {
-		return nil, diags
+		return nil, diags.err()
 	}
 	diags = append(diags, validate(file, spec, pos)...)
 	if len(diags) > 0 {
-		return nil, diags.sorted()
+		return nil, diags.err()
 	}
 	return spec, nil
 }
 
 // Generate validates the spec and renders every output file, sorted by
-// path. On any problem it returns Diagnostics and no files.
+// path. On any problem it returns every diagnostic (a *multierror.Error of
+// Diagnostic values) and no files.
 func Generate(file string, data []byte, opts Options) ([]File, error) {
 	for _, p := range []struct{ flag, val string }{{"--worker", opts.WorkerPath}, {"--config-dir", opts.ConfigDir}} {
 		if !plainPathRE.MatchString(p.val) {

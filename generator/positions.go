@@ -53,6 +53,9 @@ func scanPositions(data []byte) *positions {
 				continue
 			}
 			keys := splitKey(trimmed[2:end])
+			if len(keys) == 0 {
+				continue
+			}
 			plain := strings.Join(keys, ".")
 			n := arrayCount[plain]
 			arrayCount[plain] = n + 1
@@ -66,6 +69,9 @@ func scanPositions(data []byte) *positions {
 				continue
 			}
 			keys := splitKey(trimmed[1:end])
+			if len(keys) == 0 {
+				continue
+			}
 			tablePlain = keys
 			table = indexKeys(keys, arrayCount)
 			p.add(table, tablePlain, position{lineNo, col})

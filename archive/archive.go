@@ -1,0 +1,156 @@
+// Package archive creates, verifies and safely extracts backup archives in the
+// formats "tar.gz", "tar.xz", "tar.bz2", "tar.zst" and "zip".
+//
+// Archives are written as a stream with bounded memory. Tar archives use the
+// PAX format (long and non-ASCII names, large ids, sub-second mtimes) and keep
+// regular files, directories, symlinks (never followed), hard links, modes,
+// numeric owners and owner names. Zip archives keep unix modes (external
+// attributes), symlinks (symlink-mode entries holding the link target),
+// mtimes (extended timestamp field) and uid/gid (Info-ZIP "ux" field 0x7875);
+// hard links become full copies in zip.
+//
+// Entry names are the absolute data paths without their leading "/" (see
+// EntryName), so extracting into "/" puts every data path back where it was.
+package archive
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"path"
+	"path/filepath"
+	"strings"
+)
+
+// Supported formats.
+const (
+	FormatTarGz  = "tar.gz"
+	FormatTarXz  = "tar.xz"
+	FormatTarBz2 = "tar.bz2"
+	FormatTarZst = "tar.zst"
+	FormatZip    = "zip"
+)
+
+// Formats lists the supported formats.
+var Formats = []string{FormatTarGz, FormatTarXz, FormatTarBz2, FormatTarZst, FormatZip}
+
+// Options configure Write.
+//
+// Level 0 selects the format default:
+//   - tar.gz: 6 (gzip levels 1-9, -1 = default; -2 = Huffman only),
+//   - tar.zst: zstd level 3 ("SpeedDefault"; levels 1-22 are mapped to the
+//     four encoder levels of klauspost/compress/zstd),
+//   - tar.xz: 6, which like xz(1) presets selects the dictionary size
+//     (1: 1 MiB, 2: 2 MiB, 3-4: 4 MiB, 5-6: 8 MiB, 7: 16 MiB, 8: 32 MiB, 9: 64 MiB),
+//   - tar.bz2: 6 (block size level*100 kB, 1-9),
+//   - zip: deflate level 6 (1-9).
+//
+// Threads is used by tar.gz (parallel gzip, 1 MiB blocks) and tar.zst
+// (encoder concurrency); tar.xz, tar.bz2 and zip compress on one goroutine.
+type Options struct {
+	Format  string       // "tar.gz" | "tar.xz" | "tar.bz2" | "tar.zst" | "zip"
+	Level   int          // 0 = format default
+	Threads int          // 0 = runtime.NumCPU()
+	Exclude []string     // doublestar patterns relative to each data path: "cache/**", "*.tmp" (a pattern without '/' matches a base name at any depth)
+	Logger  *slog.Logger // warnings (skipped sockets/fifos/devices, vanished files); nil = slog.Default()
+}
+
+// Stats summarise an archive written, verified or extracted.
+type Stats struct {
+	Files, Dirs, Symlinks, Hardlinks, Skipped int64
+	BytesRead                                 int64 // content bytes read from the data paths (Verify/Extract: content bytes read from the archive)
+	Warnings                                  []string
+}
+
+// maxWarnings bounds Stats.Warnings; further warnings are still logged and
+// counted in a final summary line.
+const maxWarnings = 1000
+
+type warner struct {
+	stats   *Stats
+	log     *slog.Logger
+	dropped int
+}
+
+func (w *warner) warn(msg string, args ...any) {
+	s := fmt.Sprintf(msg, args...)
+	w.log.Warn("archive: " + s)
+	if len(w.stats.Warnings) < maxWarnings {
+		w.stats.Warnings = append(w.stats.Warnings, s)
+	} else {
+		w.dropped++
+	}
+}
+
+func (w *warner) finish() {
+	if w.dropped > 0 {
+		w.stats.Warnings = append(w.stats.Warnings, fmt.Sprintf("... and %d more warnings (see log)", w.dropped))
+		w.dropped = 0
+	}
+}
+
+func loggerOr(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.Default()
+	}
+	return l
+}
+
+func checkFormat(format string) error {
+	for _, f := range Formats {
+		if f == format {
+			return nil
+		}
+	}
+	return fmt.Errorf("archive: unsupported format %q (want one of %s)", format, strings.Join(Formats, ", "))
+}
+
+// EntryName maps an absolute data path to its name in the archive: the
+// cleaned path without its leading "/", like GNU tar does, so `tar -C / -xf`
+// (or ExtractFile with target "/") puts every data path back where it was.
+// EntryName("/") is ".".
+func EntryName(absPath string) string {
+	p := path.Clean(filepath.ToSlash(absPath))
+	p = strings.TrimLeft(p, "/")
+	if p == "" {
+		return "."
+	}
+	return p
+}
+
+// ErrUnsafeName is wrapped by SafeJoin errors.
+var ErrUnsafeName = errors.New("unsafe archive entry name")
+
+// cleanName validates an archive entry name and returns it cleaned
+// (slash-separated, no trailing slash, "." for the root).
+func cleanName(name string) (string, error) {
+	switch {
+	case name == "":
+		return "", fmt.Errorf("%w: empty name", ErrUnsafeName)
+	case strings.IndexByte(name, 0) >= 0:
+		return "", fmt.Errorf("%w: %q contains NUL", ErrUnsafeName, name)
+	case strings.HasPrefix(name, "/"):
+		return "", fmt.Errorf("%w: %q is absolute", ErrUnsafeName, name)
+	}
+	for _, el := range strings.Split(name, "/") {
+		if el == ".." {
+			return "", fmt.Errorf("%w: %q contains \"..\"", ErrUnsafeName, name)
+		}
+	}
+	return path.Clean(name), nil
+}
+
+// SafeJoin returns target joined with the archive entry name, or an error
+// (wrapping ErrUnsafeName) when the name is absolute, contains a ".."
+// element, is empty, or contains NUL. Names are slash-separated; "." and
+// empty elements are ignored, a trailing "/" is allowed (directories). The
+// result equals filepath.Clean(target) exactly when the name cleans to "."
+// (e.g. "." or "./", as written by `tar -C dir .`); otherwise it lies strictly
+// inside target. Backslashes are ordinary characters. Pure function.
+func SafeJoin(target, name string) (string, error) {
+	c, err := cleanName(name)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(target, filepath.FromSlash(c)), nil
+}

@@ -1,0 +1,50 @@
+package archive
+
+import (
+	"context"
+	"path/filepath"
+	"strconv"
+	"testing"
+)
+
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+// buildBenchTree generates a ~64 MiB mixed tree: 24 MiB incompressible in
+// four files, ~40 MiB text-like in 1280 files of 32 KiB across 32 dirs.
+func buildBenchTree(b *testing.B) (string, int64) {
+	dir := filepath.Join(b.TempDir(), "data")
+	var total int64
+	for i := 0; i < 4; i++ {
+		data := pseudoRandom(6<<20, int64(i))
+		mustWrite(b, filepath.Join(dir, "blobs", "blob"+strconv.Itoa(i)), data, 0o644)
+		total += int64(len(data))
+	}
+	for d := 0; d < 32; d++ {
+		for f := 0; f < 40; f++ {
+			data := textish(32<<10, int64(d*100+f))
+			mustWrite(b, filepath.Join(dir, "text", "d"+strconv.Itoa(d), "f"+strconv.Itoa(f)+".txt"), data, 0o644)
+			total += int64(len(data))
+		}
+	}
+	return dir, total
+}
+
+func BenchmarkWrite(b *testing.B) {
+	dir, total := buildBenchTree(b)
+	for _, format := range Formats {
+		b.Run(format, func(b *testing.B) {
+			b.SetBytes(total)
+			var out int64
+			for i := 0; i < b.N; i++ {
+				cw := &countWriter{}
+				if _, err := Write(context.Background(), cw, []string{dir}, Options{Format: format, Logger: quietLogger}); err != nil {
+					b.Fatal(err)
+				}
+				out = cw.n
+			}
+			b.ReportMetric(float64(out)/float64(total), "ratio")
+		})
+	}
+}

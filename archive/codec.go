@@ -1,0 +1,90 @@
+package archive
+
+import (
+	"compress/bzip2"
+	"fmt"
+	"io"
+
+	dbzip2 "github.com/dsnet/compress/bzip2"
+	kgzip "github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/klauspost/pgzip"
+	"github.com/ulikunitz/xz"
+)
+
+const pgzipBlockSize = 1 << 20
+
+// newCompressor returns the stream compressor for a tar format.
+func newCompressor(w io.Writer, format string, level, threads int) (io.WriteCloser, error) {
+	switch format {
+	case FormatTarGz:
+		if level == 0 {
+			level = 6
+		}
+		zw, err := pgzip.NewWriterLevel(w, level)
+		if err != nil {
+			return nil, fmt.Errorf("archive: gzip level %d: %w", level, err)
+		}
+		if err := zw.SetConcurrency(pgzipBlockSize, threads); err != nil {
+			return nil, fmt.Errorf("archive: gzip concurrency: %w", err)
+		}
+		return zw, nil
+	case FormatTarZst:
+		zl := zstd.SpeedDefault
+		if level != 0 {
+			if level < 1 || level > 22 {
+				return nil, fmt.Errorf("archive: zstd level %d out of range 1-22", level)
+			}
+			zl = zstd.EncoderLevelFromZstd(level)
+		}
+		return zstd.NewWriter(w, zstd.WithEncoderConcurrency(threads), zstd.WithEncoderLevel(zl), zstd.WithEncoderCRC(true))
+	case FormatTarXz:
+		if level == 0 {
+			level = 6
+		}
+		dict := map[int]int{1: 1 << 20, 2: 2 << 20, 3: 4 << 20, 4: 4 << 20, 5: 8 << 20, 6: 8 << 20, 7: 16 << 20, 8: 32 << 20, 9: 64 << 20}[level]
+		if dict == 0 {
+			return nil, fmt.Errorf("archive: xz level %d out of range 1-9", level)
+		}
+		cfg := xz.WriterConfig{DictCap: dict, CheckSum: xz.CRC64}
+		return cfg.NewWriter(w)
+	case FormatTarBz2:
+		if level == 0 {
+			level = 6
+		}
+		if level < 1 || level > 9 {
+			return nil, fmt.Errorf("archive: bzip2 level %d out of range 1-9", level)
+		}
+		return dbzip2.NewWriter(w, &dbzip2.WriterConfig{Level: level})
+	}
+	return nil, fmt.Errorf("archive: no stream compressor for format %q", format)
+}
+
+// newDecompressor returns a reader of the decompressed tar stream. Every
+// decompressor verifies its checksums (gzip CRC-32 and size, xz CRC-64,
+// bzip2 block and stream CRCs, zstd frame checksum) when read to the end.
+func newDecompressor(r io.Reader, format string) (io.Reader, func(), error) {
+	switch format {
+	case FormatTarGz:
+		zr, err := kgzip.NewReader(r)
+		if err != nil {
+			return nil, nil, fmt.Errorf("archive: gzip: %w", err)
+		}
+		return zr, func() { zr.Close() }, nil
+	case FormatTarZst:
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxWindow(1<<30))
+		if err != nil {
+			return nil, nil, fmt.Errorf("archive: zstd: %w", err)
+		}
+		return zr, zr.Close, nil
+	case FormatTarXz:
+		zr, err := xz.NewReader(r)
+		if err != nil {
+			return nil, nil, fmt.Errorf("archive: xz: %w", err)
+		}
+		return zr, func() {}, nil
+	case FormatTarBz2:
+		return bzip2.NewReader(r), func() {}, nil
+	}
+	return nil, nil, fmt.Errorf("archive: no stream decompressor for format %q", format)
+}

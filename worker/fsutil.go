@@ -1,0 +1,144 @@
+package worker
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+)
+
+// randomSuffix returns 8 random hex characters for private temp names.
+func randomSuffix() string {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// syncDir fsyncs a directory so a rename or unlink in it is durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		// EINVAL: the file system does not support fsync on directories.
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// owner is a resolved uid/gid pair; -1 means "leave as is".
+type owner struct {
+	uid, gid int
+}
+
+// lookupOwner resolves user and group names (or numeric ids) with os/user.
+func lookupOwner(userName, groupName string) (owner, error) {
+	o := owner{uid: -1, gid: -1}
+	var errs []error
+	if userName != "" {
+		if id, err := strconv.Atoi(userName); err == nil && id >= 0 {
+			o.uid = id
+		} else if u, err := user.Lookup(userName); err == nil {
+			o.uid, _ = strconv.Atoi(u.Uid)
+		} else {
+			errs = append(errs, fmt.Errorf("user %q: %w", userName, err))
+		}
+	}
+	if groupName != "" {
+		if id, err := strconv.Atoi(groupName); err == nil && id >= 0 {
+			o.gid = id
+		} else if g, err := user.LookupGroup(groupName); err == nil {
+			o.gid, _ = strconv.Atoi(g.Gid)
+		} else {
+			errs = append(errs, fmt.Errorf("group %q: %w", groupName, err))
+		}
+	}
+	return o, errors.Join(errs...)
+}
+
+// setOwnerMode applies owner and mode to an open file. chown is skipped when
+// the file already has the wanted ids, so an unprivileged worker writing its
+// own archives does not need CAP_CHOWN.
+func setOwnerMode(f *os.File, o owner, mode os.FileMode) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		uid, gid := o.uid, o.gid
+		if uid == int(st.Uid) {
+			uid = -1
+		}
+		if gid == int(st.Gid) {
+			gid = -1
+		}
+		if uid != -1 || gid != -1 {
+			if err := f.Chown(uid, gid); err != nil {
+				return err
+			}
+		}
+	}
+	return f.Chmod(mode)
+}
+
+// commitName moves a finished temp file to its final name without ever
+// replacing an existing file: link(2) fails with EEXIST where rename(2) would
+// silently overwrite. The final name appears atomically with the complete
+// content either way. File systems without hard links fall back to a checked
+// rename, which is safe against ourselves because the service lock is held.
+func commitName(tmp, final string) error {
+	err := os.Link(tmp, final)
+	if err == nil {
+		return os.Remove(tmp)
+	}
+	if errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("%s already exists; not replacing it", final)
+	}
+	if _, statErr := os.Lstat(final); statErr == nil {
+		return fmt.Errorf("%s already exists; not replacing it", final)
+	}
+	return os.Rename(tmp, final)
+}
+
+// writeFileAtomic writes data to path via a private temp file in the same
+// directory: create 0600, write, fsync, chown/chmod, rename, fsync dir. A
+// reader sees the old file or the new one, never a partial one.
+func writeFileAtomic(path string, data []byte, mode os.FileMode, o owner) (err error) {
+	dir := filepath.Dir(path)
+	tmp := filepath.Join(dir, "."+filepath.Base(path)+".tmp-"+randomSuffix())
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = setOwnerMode(f, o, mode); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}

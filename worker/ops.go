@@ -1,0 +1,330 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/backupgen/backupgen/archive"
+	"github.com/backupgen/backupgen/config"
+	"github.com/backupgen/backupgen/retention"
+	"github.com/hashicorp/go-multierror"
+	"github.com/spf13/pflag"
+)
+
+// recover starts the units listed in the state file of a run that was
+// killed before it could start them itself. It is meant for the backup
+// unit's ExecStopPost, so "nothing to do" is the common, successful case.
+func (c *cli) recover(ctx context.Context, args []string) int {
+	var common commonFlags
+	fs := pflag.NewFlagSet("recover", pflag.ContinueOnError)
+	if done, code := c.parse(fs, "recover --config FILE", args, &common); done {
+		return code
+	}
+	cfg, ok := c.loadConfig(common.config)
+	if !ok {
+		return ExitUsage
+	}
+	log := c.log.With(keyService, cfg.Name)
+	path := stateFilePath(cfg.Backup.StateDirectory, cfg.Name)
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		log.Info("nothing to recover")
+		return ExitOK
+	}
+	// Waiting for the lock keeps a manual `recover` from starting units in
+	// the middle of a running backup. A killed run holds no lock: flock
+	// dies with its process.
+	lock, err := acquireLock(ctx, lockFilePath(cfg.Backup.StateDirectory, cfg.Name), cfg.Name,
+		time.Duration(cfg.Backup.LockTimeoutSec)*time.Second)
+	if err != nil {
+		log.Error("cannot recover", "error", err)
+		return exitCodeFor(ctx, err)
+	}
+	defer lock.Release()
+	units, err := readStoppedState(path)
+	if err != nil {
+		log.Error("cannot read state file", "error", err)
+		return ExitFailed
+	}
+	if units == nil {
+		log.Info("nothing to recover")
+		return ExitOK
+	}
+	log.Warn("starting units left stopped by an interrupted backup", "units", strings.Join(units, ","))
+	timeout := time.Duration(cfg.Backup.StartTimeoutSec) * time.Second
+	if err := startUnits(context.WithoutCancel(ctx), Systemctl{}, log, units, timeout, path); err != nil {
+		log.Error("recover failed", "error", err)
+		return ExitFailed
+	}
+	log.Info("recovered", "units", strings.Join(units, ","))
+	return ExitOK
+}
+
+// formatOf returns the archive format of a file name by its extension.
+func formatOf(name string) (string, bool) {
+	for _, f := range config.Formats {
+		if strings.HasSuffix(name, "."+config.ArchiveExt(f)) {
+			return f, true
+		}
+	}
+	return "", false
+}
+
+// destArchive is an archive found in a destination.
+type destArchive struct {
+	retention.Archive
+	dir    string
+	format string
+}
+
+func (a destArchive) path() string { return filepath.Join(a.dir, a.Name) }
+
+// scanAllFormats lists the service's archives in dir in every known format
+// (the format may have changed over time), newest first.
+func scanAllFormats(dir, name string) ([]destArchive, error) {
+	var out []destArchive
+	for _, f := range config.Formats {
+		as, err := retention.Scan(dir, name, config.ArchiveExt(f))
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range as {
+			out = append(out, destArchive{Archive: a, dir: dir, format: f})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.After(out[j].Time) })
+	return out, nil
+}
+
+// Checksum states reported by list and verify.
+const (
+	checksumOK       = "ok"       // verified against the file's content
+	checksumPresent  = "present"  // a well-formed .sha256 exists (not verified)
+	checksumMissing  = "missing"  // no .sha256 beside the archive
+	checksumMismatch = "mismatch" // the content does not match
+	checksumInvalid  = "invalid"  // the .sha256 is unreadable or names another file
+)
+
+// checkChecksum reports the state of path's .sha256; with verify it re-reads
+// the archive and compares.
+func checkChecksum(ctx context.Context, path string, verify bool) (string, error) {
+	want, err := parseChecksumFile(path+".sha256", filepath.Base(path))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return checksumMissing, nil
+	case err != nil:
+		return checksumInvalid, err
+	case !verify:
+		return checksumPresent, nil
+	}
+	got, err := fileSHA256(ctx, path)
+	if err != nil {
+		return checksumInvalid, err
+	}
+	if !bytes.Equal(got, want) {
+		return checksumMismatch, fmt.Errorf("SHA-256 mismatch: file has %x, %s.sha256 says %x", got, filepath.Base(path), want)
+	}
+	return checksumOK, nil
+}
+
+// verifyArchive checks the checksum (when a .sha256 exists) and parses the
+// whole archive. A missing .sha256 is not an error (a crash between the two
+// renames of the write protocol leaves one), but is reported.
+func verifyArchive(ctx context.Context, path, format string) (string, error) {
+	state, err := checkChecksum(ctx, path, true)
+	if err != nil {
+		return state, err
+	}
+	if _, err := archive.VerifyFile(ctx, path, format); err != nil {
+		return state, err
+	}
+	return state, nil
+}
+
+func (c *cli) list(ctx context.Context, args []string) int {
+	var common commonFlags
+	fs := pflag.NewFlagSet("list", pflag.ContinueOnError)
+	verify := fs.Bool("verify", false, "re-read every archive and compare it with its .sha256 (shows mismatch)")
+	if done, code := c.parse(fs, "list --config FILE [--verify]", args, &common); done {
+		return code
+	}
+	cfg, ok := c.loadConfig(common.config)
+	if !ok {
+		return ExitUsage
+	}
+	now := time.Now()
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DESTINATION\tARCHIVE\tSIZE\tAGE\tCHECKSUM")
+	var errs *multierror.Error
+	for _, dir := range cfg.Backup.Paths {
+		archives, err := scanAllFormats(dir, cfg.Name)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) && cfg.Backup.IsOptional(dir) {
+				fmt.Fprintf(tw, "%s\t(missing, optional)\t\t\t\n", dir)
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t(error: %v)\t\t\t\n", dir, err)
+			errs = multierror.Append(errs, err)
+			continue
+		}
+		if len(archives) == 0 {
+			fmt.Fprintf(tw, "%s\t(no archives)\t\t\t\n", dir)
+		}
+		for _, a := range archives {
+			size := "?"
+			if fi, err := os.Lstat(a.path()); err == nil {
+				size = humanBytes(fi.Size())
+			}
+			state, err := checkChecksum(ctx, a.path(), *verify)
+			if err != nil && state != checksumMismatch {
+				state += " (" + err.Error() + ")"
+			}
+			if state == checksumMismatch {
+				errs = multierror.Append(errs, fmt.Errorf("%s: %w", a.path(), err))
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", dir, a.Name, size, age(now, a.Time), state)
+		}
+	}
+	tw.Flush()
+	if errs != nil {
+		return exitCodeFor(ctx, errs)
+	}
+	return ExitOK
+}
+
+// age renders how long ago t was, coarsely.
+func age(now, t time.Time) string {
+	d := now.Sub(t)
+	if d < 0 {
+		return "in the future"
+	}
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+}
+
+func (c *cli) verify(ctx context.Context, args []string) int {
+	var common commonFlags
+	fs := pflag.NewFlagSet("verify", pflag.ContinueOnError)
+	all := fs.Bool("all", false, "verify every archive, not only the newest per destination")
+	if done, code := c.parse(fs, "verify --config FILE [--all] [ARCHIVE...]", args, &common); done {
+		return code
+	}
+	cfg, ok := c.loadConfig(common.config)
+	if !ok {
+		return ExitUsage
+	}
+	var targets []destArchive
+	var errs *multierror.Error
+	if fs.NArg() > 0 {
+		for _, p := range fs.Args() {
+			format, ok := formatOf(p)
+			if !ok {
+				fmt.Fprintf(c.stderr, "backup-worker verify: %s: unknown archive extension (want one of %s)\n", p, strings.Join(config.Formats, ", "))
+				return ExitUsage
+			}
+			targets = append(targets, destArchive{Archive: retention.Archive{Name: filepath.Base(p)}, dir: filepath.Dir(p), format: format})
+		}
+	} else {
+		for _, dir := range cfg.Backup.Paths {
+			archives, err := scanAllFormats(dir, cfg.Name)
+			if err != nil {
+				if errors.Is(err, os.ErrNotExist) && cfg.Backup.IsOptional(dir) {
+					fmt.Fprintf(c.stdout, "SKIP %s (optional destination missing)\n", dir)
+					continue
+				}
+				fmt.Fprintf(c.stdout, "FAILED %s: %v\n", dir, err)
+				errs = multierror.Append(errs, err)
+				continue
+			}
+			if len(archives) == 0 {
+				fmt.Fprintf(c.stdout, "FAILED %s: no archives of %s\n", dir, cfg.Name)
+				errs = multierror.Append(errs, fmt.Errorf("%s: no archives", dir))
+				continue
+			}
+			if !*all {
+				archives = archives[:1]
+			}
+			targets = append(targets, archives...)
+		}
+	}
+	for _, a := range targets {
+		state, err := verifyArchive(ctx, a.path(), a.format)
+		if err != nil {
+			fmt.Fprintf(c.stdout, "FAILED %s: %v\n", a.path(), err)
+			errs = multierror.Append(errs, err)
+			continue
+		}
+		note := ""
+		if state == checksumMissing {
+			note = " (no .sha256; structure verified only)"
+		}
+		fmt.Fprintf(c.stdout, "OK %s%s\n", a.path(), note)
+	}
+	if errs != nil {
+		return exitCodeFor(ctx, errs)
+	}
+	return ExitOK
+}
+
+func (c *cli) prune(ctx context.Context, args []string) int {
+	var common commonFlags
+	fs := pflag.NewFlagSet("prune", pflag.ContinueOnError)
+	dryRun := fs.Bool("dry-run", false, "print what would be deleted, delete nothing")
+	if done, code := c.parse(fs, "prune --config FILE [--dry-run]", args, &common); done {
+		return code
+	}
+	cfg, ok := c.loadConfig(common.config)
+	if !ok {
+		return ExitUsage
+	}
+	log := c.log.With(keyService, cfg.Name)
+	if !*dryRun {
+		lock, err := acquireLock(ctx, lockFilePath(cfg.Backup.StateDirectory, cfg.Name), cfg.Name,
+			time.Duration(cfg.Backup.LockTimeoutSec)*time.Second)
+		if err != nil {
+			log.Error("cannot prune", "error", err)
+			return exitCodeFor(ctx, err)
+		}
+		defer lock.Release()
+	}
+	policy := retention.PolicyFromConfig(cfg.Backup.MaxRetentionDays, cfg.Backup.RetentionSnapshots, cfg.Backup.MinKeepOrDefault())
+	fmt.Fprintf(c.stdout, "policy: %s\n", policy)
+	var errs *multierror.Error
+	for _, dir := range cfg.Backup.Paths {
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) && cfg.Backup.IsOptional(dir) {
+			fmt.Fprintf(c.stdout, "%s: optional destination missing, skipped\n", dir)
+			continue
+		}
+		res, err := pruneDir(dir, cfg.Name, config.ArchiveExt(cfg.Backup.Format), policy, time.Now(), *dryRun, log)
+		verb := "removed"
+		if *dryRun {
+			verb = "would remove"
+		}
+		for _, a := range res.removed {
+			fmt.Fprintf(c.stdout, "%s %s\n", verb, filepath.Join(dir, a.Name))
+		}
+		fmt.Fprintf(c.stdout, "%s: %d kept, %d %s\n", dir, len(res.kept), len(res.removed), verb)
+		if err != nil {
+			fmt.Fprintf(c.stdout, "%s: error: %v\n", dir, err)
+			errs = multierror.Append(errs, err)
+		}
+	}
+	if errs != nil {
+		return exitCodeFor(ctx, errs)
+	}
+	return ExitOK
+}

@@ -1,0 +1,160 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/backupgen/backupgen/config"
+	"github.com/backupgen/backupgen/retention"
+	"github.com/hashicorp/go-multierror"
+)
+
+// formatSizeFactor scales the data size into an estimate of the archive
+// size. It is 1.0 for every format on purpose: compression usually shrinks
+// the data, but already-compressed data (media, databases with compressed
+// pages) does not shrink, and a wrong guess here means a failed run after
+// downtime rather than before it.
+var formatSizeFactor = map[string]float64{
+	"tar.gz": 1.0, "tar.xz": 1.0, "tar.bz2": 1.0, "tar.zst": 1.0, "zip": 1.0,
+}
+
+// perFileOverhead approximates the archive header bytes per entry (a tar
+// header is 512 bytes, plus padding of the last block).
+const perFileOverhead = 1024
+
+// dataSize walks the data paths cheaply (no reads) and returns the total
+// size of regular files plus header overhead. A missing data path is an
+// error: archiving it would fail after the units were stopped.
+func dataSize(paths []string) (int64, error) {
+	var total int64
+	var errs *multierror.Error
+	for _, root := range paths {
+		if _, err := os.Lstat(root); err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("data path %s: %w", root, err))
+			continue
+		}
+		filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				// Unreadable subdirectories are the archiver's business; the
+				// estimate just misses them.
+				return nil
+			}
+			total += perFileOverhead
+			if d.Type().IsRegular() {
+				if fi, err := d.Info(); err == nil {
+					total += fi.Size()
+				}
+			}
+			return nil
+		})
+	}
+	return total, errs.ErrorOrNil()
+}
+
+// estimateArchiveSize is the free space a destination must have before the
+// units are stopped: the smaller of
+//   - the data size times formatSizeFactor, and
+//   - the newest existing archive of this service in that destination plus
+//     10% (the previous archive is the best predictor, and is usually far
+//     smaller than the raw data).
+//
+// Existing archives are not counted as freed: pruning happens only after the
+// new archive is safely written.
+func estimateArchiveSize(dataBytes int64, format, dir, name string) int64 {
+	factor, ok := formatSizeFactor[format]
+	if !ok {
+		factor = 1.0
+	}
+	est := int64(float64(dataBytes) * factor)
+	archives, err := retention.Scan(dir, name, config.ArchiveExt(format))
+	if err == nil && len(archives) > 0 {
+		if fi, err := os.Stat(filepath.Join(dir, archives[0].Name)); err == nil {
+			est = min(est, fi.Size()+fi.Size()/10)
+		}
+	}
+	return est
+}
+
+// prepareDestination makes sure dir exists (creating it 0750), is a
+// directory and is writable (by creating and removing a private probe file).
+// It reports skip=true for a missing optional destination.
+func prepareDestination(dir, name string, optional bool, log *slog.Logger) (skip bool, err error) {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist) && optional:
+		// An optional destination is typically a removable disk's mount
+		// point; creating it would write the backup to the root file system.
+		log.Warn("optional destination missing; skipping it", "destination", dir)
+		return true, nil
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return false, fmt.Errorf("destination %s: create: %w", dir, err)
+		}
+		fi, err = os.Stat(dir)
+		if err != nil {
+			return false, fmt.Errorf("destination %s: %w", dir, err)
+		}
+	case err != nil:
+		return false, fmt.Errorf("destination %s: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		return false, fmt.Errorf("destination %s: not a directory", dir)
+	}
+	probe := filepath.Join(dir, "."+name+"-probe-"+randomSuffix())
+	f, err := os.OpenFile(probe, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return false, fmt.Errorf("destination %s: not writable: %w", dir, err)
+	}
+	f.Close()
+	if err := os.Remove(probe); err != nil {
+		return false, fmt.Errorf("destination %s: remove probe file: %w", dir, err)
+	}
+	return false, nil
+}
+
+// freeSpace returns the bytes available to unprivileged users in dir's
+// file system (root's reserved blocks are deliberately not counted) and the
+// device id, so that destinations sharing a file system are summed.
+func freeSpace(dir string) (avail uint64, dev uint64, err error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, 0, fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	var sst syscall.Stat_t
+	if err := syscall.Stat(dir, &sst); err != nil {
+		return 0, 0, fmt.Errorf("stat %s: %w", dir, err)
+	}
+	return st.Bavail * uint64(st.Bsize), uint64(sst.Dev), nil
+}
+
+// removeStaleTemps removes temp and probe files of this service left in dir
+// by a killed run. The service lock is held, so none of them can belong to a
+// run in progress.
+func removeStaleTemps(dir, name string, log *slog.Logger) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	re := staleTempRE(name)
+	var errs *multierror.Error
+	for _, e := range entries {
+		if !re.MatchString(e.Name()) {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if !retention.IsRegularFile(p) {
+			continue
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = multierror.Append(errs, err)
+			continue
+		}
+		log.Warn("removed temp file left by an interrupted run", "destination", dir, "archive", e.Name())
+	}
+	return errs.ErrorOrNil()
+}

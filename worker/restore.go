@@ -1,0 +1,277 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/backupgen/backupgen/archive"
+	"github.com/backupgen/backupgen/config"
+	"github.com/backupgen/backupgen/retention"
+	"github.com/hashicorp/go-multierror"
+	"github.com/spf13/pflag"
+)
+
+func (c *cli) restore(ctx context.Context, args []string) int {
+	var common commonFlags
+	fs := pflag.NewFlagSet("restore", pflag.ContinueOnError)
+	archivePath := fs.String("archive", "", "the archive `PATH` to restore (required)")
+	target := fs.String("target", "", "extract into `DIR` (new or empty) instead of restoring in place")
+	yes := fs.Bool("yes", false, "restore in place: stop the units, move the current data aside, extract, start the units")
+	if done, code := c.parse(fs, "restore --config FILE --archive PATH [--target DIR] [--yes]", args, &common); done {
+		return code
+	}
+	if *archivePath == "" || fs.NArg() > 0 {
+		fmt.Fprintln(c.stderr, "backup-worker restore: --archive PATH is required (and no other arguments)")
+		return ExitUsage
+	}
+	cfg, ok := c.loadConfig(common.config)
+	if !ok {
+		return ExitUsage
+	}
+	if *target == "" && !*yes {
+		fmt.Fprintf(c.stderr, "backup-worker restore: restoring in place stops %s, moves %s aside to <path>.pre-restore-<timestamp> and extracts %s.\nRe-run with --yes to do that, or use --target DIR to extract elsewhere.\n",
+			orNone(cfg.ServiceName), strings.Join(cfg.DataPaths, ", "), *archivePath)
+		return ExitUsage
+	}
+	rs := &restorer{cfg: cfg, log: c.log.With(keyService, cfg.Name), systemd: Systemctl{}, out: c.stdout, now: time.Now}
+	if *target != "" {
+		return rs.toTarget(ctx, *archivePath, *target)
+	}
+	return rs.inPlace(ctx, *archivePath)
+}
+
+func orNone(units []string) string {
+	if len(units) == 0 {
+		return "no units"
+	}
+	return strings.Join(units, ", ")
+}
+
+// restorer restores one archive of one service.
+type restorer struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	systemd Systemd
+	out     io.Writer
+	now     func() time.Time
+}
+
+// check locks the service and verifies the archive; a bad archive is refused
+// before anything is stopped or moved.
+func (rs *restorer) check(ctx context.Context, path string) (format string, lock *serviceLock, err error) {
+	format, ok := formatOf(path)
+	if !ok {
+		return "", nil, fmt.Errorf("%s: unknown archive extension (want one of %s)", path, strings.Join(config.Formats, ", "))
+	}
+	lock, err = acquireLock(ctx, lockFilePath(rs.cfg.Backup.StateDirectory, rs.cfg.Name), rs.cfg.Name,
+		time.Duration(rs.cfg.Backup.LockTimeoutSec)*time.Second)
+	if err != nil {
+		return "", nil, err
+	}
+	rs.log.Info("verifying archive before restoring", keyArchive, path)
+	state, err := verifyArchive(ctx, path, format)
+	if err != nil {
+		lock.Release()
+		return "", nil, fmt.Errorf("refusing to restore %s: %w", path, err)
+	}
+	if state == checksumMissing {
+		rs.log.Warn("archive has no .sha256; only its structure was verified", keyArchive, path)
+	}
+	return format, lock, nil
+}
+
+func (rs *restorer) extractOptions() archive.ExtractOptions {
+	return archive.ExtractOptions{
+		Prefixes:  rs.cfg.DataPaths,
+		SameOwner: os.Geteuid() == 0,
+		Logger:    rs.log,
+	}
+}
+
+// toTarget extracts the archive's data paths into dir (new or empty),
+// leaving the service and its data alone.
+func (rs *restorer) toTarget(ctx context.Context, path, dir string) int {
+	entries, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			rs.log.Error("cannot create target", "error", err)
+			return ExitFailed
+		}
+	case err != nil:
+		rs.log.Error("cannot read target", "error", err)
+		return ExitFailed
+	case len(entries) > 0:
+		rs.log.Error("target directory is not empty; refusing to mix a restore into it", "target", dir)
+		return ExitFailed
+	}
+	format, lock, err := rs.check(ctx, path)
+	if err != nil {
+		rs.log.Error("restore failed", "error", err)
+		return exitCodeFor(ctx, err)
+	}
+	defer lock.Release()
+	stats, err := archive.ExtractFile(ctx, path, format, dir, rs.extractOptions())
+	if err != nil {
+		rs.log.Error("restore failed", "error", err, "target", dir)
+		return exitCodeFor(ctx, err)
+	}
+	rs.log.Info("restored", keyArchive, path, "target", dir, "files", stats.Files, keyBytes, stats.BytesRead)
+	fmt.Fprintf(rs.out, "restored %s into %s\n", path, dir)
+	for _, p := range rs.cfg.DataPaths {
+		fmt.Fprintf(rs.out, "  %s -> %s\n", p, filepath.Join(dir, archive.EntryName(p)))
+	}
+	return ExitOK
+}
+
+// staged is one data path extracted next to its final place.
+type staged struct {
+	dataPath string
+	staging  string // private directory in the data path's parent
+	restored string // the data path inside staging
+	aside    string // where the current data went ("" if there was none)
+}
+
+// inPlace restores the archive over the live data paths.
+//
+// Each data path is extracted into a private staging directory beside it
+// (same file system, so the final step is a rename) while the units are
+// stopped; only when every data path extracted cleanly is the current data
+// renamed to <path>.pre-restore-<timestamp> (never deleted) and the staged
+// copy renamed into place. A failed or interrupted extraction therefore
+// leaves the current data untouched. The units are started again in every
+// case, exactly like a backup run.
+func (rs *restorer) inPlace(ctx context.Context, path string) (code int) {
+	cfg := rs.cfg
+	format, lock, err := rs.check(ctx, path)
+	if err != nil {
+		rs.log.Error("restore failed", "error", err)
+		return exitCodeFor(ctx, err)
+	}
+	defer lock.Release()
+
+	units := &unitController{
+		systemd:      rs.systemd,
+		log:          rs.log,
+		stateFile:    stateFilePath(cfg.Backup.StateDirectory, cfg.Name),
+		stopTimeout:  time.Duration(cfg.Backup.StopTimeoutSec) * time.Second,
+		startTimeout: time.Duration(cfg.Backup.StartTimeoutSec) * time.Second,
+	}
+	defer func() {
+		if err := units.restart(ctx); err != nil {
+			rs.log.Error("restore: units did not come back", "error", err)
+			if code == ExitOK {
+				code = ExitFailed
+			}
+		}
+	}()
+	if err := units.stopAll(ctx, cfg.ServiceName); err != nil {
+		rs.log.Error("restore aborted: could not stop the service; nothing was changed", "error", err)
+		return exitCodeFor(ctx, err)
+	}
+
+	ts := rs.now().UTC().Format(retention.TimeLayout)
+	var stages []*staged
+	cleanup := func() {
+		for _, s := range stages {
+			if s.staging != "" {
+				os.RemoveAll(s.staging)
+			}
+		}
+	}
+	for _, p := range cfg.DataPaths {
+		s, err := rs.stage(ctx, path, format, p)
+		if s != nil {
+			stages = append(stages, s)
+		}
+		if err != nil {
+			cleanup()
+			rs.log.Error("restore failed; current data left untouched", "error", err)
+			return exitCodeFor(ctx, err)
+		}
+	}
+	var errs *multierror.Error
+	for _, s := range stages {
+		if err := rs.swap(s, ts); err != nil {
+			errs = multierror.Append(errs, err)
+			continue
+		}
+		os.RemoveAll(s.staging) // only the empty parent directories are left
+		s.staging = ""
+	}
+	cleanup()
+	for _, s := range stages {
+		switch {
+		case s.aside != "" && s.staging == "":
+			fmt.Fprintf(rs.out, "%s: previous data moved to %s\n", s.dataPath, s.aside)
+		case s.staging == "":
+			fmt.Fprintf(rs.out, "%s: restored (there was no previous data)\n", s.dataPath)
+		}
+	}
+	if errs != nil {
+		errs.ErrorFormat = config.ListFormat
+		rs.log.Error("restore incomplete", "error", errs)
+		return ExitFailed
+	}
+	rs.log.Info("restored in place", keyArchive, path)
+	fmt.Fprintf(rs.out, "restored %s\n", path)
+	return ExitOK
+}
+
+// stage extracts data path p from the archive into a staging directory in
+// p's parent directory.
+func (rs *restorer) stage(ctx context.Context, path, format, p string) (*staged, error) {
+	parent := filepath.Dir(p)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(parent, "."+filepath.Base(p)+".restore-")
+	if err != nil {
+		return nil, err
+	}
+	s := &staged{dataPath: p, staging: dir, restored: filepath.Join(dir, archive.EntryName(p))}
+	opts := rs.extractOptions()
+	opts.Prefixes = []string{p}
+	rs.log.Info("extracting", keyArchive, path, "data_path", p)
+	if _, err := archive.ExtractFile(ctx, path, format, dir, opts); err != nil {
+		return s, err
+	}
+	if _, err := os.Lstat(s.restored); err != nil {
+		return s, fmt.Errorf("archive %s holds nothing for data path %s", path, p)
+	}
+	return s, nil
+}
+
+// swap moves the current data aside and the staged copy into place.
+func (rs *restorer) swap(s *staged, ts string) error {
+	if _, err := os.Lstat(s.dataPath); err == nil {
+		aside := s.dataPath + ".pre-restore-" + ts
+		if _, err := os.Lstat(aside); err == nil {
+			return fmt.Errorf("%s already exists; not moving %s there", aside, s.dataPath)
+		}
+		if err := os.Rename(s.dataPath, aside); err != nil {
+			return fmt.Errorf("move %s aside: %w", s.dataPath, err)
+		}
+		s.aside = aside
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := os.Rename(s.restored, s.dataPath); err != nil {
+		err = fmt.Errorf("move restored %s into place: %w", s.dataPath, err)
+		if s.aside != "" {
+			if rerr := os.Rename(s.aside, s.dataPath); rerr != nil {
+				return fmt.Errorf("%w; and moving the previous data back failed: %v (it is at %s)", err, rerr, s.aside)
+			}
+			s.aside = ""
+		}
+		return err
+	}
+	return syncDir(filepath.Dir(s.dataPath))
+}

@@ -1,0 +1,653 @@
+package worker
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/backupgen/backupgen/archive"
+	"github.com/backupgen/backupgen/config"
+	"github.com/backupgen/backupgen/retention"
+	"github.com/hashicorp/go-multierror"
+)
+
+// Exit codes of backup-worker.
+const (
+	// ExitOK: the run succeeded (every destination not skipped holds a
+	// verified archive and was pruned), or a subcommand had nothing to do.
+	ExitOK = 0
+	// ExitFailed: the run failed: no verified archive was written anywhere,
+	// a hook or a unit stop failed, or a unit did not come back after the
+	// backup (archives that were written are kept).
+	ExitFailed = 1
+	// ExitUsage: bad command line, or a config file that is missing or
+	// invalid (every problem is listed).
+	ExitUsage = 2
+	// ExitPartial: at least one destination holds a verified archive, but
+	// another destination failed (write, verify, commit or prune).
+	ExitPartial = 3
+	// ExitLockHeld: another run for the same service held the lock for the
+	// whole lock timeout.
+	ExitLockHeld = 4
+	// ExitInterrupted: SIGINT or SIGTERM; units were started again and temp
+	// files removed.
+	ExitInterrupted = 130
+)
+
+// Result strings, passed to the post-backup hook as BACKUP_RESULT.
+const (
+	resultSuccess     = "success"
+	resultPartial     = "partial"
+	resultFailed      = "failed"
+	resultInterrupted = "interrupted"
+)
+
+// archiveWriter is archive.Write's signature, a seam for tests.
+type archiveWriter func(ctx context.Context, w io.Writer, dataPaths []string, opts archive.Options) (archive.Stats, error)
+
+// Runner runs one backup of one service.
+type Runner struct {
+	Config  *config.Config
+	Systemd Systemd
+	Log     *slog.Logger
+	// HookOutput receives the pre/post hooks' output (default os.Stderr).
+	HookOutput io.Writer
+	// Now returns the current time (default time.Now).
+	Now func() time.Time
+
+	// Test seams.
+	writeArchive archiveWriter
+	afterStop    func(ctx context.Context)
+}
+
+// run is the state of one Runner.Run call.
+type run struct {
+	*Runner
+	cfg   *config.Config
+	log   *slog.Logger
+	start time.Time
+
+	errs        *multierror.Error // failures of the run as a whole
+	dests       []*destination
+	owner       owner
+	base        string // NAME-TS.EXT
+	units       *unitController
+	restartOnce sync.Once
+	stats       archive.Stats
+	streamBytes int64
+	sum         []byte
+}
+
+// Run performs the backup and returns the exit code. It never returns with
+// a unit it stopped still stopped, unless starting that unit failed (then
+// the state file keeps it for `recover` and the run fails).
+func (r *Runner) Run(ctx context.Context) int {
+	cfg := r.Config
+	if r.Log == nil {
+		r.Log = slog.Default()
+	}
+	if r.HookOutput == nil {
+		r.HookOutput = os.Stderr
+	}
+	if r.Now == nil {
+		r.Now = time.Now
+	}
+	if r.Systemd == nil {
+		r.Systemd = Systemctl{}
+	}
+	if r.writeArchive == nil {
+		r.writeArchive = archive.Write
+	}
+	rn := &run{Runner: r, cfg: cfg, log: r.Log.With(keyService, cfg.Name), start: time.Now()}
+
+	if err := os.MkdirAll(cfg.Backup.StateDirectory, 0o700); err != nil {
+		rn.log.Error("cannot create state directory", "error", err)
+		return ExitFailed
+	}
+	lock, err := acquireLock(ctx, lockFilePath(cfg.Backup.StateDirectory, cfg.Name), cfg.Name,
+		time.Duration(cfg.Backup.LockTimeoutSec)*time.Second)
+	if err != nil {
+		// Neither metrics nor the post hook: they belong to the run holding
+		// the lock, which may be using the destinations right now.
+		rn.log.Error(err.Error())
+		switch {
+		case errors.Is(err, ErrLockHeld):
+			return ExitLockHeld
+		case ctx.Err() != nil:
+			return ExitInterrupted
+		}
+		return ExitFailed
+	}
+	defer lock.Release()
+
+	rn.executeSafely(ctx)
+	return rn.finish(ctx)
+}
+
+func (rn *run) fatal(err error) {
+	rn.errs = multierror.Append(rn.errs, err)
+}
+
+// executeSafely turns a panic into a run failure. The deferred restart and
+// temp cleanup inside execute have already run by the time recover sees it.
+func (rn *run) executeSafely(ctx context.Context) {
+	defer func() {
+		if p := recover(); p != nil {
+			rn.log.Error("internal error", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			rn.fatal(fmt.Errorf("internal error: %v", p))
+		}
+	}()
+	rn.execute(ctx)
+}
+
+func (rn *run) execute(ctx context.Context) {
+	cfg := rn.cfg
+	// Whatever happens below, no temp file of this run survives it.
+	defer func() {
+		for _, d := range rn.dests {
+			if err := d.abort(); err != nil {
+				rn.log.Error("cannot remove temp file", keyDestination, d.dir, "error", err)
+			}
+		}
+	}()
+
+	if err := rn.recoverStale(ctx); err != nil {
+		rn.fatal(err)
+		return
+	}
+	if !rn.preflight(ctx) {
+		return
+	}
+	if cfg.Backup.PreBackup != "" {
+		rn.log.Info("running pre-backup hook")
+		if err := runHook(ctx, cfg.Backup.PreBackup, []string{"BACKUP_NAME=" + cfg.Name}, rn.HookOutput); err != nil {
+			rn.fatal(fmt.Errorf("pre-backup hook failed (nothing was stopped): %w", err))
+			return
+		}
+	}
+
+	rn.units = &unitController{
+		systemd:      rn.Systemd,
+		log:          rn.log,
+		stateFile:    stateFilePath(cfg.Backup.StateDirectory, cfg.Name),
+		stopTimeout:  time.Duration(cfg.Backup.StopTimeoutSec) * time.Second,
+		startTimeout: time.Duration(cfg.Backup.StartTimeoutSec) * time.Second,
+	}
+	// Registered before the first stop: error paths, cancellation and
+	// panics all pass through here.
+	defer rn.restartUnits(ctx)
+	if err := rn.units.stopAll(ctx, cfg.ServiceName); err != nil {
+		if cfg.Backup.AllowLiveBackup && ctx.Err() == nil {
+			rn.log.Warn("could not stop a unit; backing up live because allowLiveBackup is set", "error", err)
+		} else {
+			rn.fatal(fmt.Errorf("%w (no archive written; stopped units are started again)", err))
+			return
+		}
+	}
+	if rn.afterStop != nil {
+		rn.afterStop(ctx)
+	}
+	if !rn.writeArchives(ctx) {
+		return
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	rn.prune(ctx)
+}
+
+// restartUnits starts the stopped units once and records a failure.
+func (rn *run) restartUnits(ctx context.Context) {
+	rn.restartOnce.Do(func() {
+		if rn.units == nil {
+			return
+		}
+		if err := rn.units.restart(ctx); err != nil {
+			rn.fatal(err)
+		}
+	})
+}
+
+// recoverStale starts units that a killed earlier run left stopped (its
+// ExecStopPost `recover` should have done so; this covers a missing or
+// failed ExecStopPost). If they do not come back, the run is refused: the
+// operator has to look at the service first.
+func (rn *run) recoverStale(ctx context.Context) error {
+	path := stateFilePath(rn.cfg.Backup.StateDirectory, rn.cfg.Name)
+	units, err := readStoppedState(path)
+	if err != nil {
+		return fmt.Errorf("read state file: %w", err)
+	}
+	if units == nil {
+		return nil
+	}
+	rn.log.Warn("an earlier run left units stopped; starting them first", "state_file", path, "units", strings.Join(units, ","))
+	timeout := time.Duration(rn.cfg.Backup.StartTimeoutSec) * time.Second
+	if err := startUnits(context.WithoutCancel(ctx), rn.Systemd, rn.log, units, timeout, path); err != nil {
+		return fmt.Errorf("units left stopped by an earlier run could not be started; not backing up: %w", err)
+	}
+	return nil
+}
+
+// preflight checks everything that can be checked before stopping a unit.
+func (rn *run) preflight(ctx context.Context) bool {
+	cfg := rn.cfg
+	var errs *multierror.Error
+	own, err := lookupOwner(cfg.User, cfg.Group)
+	if err != nil {
+		errs = multierror.Append(errs, fmt.Errorf("archive owner: %w", err))
+	}
+	rn.owner = own
+	size, err := dataSize(cfg.DataPaths)
+	if err != nil {
+		errs = multierror.Append(errs, err)
+	}
+	for _, dir := range cfg.Backup.Paths {
+		d := &destination{dir: dir, name: cfg.Name, optional: cfg.Backup.IsOptional(dir)}
+		rn.dests = append(rn.dests, d)
+		skip, err := prepareDestination(dir, cfg.Name, d.optional, rn.log)
+		if skip {
+			d.status = "skipped"
+			continue
+		}
+		if err != nil {
+			d.fail(err)
+			errs = multierror.Append(errs, err)
+			continue
+		}
+		if err := removeStaleTemps(dir, cfg.Name, rn.log); err != nil {
+			rn.log.Warn("cannot remove stale temp files", keyDestination, dir, "error", err)
+		}
+	}
+	usable := rn.usableDests()
+	if len(usable) == 0 && errs == nil {
+		errs = multierror.Append(errs, errors.New("no destination available (all optional destinations are missing)"))
+	}
+	// Free space, summed per file system: two destinations on one disk need
+	// room for two copies.
+	type fsNeed struct {
+		avail uint64
+		need  int64
+		dirs  []string
+	}
+	byDev := map[uint64]*fsNeed{}
+	var devs []uint64
+	for _, d := range usable {
+		avail, dev, err := freeSpace(d.dir)
+		if err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("destination %s: %w", d.dir, err))
+			continue
+		}
+		n := byDev[dev]
+		if n == nil {
+			n = &fsNeed{avail: avail}
+			byDev[dev] = n
+			devs = append(devs, dev)
+		}
+		n.need += estimateArchiveSize(size, cfg.Backup.Format, d.dir, cfg.Name)
+		n.dirs = append(n.dirs, d.dir)
+	}
+	for _, dev := range devs {
+		n := byDev[dev]
+		if uint64(n.need) > n.avail {
+			errs = multierror.Append(errs, fmt.Errorf("destination %s: %s free, the archive needs about %s",
+				strings.Join(n.dirs, " and "), humanBytes(int64(n.avail)), humanBytes(n.need)))
+		}
+	}
+	if errs != nil {
+		errs.ErrorFormat = config.ListFormat
+		rn.fatal(fmt.Errorf("preflight failed, nothing was stopped:\n%w", errs))
+		return false
+	}
+	rn.base = rn.pickName(usable)
+	rn.log.Info("preflight ok", keyArchive, rn.base, "data_size", humanBytes(size))
+	return ctx.Err() == nil
+}
+
+// pickName returns NAME-TS.EXT for now, moved on by a second while that name
+// exists in a destination (two runs in one second must not collide).
+func (rn *run) pickName(usable []*destination) string {
+	t := rn.Now().UTC().Truncate(time.Second)
+	ext := config.ArchiveExt(rn.cfg.Backup.Format)
+	for i := 0; ; i++ {
+		base := retention.FileName(rn.cfg.Name, ext, t)
+		taken := false
+		for _, d := range usable {
+			if _, err := os.Lstat(filepath.Join(d.dir, base)); err == nil {
+				taken = true
+			}
+		}
+		if !taken || i >= 60 {
+			return base
+		}
+		t = t.Add(time.Second)
+	}
+}
+
+func (rn *run) usableDests() []*destination {
+	var out []*destination
+	for _, d := range rn.dests {
+		if d.status == "" {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// writeArchives streams one archive to every usable destination, restarts
+// the units as soon as the stream is complete, then fsyncs, verifies and
+// commits each copy. It reports whether at least one copy was committed.
+func (rn *run) writeArchives(ctx context.Context) bool {
+	cfg := rn.cfg
+	var active []*destination
+	var names []string
+	var writers []io.Writer
+	for _, d := range rn.usableDests() {
+		d.base = rn.base
+		if err := d.create(); err != nil {
+			d.fail(fmt.Errorf("create temp file: %w", err))
+			rn.log.Error("destination failed", keyDestination, d.dir, "error", err)
+			continue
+		}
+		active = append(active, d)
+		names = append(names, d.dir)
+		writers = append(writers, d)
+	}
+	if len(active) == 0 {
+		rn.fatal(errors.New("no destination could be written"))
+		return false
+	}
+	rn.log.Info("writing archive", keyArchive, rn.base, "destinations", strings.Join(names, ","))
+	fo := newFanout(ctx, rn.log, names, writers)
+	// Batch the archiver's small writes so each destination sees large
+	// writes and the fan-out's per-write handoff stays cheap.
+	buf := bufio.NewWriterSize(fo, 1<<20)
+	stats, err := rn.writeArchive(ctx, buf, cfg.DataPaths, archive.Options{
+		Format:  cfg.Backup.Format,
+		Level:   cfg.Backup.CompressionLevel,
+		Threads: cfg.Backup.Threads,
+		Exclude: cfg.Backup.Exclude,
+		Logger:  rn.log,
+	})
+	if err == nil {
+		err = buf.Flush()
+	}
+	fo.Close()
+	rn.stats = stats
+	// The data paths are no longer read: bring the service back before the
+	// slow part (fsync, verification, pruning).
+	rn.restartUnits(ctx)
+
+	if err != nil {
+		for _, d := range active {
+			d.abort()
+			if ctx.Err() != nil {
+				d.status = "interrupted"
+			} else {
+				d.fail(errors.New("archive aborted"))
+			}
+		}
+		if ctx.Err() != nil {
+			rn.fatal(fmt.Errorf("interrupted while writing the archive: %w", context.Cause(ctx)))
+		} else {
+			rn.fatal(fmt.Errorf("write archive: %w", err))
+		}
+		return false
+	}
+	for i, d := range active {
+		if err := fo.sinkErr(i); err != nil {
+			d.fail(err)
+			d.abort()
+		}
+	}
+	rn.sum = fo.Sum()
+	rn.streamBytes = fo.Len()
+
+	var wg sync.WaitGroup
+	errs := make([]error, len(active))
+	for i, d := range active {
+		if d.err != nil {
+			continue
+		}
+		goSafe(&wg, &errs[i], func() error { return d.finish(ctx, rn.sum, rn.owner, cfg.Backup.Format) })
+	}
+	wg.Wait()
+	committed := 0
+	for i, d := range active {
+		if errs[i] != nil {
+			d.abort()
+			if ctx.Err() != nil {
+				d.status = "interrupted"
+				continue
+			}
+			d.fail(errs[i])
+			rn.log.Error("destination failed", keyDestination, d.dir, "error", errs[i])
+			continue
+		}
+		if d.status == "ok" {
+			committed++
+			rn.log.Info("archive written and verified", keyDestination, d.dir, keyArchive, d.base, keyBytes, d.size)
+		}
+	}
+	if ctx.Err() != nil {
+		rn.fatal(fmt.Errorf("interrupted while committing the archive: %w", context.Cause(ctx)))
+		return false
+	}
+	if committed == 0 {
+		rn.fatal(errors.New("no destination holds a verified copy of the archive"))
+		return false
+	}
+	return true
+}
+
+// prune applies retention to each destination holding a verified copy.
+func (rn *run) prune(ctx context.Context) {
+	cfg := rn.cfg
+	policy := retention.PolicyFromConfig(cfg.Backup.MaxRetentionDays, cfg.Backup.RetentionSnapshots, cfg.Backup.MinKeepOrDefault())
+	policy.Protect = []string{rn.base}
+	for _, d := range rn.dests {
+		if d.status != "ok" {
+			continue
+		}
+		res, err := pruneDir(d.dir, cfg.Name, config.ArchiveExt(cfg.Backup.Format), policy, rn.Now(), false, rn.log)
+		d.pruned, d.count = len(res.removed), len(res.kept)
+		if err != nil {
+			d.status = "failed"
+			d.err = fmt.Errorf("prune: %w", err)
+			rn.log.Error("pruning failed", keyDestination, d.dir, "error", err)
+		}
+	}
+}
+
+// finish logs the summary, writes metrics, runs the post hook and returns
+// the exit code.
+func (rn *run) finish(ctx context.Context) int {
+	cfg := rn.cfg
+	code, result := rn.outcome(ctx)
+	duration := time.Since(rn.start)
+	var downtime time.Duration
+	if rn.units != nil {
+		downtime = rn.units.Downtime()
+	}
+	var archiveSize, written int64
+	var destAttrs []any
+	var counts []destinationCount
+	for _, d := range rn.dests {
+		status := d.status
+		if status == "" {
+			status = "not written"
+		}
+		if d.err != nil {
+			status = "failed: " + d.err.Error()
+			if d.status == "interrupted" {
+				status = "interrupted"
+			}
+		}
+		if d.status == "ok" {
+			archiveSize = d.size
+			written += d.size
+			if d.pruned > 0 {
+				status = fmt.Sprintf("ok, pruned %d", d.pruned)
+			}
+			counts = append(counts, destinationCount{d.dir, d.count})
+		}
+		destAttrs = append(destAttrs, slog.String(d.dir, status))
+	}
+	allErrs := rn.allErrors()
+	attrs := []any{
+		"result", result,
+		keyArchive, rn.base,
+		"bytes_read", rn.stats.BytesRead,
+		"bytes_written", written,
+		keyBytes, archiveSize,
+		keyDuration, duration.Round(time.Millisecond),
+		"downtime", downtime.Round(time.Millisecond),
+		slog.Group("destinations", destAttrs...),
+	}
+	if allErrs != nil {
+		attrs = append(attrs, "errors", strings.ReplaceAll(allErrs.Error(), "\n", "; "))
+	}
+	level := slog.LevelInfo
+	if code != ExitOK {
+		level = slog.LevelError
+	}
+	rn.log.Log(context.WithoutCancel(ctx), level, "backup finished", attrs...)
+
+	if cfg.Backup.PrometheusTextfile != "" {
+		err := writeMetrics(cfg.Backup.PrometheusTextfile, runMetrics{
+			service: cfg.Name, success: code == ExitOK, finished: time.Now(),
+			duration: duration, downtime: downtime, archiveSize: archiveSize, archives: counts,
+		})
+		if err != nil {
+			rn.log.Error("cannot write metrics", "path", cfg.Backup.PrometheusTextfile, "error", err)
+		}
+	}
+	if cfg.Backup.PostBackup != "" {
+		// Runs even when interrupted (it may unmount a disk or notify);
+		// a failure is reported but does not change the result, which the
+		// hook has already been told.
+		err := runHook(context.WithoutCancel(ctx), cfg.Backup.PostBackup,
+			[]string{"BACKUP_NAME=" + cfg.Name, "BACKUP_RESULT=" + result}, rn.HookOutput)
+		if err != nil {
+			rn.log.Error("post-backup hook failed", "error", err)
+		}
+	}
+	return code
+}
+
+// outcome maps the run's state to an exit code and result string.
+func (rn *run) outcome(ctx context.Context) (int, string) {
+	if ctx.Err() != nil {
+		return ExitInterrupted, resultInterrupted
+	}
+	if rn.errs != nil {
+		return ExitFailed, resultFailed
+	}
+	ok, failed := 0, 0
+	for _, d := range rn.dests {
+		switch {
+		case d.status == "ok":
+			ok++
+		case d.status != "skipped":
+			failed++
+		}
+	}
+	switch {
+	case ok == 0:
+		return ExitFailed, resultFailed
+	case failed > 0:
+		return ExitPartial, resultPartial
+	}
+	return ExitOK, resultSuccess
+}
+
+// allErrors lists the run's failures and every destination's failure.
+func (rn *run) allErrors() error {
+	var errs *multierror.Error
+	if rn.errs != nil {
+		errs = multierror.Append(errs, rn.errs.Errors...)
+	}
+	for _, d := range rn.dests {
+		if d.err != nil && d.status != "interrupted" {
+			errs = multierror.Append(errs, fmt.Errorf("destination %s: %w", d.dir, d.err))
+		}
+	}
+	if errs == nil {
+		return nil
+	}
+	errs.ErrorFormat = config.ListFormat
+	return errs
+}
+
+// pruneResult lists what pruneDir kept and removed.
+type pruneResult struct {
+	kept, removed []retention.Archive
+}
+
+// pruneDir applies policy to the archives of service name in dir. Only
+// regular files matching the service's exact naming pattern are considered;
+// each is re-checked with Lstat just before removal. The .sha256 beside a
+// removed archive goes with it.
+func pruneDir(dir, name, ext string, policy retention.Policy, now time.Time, dryRun bool, log *slog.Logger) (pruneResult, error) {
+	archives, err := retention.Scan(dir, name, ext)
+	if err != nil {
+		return pruneResult{}, err
+	}
+	keep, remove := retention.Plan(archives, policy, now)
+	res := pruneResult{kept: keep}
+	if dryRun {
+		res.removed = remove
+		return res, nil
+	}
+	var errs *multierror.Error
+	for _, a := range remove {
+		p := filepath.Join(dir, a.Name)
+		if !retention.IsRegularFile(p) {
+			continue
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = multierror.Append(errs, err)
+			res.kept = append(res.kept, a)
+			continue
+		}
+		res.removed = append(res.removed, a)
+		log.Info("pruned archive", keyDestination, dir, keyArchive, a.Name)
+		sum := p + ".sha256"
+		if retention.IsRegularFile(sum) {
+			if err := os.Remove(sum); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = multierror.Append(errs, err)
+			}
+		}
+	}
+	if len(res.removed) > 0 {
+		if err := syncDir(dir); err != nil {
+			errs = multierror.Append(errs, err)
+		}
+	}
+	sort.SliceStable(res.kept, func(i, j int) bool { return res.kept[i].Time.After(res.kept[j].Time) })
+	return res, errs.ErrorOrNil()
+}
+
+// humanBytes formats n with binary units.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

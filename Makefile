@@ -5,7 +5,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 SPEC    ?= examples/homelab/backup.toml
 OUT     ?= nixos
 
-.PHONY: all build test generate check update-golden vet fuzz clean
+.PHONY: all build test generate check update-golden vet fuzz clean vendor-hash check-vendor-hash
 
 all: build
 
@@ -33,6 +33,14 @@ update-golden:
 
 vet:
 	$(GO) vet ./...
+
+## vendor-hash: recompute package.nix's vendorHash into nix/vendor-hash.nix (after go.mod/go.sum or import changes)
+vendor-hash:
+	nix/vendor-hash.sh
+
+## check-vendor-hash: fail when nix/vendor-hash.nix is stale
+check-vendor-hash:
+	nix/vendor-hash.sh --check
 
 clean:
 	rm -rf bin/

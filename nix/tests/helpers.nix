@@ -1,0 +1,262 @@
+# Evaluation tests of the helpers in nixos/lib.nix and nixos/cron.nix, in
+# the style of nixpkgs' lib/tests: a list of { name; expr; expected; }.
+# Evaluates to the failed cases, so [ ] means every case passed:
+#
+#   nix-instantiate --eval --strict --json --arg nixos ./nixos nix/tests/helpers.nix
+#
+# Builtins only, no nixpkgs. One case uses lib.nix's default writeText
+# (builtins.toFile); with --readonly-mode nothing is written to the store.
+{
+  # The folder holding lib.nix and cron.nix; the flake check passes a copy.
+  nixos ? ../../nixos,
+}:
+let
+  worker = "/nix/store/00000000000000000000000000000000-backup-worker";
+  exe = "${worker}/bin/backup-worker";
+
+  helpers = import (nixos + "/lib.nix") {
+    inherit worker;
+    writeText = name: text: "/fake/${name}";
+    checkConfig = name: file: "/checked${file}";
+  };
+  # The defaults of lib.nix's optional arguments.
+  plainHelpers = import (nixos + "/lib.nix") { inherit worker; };
+  cron = import (nixos + "/cron.nix");
+  inherit (helpers)
+    mkBackupService
+    mkBackupTimer
+    mkBackupDirectories
+    mkWorkerConfig
+    ;
+
+  # Hostile destinations: a space, a quote, a backslash and a % specifier.
+  oddPath = ''/mnt/my "usb" disk\x/100%n'';
+  backupConfig = {
+    paths = [
+      "/var/backups/app"
+      oddPath
+      "/mnt/optional"
+    ];
+    optionalPaths = [ "/mnt/optional" ];
+    schedule = "0 2 * * *";
+  };
+  args = {
+    name = "app";
+    serviceName = "docker-app.service";
+    dataPaths = [ "/var/lib/app" ];
+    user = "app";
+    group = "backup";
+    inherit backupConfig;
+  };
+  service = mkBackupService args;
+  timer = mkBackupTimer { name = "app"; inherit backupConfig; };
+  throws = expr: !(builtins.tryEval expr).success;
+
+  cases = [
+    {
+      name = "mkBackupDirectories: one quoted tmpfiles rule per path, no age";
+      expr = mkBackupDirectories {
+        inherit backupConfig;
+        user = "app";
+        group = "backup";
+      };
+      expected = [
+        ''d "/var/backups/app" 0750 app backup -''
+        ''d "/mnt/my \"usb\" disk\\x/100%%n" 0750 app backup -''
+        ''d "/mnt/optional" 0750 app backup -''
+      ];
+    }
+    {
+      name = "mkBackupTimer: cron schedule";
+      expr = timer.timerConfig.OnCalendar;
+      expected = [ "*-*-* 02:00:00" ];
+    }
+    {
+      name = "mkBackupTimer: @weekly is cron's Sunday";
+      expr =
+        (mkBackupTimer {
+          name = "app";
+          backupConfig = backupConfig // {
+            schedule = "@weekly";
+          };
+        }).timerConfig.OnCalendar;
+      expected = [ "Sun *-*-* 00:00:00" ];
+    }
+    {
+      name = "mkBackupTimer: defaults and timers.target";
+      expr = {
+        inherit (timer) wantedBy;
+        inherit (timer.timerConfig) Persistent RandomizedDelaySec;
+      };
+      expected = {
+        wantedBy = [ "timers.target" ];
+        Persistent = true;
+        RandomizedDelaySec = 0;
+      };
+    }
+    {
+      name = "mkBackupTimer: timerConfig merges over the generated settings";
+      expr =
+        (mkBackupTimer {
+          name = "app";
+          backupConfig = backupConfig // {
+            timerConfig = {
+              Persistent = false;
+              AccuracySec = "1min";
+            };
+          };
+        }).timerConfig;
+      expected = {
+        OnCalendar = [ "*-*-* 02:00:00" ];
+        Persistent = false;
+        RandomizedDelaySec = 0;
+        AccuracySec = "1min";
+      };
+    }
+    {
+      name = "mkBackupService: no Requires=/BindsTo= on the application";
+      expr = builtins.filter (k: service ? ${k} || service.unitConfig ? ${k}) [
+        "requires"
+        "bindsTo"
+        "partOf"
+        "Requires"
+        "BindsTo"
+        "PartOf"
+      ];
+      expected = [ ];
+    }
+    {
+      name = "mkBackupService: a switch does not start a backup";
+      expr = service.restartIfChanged;
+      expected = false;
+    }
+    {
+      name = "mkBackupService: oneshot";
+      expr = service.serviceConfig.Type;
+      expected = "oneshot";
+    }
+    {
+      name = "mkBackupService: run and recover with the checked config";
+      expr = {
+        inherit (service.serviceConfig) ExecStart ExecStopPost;
+      };
+      expected = {
+        ExecStart = "${exe} run --config /checked/fake/app-backup.json";
+        ExecStopPost = "${exe} recover --config /checked/fake/app-backup.json";
+      };
+    }
+    {
+      name = "mkBackupService: without checkConfig the file is used as is";
+      expr = builtins.match "${exe} recover --config ${builtins.storeDir}/[a-z0-9]{32}-app-backup.json" (
+        builtins.unsafeDiscardStringContext
+          (plainHelpers.mkBackupService args).serviceConfig.ExecStopPost
+      ) != null;
+      expected = true;
+    }
+    {
+      name = "mkBackupService: paths quoted, % escaped, optional paths not required";
+      expr = {
+        inherit (service.unitConfig) RequiresMountsFor;
+        inherit (service.serviceConfig) ReadWritePaths;
+      };
+      expected = {
+        RequiresMountsFor = [
+          ''"/var/backups/app"''
+          ''"/mnt/my \"usb\" disk\\x/100%%n"''
+        ];
+        ReadWritePaths = [
+          ''-"/var/backups/app"''
+          ''-"/mnt/my \"usb\" disk\\x/100%%n"''
+          ''-"/mnt/optional"''
+        ];
+      };
+    }
+    {
+      name = "mkBackupService: runtime directory kept for recover";
+      expr = {
+        inherit (service.serviceConfig) RuntimeDirectory RuntimeDirectoryPreserve;
+      };
+      expected = {
+        RuntimeDirectory = "backup-worker/app";
+        RuntimeDirectoryPreserve = "yes";
+      };
+    }
+    {
+      name = "mkWorkerConfig: defaults filled in, serviceName a list";
+      expr = mkWorkerConfig args;
+      expected = {
+        name = "app";
+        serviceName = [ "docker-app.service" ];
+        dataPaths = [ "/var/lib/app" ];
+        user = "app";
+        group = "backup";
+        backup = {
+          paths = backupConfig.paths;
+          optionalPaths = [ "/mnt/optional" ];
+          format = "tar.gz";
+          maxRetentionDays = 0;
+          retentionSnapshots = 0;
+          minKeep = 1;
+          exclude = [ ];
+          preBackup = "";
+          postBackup = "";
+          compressionLevel = 0;
+          threads = 0;
+          stateDirectory = "/run/backup-worker/app";
+        };
+      };
+    }
+    {
+      name = "cronToOnCalendar: @weekly";
+      expr = cron "@weekly";
+      expected = [ "Sun *-*-* 00:00:00" ];
+    }
+    {
+      name = "cronToOnCalendar: both day fields restricted means either";
+      expr = cron "30 4 1 * mon";
+      expected = [
+        "Mon *-*-* 04:30:00"
+        "*-*-01 04:30:00"
+      ];
+    }
+    {
+      name = "cronToOnCalendar: a calendar expression passes through, trimmed";
+      expr = cron "  Mon..Fri *-*-* 03:00  ";
+      expected = [ "Mon..Fri *-*-* 03:00" ];
+    }
+    {
+      name = "cronToOnCalendar: 30 February never fires";
+      expr = throws (cron "0 0 30 2 *");
+      expected = true;
+    }
+    {
+      name = "cronToOnCalendar: @reboot, out of range and 6 fields throw";
+      expr = map (s: throws (cron s)) [
+        "@reboot"
+        "60 * * * *"
+        "0 0 * * * *"
+      ];
+      expected = [
+        true
+        true
+        true
+      ];
+    }
+    {
+      name = "mkBackupTimer: an invalid schedule fails evaluation";
+      expr = throws (
+        mkBackupTimer {
+          name = "app";
+          backupConfig = backupConfig // {
+            schedule = "0 0 30 2 *";
+          };
+        }
+      ).timerConfig.OnCalendar;
+      expected = true;
+    }
+  ];
+in
+map (c: {
+  inherit (c) name expected;
+  result = c.expr;
+}) (builtins.filter (c: c.expr != c.expected) cases)

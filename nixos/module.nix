@@ -1,0 +1,24 @@
+# The backupgen flake's NixOS module (nixosModules.default): the shared
+# core.nix, with backupgen.package defaulting to this flake's worker, so
+# neither the overlay nor a backup-worker in pkgs is needed.
+#
+# flake.nix: nixosModules.default = import ./nixos/module.nix { inherit self; };
+{ self }:
+{ lib, pkgs, ... }:
+let
+  system = pkgs.stdenv.hostPlatform.system;
+in
+{
+  # An anonymous module has no file to deduplicate on: the key makes a
+  # second import harmless. core.nix is keyed too, so a generated folder
+  # may import its own copy.
+  key = "backupgen-flake-module";
+  _file = ./module.nix;
+
+  imports = [ ./core.nix ];
+
+  backupgen.package = lib.mkDefault (
+    self.packages.${system}.backup-worker
+      or (throw "backupgen: the flake has no package for ${system}; set backupgen.package")
+  );
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -124,8 +125,8 @@ func (e *testEnv) configFile(units []string, mutate func(m map[string]any)) stri
 		"name":        "app",
 		"serviceName": units,
 		"dataPaths":   e.dataPaths,
-		"user":        "root",
-		"group":       "root",
+		"user":        testUser,
+		"group":       testGroup,
 		"backup": map[string]any{
 			"paths":           e.dests,
 			"format":          "tar.gz",
@@ -260,3 +261,11 @@ func assertNoArchives(t *testing.T, dirs ...string) {
 		}
 	}
 }
+
+// testUser and testGroup own the archives in tests: the current ids, so the
+// tests also pass unprivileged (the Nix build sandbox), where chown to
+// anyone else fails.
+var (
+	testUser  = strconv.Itoa(os.Getuid())
+	testGroup = strconv.Itoa(os.Getgid())
+)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -32,8 +33,9 @@ func TestExampleBackup(t *testing.T) {
 		cfg.Backup.OptionalPaths[i] = under(p)
 	}
 	cfg.Backup.StateDirectory = under(cfg.Backup.StateDirectory)
-	// The example's myapp user does not exist on a test machine.
-	cfg.User, cfg.Group = "root", "root"
+	// The example's myapp user does not exist on a test machine; the
+	// current ids also work unprivileged (the Nix build sandbox).
+	cfg.User, cfg.Group = strconv.Itoa(os.Getuid()), strconv.Itoa(os.Getgid())
 	if len(cfg.DataPaths) != 2 || len(cfg.Backup.Paths) != 2 || len(cfg.ServiceName) != 1 {
 		t.Fatalf("the example changed shape: %+v", cfg)
 	}

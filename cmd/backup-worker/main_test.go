@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -59,8 +60,8 @@ func setup(t *testing.T, units []string) *e2e {
 		"name":        "app",
 		"serviceName": units,
 		"dataPaths":   []string{data},
-		"user":        "root",
-		"group":       "root",
+		"user":        strconv.Itoa(os.Getuid()),
+		"group":       strconv.Itoa(os.Getgid()),
 		"backup": map[string]any{
 			"paths":              e.dests,
 			"format":             "tar.zst",

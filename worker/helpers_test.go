@@ -269,3 +269,17 @@ var (
 	testUser  = strconv.Itoa(os.Getuid())
 	testGroup = strconv.Itoa(os.Getgid())
 )
+
+// assertOneArchive checks that dir holds exactly one tar.gz archive of app,
+// with its checksum beside it, and no temp file.
+func assertOneArchive(t *testing.T, dir string) {
+	t.Helper()
+	archives := archivesIn(t, dir, "tar.gz")
+	if len(archives) != 1 {
+		t.Fatalf("%s: archives %v, want exactly one", dir, archives)
+	}
+	if _, err := os.Stat(filepath.Join(dir, archives[0]+".sha256")); err != nil {
+		t.Errorf("%s: checksum missing: %v", dir, err)
+	}
+	assertNoTemps(t, dir)
+}

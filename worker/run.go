@@ -240,6 +240,14 @@ func (rn *run) recoverStale(ctx context.Context) error {
 }
 
 // preflight checks everything that can be checked before stopping a unit.
+//
+// Problems of the run as a whole (a missing data path, an unknown owner)
+// fail it before anything is stopped. A destination that fails its checks
+// (not creatable, not a directory, read-only, not enough room) is marked
+// failed and left out, and the run goes on with the others: a backup in
+// the remaining destinations is worth more than none, and the run still
+// ends "partial" (exit 3), so the failure is loud. With no destination
+// left, the run fails before anything is stopped.
 func (rn *run) preflight(ctx context.Context) bool {
 	cfg := rn.cfg
 	var errs *multierror.Error
@@ -252,6 +260,10 @@ func (rn *run) preflight(ctx context.Context) bool {
 	if err != nil {
 		errs = multierror.Append(errs, err)
 	}
+	failDest := func(d *destination, err error) {
+		d.fail(err)
+		rn.log.Error("destination unusable; backing up to the others", keyDestination, d.dir, "error", err)
+	}
 	for _, dir := range cfg.Backup.Paths {
 		d := &destination{dir: dir, name: cfg.Name, optional: cfg.Backup.IsOptional(dir)}
 		rn.dests = append(rn.dests, d)
@@ -261,31 +273,26 @@ func (rn *run) preflight(ctx context.Context) bool {
 			continue
 		}
 		if err != nil {
-			d.fail(err)
-			errs = multierror.Append(errs, err)
+			failDest(d, err)
 			continue
 		}
 		if err := removeStaleTemps(dir, cfg.Name, rn.log); err != nil {
 			rn.log.Warn("cannot remove stale temp files", keyDestination, dir, "error", err)
 		}
 	}
-	usable := rn.usableDests()
-	if len(usable) == 0 && errs == nil {
-		errs = multierror.Append(errs, errors.New("no destination available (all optional destinations are missing)"))
-	}
 	// Free space, summed per file system: two destinations on one disk need
 	// room for two copies.
 	type fsNeed struct {
 		avail uint64
 		need  int64
-		dirs  []string
+		dests []*destination
 	}
 	byDev := map[uint64]*fsNeed{}
 	var devs []uint64
-	for _, d := range usable {
+	for _, d := range rn.usableDests() {
 		avail, dev, err := freeSpace(d.dir)
 		if err != nil {
-			errs = multierror.Append(errs, fmt.Errorf("destination %s: %w", d.dir, err))
+			failDest(d, err)
 			continue
 		}
 		n := byDev[dev]
@@ -295,13 +302,35 @@ func (rn *run) preflight(ctx context.Context) bool {
 			devs = append(devs, dev)
 		}
 		n.need += estimateArchiveSize(size, cfg.Backup.Format, d.dir, cfg.Name)
-		n.dirs = append(n.dirs, d.dir)
+		n.dests = append(n.dests, d)
 	}
 	for _, dev := range devs {
 		n := byDev[dev]
 		if uint64(n.need) > n.avail {
-			errs = multierror.Append(errs, fmt.Errorf("destination %s: %s free, the archive needs about %s",
-				strings.Join(n.dirs, " and "), humanBytes(int64(n.avail)), humanBytes(n.need)))
+			dirs := make([]string, len(n.dests))
+			for i, d := range n.dests {
+				dirs[i] = d.dir
+			}
+			err := fmt.Errorf("%s free on the file system of %s, the archive needs about %s",
+				humanBytes(int64(n.avail)), strings.Join(dirs, " and "), humanBytes(n.need))
+			for _, d := range n.dests {
+				failDest(d, err)
+			}
+		}
+	}
+	usable := rn.usableDests()
+	if len(usable) == 0 && errs == nil {
+		errs = multierror.Append(errs, errors.New("no destination available"))
+		for _, d := range rn.dests {
+			if d.err != nil {
+				errs = multierror.Append(errs, fmt.Errorf("destination %s: %w", d.dir, d.err))
+			} else if d.status == "skipped" {
+				errs = multierror.Append(errs, fmt.Errorf("destination %s: optional and missing", d.dir))
+			}
+		}
+		// Reported here, not again by allErrors.
+		for _, d := range rn.dests {
+			d.err = nil
 		}
 	}
 	if errs != nil {
@@ -310,7 +339,7 @@ func (rn *run) preflight(ctx context.Context) bool {
 		return false
 	}
 	rn.base = rn.pickName(usable)
-	rn.log.Info("preflight ok", keyArchive, rn.base, "data_size", humanBytes(size))
+	rn.log.Info("preflight ok", keyArchive, rn.base, "data_size", humanBytes(size), "destinations", len(usable))
 	return ctx.Err() == nil
 }
 

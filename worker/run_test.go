@@ -621,9 +621,28 @@ func TestRecoverCommand(t *testing.T) {
 }
 
 func TestRunPreflight(t *testing.T) {
-	t.Run("destination is a file", func(t *testing.T) {
+	t.Run("destination is a file: the others get the archive", func(t *testing.T) {
 		e := newTestEnv(t)
 		e.setUnit("app.service", "active")
+		e.writeFile(e.dests[1], []byte("not a dir"), 0o644)
+		if code := e.run(e.config([]string{"app.service"}, nil)); code != ExitPartial {
+			t.Fatalf("exit %d, want 3 (partial)", code)
+		}
+		if !strings.Contains(e.logBuf.String(), e.dests[1]+": not a directory") {
+			t.Error("destination not named")
+		}
+		if e.unitState("app.service") != "active" {
+			t.Error("unit not active after the run")
+		}
+		assertOneArchive(t, e.dests[0])
+		if b, _ := os.ReadFile(e.dests[1]); string(b) != "not a dir" {
+			t.Error("the file in the way was touched")
+		}
+	})
+	t.Run("no usable destination: nothing is stopped", func(t *testing.T) {
+		e := newTestEnv(t)
+		e.setUnit("app.service", "active")
+		e.writeFile(e.dests[0], []byte("not a dir"), 0o644)
 		e.writeFile(e.dests[1], []byte("not a dir"), 0o644)
 		if code := e.run(e.config([]string{"app.service"}, nil)); code != ExitFailed {
 			t.Fatalf("exit %d, want 1", code)
@@ -631,10 +650,12 @@ func TestRunPreflight(t *testing.T) {
 		if got := e.calls(); len(got) != 0 {
 			t.Errorf("systemctl called before preflight passed: %q", got)
 		}
-		if !strings.Contains(e.logBuf.String(), e.dests[1]+": not a directory") {
-			t.Error("destination not named")
+		log := e.logBuf.String()
+		for _, want := range []string{"no destination available", e.dests[0] + ": not a directory", e.dests[1] + ": not a directory"} {
+			if !strings.Contains(log, want) {
+				t.Errorf("log lacks %q", want)
+			}
 		}
-		assertNoArchives(t, e.dests[0])
 	})
 	t.Run("optional destination missing is skipped", func(t *testing.T) {
 		e := newTestEnv(t)
@@ -661,18 +682,21 @@ func TestRunPreflight(t *testing.T) {
 			t.Errorf("destination: %v %v, want mode 0750", fi, err)
 		}
 	})
-	t.Run("not enough space", func(t *testing.T) {
+	t.Run("not enough space on one destination", func(t *testing.T) {
 		e := newTestEnv(t)
 		e.setUnit("app.service", "active")
 		mountTinyTmpfs(t, e.dests[1])
-		if code := e.run(e.config([]string{"app.service"}, nil)); code != ExitFailed {
-			t.Fatalf("exit %d, want 1", code)
-		}
-		if got := e.calls(); len(got) != 0 {
-			t.Errorf("systemctl called: %q", got)
+		if code := e.run(e.config([]string{"app.service"}, nil)); code != ExitPartial {
+			t.Fatalf("exit %d, want 3 (partial)", code)
 		}
 		if !strings.Contains(e.logBuf.String(), "the archive needs about") {
 			t.Error("no space message")
+		}
+		assertOneArchive(t, e.dests[0])
+		assertNoArchives(t, e.dests[1])
+		assertNoTemps(t, e.dests[1])
+		if e.unitState("app.service") != "active" {
+			t.Error("unit not active after the run")
 		}
 	})
 	t.Run("pre hook fails", func(t *testing.T) {
@@ -1016,5 +1040,50 @@ func TestAllFormats(t *testing.T) {
 				assertSameTree(t, dp, filepath.Join(out, archive.EntryName(dp)))
 			}
 		})
+	}
+}
+
+// mountReadOnly makes dir a read-only bind mount of itself.
+func mountReadOnly(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "--bind", dir, dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot bind-mount (need root in a mount-capable namespace): %v %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v %s", dir, err, out)
+		}
+	})
+	if out, err := exec.Command("mount", "-o", "remount,bind,ro", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot remount read-only: %v %s", err, out)
+	}
+}
+
+// TestRunReadOnlyDestination: a destination on a read-only mount is left
+// out before anything is stopped; the other destination gets the archive,
+// the run ends partial, the unit is up, and the read-only one keeps its
+// old archive.
+func TestRunReadOnlyDestination(t *testing.T) {
+	e := newTestEnv(t)
+	e.setUnit("app.service", "active")
+	old := "app-20200101T000000Z.tar.gz"
+	e.writeFile(filepath.Join(e.dests[1], old), []byte("old archive"), 0o640)
+	mountReadOnly(t, e.dests[1])
+	if code := e.run(e.config([]string{"app.service"}, nil)); code != ExitPartial {
+		t.Fatalf("exit %d, want 3 (partial); log:\n%s", code, e.logBuf.String())
+	}
+	if !strings.Contains(e.logBuf.String(), e.dests[1]+": not writable") {
+		t.Errorf("read-only destination not named in the log:\n%s", e.logBuf.String())
+	}
+	assertOneArchive(t, e.dests[0])
+	entries, _ := os.ReadDir(e.dests[1])
+	if len(entries) != 1 || entries[0].Name() != old {
+		t.Errorf("read-only destination holds %v, want only %s", entries, old)
+	}
+	if e.unitState("app.service") != "active" {
+		t.Error("unit not active after the run")
 	}
 }

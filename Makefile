@@ -34,6 +34,11 @@ update-golden:
 vet:
 	$(GO) vet ./...
 
+## fuzz: run every Fuzz* target for FUZZTIME each (default 10s); see scripts/fuzz.sh
+FUZZTIME ?= 10s
+fuzz:
+	GO='$(GO)' FUZZTIME='$(FUZZTIME)' scripts/fuzz.sh
+
 ## vendor-hash: recompute package.nix's vendorHash into nix/vendor-hash.nix (after go.mod/go.sum or import changes)
 vendor-hash:
 	nix/vendor-hash.sh
@@ -44,3 +49,12 @@ check-vendor-hash:
 
 clean:
 	rm -rf bin/
+
+## bench: archiver vs native tools on a generated corpus (BENCH_SIZE=1GiB, BENCH_REPS=3,
+##        BENCH_XZ_REPS=3, BENCH_WORKER_REPS=1, BENCH_WORKER_FORMATS, BENCH_FORMATS=tar,tar.gz,...;
+##        BENCH_FLAGS=-pure-go); writes bench/results.md. Installs nothing; missing tools are
+##        reported as "missing".
+.PHONY: bench
+bench:
+	$(GO) build -o bench/out/bin/bench ./bench
+	bench/out/bin/bench $(BENCH_FLAGS)

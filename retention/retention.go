@@ -1,6 +1,7 @@
 // Package retention decides which archives of one service to delete.
 //
-// Plan is a pure function over names and timestamps, so the policy can be
+// Plan is a pure function over names, timestamps and integrity (given in
+// Archive.Check or asked lazily through Policy.Verify), so the policy can be
 // tested exhaustively without a file system. The timestamp of an archive is
 // the one in its file name (NAME-YYYYMMDDTHHMMSSZ.EXT), never the file's
 // mtime: copying or restoring a directory of archives resets mtimes, and an
@@ -28,12 +29,41 @@ import (
 // some file systems and tools mishandle), one-second resolution.
 const TimeLayout = "20060102T150405Z"
 
+// Check is what is known about an archive's integrity.
+type Check int
+
+const (
+	// Unchecked: not verified (yet). Plan asks Policy.Verify when it needs
+	// to know; an unchecked archive that Plan never asks about is treated as
+	// good for KeepLast ranking (it was verified when it was written).
+	Unchecked Check = iota
+	// Good: the archive's checksum file exists and matches its content.
+	Good
+	// Bad: the checksum file is missing, unreadable or does not match.
+	// A bad archive is never removed and never counts towards MinKeep or
+	// KeepLast.
+	Bad
+)
+
+func (c Check) String() string {
+	switch c {
+	case Good:
+		return "good"
+	case Bad:
+		return "bad"
+	}
+	return "unchecked"
+}
+
 // Archive is one candidate for pruning.
 type Archive struct {
 	// Name is the base name of the file.
 	Name string
 	// Time is the timestamp parsed from Name.
 	Time time.Time
+	// Check is the archive's integrity as far as known. Plan fills it in
+	// (in its results) for the archives it verified.
+	Check Check
 }
 
 // Policy says which archives to keep.
@@ -50,6 +80,12 @@ type Policy struct {
 	// as the archive the current run just wrote. They still count towards
 	// KeepLast and MinKeep.
 	Protect []string
+	// Verify reports whether an archive is intact (its checksum file exists
+	// and matches). Plan calls it lazily, newest first, only for archives
+	// not dated in the future and not already marked Good or Bad, and only
+	// until it has found MinKeep good ones: a run reads about MinKeep
+	// archives, not all of them. nil treats unchecked archives as good.
+	Verify func(Archive) bool
 }
 
 // FileName returns the archive name for service name, extension ext (the
@@ -134,36 +170,53 @@ func sortNewestFirst(as []Archive) {
 
 // Plan splits archives into the ones to keep and the ones to remove under
 // policy at time now. Both results are sorted newest first; together they
-// hold every input archive exactly once.
+// hold every input archive exactly once. Archives that Plan verified carry
+// the result in their Check field.
 //
 // Rules, in order of precedence:
 //   - archives dated after now (clock skew, or a clock that was fixed) are
 //     kept and are ranked newest; they are not counted towards MinKeep, so a
 //     bogus future archive can never push a real one below the floor;
-//   - the newest max(MinKeep, 1) archives not dated in the future are kept;
+//   - archives known to be bad (Check == Bad, or Verify said so) are kept
+//     as evidence and count towards neither MinKeep nor KeepLast;
+//   - going newest first, archives not dated in the future are verified
+//     (Policy.Verify) and kept until max(MinKeep, 1) good ones are found, so
+//     a corrupt newest archive can never be what satisfies the floor;
 //   - archives named in Protect are kept;
-//   - an archive ranked beyond KeepLast (counting every archive, future ones
-//     included, newest first) is removed;
+//   - an archive ranked beyond KeepLast (counting every archive not known to
+//     be bad, future ones included, newest first) is removed;
 //   - an archive older than MaxAge is removed;
 //   - everything else is kept.
 func Plan(archives []Archive, policy Policy, now time.Time) (keep, remove []Archive) {
 	sorted := slices.Clone(archives)
 	sortNewestFirst(sorted)
 	minKeep := max(policy.MinKeep, 1)
-	past := 0 // archives not in the future seen so far
-	for rank, a := range sorted {
+	good := 0 // good archives not in the future found so far
+	rank := 0 // archives not known to be bad seen so far
+	for _, a := range sorted {
 		future := a.Time.After(now)
-		if !future {
-			past++
+		if !future && good < minKeep && a.Check == Unchecked && policy.Verify != nil {
+			if policy.Verify(a) {
+				a.Check = Good
+			} else {
+				a.Check = Bad
+			}
 		}
+		if a.Check == Bad {
+			keep = append(keep, a)
+			continue
+		}
+		r := rank
+		rank++
 		switch {
 		case future:
 			keep = append(keep, a)
-		case past <= minKeep:
+		case good < minKeep:
+			good++
 			keep = append(keep, a)
 		case slices.Contains(policy.Protect, a.Name):
 			keep = append(keep, a)
-		case policy.KeepLast > 0 && rank >= policy.KeepLast:
+		case policy.KeepLast > 0 && r >= policy.KeepLast:
 			remove = append(remove, a)
 		case policy.MaxAge > 0 && now.Sub(a.Time) > policy.MaxAge:
 			remove = append(remove, a)

@@ -20,6 +20,9 @@ func arch(daysAgo float64) Archive {
 	return Archive{Name: FileName("app", "tar.gz", t), Time: t}
 }
 
+func bad(a Archive) Archive  { a.Check = Bad; return a }
+func good(a Archive) Archive { a.Check = Good; return a }
+
 func names(as []Archive) []string {
 	var out []string
 	for _, a := range as {
@@ -60,6 +63,33 @@ func TestPlanTable(t *testing.T) {
 			[]Archive{arch(1)}},
 		{"keep last and max age combine", []Archive{arch(0), arch(1), arch(2), arch(9)},
 			Policy{KeepLast: 3, MaxAge: 7 * day, MinKeep: 1}, []Archive{arch(9)}},
+
+		// Integrity: a bad archive is never removed and never counts.
+		{"newest bad: older good one satisfies min keep and keep last",
+			[]Archive{bad(arch(0)), arch(1)}, Policy{KeepLast: 1, MinKeep: 1}, nil},
+		{"newest bad: the one after the good one goes",
+			[]Archive{bad(arch(0)), arch(1), arch(2)}, Policy{KeepLast: 1, MinKeep: 1}, []Archive{arch(2)}},
+		{"bad archives never removed, even very old",
+			[]Archive{arch(0), bad(arch(50)), bad(arch(400))}, Policy{KeepLast: 1, MaxAge: day, MinKeep: 1}, nil},
+		{"all bad: nothing removed",
+			[]Archive{bad(arch(0)), bad(arch(1)), bad(arch(2))}, Policy{KeepLast: 1, MaxAge: day, MinKeep: 1}, nil},
+		{"bad archives do not use up keep last",
+			[]Archive{arch(0), bad(arch(1)), arch(2), arch(3)}, Policy{KeepLast: 2, MinKeep: 1}, []Archive{arch(3)}},
+		{"min keep counts good ones only",
+			[]Archive{bad(arch(0)), bad(arch(1)), arch(10), arch(20), arch(30)}, Policy{MaxAge: day, MinKeep: 2},
+			[]Archive{arch(30)}},
+
+		// Clock skew: the run's clock set back or forward.
+		{"clock set back: every archive in the future, none removed",
+			[]Archive{arch(-400), arch(-399), arch(-398)}, Policy{KeepLast: 1, MaxAge: day, MinKeep: 1}, nil},
+		{"clock set back: only the run's own archive in the past",
+			[]Archive{arch(-400), arch(-399), good(arch(0))}, Policy{KeepLast: 1, MaxAge: day, MinKeep: 1}, nil},
+		{"clock set forward: min keep still holds",
+			[]Archive{arch(4000), arch(4001), arch(4002), arch(4003)}, Policy{MaxAge: day, MinKeep: 2},
+			[]Archive{arch(4002), arch(4003)}},
+		{"future archive and bad newest past one: older good kept",
+			[]Archive{arch(-30), bad(arch(0)), arch(1), arch(2)}, Policy{KeepLast: 1, MaxAge: day, MinKeep: 1},
+			[]Archive{arch(2)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -86,6 +116,13 @@ func TestPlanInvariants(t *testing.T) {
 			secs := rng.Int64N(200*86400) - 10*86400
 			tm := now.Add(-time.Duration(secs) * time.Second).Truncate(time.Second)
 			a := Archive{Name: FileName("app", "tar.gz", tm), Time: tm}
+			// Integrity: mostly unknown, some already known.
+			switch rng.IntN(6) {
+			case 0:
+				a.Check = Bad
+			case 1:
+				a.Check = Good
+			}
 			if seen[a.Name] {
 				continue
 			}
@@ -100,7 +137,32 @@ func TestPlanInvariants(t *testing.T) {
 		if len(in) > 0 && rng.IntN(3) == 0 {
 			p.Protect = []string{in[rng.IntN(len(in))].Name}
 		}
+		// Verify answers from a hidden truth, and records what it was asked.
+		truth := map[string]bool{}
+		for _, a := range in {
+			truth[a.Name] = a.Check == Good || (a.Check == Unchecked && rng.IntN(4) != 0)
+		}
+		verified := map[string]bool{}
+		var asked []Archive
+		p.Verify = func(a Archive) bool {
+			if verified[a.Name] {
+				t.Fatalf("%s verified twice", a.Name)
+			}
+			if a.Check != Unchecked {
+				t.Fatalf("%s verified although already %v", a.Name, a.Check)
+			}
+			if a.Time.After(now) {
+				t.Fatalf("future archive %s verified", a.Name)
+			}
+			verified[a.Name] = true
+			asked = append(asked, a)
+			return truth[a.Name]
+		}
 		keep, remove := Plan(in, p, now)
+		p.Verify = nil // for %+v
+		isBad := func(a Archive) bool {
+			return a.Check == Bad || (verified[a.Name] && !truth[a.Name])
+		}
 
 		// keep ∪ remove = input, disjoint.
 		all := append(names(keep), names(remove)...)
@@ -123,7 +185,7 @@ func TestPlanInvariants(t *testing.T) {
 		if len(sorted) > 0 && removed[sorted[0].Name] {
 			t.Fatalf("policy %+v: newest %s removed", p, sorted[0].Name)
 		}
-		var past []Archive
+		var past, goodPast []Archive // not in the future; and of those not known bad
 		for _, a := range sorted {
 			if a.Time.After(now) {
 				if removed[a.Name] {
@@ -132,10 +194,52 @@ func TestPlanInvariants(t *testing.T) {
 				continue
 			}
 			past = append(past, a)
+			if !isBad(a) {
+				goodPast = append(goodPast, a)
+			}
 		}
-		for i := 0; i < min(max(p.MinKeep, 1), len(past)); i++ {
-			if removed[past[i].Name] {
-				t.Fatalf("policy %+v: %s within MinKeep removed", p, past[i].Name)
+		// The newest MinKeep archives that are not bad stay, and none of the
+		// archives newer than them (good or bad) is removed.
+		minKeep := max(p.MinKeep, 1)
+		for i := 0; i < min(minKeep, len(goodPast)); i++ {
+			if removed[goodPast[i].Name] {
+				t.Fatalf("policy %+v: %s within MinKeep removed", p, goodPast[i].Name)
+			}
+		}
+		keptGood := 0
+		for _, a := range keep {
+			if !a.Time.After(now) && !isBad(a) {
+				keptGood++
+			}
+		}
+		if keptGood < min(minKeep, len(goodPast)) {
+			t.Fatalf("policy %+v: %d good archives kept, want at least %d", p, keptGood, min(minKeep, len(goodPast)))
+		}
+		// Bad archives are never removed, and their state is reported.
+		for _, a := range remove {
+			if isBad(a) {
+				t.Fatalf("policy %+v: bad archive %s removed", p, a.Name)
+			}
+		}
+		for _, a := range keep {
+			if isBad(a) != (a.Check == Bad) {
+				t.Fatalf("%s: Check=%v in the result, bad=%v", a.Name, a.Check, isBad(a))
+			}
+		}
+		// Lazy: archives are verified newest first, and only until MinKeep
+		// good ones are found (counting the ones already known good).
+		for i := 1; i < len(asked); i++ {
+			if !asked[i].Time.Before(asked[i-1].Time) {
+				t.Fatalf("verified out of order: %s after %s", asked[i].Name, asked[i-1].Name)
+			}
+		}
+		goodBefore := 0
+		for _, a := range past {
+			if verified[a.Name] && goodBefore >= minKeep {
+				t.Fatalf("policy %+v: %s verified after %d good ones were found", p, a.Name, goodBefore)
+			}
+			if !isBad(a) {
+				goodBefore++
 			}
 		}
 		for _, name := range p.Protect {
@@ -143,8 +247,13 @@ func TestPlanInvariants(t *testing.T) {
 				t.Fatalf("protected %s removed", name)
 			}
 		}
-		// Nothing younger than MaxAge is removed unless ranked beyond KeepLast.
-		for rank, a := range sorted {
+		// Nothing younger than MaxAge is removed unless ranked beyond KeepLast
+		// (bad archives do not take a rank).
+		rank := -1
+		for _, a := range sorted {
+			if !isBad(a) {
+				rank++
+			}
 			if !removed[a.Name] {
 				continue
 			}
@@ -158,6 +267,40 @@ func TestPlanInvariants(t *testing.T) {
 		if p.MaxAge == 0 && p.KeepLast == 0 && len(remove) > 0 {
 			t.Fatalf("no limits but removed %v", names(remove))
 		}
+	}
+}
+
+// TestPlanVerifiesLazily: with MinKeep good archives at the top, Plan reads
+// exactly those, not the older ones it removes or keeps.
+func TestPlanVerifiesLazily(t *testing.T) {
+	in := []Archive{arch(-1), arch(0), arch(1), arch(2), arch(3), arch(4), arch(5)}
+	var asked []string
+	corrupt := arch(1).Name
+	p := Policy{KeepLast: 3, MinKeep: 2, Verify: func(a Archive) bool {
+		asked = append(asked, a.Name)
+		return a.Name != corrupt
+	}}
+	keep, remove := Plan(in, p, now)
+	// arch(-1) is in the future (not verified), arch(0) good, arch(1) bad,
+	// arch(2) good: two good ones found, nothing older is read.
+	if want := []string{arch(0).Name, arch(1).Name, arch(2).Name}; !slices.Equal(asked, want) {
+		t.Errorf("verified %v, want %v", asked, want)
+	}
+	// Ranks (bad skipped): -1→0, 0→1, 2→2, 3→3 (beyond KeepLast 3).
+	if want := []string{arch(3).Name, arch(4).Name, arch(5).Name}; !slices.Equal(names(remove), want) {
+		t.Errorf("remove = %v, want %v", names(remove), want)
+	}
+	for _, a := range keep {
+		want := map[string]Check{arch(0).Name: Good, arch(1).Name: Bad, arch(2).Name: Good}[a.Name]
+		if a.Check != want {
+			t.Errorf("%s: Check = %v, want %v", a.Name, a.Check, want)
+		}
+	}
+	// Already known good (the run's own archive): not read again.
+	asked = nil
+	Plan([]Archive{good(arch(0)), arch(1), arch(2)}, Policy{KeepLast: 1, MinKeep: 1, Verify: p.Verify}, now)
+	if len(asked) != 0 {
+		t.Errorf("verified %v, want nothing", asked)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"log/slog"
 	"os"
@@ -282,4 +283,15 @@ func assertOneArchive(t *testing.T, dir string) {
 		t.Errorf("%s: checksum missing: %v", dir, err)
 	}
 	assertNoTemps(t, dir)
+}
+
+// writeSummedArchive writes a stand-in archive named base into dir with a
+// matching NAME.sha256 beside it, as a committed archive has. Retention
+// only checks the checksum, so the content need not parse.
+func (e *testEnv) writeSummedArchive(dir, base string) {
+	e.t.Helper()
+	content := []byte("archive " + base + "\n")
+	sum := sha256.Sum256(content)
+	e.writeFile(filepath.Join(dir, base), content, 0o640)
+	e.writeFile(filepath.Join(dir, base+".sha256"), []byte(checksumLine(sum[:], base)), 0o640)
 }

@@ -309,7 +309,7 @@ func (c *cli) prune(ctx context.Context, args []string) int {
 			fmt.Fprintf(c.stdout, "%s: optional destination missing, skipped\n", dir)
 			continue
 		}
-		res, err := pruneDir(dir, cfg.Name, config.ArchiveExt(cfg.Backup.Format), policy, time.Now(), *dryRun, log)
+		res, err := pruneDir(ctx, dir, cfg.Name, config.ArchiveExt(cfg.Backup.Format), policy, nil, time.Now(), *dryRun, log)
 		verb := "removed"
 		if *dryRun {
 			verb = "would remove"
@@ -317,7 +317,14 @@ func (c *cli) prune(ctx context.Context, args []string) int {
 		for _, a := range res.removed {
 			fmt.Fprintf(c.stdout, "%s %s\n", verb, filepath.Join(dir, a.Name))
 		}
-		fmt.Fprintf(c.stdout, "%s: %d kept, %d %s\n", dir, len(res.kept), len(res.removed), verb)
+		for _, a := range res.bad {
+			fmt.Fprintf(c.stdout, "bad, kept %s: %v\n", filepath.Join(dir, a.Name), a.reason)
+		}
+		badNote := ""
+		if len(res.bad) > 0 {
+			badNote = fmt.Sprintf(" (%d of them bad)", len(res.bad))
+		}
+		fmt.Fprintf(c.stdout, "%s: %d kept%s, %d %s\n", dir, len(res.kept), badNote, len(res.removed), verb)
 		if err != nil {
 			fmt.Fprintf(c.stdout, "%s: error: %v\n", dir, err)
 			errs = multierror.Append(errs, err)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -488,7 +489,8 @@ func (rn *run) prune(ctx context.Context) {
 		if d.status != "ok" {
 			continue
 		}
-		res, err := pruneDir(d.dir, cfg.Name, config.ArchiveExt(cfg.Backup.Format), policy, rn.Now(), false, rn.log)
+		// The archive just written was verified by this run: not read again.
+		res, err := pruneDir(ctx, d.dir, cfg.Name, config.ArchiveExt(cfg.Backup.Format), policy, []string{rn.base}, rn.Now(), false, rn.log)
 		d.pruned, d.count = len(res.removed), len(res.kept)
 		if err != nil {
 			d.status = "failed"
@@ -618,22 +620,70 @@ func (rn *run) allErrors() error {
 	return errs
 }
 
-// pruneResult lists what pruneDir kept and removed.
+// pruneResult lists what pruneDir kept and removed, and which of the kept
+// archives failed their integrity check.
 type pruneResult struct {
 	kept, removed []retention.Archive
+	bad           []badArchive
+}
+
+// badArchive is an archive whose .sha256 is missing, unreadable or does not
+// match its content.
+type badArchive struct {
+	retention.Archive
+	reason error
 }
 
 // pruneDir applies policy to the archives of service name in dir. Only
 // regular files matching the service's exact naming pattern are considered;
 // each is re-checked with Lstat just before removal. The .sha256 beside a
 // removed archive goes with it.
-func pruneDir(dir, name, ext string, policy retention.Policy, now time.Time, dryRun bool, log *slog.Logger) (pruneResult, error) {
+//
+// An archive counts towards MinKeep and KeepLast only if its .sha256 exists
+// and matches: retention.Plan asks, newest first, until it has found MinKeep
+// good ones, so a run re-reads about MinKeep archives (fewer when the newest
+// is in goodNames: the run's own archive, verified moments ago). An archive
+// that fails the check is never removed (it is evidence of a problem) and
+// is logged as a warning.
+func pruneDir(ctx context.Context, dir, name, ext string, policy retention.Policy, goodNames []string, now time.Time, dryRun bool, log *slog.Logger) (pruneResult, error) {
 	archives, err := retention.Scan(dir, name, ext)
 	if err != nil {
 		return pruneResult{}, err
 	}
+	for i := range archives {
+		if slices.Contains(goodNames, archives[i].Name) {
+			archives[i].Check = retention.Good
+		}
+	}
+	reasons := map[string]error{}
+	policy.Verify = func(a retention.Archive) bool {
+		state, err := checkChecksum(ctx, filepath.Join(dir, a.Name), true)
+		if state == checksumOK {
+			return true
+		}
+		if err == nil {
+			err = fmt.Errorf("checksum %s", state)
+			if state == checksumMissing {
+				err = fmt.Errorf("no %s.sha256 beside it", a.Name)
+			}
+		}
+		reasons[a.Name] = err
+		return false
+	}
 	keep, remove := retention.Plan(archives, policy, now)
+	if ctx.Err() != nil {
+		// A check cut short by SIGTERM says nothing about the archive:
+		// remove nothing, report nothing as bad.
+		return pruneResult{kept: archives}, fmt.Errorf("prune interrupted: %w", context.Cause(ctx))
+	}
 	res := pruneResult{kept: keep}
+	for _, a := range keep {
+		if a.Check == retention.Bad {
+			res.bad = append(res.bad, badArchive{a, reasons[a.Name]})
+			log.Warn("archive failed its checksum check; kept as evidence and not counted for retention",
+				keyDestination, dir, keyArchive, a.Name, "error", reasons[a.Name])
+		}
+	}
 	if dryRun {
 		res.removed = remove
 		return res, nil

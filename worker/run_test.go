@@ -805,7 +805,7 @@ func TestPruneCommandDryRun(t *testing.T) {
 	dest := e.dests[0]
 	e.dests = e.dests[:1]
 	for _, n := range []string{"app-20200101T000000Z.tar.gz", "app-20210101T000000Z.tar.gz", "app-20220101T000000Z.tar.gz"} {
-		e.writeFile(filepath.Join(dest, n), []byte(n), 0o644)
+		e.writeSummedArchive(dest, n)
 	}
 	cfgPath := e.configFile(nil, func(m map[string]any) {
 		backupSettings(m)["retentionSnapshots"] = 2

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/backupgen/backupgen/internal/testtool"
 )
 
 // hostileStrings would break out of a Nix string, a unit file or a shell
@@ -68,7 +70,7 @@ func TestSystemdQuote(t *testing.T) {
 // TestNixStringRoundTrip evaluates every hostile string, rendered with
 // nixString, in real Nix: the value must equal the input exactly.
 func TestNixStringRoundTrip(t *testing.T) {
-	nix := requireTool(t, "nix-instantiate", "nix-bin")
+	nix := testtool.Require(t, "nix-instantiate", "nix-bin")
 	var b strings.Builder
 	b.WriteString("[\n")
 	for _, s := range hostileStrings {

@@ -18,22 +18,8 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/backupgen/backupgen/config"
+	"github.com/backupgen/backupgen/internal/testtool"
 )
-
-// requireTool returns the tool's path, or skips (fails under CI=...) when
-// it is not installed.
-func requireTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		msg := fmt.Sprintf("!!! %s not found: install %s (apt-get install -y %s); this test checks generated files with the real tool", name, pkg, pkg)
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return p
-}
 
 // validCases renders every valid golden case into a temporary folder.
 func validCases(t *testing.T, opts Options) map[string]string {
@@ -53,7 +39,7 @@ func validCases(t *testing.T, opts Options) map[string]string {
 }
 
 func TestNixParse(t *testing.T) {
-	nix := requireTool(t, "nix-instantiate", "nix-bin")
+	nix := testtool.Require(t, "nix-instantiate", "nix-bin")
 	var files []string
 	for _, root := range append([]string{"..", "testdata"}, mapValues(validCases(t, goldenOptions))...) {
 		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
@@ -186,7 +172,7 @@ type nixModuleResult struct {
 // and is accepted by the worker's strict decoder, OnCalendar and tmpfiles
 // rules match.
 func TestNixModulesAgreeWithGo(t *testing.T) {
-	nix := requireTool(t, "nix-instantiate", "nix-bin")
+	nix := testtool.Require(t, "nix-instantiate", "nix-bin")
 	for name, outDir := range validCases(t, goldenOptions) {
 		t.Run(name, func(t *testing.T) {
 			data, _ := os.ReadFile(filepath.Join("testdata", name, "spec.toml"))
@@ -266,7 +252,7 @@ func ruleLines(t *testing.T, path string) []string {
 // TestHelpersEval evaluates the helper functions on sample arguments and
 // compares the JSON with testdata/helpers.golden.json (-update rewrites it).
 func TestHelpersEval(t *testing.T) {
-	nix := requireTool(t, "nix-instantiate", "nix-bin")
+	nix := testtool.Require(t, "nix-instantiate", "nix-bin")
 	outDir := validCases(t, goldenOptions)["basic"]
 	expr := fmt.Sprintf(`let
   h = import %s { worker = "/nix/store/00000000000000000000000000000000-backup-worker"; writeText = name: text: "/nix/store/fake-" + name; };
@@ -337,7 +323,7 @@ func fakeWorker(t *testing.T) string {
 
 // TestSystemdVerify runs systemd-analyze verify on every generated unit.
 func TestSystemdVerify(t *testing.T) {
-	sa := requireTool(t, "systemd-analyze", "systemd")
+	sa := testtool.Require(t, "systemd-analyze", "systemd")
 	opts := Options{WorkerPath: fakeWorker(t), ConfigDir: "/etc/backupgen"}
 	for name, outDir := range validCases(t, opts) {
 		unitDir := filepath.Join(outDir, "etc/systemd/system")
@@ -361,7 +347,7 @@ func TestSystemdVerify(t *testing.T) {
 // created at exactly the path the spec names: quoting keeps spaces, quotes,
 // backslashes and % literal.
 func TestTmpfilesCreatesExactPaths(t *testing.T) {
-	tmpfiles := requireTool(t, "systemd-tmpfiles", "systemd")
+	tmpfiles := testtool.Require(t, "systemd-tmpfiles", "systemd")
 	outDir := validCases(t, goldenOptions)["hostile"]
 	data, _ := os.ReadFile("testdata/hostile/spec.toml")
 	spec, err := Validate("spec.toml", data)

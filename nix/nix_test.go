@@ -10,30 +10,18 @@ package nix_test
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/backupgen/backupgen/internal/testtool"
 )
 
 // root is the repository root, relative to this package.
 const root = ".."
-
-func requireTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		msg := fmt.Sprintf("!!! %s not found: install %s (apt-get install -y %s); this test evaluates the flake and the Nix helpers with real Nix", name, pkg, pkg)
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return p
-}
 
 // privateStoreEnv points Nix at a store, state and config of its own under
 // a temporary folder: evaluation may copy sources into the store
@@ -82,7 +70,7 @@ func nixFiles(t *testing.T) []string {
 }
 
 func TestParse(t *testing.T) {
-	nix := requireTool(t, "nix-instantiate", "nix-bin")
+	nix := testtool.Require(t, "nix-instantiate", "nix-bin")
 	files := nixFiles(t)
 	for _, f := range files {
 		out, err := exec.Command(nix, "--parse", f).CombinedOutput()
@@ -112,7 +100,7 @@ type failedCase struct {
 // evalCases evaluates expr (a list of failed cases) and reports each one.
 func evalCases(t *testing.T, expr string) {
 	t.Helper()
-	nix := requireTool(t, "nix-instantiate", "nix-bin")
+	nix := testtool.Require(t, "nix-instantiate", "nix-bin")
 	cmd := exec.Command(nix, "--read-write-mode", "--eval", "--strict", "--json", "-E", expr)
 	cmd.Dir = root
 	cmd.Env = privateStoreEnv(t)
@@ -142,7 +130,7 @@ func TestFlakeOutputs(t *testing.T) {
 // TestEvalCasesCatchFailures guards the harness: a false case must be
 // reported, not read as an empty list.
 func TestEvalCasesCatchFailures(t *testing.T) {
-	nix := requireTool(t, "nix-instantiate", "nix-bin")
+	nix := testtool.Require(t, "nix-instantiate", "nix-bin")
 	expr := `map (c: { inherit (c) name expected; result = c.expr; }) (builtins.filter (c: c.expr != c.expected) [ { name = "ok"; expr = 1; expected = 1; } { name = "bad"; expr = 1; expected = 2; } ])`
 	out, err := exec.Command(nix, "--eval", "--strict", "--json", "-E", expr).Output()
 	if err != nil {
@@ -159,8 +147,8 @@ var sriRE = regexp.MustCompile(`(?m)^"(sha256-[A-Za-z0-9+/]{43}=)"$`)
 // TestVendorHash runs nix/vendor-hash.sh --check: `go mod vendor` (module
 // cache or GOPROXY) hashed with Nix must equal nix/vendor-hash.nix.
 func TestVendorHash(t *testing.T) {
-	requireTool(t, "nix-hash", "nix-bin")
-	requireTool(t, "bash", "bash")
+	testtool.Require(t, "nix-hash", "nix-bin")
+	testtool.Require(t, "bash", "bash")
 	data, err := os.ReadFile(filepath.Join(root, "nix", "vendor-hash.nix"))
 	if err != nil {
 		t.Fatal(err)

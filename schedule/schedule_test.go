@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/backupgen/backupgen/internal/testtool"
 )
 
 // tableCase is one entry of testdata/cases.json, the table shared by the Go
@@ -42,22 +44,6 @@ func loadCases(t testing.TB) []tableCase {
 		}
 	}
 	return cases
-}
-
-// requireTool returns the path of an external tool. Without it the test is
-// skipped loudly, except in CI (CI non-empty), which must run every check.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	msg := fmt.Sprintf("!!! %s not found on PATH: this cross-check did NOT run !!!", name)
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg + " (CI is set, so this is fatal)")
-	}
-	t.Skip(msg)
-	return ""
 }
 
 func TestTable(t *testing.T) {
@@ -289,7 +275,7 @@ func runNix(t *testing.T, nix, casesFile string) {
 // on the shared table (errors: Nix must throw; the message is checked on the
 // Go side only) and on a few hundred random cron expressions.
 func TestNix(t *testing.T) {
-	nix := requireTool(t, "nix-instantiate")
+	nix := testtool.Require(t, "nix-instantiate", "nix-bin")
 	cronFile := filepath.Join("..", "templates", "nix", "cron.nix")
 	src, err := os.ReadFile(cronFile)
 	if err != nil {
@@ -413,7 +399,7 @@ func fmtTimes(ts []time.Time) string {
 // calendar expression that is passed through. `systemd-analyze calendar`
 // is a pure computation and needs no running systemd.
 func TestSystemd(t *testing.T) {
-	analyze := requireTool(t, "systemd-analyze")
+	analyze := testtool.Require(t, "systemd-analyze", "systemd")
 	cases := loadCases(t)
 	random := randomCases(80)
 	valid := 0

@@ -47,14 +47,13 @@ vendor-hash:
 check-vendor-hash:
 	nix/vendor-hash.sh --check
 
-clean:
-	rm -rf bin/
-
 ## bench: archiver vs native tools on a generated corpus (BENCH_SIZE=1GiB, BENCH_REPS=3,
-##        BENCH_XZ_REPS=3, BENCH_WORKER_REPS=1, BENCH_WORKER_FORMATS, BENCH_FORMATS=tar,tar.gz,...;
-##        BENCH_FLAGS=-pure-go); writes bench/results.md. Installs nothing; missing tools are
-##        reported as "missing".
+##        BENCH_XZ_REPS=3, BENCH_WORKER_REPS=1, BENCH_FORMATS=tar,tar.gz,...; BENCH_FLAGS=-pure-go);
+##        writes bench/results.md. Installs nothing; missing tools are reported as "missing".
 .PHONY: bench
 bench:
 	$(GO) build -o bench/out/bin/bench ./bench
 	bench/out/bin/bench $(BENCH_FLAGS)
+
+clean:
+	rm -rf bin/

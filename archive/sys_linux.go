@@ -41,3 +41,11 @@ func lutimes(path string, mtime time.Time) error {
 	}
 	return nil
 }
+
+// setPipeSize enlarges a pipe's buffer (F_SETPIPE_SZ) so the native
+// compressor and the tar writer exchange data in fewer, larger steps. Best
+// effort: errors (e.g. above /proc/sys/fs/pipe-max-size) are ignored.
+func setPipeSize(fd uintptr, size int) {
+	const fSetPipeSz = 1031
+	syscall.Syscall(syscall.SYS_FCNTL, fd, fSetPipeSz, uintptr(size))
+}

@@ -2,9 +2,7 @@ package archive
 
 import (
 	"archive/tar"
-	"archive/zip"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -16,12 +14,10 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/bmatcuk/doublestar/v4"
-	"github.com/klauspost/compress/flate"
 )
 
 // Test hooks (nil in production): testHookVisit runs for every walked path
@@ -141,11 +137,11 @@ func Write(ctx context.Context, w io.Writer, dataPaths []string, opts Options) (
 
 	var s sink
 	if opts.Format == FormatZip {
-		if s, err = newZipSink(w, opts.Level); err != nil {
+		if s, err = newZipSink(w, opts.Level, threads); err != nil {
 			return st, err
 		}
 	} else {
-		comp, err := newCompressor(w, opts.Format, opts.Level, threads)
+		comp, err := newCompressor(ctx, w, opts.Format, opts.Level, threads, log)
 		if err != nil {
 			return st, err
 		}
@@ -550,88 +546,10 @@ func (s *tarSink) close() error {
 	return s.comp.Close()
 }
 
-func (s *tarSink) abort() { s.comp.Close() }
-
-// ---- zip ----
-
-type zipSink struct {
-	zw *zip.Writer
-}
-
-func newZipSink(w io.Writer, level int) (*zipSink, error) {
-	if level == 0 {
-		level = 6
+func (s *tarSink) abort() {
+	if a, ok := s.comp.(interface{ abort() }); ok {
+		a.abort()
+		return
 	}
-	if level < flate.HuffmanOnly || level > flate.BestCompression {
-		return nil, fmt.Errorf("archive: zip deflate level %d out of range 1-9", level)
-	}
-	if _, err := flate.NewWriter(io.Discard, level); err != nil {
-		return nil, fmt.Errorf("archive: zip deflate level %d: %w", level, err)
-	}
-	pool := &sync.Pool{}
-	zw := zip.NewWriter(w)
-	zw.RegisterCompressor(zip.Deflate, func(out io.Writer) (io.WriteCloser, error) {
-		if fw, ok := pool.Get().(*flate.Writer); ok {
-			fw.Reset(out)
-			return &pooledFlate{fw, pool}, nil
-		}
-		fw, err := flate.NewWriter(out, level)
-		if err != nil {
-			return nil, err
-		}
-		return &pooledFlate{fw, pool}, nil
-	})
-	return &zipSink{zw: zw}, nil
+	s.comp.Close()
 }
-
-type pooledFlate struct {
-	*flate.Writer
-	pool *sync.Pool
-}
-
-func (p *pooledFlate) Close() error {
-	err := p.Writer.Close()
-	p.pool.Put(p.Writer)
-	return err
-}
-
-// uxExtra builds the Info-ZIP "ux" extra field (0x7875): version 1, 4-byte
-// uid and gid, which `unzip -X` uses to restore owners.
-func uxExtra(uid, gid int) []byte {
-	b := make([]byte, 4+11)
-	binary.LittleEndian.PutUint16(b[0:], 0x7875)
-	binary.LittleEndian.PutUint16(b[2:], 11)
-	b[4] = 1
-	b[5] = 4
-	binary.LittleEndian.PutUint32(b[6:], uint32(uid))
-	b[10] = 4
-	binary.LittleEndian.PutUint32(b[11:], uint32(gid))
-	return b
-}
-
-func (s *zipSink) hardlinks() bool { return false }
-
-func (s *zipSink) add(e *entry) (io.Writer, error) {
-	fh := &zip.FileHeader{Name: e.name, Modified: e.mtime, Method: zip.Deflate}
-	fh.SetMode(e.mode)
-	fh.Extra = uxExtra(e.uid, e.gid)
-	if e.typ != typeFile {
-		fh.Method = zip.Store
-	}
-	w, err := s.zw.CreateHeader(fh)
-	if err != nil {
-		return nil, err
-	}
-	if e.typ == typeSymlink {
-		if _, err := io.WriteString(w, e.linkname); err != nil {
-			return nil, err
-		}
-	}
-	return w, nil
-}
-
-func (s *zipSink) endFile(*entry, int64) error { return nil }
-
-func (s *zipSink) close() error { return s.zw.Close() }
-
-func (s *zipSink) abort() {}

@@ -15,6 +15,9 @@
   # name -> file -> file; wraps the worker config in a build-time
   # `backup-worker check-config`, so a bad value fails the build.
   checkConfig ? (name: file: file),
+  # Packages put on the service's PATH: the native compressors (xz,
+  # pbzip2, zstd) that the worker uses when present, for speed.
+  tools ? [ ],
 }:
 let
   cronToOnCalendar = import ./cron.nix;
@@ -102,6 +105,7 @@ let
       # No Requires=/BindsTo= on the application: the worker stops and
       # starts it, and such a dependency would stop the backup with it.
       onFailure = get backupConfig "onFailure" [ ];
+      path = tools;
       unitConfig.RequiresMountsFor = map systemdQuote required;
       serviceConfig = {
         Type = "oneshot";

@@ -85,6 +85,12 @@ type Backup struct {
 	CompressionLevel int `json:"compressionLevel,omitempty"`
 	// Threads: compression threads, 0 means all cores.
 	Threads int `json:"threads,omitempty"`
+	// CaptureFirst shortens downtime: the units are down only while the data
+	// is captured uncompressed (a reflink copy where the file system allows,
+	// otherwise a plain tar) to a staging file in a destination; they are
+	// started again before the capture is compressed and distributed. It
+	// costs free space for one uncompressed copy of the data.
+	CaptureFirst bool `json:"captureFirst,omitempty"`
 	// AllowLiveBackup archives even when a unit failed to stop.
 	AllowLiveBackup bool `json:"allowLiveBackup,omitempty"`
 	// PrometheusTextfile, if set, is a node_exporter textfile path the run

@@ -70,6 +70,7 @@ type BackupModel struct {
 	RandomizedDelaySec int
 	TimeoutStartSec    int
 	OnFailure          []string
+	CaptureFirst       bool
 	PreBackup          string
 	PostBackup         string
 }
@@ -121,6 +122,7 @@ func (s ServiceModel) WorkerConfig() config.Config {
 			PostBackup:         s.Backup.PostBackup,
 			CompressionLevel:   s.Backup.CompressionLevel,
 			Threads:            s.Backup.Threads,
+			CaptureFirst:       s.Backup.CaptureFirst,
 			StateDirectory:     s.StateDirectory(),
 		},
 	}
@@ -175,6 +177,7 @@ func resolveService(d ServiceSettings, svc Service) ServiceModel {
 			RandomizedDelaySec: pick(b.RandomizedDelaySec, db.RandomizedDelaySec, 0),
 			TimeoutStartSec:    pick(b.TimeoutStartSec, db.TimeoutStartSec, defaultTimeoutStartSec),
 			OnFailure:          pickList(b.OnFailure, db.OnFailure, nil),
+			CaptureFirst:       pick(b.CaptureFirst, db.CaptureFirst, false),
 			PreBackup:          pick(b.PreBackup, db.PreBackup, ""),
 			PostBackup:         pick(b.PostBackup, db.PostBackup, ""),
 		},

@@ -146,6 +146,7 @@ type nixModuleResult struct {
 			OnFailure          []string `json:"onFailure"`
 			PreBackup          string   `json:"preBackup"`
 			PostBackup         string   `json:"postBackup"`
+			CaptureFirst       bool     `json:"captureFirst"`
 		} `json:"backup"`
 	} `json:"defaults"`
 	Config struct {
@@ -196,8 +197,8 @@ func TestNixModulesAgreeWithGo(t *testing.T) {
 				}
 				d := r.Defaults
 				b := s.Backup
-				gotDefaults := []any{d.Enable, d.ServiceName, d.DataPaths, d.User, d.Group, d.Backup.Enable, d.Backup.Paths, d.Backup.OptionalPaths, d.Backup.Schedule, d.Backup.Format, d.Backup.MaxRetentionDays, d.Backup.RetentionSnapshots, d.Backup.MinKeep, d.Backup.Exclude, d.Backup.CompressionLevel, d.Backup.Threads, d.Backup.Persistent, d.Backup.RandomizedDelaySec, d.Backup.TimeoutStartSec, d.Backup.OnFailure, d.Backup.PreBackup, d.Backup.PostBackup}
-				wantDefaults := []any{s.Enable, s.Units, s.DataPaths, s.User, s.Group, b.Enable, b.Paths, b.OptionalPaths, b.Schedule, b.Format, b.MaxRetentionDays, b.RetentionSnapshots, b.MinKeep, b.Exclude, b.CompressionLevel, b.Threads, b.Persistent, b.RandomizedDelaySec, b.TimeoutStartSec, b.OnFailure, b.PreBackup, b.PostBackup}
+				gotDefaults := []any{d.Enable, d.ServiceName, d.DataPaths, d.User, d.Group, d.Backup.Enable, d.Backup.Paths, d.Backup.OptionalPaths, d.Backup.Schedule, d.Backup.Format, d.Backup.MaxRetentionDays, d.Backup.RetentionSnapshots, d.Backup.MinKeep, d.Backup.Exclude, d.Backup.CompressionLevel, d.Backup.Threads, d.Backup.Persistent, d.Backup.RandomizedDelaySec, d.Backup.TimeoutStartSec, d.Backup.OnFailure, d.Backup.PreBackup, d.Backup.PostBackup, d.Backup.CaptureFirst}
+				wantDefaults := []any{s.Enable, s.Units, s.DataPaths, s.User, s.Group, b.Enable, b.Paths, b.OptionalPaths, b.Schedule, b.Format, b.MaxRetentionDays, b.RetentionSnapshots, b.MinKeep, b.Exclude, b.CompressionLevel, b.Threads, b.Persistent, b.RandomizedDelaySec, b.TimeoutStartSec, b.OnFailure, b.PreBackup, b.PostBackup, b.CaptureFirst}
 				if diff := cmp.Diff(wantDefaults, gotDefaults, empty); diff != "" {
 					t.Errorf("%s: Nix option defaults differ from the spec (-want +got):\n%s", s.Name, diff)
 				}

@@ -60,6 +60,7 @@ type BackupSettings struct {
 	RandomizedDelaySec *int     `toml:"randomizedDelaySec"`
 	TimeoutStartSec    *int     `toml:"timeoutStartSec"`
 	OnFailure          []string `toml:"onFailure"`
+	CaptureFirst       *bool    `toml:"captureFirst"`
 	PreBackup          *string  `toml:"preBackup"`
 	PostBackup         *string  `toml:"postBackup"`
 }

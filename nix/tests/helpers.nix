@@ -202,6 +202,7 @@ let
           postBackup = "";
           compressionLevel = 0;
           threads = 0;
+          captureFirst = false;
           stateDirectory = "/run/backup-worker/app";
         };
       };

@@ -76,6 +76,7 @@ let
         postBackup = get backupConfig "postBackup" "";
         compressionLevel = get backupConfig "compressionLevel" 0;
         threads = get backupConfig "threads" 0;
+        captureFirst = get backupConfig "captureFirst" false;
         stateDirectory = stateDirectory name;
       };
     };

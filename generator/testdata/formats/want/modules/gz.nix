@@ -121,6 +121,11 @@ in
         default = [ ];
         description = "Units to start when a backup fails, e.g. a notification.";
       };
+      captureFirst = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+        description = "Stop the service only while its data is captured uncompressed to a destination, not while it is compressed; needs free space for one uncompressed copy.";
+      };
       preBackup = lib.mkOption {
         type = lib.types.str;
         default = "";

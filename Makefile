@@ -50,6 +50,8 @@ check-vendor-hash:
 ## bench: archiver vs native tools on a generated corpus (BENCH_SIZE=1GiB, BENCH_REPS=3,
 ##        BENCH_XZ_REPS=3, BENCH_WORKER_REPS=1, BENCH_FORMATS=tar,tar.gz,...; BENCH_FLAGS=-pure-go);
 ##        writes bench/results.md. Installs nothing; missing tools are reported as "missing".
+##        BENCH_TARGETS=dests,rss,downtime adds the worker targets (bench/targets.go); with
+##        BENCH_FLAGS=-skip-main only those run, updating their section of bench/results.md.
 .PHONY: bench
 bench:
 	$(GO) build -o bench/out/bin/bench ./bench

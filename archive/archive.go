@@ -20,6 +20,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 )
 
 // Supported formats.
@@ -59,6 +60,36 @@ type Options struct {
 	Threads int          // 0 = runtime.NumCPU()
 	Exclude []string     // doublestar patterns relative to each data path: "cache/**", "*.tmp" (a pattern without '/' matches a base name at any depth)
 	Logger  *slog.Logger // warnings (skipped sockets/fifos/devices, vanished files); nil = slog.Default()
+	// Progress, if set, is advanced as Write, Capture and Convert go (see
+	// Progress); another goroutine may read it at any time.
+	Progress *Progress
+}
+
+// Progress counts the work done by a Write, Capture or Convert so far. The
+// counters are updated once per copied chunk (up to 1 MiB) and once per
+// entry, never per byte, and are safe to read from another goroutine (e.g.
+// a ticker printing progress). A nil *Progress counts nothing.
+type Progress struct {
+	files, bytes atomic.Int64
+}
+
+// Files returns the regular files completed so far.
+func (p *Progress) Files() int64 { return p.files.Load() }
+
+// Bytes returns the bytes processed so far: file content read from the data
+// paths (Write, Capture) or tar stream bytes read from the capture (Convert).
+func (p *Progress) Bytes() int64 { return p.bytes.Load() }
+
+func (p *Progress) addBytes(n int64) {
+	if p != nil {
+		p.bytes.Add(n)
+	}
+}
+
+func (p *Progress) addFile() {
+	if p != nil {
+		p.files.Add(1)
+	}
 }
 
 // Stats summarise an archive written, verified or extracted.

@@ -2,6 +2,7 @@ package archive
 
 import (
 	"archive/tar"
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -80,6 +81,11 @@ type sink interface {
 //
 // On error the output is incomplete and must be discarded.
 func Write(ctx context.Context, w io.Writer, dataPaths []string, opts Options) (st Stats, err error) {
+	return write(ctx, w, dataPaths, opts, false)
+}
+
+// write is Write, or Capture when capture is set.
+func write(ctx context.Context, w io.Writer, dataPaths []string, opts Options, capture bool) (st Stats, err error) {
 	if err := checkFormat(opts.Format); err != nil {
 		return st, err
 	}
@@ -136,11 +142,17 @@ func Write(ctx context.Context, w io.Writer, dataPaths []string, opts Options) (
 	}
 
 	var s sink
-	if opts.Format == FormatZip {
+	switch {
+	case capture:
+		bw := bufio.NewWriterSize(w, copyBufSize)
+		// Zip has no hard links: a capture for zip stores every file in
+		// full, so Convert never has to look one up.
+		s = &tarSink{comp: flushCloser{bw}, tw: tar.NewWriter(bw), noLinks: opts.Format == FormatZip}
+	case opts.Format == FormatZip:
 		if s, err = newZipSink(w, opts.Level, threads); err != nil {
 			return st, err
 		}
-	} else {
+	default:
 		comp, err := newCompressor(ctx, w, opts.Format, opts.Level, threads, log)
 		if err != nil {
 			return st, err
@@ -154,7 +166,7 @@ func Write(ctx context.Context, w io.Writer, dataPaths []string, opts Options) (
 	}()
 
 	wk := &walker{ctx: ctx, s: s, st: &st, wn: wn, excl: excl, buf: make([]byte, copyBufSize),
-		users: map[int]string{}, groups: map[int]string{}, out: out}
+		users: map[int]string{}, groups: map[int]string{}, out: out, prog: opts.Progress}
 	for _, r := range roots {
 		if err := wk.walk(r.path, r.real); err != nil {
 			return st, err
@@ -226,6 +238,7 @@ type walker struct {
 	groups map[int]string
 	links  map[[2]uint64]string
 	out    *sysInfo
+	prog   *Progress
 }
 
 func (wk *walker) walk(dataPath, real string) error {
@@ -431,6 +444,7 @@ func (wk *walker) file(p, name string, fi fs.FileInfo) error {
 	}
 	wk.st.Files++
 	wk.st.BytesRead += n
+	wk.prog.addFile()
 	return nil
 }
 
@@ -453,6 +467,7 @@ func (wk *walker) copy(w io.Writer, r io.Reader, size int64) (int64, error) {
 				return n, err
 			}
 			n += int64(m)
+			wk.prog.addBytes(int64(m))
 		}
 		if rerr == io.EOF {
 			return n, nil
@@ -483,12 +498,13 @@ func unixMode(m fs.FileMode) int64 {
 // ---- tar ----
 
 type tarSink struct {
-	comp io.WriteCloser
-	tw   *tar.Writer
-	zero []byte
+	comp    io.WriteCloser
+	tw      *tar.Writer
+	zero    []byte
+	noLinks bool // store hard-linked files in full (a capture for zip)
 }
 
-func (s *tarSink) hardlinks() bool { return true }
+func (s *tarSink) hardlinks() bool { return !s.noLinks }
 
 func (s *tarSink) add(e *entry) (io.Writer, error) {
 	h := &tar.Header{

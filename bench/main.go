@@ -12,7 +12,10 @@
 // "backup-worker run" row is added per format: the whole run (archive, fsync,
 // full verification of the written copy, state/retention bookkeeping) with a
 // stand-in systemctl first on PATH; it is not comparable to a bare `tar`.
-// Runs alternate between tools within each format; the table shows the
+// With -targets (BENCH_TARGETS) the worker targets of bench/targets.go are
+// measured too (three destinations vs one, peak RSS at 1x and 4x the corpus,
+// downtime with captureFirst); -skip-main measures only those and updates
+// their section of the results file in place. Runs alternate between tools within each format; the table shows the
 // median wall and CPU (user+sys, including child processes) time, the
 // largest peak RSS over the repetitions (wait4 rusage: the largest single
 // process of the tree; for ours also the Go process alone), and the output
@@ -70,6 +73,11 @@ func main() {
 	threads := flag.Int("threads", runtime.NumCPU(), "threads for every tool (N)")
 	outDir := flag.String("out", "bench/out", "work directory (corpus cache, archives, binaries)")
 	resultsFile := flag.String("results", "bench/results.md", "Markdown results file")
+	targets := flag.String("targets", envOr("BENCH_TARGETS", ""), "worker targets to measure too (comma-separated: dests,rss,downtime; see bench/targets.go)")
+	targetReps := flag.Int("target-reps", envInt("BENCH_TARGET_REPS", 3), "repetitions of each worker-target run (tar.xz: -xz-reps)")
+	destFormat := flag.String("dest-format", envOr("BENCH_DEST_FORMAT", "tar.gz"), "format of the three-vs-one-destinations target")
+	downtimeFormats := flag.String("downtime-formats", envOr("BENCH_DOWNTIME_FORMATS", "tar.gz,tar.xz"), "formats of the downtime target")
+	skipMain := flag.Bool("skip-main", false, "measure only -targets and update their section of the results file, keeping the main table")
 	flag.Parse()
 
 	size, err := parseSize(*sizeFlag)
@@ -92,7 +100,7 @@ func main() {
 	}
 	workerBin := filepath.Join(bin, "backup-worker")
 	workerNote := ""
-	if *workerReps > 0 {
+	if *workerReps > 0 || *targets != "" {
 		if out, err := exec.Command("go", "build", "-o", workerBin, "./cmd/backup-worker").CombinedOutput(); err != nil {
 			workerNote = fmt.Sprintf("cmd/backup-worker does not build; only the archive-only program was measured: %s", firstLine(string(out)))
 			workerBin = ""
@@ -101,6 +109,35 @@ func main() {
 		}
 	} else {
 		workerBin = ""
+	}
+	doTargets := func() {
+		if *targets == "" {
+			return
+		}
+		if workerBin == "" {
+			fatalf("-targets needs backup-worker: %s", workerNote)
+		}
+		which := map[string]bool{}
+		for _, t := range strings.Split(*targets, ",") {
+			switch t = strings.TrimSpace(t); t {
+			case "dests", "rss", "downtime":
+				which[t] = true
+			default:
+				fatalf("unknown target %q (want dests, rss, downtime)", t)
+			}
+		}
+		te := &targetsEnv{workerBin: workerBin, bin: bin, work: work, threads: strconv.Itoa(*threads), reps: *targetReps, xzReps: *xzReps}
+		section := runTargets(te, which, corpus, filepath.Base(corpus), size, *destFormat, strings.Split(*downtimeFormats, ","))
+		check(upsertTargets(*resultsFile, section))
+		os.Stdout.WriteString(section)
+	}
+	if *skipMain {
+		doTargets()
+		return
+	}
+	mainWorkerBin := workerBin
+	if *workerReps == 0 {
+		mainWorkerBin = ""
 	}
 
 	n := strconv.Itoa(*threads)
@@ -113,7 +150,7 @@ func main() {
 		if *pureGo && format != "zip" {
 			ts = append(ts, tool{name: "ours, pure Go (no native tools on PATH)", argv: ts[0].argv, out: out, env: []string{"PATH=/nonexistent"}})
 		}
-		if workerBin != "" && strings.Contains(","+*workerFormats+",", ","+format+",") {
+		if mainWorkerBin != "" && strings.Contains(","+*workerFormats+",", ","+format+",") {
 			dest := filepath.Join(arch, "worker-"+format)
 			cfg := filepath.Join(arch, "worker-"+format+".json")
 			check(os.WriteFile(cfg, []byte(fmt.Sprintf(`{"name":"bench","serviceName":[],"dataPaths":[%q],"user":"root","group":"root",
@@ -234,8 +271,18 @@ func main() {
 		fmt.Fprintf(&md, "| %s | %s | %.2f | %.2f | %s | %.1f | %s | %s | %s |\n", rw.format, rw.t.name,
 			median(r.wall).Seconds(), median(r.cpu).Seconds(), rss, float64(r.size)/(1<<20), ratioW, ratioS, strings.TrimSpace(note))
 	}
+	// Keep the worker-targets section of an earlier run (doTargets replaces
+	// it when it runs).
+	if old, err := os.ReadFile(*resultsFile); err == nil {
+		if i := strings.Index(string(old), targetsBegin); i >= 0 {
+			if j := strings.Index(string(old)[i:], targetsEnd); j >= 0 {
+				md.WriteString("\n" + string(old)[i:i+j+len(targetsEnd)] + "\n")
+			}
+		}
+	}
 	check(os.WriteFile(*resultsFile, md.Bytes(), 0o644))
 	os.Stdout.Write(md.Bytes())
+	doTargets()
 }
 
 var selfRSS = regexp.MustCompile(`selfrss_kib=(\d+)`)

@@ -86,10 +86,10 @@ type Backup struct {
 	// Threads: compression threads, 0 means all cores.
 	Threads int `json:"threads,omitempty"`
 	// CaptureFirst shortens downtime: the units are down only while the data
-	// is captured uncompressed (a reflink copy where the file system allows,
-	// otherwise a plain tar) to a staging file in a destination; they are
-	// started again before the capture is compressed and distributed. It
-	// costs free space for one uncompressed copy of the data.
+	// is captured as an uncompressed tar to a private staging file in a
+	// destination; they are started again before the capture is compressed
+	// and distributed (see worker/capture.go). It costs free space for one
+	// uncompressed copy of the data in one destination's file system.
 	CaptureFirst bool `json:"captureFirst,omitempty"`
 	// AllowLiveBackup archives even when a unit failed to stop.
 	AllowLiveBackup bool `json:"allowLiveBackup,omitempty"`

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/backupgen/backupgen/archive"
 	"github.com/backupgen/backupgen/config"
@@ -26,7 +27,14 @@ import (
 //  3. fsync, then fchown to the configured user:group and fchmod 0640 —
 //     still under the temp name;
 //  4. verify the temp file: re-read it and compare its SHA-256 with the one
-//     computed from the stream, then parse it fully (archive.VerifyFile);
+//     computed from the stream, then parse it fully (archive.VerifyFile).
+//     Every copy is re-read and hashed, but the full parse runs on one copy
+//     only (structureCheck): a copy whose SHA-256 equals the stream's has
+//     the same bytes as the copy that parsed, so parsing it again would
+//     only repeat the decompression (with three destinations on two cores
+//     that tripled the verification time). If the parse fails on one copy,
+//     the next copy is parsed in its turn, so a read error in one copy does
+//     not condemn the others;
 //  5. write the checksum the same way: .NAME-TS.EXT.sha256.tmp-RANDOM, 0600,
 //     fsync, fchown, fchmod 0640;
 //  6. move the archive to NAME-TS.EXT, then the checksum to NAME-TS.EXT.sha256
@@ -82,7 +90,7 @@ func (d *destination) create() error {
 func (d *destination) Write(p []byte) (int, error) { return d.file.Write(p) }
 
 // finish runs steps 3–6 of the protocol. sum is the stream's SHA-256.
-func (d *destination) finish(ctx context.Context, sum []byte, own owner, format string) error {
+func (d *destination) finish(ctx context.Context, sum []byte, own owner, format string, sc *structureCheck) error {
 	f := d.file
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("fsync: %w", err)
@@ -110,7 +118,7 @@ func (d *destination) finish(ctx context.Context, sum []byte, own owner, format 
 	if !bytes.Equal(got, sum) {
 		return fmt.Errorf("verify: written copy has SHA-256 %x, stream had %x", got, sum)
 	}
-	if _, err := archive.VerifyFile(ctx, d.tmp, format); err != nil {
+	if err := sc.verify(ctx, d.tmp, format); err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
 	d.sumTmp = filepath.Join(d.dir, "."+d.base+".sha256.tmp-"+randomSuffix())
@@ -132,6 +140,27 @@ func (d *destination) finish(ctx context.Context, sum []byte, own owner, format 
 		return err
 	}
 	d.status = "ok"
+	return nil
+}
+
+// structureCheck parses the archive fully once for all copies of one
+// stream (see step 4 above). Only call verify for a copy whose SHA-256 was
+// checked against the stream's.
+type structureCheck struct {
+	mu sync.Mutex
+	ok bool
+}
+
+func (sc *structureCheck) verify(ctx context.Context, path, format string) error {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.ok {
+		return nil
+	}
+	if _, err := archive.VerifyFile(ctx, path, format); err != nil {
+		return err
+	}
+	sc.ok = true
 	return nil
 }
 
@@ -228,13 +257,14 @@ func fileSHA256(ctx context.Context, path string) ([]byte, error) {
 	}
 }
 
-// staleTempRE matches temp and probe files a killed run of service name may
-// have left in a destination; nothing else is ever removed as "stale".
+// staleTempRE matches temp, capture (captureFirst) and probe files a killed
+// run of service name may have left in a destination; nothing else is ever
+// removed as "stale".
 func staleTempRE(name string) *regexp.Regexp {
 	exts := make([]string, len(config.Formats))
 	for i, f := range config.Formats {
 		exts[i] = regexp.QuoteMeta(config.ArchiveExt(f))
 	}
 	return regexp.MustCompile(`^\.` + regexp.QuoteMeta(name) +
-		`-(\d{8}T\d{6}Z\.(` + strings.Join(exts, "|") + `)(\.sha256)?\.tmp|probe)-[0-9a-f]{8}$`)
+		`-(\d{8}T\d{6}Z\.((` + strings.Join(exts, "|") + `)(\.sha256)?|capture)\.tmp|probe)-[0-9a-f]{8}$`)
 }

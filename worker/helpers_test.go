@@ -159,6 +159,8 @@ func (e *testEnv) runner(cfg *config.Config) *Runner {
 		Systemd:    Systemctl{},
 		Log:        slog.New(slog.NewTextHandler(e.logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		HookOutput: e.logBuf,
+		// Progress is logged (as under systemd), never drawn on a terminal.
+		progressTTY: func() bool { return false },
 	}
 }
 

@@ -56,6 +56,9 @@ const (
 // archiveWriter is archive.Write's signature, a seam for tests.
 type archiveWriter func(ctx context.Context, w io.Writer, dataPaths []string, opts archive.Options) (archive.Stats, error)
 
+// archiveConverter is archive.Convert's signature, a seam for tests.
+type archiveConverter func(ctx context.Context, w io.Writer, r io.Reader, opts archive.Options) (archive.Stats, error)
+
 // Runner runs one backup of one service.
 type Runner struct {
 	Config  *config.Config
@@ -67,8 +70,13 @@ type Runner struct {
 	Now func() time.Time
 
 	// Test seams.
-	writeArchive archiveWriter
-	afterStop    func(ctx context.Context)
+	writeArchive     archiveWriter
+	captureData      archiveWriter
+	convertCapture   archiveConverter
+	afterStop        func(ctx context.Context)
+	progressTTY      func() bool   // default stderrIsTerminal
+	progressInterval time.Duration // 0: 1 s on a terminal, 30 s logged
+	progressOut      io.Writer     // terminal progress (default os.Stderr)
 }
 
 // run is the state of one Runner.Run call.
@@ -87,6 +95,9 @@ type run struct {
 	stats       archive.Stats
 	streamBytes int64
 	sum         []byte
+	dataSize    int64        // preflight estimate of the data (with header overhead)
+	staging     *destination // captureFirst: where the capture goes
+	capturePath string       // captureFirst: the capture file while it exists
 }
 
 // Run performs the backup and returns the exit code. It never returns with
@@ -108,6 +119,15 @@ func (r *Runner) Run(ctx context.Context) int {
 	}
 	if r.writeArchive == nil {
 		r.writeArchive = archive.Write
+	}
+	if r.captureData == nil {
+		r.captureData = archive.Capture
+	}
+	if r.convertCapture == nil {
+		r.convertCapture = archive.Convert
+	}
+	if r.progressTTY == nil {
+		r.progressTTY = stderrIsTerminal
 	}
 	rn := &run{Runner: r, cfg: cfg, log: r.Log.With(keyService, cfg.Name), start: time.Now()}
 
@@ -184,6 +204,8 @@ func (rn *run) execute(ctx context.Context) {
 		stopTimeout:  time.Duration(cfg.Backup.StopTimeoutSec) * time.Second,
 		startTimeout: time.Duration(cfg.Backup.StartTimeoutSec) * time.Second,
 	}
+	// The capture (captureFirst) never outlives the run, whatever happens.
+	defer rn.removeCapture()
 	// Registered before the first stop: error paths, cancellation and
 	// panics all pass through here.
 	defer rn.restartUnits(ctx)
@@ -198,7 +220,20 @@ func (rn *run) execute(ctx context.Context) {
 	if rn.afterStop != nil {
 		rn.afterStop(ctx)
 	}
-	if !rn.writeArchives(ctx) {
+	produce := archiveProducer{"archiving", rn.archiveDataPaths}
+	if cfg.Backup.CaptureFirst {
+		ok := rn.capture(ctx)
+		// The data paths are no longer read: the service comes back now,
+		// before the slow part (compression, fan-out, verification).
+		rn.restartUnits(ctx)
+		if !ok || ctx.Err() != nil {
+			return
+		}
+		rn.log.Info("data captured and units started again; compressing the capture",
+			"downtime", rn.units.Downtime().Round(time.Millisecond))
+		produce = archiveProducer{"compressing", rn.archiveCapture}
+	}
+	if !rn.writeArchives(ctx, produce) {
 		return
 	}
 	if ctx.Err() != nil {
@@ -249,6 +284,12 @@ func (rn *run) recoverStale(ctx context.Context) error {
 // the remaining destinations is worth more than none, and the run still
 // ends "partial" (exit 3), so the failure is loud. With no destination
 // left, the run fails before anything is stopped.
+//
+// With captureFirst, the uncompressed capture needs about the data size on
+// top of the archive(s) in one destination's file system: the first usable
+// destination with that room is the staging destination. If none has it,
+// the run fails before anything is stopped (no destination is dropped for
+// it: each can still hold its archive; turn captureFirst off or free space).
 func (rn *run) preflight(ctx context.Context) bool {
 	cfg := rn.cfg
 	var errs *multierror.Error
@@ -319,6 +360,22 @@ func (rn *run) preflight(ctx context.Context) bool {
 			}
 		}
 	}
+	if cfg.Backup.CaptureFirst && errs == nil {
+		// The capture goes to the first destination whose file system has
+		// room for it on top of the archive(s) it will receive. None: the
+		// run fails here, before anything is stopped.
+		for _, d := range rn.usableDests() {
+			if avail, dev, err := freeSpace(d.dir); err == nil && byDev[dev] != nil &&
+				uint64(byDev[dev].need)+uint64(size) <= avail {
+				rn.staging = d
+				break
+			}
+		}
+		if rn.staging == nil && len(rn.usableDests()) > 0 {
+			errs = multierror.Append(errs, fmt.Errorf("captureFirst: no destination has room for the uncompressed capture "+
+				"(about %s on top of the archive); free space or turn captureFirst off", humanBytes(size)))
+		}
+	}
 	usable := rn.usableDests()
 	if len(usable) == 0 && errs == nil {
 		errs = multierror.Append(errs, errors.New("no destination available"))
@@ -340,6 +397,7 @@ func (rn *run) preflight(ctx context.Context) bool {
 		return false
 	}
 	rn.base = rn.pickName(usable)
+	rn.dataSize = size
 	rn.log.Info("preflight ok", keyArchive, rn.base, "data_size", humanBytes(size), "destinations", len(usable))
 	return ctx.Err() == nil
 }
@@ -377,7 +435,7 @@ func (rn *run) usableDests() []*destination {
 // writeArchives streams one archive to every usable destination, restarts
 // the units as soon as the stream is complete, then fsyncs, verifies and
 // commits each copy. It reports whether at least one copy was committed.
-func (rn *run) writeArchives(ctx context.Context) bool {
+func (rn *run) writeArchives(ctx context.Context, produce archiveProducer) bool {
 	cfg := rn.cfg
 	var active []*destination
 	var names []string
@@ -402,21 +460,27 @@ func (rn *run) writeArchives(ctx context.Context) bool {
 	// Batch the archiver's small writes so each destination sees large
 	// writes and the fan-out's per-write handoff stays cheap.
 	buf := bufio.NewWriterSize(fo, 1<<20)
-	stats, err := rn.writeArchive(ctx, buf, cfg.DataPaths, archive.Options{
-		Format:  cfg.Backup.Format,
-		Level:   cfg.Backup.CompressionLevel,
-		Threads: cfg.Backup.Threads,
-		Exclude: cfg.Backup.Exclude,
-		Logger:  rn.log,
+	prog := &archive.Progress{}
+	stopProgress := rn.startProgress(ctx, produce.phase, rn.dataSize, prog)
+	stats, err := produce.run(ctx, buf, archive.Options{
+		Format:   cfg.Backup.Format,
+		Level:    cfg.Backup.CompressionLevel,
+		Threads:  cfg.Backup.Threads,
+		Exclude:  cfg.Backup.Exclude,
+		Logger:   rn.log,
+		Progress: prog,
 	})
+	stopProgress()
 	if err == nil {
 		err = buf.Flush()
 	}
 	fo.Close()
 	rn.stats = stats
 	// The data paths are no longer read: bring the service back before the
-	// slow part (fsync, verification, pruning).
+	// slow part (fsync, verification, pruning). The capture is no longer
+	// needed either.
 	rn.restartUnits(ctx)
+	rn.removeCapture()
 
 	if err != nil {
 		for _, d := range active {
@@ -445,11 +509,12 @@ func (rn *run) writeArchives(ctx context.Context) bool {
 
 	var wg sync.WaitGroup
 	errs := make([]error, len(active))
+	sc := &structureCheck{}
 	for i, d := range active {
 		if d.err != nil {
 			continue
 		}
-		goSafe(&wg, &errs[i], func() error { return d.finish(ctx, rn.sum, rn.owner, cfg.Backup.Format) })
+		goSafe(&wg, &errs[i], func() error { return d.finish(ctx, rn.sum, rn.owner, cfg.Backup.Format, sc) })
 	}
 	wg.Wait()
 	committed := 0

@@ -1,0 +1,253 @@
+package main
+
+// Worker targets (the performance issue's remaining numbers), measured with
+// the real `backup-worker run` and a stand-in systemctl:
+//
+//   - dests: one run to three destinations vs one destination (same format,
+//     same corpus; all destinations on the bench directory's file system):
+//     the fan-out's cost, target ≤ 1.15×;
+//   - rss: peak RSS of backup-worker at the corpus size and at 4× it, for
+//     tar.gz and zip: memory must not grow with the data;
+//   - downtime: the downtime the worker reports (first stop → units started
+//     again, for one unit the stand-in reports as active) with captureFirst
+//     and in normal mode, vs the wall time of a plain `tar cf` of the same
+//     data into the same directory (the I/O floor), target ≤ 1.5×.
+//
+// The section is delimited by marker comments and replaced in place in the
+// results file, so `-skip-main` can refresh it without touching the main
+// table or the notes below it.
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const (
+	targetsBegin = "<!-- bench:worker-targets -->"
+	targetsEnd   = "<!-- /bench:worker-targets -->"
+)
+
+type targetsEnv struct {
+	workerBin string
+	bin       string // holds the stand-in systemctl
+	work      string
+	threads   string
+	reps      int
+	xzReps    int // reps for tar.xz runs
+}
+
+type workerRun struct {
+	wall, downtime time.Duration
+	rss            int64 // KiB
+}
+
+var downtimeRE = regexp.MustCompile(`msg="backup finished".* downtime=(\S+)`)
+
+// runWorker runs backup-worker once on corpus with fresh destinations.
+func (te *targetsEnv) runWorker(label, corpus, format string, ndests int, unit, captureFirst bool) (workerRun, error) {
+	dir := filepath.Join(te.work, "targets", label)
+	os.RemoveAll(dir)
+	var dests []string
+	for i := 0; i < ndests; i++ {
+		d := filepath.Join(dir, fmt.Sprintf("dest%d", i+1))
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return workerRun{}, err
+		}
+		dests = append(dests, fmt.Sprintf("%q", d))
+	}
+	units := "[]"
+	if unit {
+		units = `["bench.service"]`
+	}
+	cfg := filepath.Join(dir, "config.json")
+	err := os.WriteFile(cfg, []byte(fmt.Sprintf(`{"name":"bench","serviceName":%s,"dataPaths":[%q],"user":"root","group":"root",
+"backup":{"paths":[%s],"format":%q,"threads":%s,"captureFirst":%v,"stateDirectory":%q}}`,
+		units, corpus, strings.Join(dests, ","), format, te.threads, captureFirst, filepath.Join(dir, "state"))), 0o644)
+	if err != nil {
+		return workerRun{}, err
+	}
+	cmd := exec.Command(te.workerBin, "run", "--config", cfg)
+	cmd.Env = append(os.Environ(), "PATH="+te.bin+":"+os.Getenv("PATH"), "FAKE_SYSTEMCTL_DIR="+dir, "JOURNAL_STREAM=")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err = cmd.Run()
+	wall := time.Since(start)
+	defer os.RemoveAll(dir)
+	if err != nil {
+		return workerRun{}, fmt.Errorf("%v: %s", err, lastLines(out.String(), 3))
+	}
+	r := workerRun{wall: wall, rss: cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss}
+	if m := downtimeRE.FindStringSubmatch(out.String()); m != nil {
+		r.downtime, _ = time.ParseDuration(m[1])
+	}
+	return r, nil
+}
+
+// medianRuns runs runWorker te.reps times and returns the median wall and
+// downtime and the largest RSS.
+func (te *targetsEnv) medianRuns(label, corpus, format string, ndests int, unit, captureFirst bool) (workerRun, error) {
+	var walls, downs []time.Duration
+	var rss int64
+	reps := te.reps
+	if format == "tar.xz" {
+		reps = min(reps, te.xzReps)
+	}
+	for i := 0; i < max(reps, 1); i++ {
+		r, err := te.runWorker(label, corpus, format, ndests, unit, captureFirst)
+		if err != nil {
+			return workerRun{}, err
+		}
+		fmt.Fprintf(os.Stderr, "targets %-34s rep %d: wall %.2fs downtime %.2fs rss %d MiB\n", label, i+1, r.wall.Seconds(), r.downtime.Seconds(), r.rss/1024)
+		walls, downs = append(walls, r.wall), append(downs, r.downtime)
+		rss = max(rss, r.rss)
+	}
+	return workerRun{wall: median(walls), downtime: median(downs), rss: rss}, nil
+}
+
+// tarFloor times `tar cf` of corpus into dir (median of te.reps).
+func (te *targetsEnv) tarFloor(corpus string) (time.Duration, error) {
+	dir := filepath.Join(te.work, "targets", "tarcf")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	var walls []time.Duration
+	for i := 0; i < te.reps; i++ {
+		out := filepath.Join(dir, "plain.tar")
+		os.Remove(out)
+		start := time.Now()
+		if b, err := exec.Command("tar", "cf", out, "-C", filepath.Dir(corpus), filepath.Base(corpus)).CombinedOutput(); err != nil {
+			return 0, fmt.Errorf("tar cf: %v: %s", err, b)
+		}
+		walls = append(walls, time.Since(start))
+	}
+	return median(walls), nil
+}
+
+// runTargets measures the selected targets and returns the Markdown section.
+func runTargets(te *targetsEnv, which map[string]bool, corpus, corpusName string, size int64, destFormat string, downtimeFormats []string) string {
+	var md bytes.Buffer
+	fmt.Fprintf(&md, "%s\n## Worker targets\n\n", targetsBegin)
+	fmt.Fprintf(&md, "Generated by `bench -targets %s` (bench/targets.go) on %s; %s, %d cores, Go %s; N = %s threads; median of %d runs (tar.xz: %d; RSS: max). `backup-worker run` with a stand-in systemctl; all destinations on one file system (the bench directory's).\n\n",
+		strings.Join(sortedKeys(which), ","), time.Now().UTC().Format("2006-01-02 15:04 UTC"), cpuModel(), runtime.NumCPU(), runtime.Version(), te.threads, te.reps, min(te.reps, te.xzReps))
+	fail := func(what string, err error) {
+		fmt.Fprintf(&md, "- %s: FAILED: %s\n", what, strings.ReplaceAll(err.Error(), "|", "/"))
+	}
+	if which["dests"] {
+		fmt.Fprintf(&md, "### Three destinations vs one (%s, %s)\n\n", destFormat, corpusName)
+		one, err1 := te.medianRuns("dests-1-"+destFormat, corpus, destFormat, 1, false, false)
+		three, err3 := te.medianRuns("dests-3-"+destFormat, corpus, destFormat, 3, false, false)
+		switch {
+		case err1 != nil:
+			fail("one destination", err1)
+		case err3 != nil:
+			fail("three destinations", err3)
+		default:
+			ratio := three.wall.Seconds() / one.wall.Seconds()
+			fmt.Fprintf(&md, "| destinations | wall s | peak RSS MiB |\n|---:|---:|---:|\n| 1 | %.2f | %d |\n| 3 | %.2f | %d |\n\n",
+				one.wall.Seconds(), one.rss/1024, three.wall.Seconds(), three.rss/1024)
+			fmt.Fprintf(&md, "Ratio 3/1: **%.3f×** (target ≤ 1.15×: %s). Each run includes the fsync and full verification of every copy.\n\n", ratio, verdict(ratio <= 1.15))
+		}
+	}
+	if which["rss"] {
+		big := filepath.Join(filepath.Dir(corpus), filepath.Base(corpus)+"-x4")
+		if err := buildCorpus(big, 4*size); err != nil {
+			fail("4× corpus", err)
+		} else {
+			var growth []string
+			fmt.Fprintf(&md, "### Peak RSS vs data size\n\n| format | %s: RSS MiB | 4× (%s): RSS MiB | wall s (1× / 4×) |\n|---|---:|---:|---|\n", human(size), human(4*size))
+			for _, f := range []string{"tar.gz", "zip"} {
+				a, errA := te.medianRuns("rss-1x-"+f, corpus, f, 1, false, false)
+				b, errB := te.medianRuns("rss-4x-"+f, big, f, 1, false, false)
+				if errA != nil || errB != nil {
+					fmt.Fprintf(&md, "| %s | failed | | %v %v |\n", f, errA, errB)
+					continue
+				}
+				fmt.Fprintf(&md, "| %s | %d | %d | %.2f / %.2f |\n", f, a.rss/1024, b.rss/1024, a.wall.Seconds(), b.wall.Seconds())
+				growth = append(growth, fmt.Sprintf("%s %+d MiB (%.2f×)", f, (b.rss-a.rss)/1024, float64(b.rss)/float64(a.rss)))
+			}
+			fmt.Fprintf(&md, "\nPeak RSS is the worker process's (wait4 rusage; for tar.gz and zip there is no child process). From 1× to 4× the data: %s.\n\n", strings.Join(growth, ", "))
+		}
+	}
+	if which["downtime"] {
+		floor, err := te.tarFloor(corpus)
+		if err != nil {
+			fail("tar cf", err)
+		} else {
+			fmt.Fprintf(&md, "### Downtime: captureFirst vs normal mode vs `tar cf` (%s)\n\n`tar cf` of the same data into the bench directory: **%.2f s** (the I/O floor).\n\n", corpusName, floor.Seconds())
+			fmt.Fprintf(&md, "| format | mode | downtime s | total wall s | downtime / tar cf |\n|---|---|---:|---:|---:|\n")
+			var verdicts []string
+			for _, f := range downtimeFormats {
+				for _, cf := range []bool{false, true} {
+					mode := "normal"
+					if cf {
+						mode = "captureFirst"
+					}
+					r, err := te.medianRuns("downtime-"+mode+"-"+f, corpus, f, 1, true, cf)
+					if err != nil {
+						fmt.Fprintf(&md, "| %s | %s | failed | | %s |\n", f, mode, strings.ReplaceAll(err.Error(), "|", "/"))
+						continue
+					}
+					ratio := r.downtime.Seconds() / floor.Seconds()
+					fmt.Fprintf(&md, "| %s | %s | %.2f | %.2f | %.2f× |\n", f, mode, r.downtime.Seconds(), r.wall.Seconds(), ratio)
+					if cf {
+						verdicts = append(verdicts, fmt.Sprintf("%s %.2f× (%s)", f, ratio, verdict(ratio <= 1.5)))
+					}
+				}
+			}
+			fmt.Fprintf(&md, "\ncaptureFirst downtime / `tar cf` (target ≤ 1.5×): %s. Downtime is what the worker reports in its summary: first stop → units started again.\n\n", strings.Join(verdicts, ", "))
+		}
+	}
+	fmt.Fprintf(&md, "%s\n", targetsEnd)
+	return md.String()
+}
+
+func sortedKeys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "NOT met"
+}
+
+// upsertTargets replaces the delimited section in the results file (or
+// appends it).
+func upsertTargets(file, section string) error {
+	old, err := os.ReadFile(file)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	s := string(old)
+	if i := strings.Index(s, targetsBegin); i >= 0 {
+		if j := strings.Index(s[i:], targetsEnd); j >= 0 {
+			rest := strings.TrimLeft(s[i+j+len(targetsEnd):], "\n")
+			s = s[:i] + section
+			if rest != "" {
+				s += "\n" + rest
+			}
+			return os.WriteFile(file, []byte(s), 0o644)
+		}
+	}
+	if s != "" && !strings.HasSuffix(s, "\n\n") {
+		s = strings.TrimRight(s, "\n") + "\n\n"
+	}
+	return os.WriteFile(file, []byte(s+section), 0o644)
+}

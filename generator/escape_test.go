@@ -137,3 +137,86 @@ func FuzzGenerate(f *testing.F) {
 		}
 	})
 }
+
+// nixUnquote reads a Nix double-quoted string literal the way Nix's lexer
+// does: a backslash makes the next character literal, except \n, \r and \t.
+func nixUnquote(lit string) (string, bool) {
+	if len(lit) < 2 || lit[0] != '"' || lit[len(lit)-1] != '"' {
+		return "", false
+	}
+	var b strings.Builder
+	in := lit[1 : len(lit)-1]
+	for i := 0; i < len(in); i++ {
+		c := in[i]
+		switch {
+		case c == '\\' && i+1 < len(in):
+			i++
+			switch in[i] {
+			case 'n':
+				b.WriteByte('\n')
+			case 'r':
+				b.WriteByte('\r')
+			case 't':
+				b.WriteByte('\t')
+			default:
+				b.WriteByte(in[i])
+			}
+		case c == '"' || (c == '$' && i+1 < len(in) && in[i+1] == '{'):
+			return "", false // would end the string or start an antiquotation
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), true
+}
+
+// systemdUnquote reads one word the way systemd reads a quoted path in
+// RequiresMountsFor=, ReadWritePaths= and tmpfiles.d: the quotes enclose
+// the word, a backslash makes the next character literal, and "%%" is a
+// literal '%' (any other '%' would be a specifier).
+func systemdUnquote(word string) (string, bool) {
+	if len(word) < 2 || word[0] != '"' || word[len(word)-1] != '"' {
+		return "", false
+	}
+	var b strings.Builder
+	in := word[1 : len(word)-1]
+	for i := 0; i < len(in); i++ {
+		switch c := in[i]; {
+		case c == '\\' && i+1 < len(in):
+			i++
+			b.WriteByte(in[i])
+		case c == '"' || c == '\\':
+			return "", false // an unescaped quote would end the word early
+		case c == '%':
+			if i+1 >= len(in) || in[i+1] != '%' {
+				return "", false // a specifier
+			}
+			i++
+			b.WriteByte('%')
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), true
+}
+
+// FuzzEscapersRoundTrip: whatever the input, nixString and systemdQuote
+// produce one literal that reads back as exactly the input. Real Nix
+// confirms the Nix reading in TestNixStringRoundTrip; systemd-tmpfiles
+// confirms the systemd reading in TestTmpfilesCreatesExactPaths.
+func FuzzEscapersRoundTrip(f *testing.F) {
+	for _, s := range hostileStrings {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, ok := nixUnquote(nixString(s)); !ok || got != s {
+			t.Fatalf("nixString(%q) = %s reads back as %q (ok=%v)", s, nixString(s), got, ok)
+		}
+		if strings.ContainsAny(s, "\x00\n\r") {
+			return // rejected by validation before systemdQuote is used
+		}
+		if got, ok := systemdUnquote(systemdQuote(s)); !ok || got != s {
+			t.Fatalf("systemdQuote(%q) = %s reads back as %q (ok=%v)", s, systemdQuote(s), got, ok)
+		}
+	})
+}

@@ -17,9 +17,14 @@ import (
 	"syscall"
 
 	"github.com/backupgen/backupgen/archive"
+
+	"github.com/backupgen/backupgen/worker"
 )
 
 func main() {
+	// The same soft memory limit as backup-worker, so the rows compare what
+	// the worker does.
+	worker.ApplyMemoryLimit()
 	format := flag.String("format", "tar.gz", "archive format")
 	level := flag.Int("level", 0, "compression level (0 = default)")
 	threads := flag.Int("threads", 0, "threads (0 = all cores)")

@@ -17,6 +17,7 @@ import (
 var version = ""
 
 func main() {
+	worker.ApplyMemoryLimit()
 	// Cancellation (not death) on SIGINT/SIGTERM: the worker must start the
 	// units it stopped before it exits.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -47,30 +47,23 @@ func scanPositions(data []byte) *positions {
 		switch {
 		case trimmed == "" || strings.HasPrefix(trimmed, "#"):
 			continue
-		case strings.HasPrefix(trimmed, "[["):
-			end := strings.Index(trimmed, "]]")
-			if end < 0 {
-				continue
-			}
-			keys := splitKey(trimmed[2:end])
-			if len(keys) == 0 {
-				continue
-			}
-			plain := strings.Join(keys, ".")
-			n := arrayCount[plain]
-			arrayCount[plain] = n + 1
-			tablePlain = keys
-			table = indexKeys(keys, arrayCount)
-			table[len(table)-1] = fmt.Sprintf("%s[%d]", keys[len(keys)-1], n)
-			p.add(table, tablePlain, position{lineNo, col})
 		case strings.HasPrefix(trimmed, "["):
-			end := strings.Index(trimmed, "]")
+			// [table] or [[array.of.tables]]; the latter counts its
+			// occurrences so indexKeys can name this one services[n].
+			open, close := "[", "]"
+			if strings.HasPrefix(trimmed, "[[") {
+				open, close = "[[", "]]"
+			}
+			end := strings.Index(trimmed, close)
 			if end < 0 {
 				continue
 			}
-			keys := splitKey(trimmed[1:end])
+			keys := splitKey(trimmed[len(open):end])
 			if len(keys) == 0 {
 				continue
+			}
+			if open == "[[" {
+				arrayCount[strings.Join(keys, ".")]++
 			}
 			tablePlain = keys
 			table = indexKeys(keys, arrayCount)

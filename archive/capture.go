@@ -45,10 +45,11 @@ func Convert(ctx context.Context, w io.Writer, r io.Reader, opts Options) (st St
 		threads = runtime.NumCPU()
 	}
 	log := loggerOr(opts.Logger)
+	out, flush := bufferOutput(w)
 	if opts.Format == FormatZip {
-		return convertZip(ctx, w, r, opts, threads)
+		return convertZip(ctx, out, flush, r, opts, threads)
 	}
-	comp, err := newCompressor(ctx, w, opts.Format, opts.Level, threads, log)
+	comp, err := newCompressor(ctx, out, opts.Format, opts.Level, threads, log)
 	if err != nil {
 		return st, err
 	}
@@ -88,10 +89,13 @@ func Convert(ctx context.Context, w io.Writer, r io.Reader, opts Options) (st St
 	if err := comp.Close(); err != nil {
 		return st, fmt.Errorf("archive: finishing %s archive: %w", opts.Format, err)
 	}
+	if err := flush(); err != nil {
+		return st, fmt.Errorf("archive: writing %s archive: %w", opts.Format, err)
+	}
 	return st, nil
 }
 
-func convertZip(ctx context.Context, w io.Writer, r io.Reader, opts Options, threads int) (st Stats, err error) {
+func convertZip(ctx context.Context, w io.Writer, flush func() error, r io.Reader, opts Options, threads int) (st Stats, err error) {
 	zs, err := newZipSink(w, opts.Level, threads)
 	if err != nil {
 		return st, err
@@ -148,6 +152,9 @@ func convertZip(ctx context.Context, w io.Writer, r io.Reader, opts Options, thr
 	}
 	if err := zs.close(); err != nil {
 		return st, fmt.Errorf("archive: finishing zip archive: %w", err)
+	}
+	if err := flush(); err != nil {
+		return st, fmt.Errorf("archive: writing zip archive: %w", err)
 	}
 	return st, nil
 }

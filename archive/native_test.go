@@ -288,3 +288,58 @@ func TestZipChunks(t *testing.T) {
 		})
 	}
 }
+
+// TestNativeWritesOutputFile: given an *os.File, the native compressor's
+// stdout is that file (its output is not copied through this process), and
+// the archive it writes is complete.
+func TestNativeWritesOutputFile(t *testing.T) {
+	dir := bigTree(t)
+	for _, format := range []string{FormatTarXz, FormatTarBz2, FormatTarZst} {
+		t.Run(format, func(t *testing.T) {
+			requireTool(t, compressorTool(format))
+			arch := filepath.Join(t.TempDir(), archiveExt(format))
+			var stdout []string
+			testHookNativeStarted = func(pid int) {
+				l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/1", pid))
+				stdout = append(stdout, l, fmt.Sprint(err))
+			}
+			t.Cleanup(func() { testHookNativeStarted = nil })
+			writeArchive(t, arch, format, []string{dir}, Options{Level: 1})
+			if want := []string{arch, "<nil>"}; !cmp.Equal(stdout, want) {
+				t.Errorf("compressor's stdout: got %q, want %q", stdout, want)
+			}
+			if _, err := VerifyFile(context.Background(), arch, format); err != nil {
+				t.Errorf("VerifyFile: %v", err)
+			}
+		})
+	}
+}
+
+// TestNativeOutputFileFull: when the output file's file system fills up,
+// the native compressor writing it fails, and Write returns its error
+// (exit status and stderr) without hanging or leaving a process behind.
+func TestNativeOutputFileFull(t *testing.T) {
+	requireTool(t, "zstd")
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs")
+	}
+	data := bigTree(t)
+	full := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", full).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", full).Run() })
+	f, err := os.Create(filepath.Join(full, "a.tar.zst"))
+	must(t, err)
+	defer f.Close()
+	pids := recordPids(t)
+	_, err = Write(context.Background(), f, []string{data}, Options{Format: FormatTarZst, Logger: quietLogger})
+	t.Logf("Write: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "zstd") || !strings.Contains(err.Error(), "exit status") {
+		t.Errorf("got %v, want zstd's failure", err)
+	}
+	if len(pids()) != 1 {
+		t.Errorf("pids %v", pids())
+	}
+	requireReaped(t, pids())
+}

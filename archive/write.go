@@ -142,6 +142,10 @@ func write(ctx context.Context, w io.Writer, dataPaths []string, opts Options, c
 	}
 
 	var s sink
+	dst, flush := w, func() error { return nil }
+	if !capture {
+		dst, flush = bufferOutput(w)
+	}
 	switch {
 	case capture:
 		bw := bufio.NewWriterSize(w, copyBufSize)
@@ -149,11 +153,11 @@ func write(ctx context.Context, w io.Writer, dataPaths []string, opts Options, c
 		// full, so Convert never has to look one up.
 		s = &tarSink{comp: flushCloser{bw}, tw: tar.NewWriter(bw), noLinks: opts.Format == FormatZip}
 	case opts.Format == FormatZip:
-		if s, err = newZipSink(w, opts.Level, threads); err != nil {
+		if s, err = newZipSink(dst, opts.Level, threads); err != nil {
 			return st, err
 		}
 	default:
-		comp, err := newCompressor(ctx, w, opts.Format, opts.Level, threads, log)
+		comp, err := newCompressor(ctx, dst, opts.Format, opts.Level, threads, log)
 		if err != nil {
 			return st, err
 		}
@@ -177,6 +181,9 @@ func write(ctx context.Context, w io.Writer, dataPaths []string, opts Options, c
 	}
 	if err := s.close(); err != nil {
 		return st, fmt.Errorf("archive: finishing %s archive: %w", opts.Format, err)
+	}
+	if err := flush(); err != nil {
+		return st, fmt.Errorf("archive: writing %s archive: %w", opts.Format, err)
 	}
 	return st, nil
 }

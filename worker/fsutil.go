@@ -142,3 +142,16 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode, o owner) (err e
 	}
 	return syncDir(dir)
 }
+
+// fileDevice returns the device number of the file system holding f.
+func fileDevice(f *os.File) (uint64, bool) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return uint64(st.Dev), true
+}

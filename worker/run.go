@@ -93,8 +93,6 @@ type run struct {
 	units       *unitController
 	restartOnce sync.Once
 	stats       archive.Stats
-	streamBytes int64
-	sum         []byte
 	dataSize    int64        // preflight estimate of the data (with header overhead)
 	staging     *destination // captureFirst: where the capture goes
 	capturePath string       // captureFirst: the capture file while it exists
@@ -432,14 +430,15 @@ func (rn *run) usableDests() []*destination {
 	return out
 }
 
-// writeArchives streams one archive to every usable destination, restarts
-// the units as soon as the stream is complete, then fsyncs, verifies and
-// commits each copy. It reports whether at least one copy was committed.
+// writeArchives writes one archive to every usable destination (see the
+// protocol in dest.go): the stream goes to one primary destination per file
+// system, the units are restarted as soon as it is complete, then each
+// primary's copies are filled from it and every copy is fsynced, verified
+// and committed. It reports whether at least one copy was committed.
 func (rn *run) writeArchives(ctx context.Context, produce archiveProducer) bool {
 	cfg := rn.cfg
-	var active []*destination
-	var names []string
-	var writers []io.Writer
+	var active, primaries []*destination
+	primaryOf := map[uint64]*destination{}
 	for _, d := range rn.usableDests() {
 		d.base = rn.base
 		if err := d.create(); err != nil {
@@ -448,21 +447,52 @@ func (rn *run) writeArchives(ctx context.Context, produce archiveProducer) bool 
 			continue
 		}
 		active = append(active, d)
-		names = append(names, d.dir)
-		writers = append(writers, d)
+		dev, ok := fileDevice(d.file)
+		if p := primaryOf[dev]; ok && p != nil {
+			d.primary = p
+			if p.verified == nil {
+				p.copyable, p.verified = newSignal(), newSignal()
+			}
+			continue
+		}
+		if ok {
+			primaryOf[dev] = d
+		}
+		primaries = append(primaries, d)
 	}
 	if len(active) == 0 {
 		rn.fatal(errors.New("no destination could be written"))
 		return false
 	}
-	rn.log.Info("writing archive", keyArchive, rn.base, "destinations", strings.Join(names, ","))
-	fo := newFanout(ctx, rn.log, names, writers)
-	// Batch the archiver's small writes so each destination sees large
-	// writes and the fan-out's per-write handoff stays cheap.
-	buf := bufio.NewWriterSize(fo, 1<<20)
+	var names []string
+	for _, d := range active {
+		names = append(names, d.dir)
+	}
+	rn.log.Info("writing archive", keyArchive, rn.base, "destinations", strings.Join(names, ","), "streamed_to", len(primaries))
+
+	// One primary: the archive goes straight into its file (a native
+	// compressor writes it itself). Several: through the fan-out, which
+	// hashes the stream and writes the primaries concurrently; batching
+	// the archiver's small writes keeps its per-write handoff cheap.
+	var out io.Writer
+	var fo *fanout
+	var buf *bufio.Writer
+	if len(primaries) == 1 {
+		out = primaries[0].file
+	} else {
+		var pnames []string
+		var writers []io.Writer
+		for _, d := range primaries {
+			pnames = append(pnames, d.dir)
+			writers = append(writers, d)
+		}
+		fo = newFanout(ctx, rn.log, pnames, writers)
+		buf = bufio.NewWriterSize(fo, 1<<20)
+		out = buf
+	}
 	prog := &archive.Progress{}
 	stopProgress := rn.startProgress(ctx, produce.phase, rn.dataSize, prog)
-	stats, err := produce.run(ctx, buf, archive.Options{
+	stats, err := produce.run(ctx, out, archive.Options{
 		Format:   cfg.Backup.Format,
 		Level:    cfg.Backup.CompressionLevel,
 		Threads:  cfg.Backup.Threads,
@@ -471,14 +501,16 @@ func (rn *run) writeArchives(ctx context.Context, produce archiveProducer) bool 
 		Progress: prog,
 	})
 	stopProgress()
-	if err == nil {
-		err = buf.Flush()
+	if fo != nil {
+		if err == nil {
+			err = buf.Flush()
+		}
+		fo.Close()
 	}
-	fo.Close()
 	rn.stats = stats
 	// The data paths are no longer read: bring the service back before the
-	// slow part (fsync, verification, pruning). The capture is no longer
-	// needed either.
+	// slow part (copies, fsync, verification, pruning). The capture is no
+	// longer needed either.
 	rn.restartUnits(ctx)
 	rn.removeCapture()
 
@@ -498,23 +530,53 @@ func (rn *run) writeArchives(ctx context.Context, produce archiveProducer) bool 
 		}
 		return false
 	}
-	for i, d := range active {
-		if err := fo.sinkErr(i); err != nil {
-			d.fail(err)
-			d.abort()
+	var streamSum []byte
+	if fo != nil {
+		streamSum = fo.Sum()
+		for i, d := range primaries {
+			if err := fo.sinkErr(i); err != nil {
+				d.fail(err)
+				d.abort()
+			}
 		}
 	}
-	rn.sum = fo.Sum()
-	rn.streamBytes = fo.Len()
 
 	var wg sync.WaitGroup
 	errs := make([]error, len(active))
 	sc := &structureCheck{}
+	// Each copy's source is opened before any primary can commit (rename)
+	// its temp file.
+	srcs := make([]*os.File, len(active))
 	for i, d := range active {
-		if d.err != nil {
-			continue
+		if d.primary != nil && d.primary.err == nil {
+			if srcs[i], errs[i] = os.Open(d.primary.tmp); errs[i] != nil {
+				errs[i] = fmt.Errorf("open %s to copy it: %w", d.primary.tmp, errs[i])
+			}
 		}
-		goSafe(&wg, &errs[i], func() error { return d.finish(ctx, rn.sum, rn.owner, cfg.Backup.Format, sc) })
+	}
+	for i, d := range active {
+		switch {
+		case d.primary == nil && d.err == nil:
+			goSafe(&wg, &errs[i], func() (err error) {
+				defer func() {
+					if err != nil {
+						d.failPrimary()
+					}
+				}()
+				_, err = d.finish(ctx, streamSum, rn.owner, cfg.Backup.Format, sc)
+				return err
+			})
+		case d.primary == nil:
+			d.failPrimary()
+		case d.primary.err != nil:
+			errs[i] = fmt.Errorf("the copy in %s, on the same file system, failed: %w", d.primary.dir, d.primary.err)
+		case srcs[i] != nil:
+			src := srcs[i]
+			goSafe(&wg, &errs[i], func() error {
+				defer src.Close()
+				return d.copyFromPrimary(ctx, src, rn.owner, cfg.Backup.Format, sc)
+			})
+		}
 	}
 	wg.Wait()
 	committed := 0
@@ -531,7 +593,11 @@ func (rn *run) writeArchives(ctx context.Context, produce archiveProducer) bool 
 		}
 		if d.status == "ok" {
 			committed++
-			rn.log.Info("archive written and verified", keyDestination, d.dir, keyArchive, d.base, keyBytes, d.size)
+			how := "streamed"
+			if d.primary != nil {
+				how = "copied from " + d.primary.dir
+			}
+			rn.log.Info("archive written and verified", keyDestination, d.dir, keyArchive, d.base, keyBytes, d.size, "written", how)
 		}
 	}
 	if ctx.Err() != nil {

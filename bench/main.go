@@ -7,8 +7,8 @@
 // BENCH_FORMATS, BENCH_FLAGS.) It must be run from the repository root. It
 // installs nothing: a missing baseline tool is reported as "missing".
 //
-// "ours" is bench/archiver (archive.Write into a 1 MiB bufio.Writer over the
-// output file, like the worker does). When cmd/backup-worker builds, a
+// "ours" is bench/archiver (archive.Write given the output file, as the
+// worker does with one destination or all on one file system). When cmd/backup-worker builds, a
 // "backup-worker run" row is added per format: the whole run (archive, fsync,
 // full verification of the written copy, state/retention bookkeeping) with a
 // stand-in systemctl first on PATH; it is not comparable to a bare `tar`.

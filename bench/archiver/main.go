@@ -5,7 +5,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -51,18 +50,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	// Like the worker: the archive goes through a 1 MiB bufio.Writer into a
-	// writer that is not an *os.File.
-	bw := bufio.NewWriterSize(struct{ *os.File }{f}, 1<<20)
+	// Like the worker with one destination (or all on one file system):
+	// archive.Write gets the *os.File, so a native compressor writes it
+	// itself and the Go encoders write through a 1 MiB buffer.
 	lvl := slog.LevelWarn
 	if os.Getenv("BENCH_LOG") == "debug" {
 		lvl = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
-	st, err := archive.Write(ctx, bw, flag.Args(), archive.Options{Format: *format, Level: *level, Threads: *threads, Logger: log})
-	if err == nil {
-		err = bw.Flush()
-	}
+	st, err := archive.Write(ctx, f, flag.Args(), archive.Options{Format: *format, Level: *level, Threads: *threads, Logger: log})
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

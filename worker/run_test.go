@@ -17,6 +17,7 @@ import (
 
 	"github.com/backupgen/backupgen/archive"
 	"github.com/backupgen/backupgen/config"
+	"github.com/backupgen/backupgen/internal/testtool"
 )
 
 // treeOf describes a directory tree (type, mode, content, link target) for
@@ -345,26 +346,10 @@ func TestRunArchiveFailsMidway(t *testing.T) {
 	})
 }
 
-// mountTinyTmpfs mounts a 64 KiB tmpfs at dir, or skips the test.
-func mountTinyTmpfs(t *testing.T, dir string) {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount tmpfs (need root in a mount-capable namespace): %v %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v %s", dir, err, out)
-		}
-	})
-}
-
 func TestRunOneDestinationFullDisk(t *testing.T) {
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
-	mountTinyTmpfs(t, e.dests[1])
+	testtool.MountTmpfs(t, e.dests[1], "64k")
 	// A small previous archive in each destination makes the preflight
 	// estimate small (newest archive + 10%), so the run gets past
 	// preflight and the tiny disk fills up mid-stream, as when data grew.
@@ -685,7 +670,7 @@ func TestRunPreflight(t *testing.T) {
 	t.Run("not enough space on one destination", func(t *testing.T) {
 		e := newTestEnv(t)
 		e.setUnit("app.service", "active")
-		mountTinyTmpfs(t, e.dests[1])
+		testtool.MountTmpfs(t, e.dests[1], "64k")
 		if code := e.run(e.config([]string{"app.service"}, nil)); code != ExitPartial {
 			t.Fatalf("exit %d, want 3 (partial)", code)
 		}

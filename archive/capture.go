@@ -22,7 +22,7 @@ import (
 //
 // On error the output is incomplete and must be discarded.
 func Capture(ctx context.Context, w io.Writer, dataPaths []string, opts Options) (Stats, error) {
-	return write(ctx, w, dataPaths, opts, true)
+	return write(ctx, w, sameRoots(dataPaths), opts, true)
 }
 
 // Convert reads an uncompressed tar stream written by Capture from r and

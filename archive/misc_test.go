@@ -68,9 +68,11 @@ func TestExclude(t *testing.T) {
 	}
 }
 
-// TestVanished makes a file vanish between listing and lstat, a file between
-// lstat and open and a directory before it is read: warnings, no error.
-func TestVanished(t *testing.T) {
+// vanishingTree makes a tree in which, while it is walked, a-early.txt
+// vanishes between listing and lstat, b-late.txt between lstat and open,
+// and c-dir before it is read; d-ok.txt stays. The test hooks are reset
+// when the test ends.
+func vanishingTree(t *testing.T) string {
 	dir := t.TempDir()
 	for _, f := range []string{"a-early.txt", "b-late.txt", "c-dir/x", "d-ok.txt"} {
 		mustWrite(t, filepath.Join(dir, f), []byte(f), 0o644)
@@ -88,7 +90,14 @@ func TestVanished(t *testing.T) {
 			os.Remove(p)
 		}
 	}
-	defer func() { testHookVisit, testHookBeforeOpen = nil, nil }()
+	t.Cleanup(func() { testHookVisit, testHookBeforeOpen = nil, nil })
+	return dir
+}
+
+// TestVanished makes a file vanish between listing and lstat, a file between
+// lstat and open and a directory before it is read: warnings, no error.
+func TestVanished(t *testing.T) {
+	dir := vanishingTree(t)
 	var buf bytes.Buffer
 	st, err := Write(context.Background(), &buf, []string{dir}, Options{Format: FormatTarGz, Logger: quietLogger})
 	if err != nil {

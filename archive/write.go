@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/user"
 	"path"
@@ -81,11 +82,13 @@ type sink interface {
 //
 // On error the output is incomplete and must be discarded.
 func Write(ctx context.Context, w io.Writer, dataPaths []string, opts Options) (st Stats, err error) {
-	return write(ctx, w, dataPaths, opts, false)
+	return write(ctx, w, sameRoots(dataPaths), opts, false)
 }
 
-// write is Write, or Capture when capture is set.
-func write(ctx context.Context, w io.Writer, dataPaths []string, opts Options, capture bool) (st Stats, err error) {
+// write is Write (or Capture when capture is set) of the data paths, each
+// given as a Root whose Dir is the data path itself or, for WriteTree, the
+// tree holding its content.
+func write(ctx context.Context, w io.Writer, dataPaths []Root, opts Options, capture bool) (st Stats, err error) {
 	if err := checkFormat(opts.Format); err != nil {
 		return st, err
 	}
@@ -101,34 +104,9 @@ func write(ctx context.Context, w io.Writer, dataPaths []string, opts Options, c
 	if err != nil {
 		return st, err
 	}
-	if len(dataPaths) == 0 {
-		return st, errors.New("archive: no data paths")
-	}
-	type root struct{ path, real string }
-	roots := make([]root, 0, len(dataPaths))
-	for _, p := range dataPaths {
-		if !filepath.IsAbs(p) {
-			return st, fmt.Errorf("archive: data path %q is not absolute", p)
-		}
-		p = filepath.Clean(p)
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return st, fmt.Errorf("archive: data path %s: %w", p, err)
-		}
-		real := p
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if real, err = filepath.EvalSymlinks(p); err != nil {
-				return st, fmt.Errorf("archive: data path %s: resolving symlink: %w", p, err)
-			}
-			if fi, err = os.Lstat(real); err != nil {
-				return st, fmt.Errorf("archive: data path %s (-> %s): %w", p, real, err)
-			}
-			log.Info("archive: data path is a symlink; archiving its target under the data path's name", "path", p, "target", real)
-		}
-		if !fi.IsDir() && !fi.Mode().IsRegular() {
-			return st, fmt.Errorf("archive: data path %s is neither a directory nor a regular file (%s)", p, fi.Mode().Type())
-		}
-		roots = append(roots, root{p, real})
+	roots, err := resolveRoots(dataPaths, log)
+	if err != nil {
+		return st, err
 	}
 
 	var out *sysInfo
@@ -186,6 +164,61 @@ func write(ctx context.Context, w io.Writer, dataPaths []string, opts Options, c
 		return st, fmt.Errorf("archive: writing %s archive: %w", opts.Format, err)
 	}
 	return st, nil
+}
+
+// root is a data path to walk: path is the name it is archived under, real
+// the directory or regular file its content is read from.
+type root struct{ path, real string }
+
+// sameRoots makes each data path its own source.
+func sameRoots(dataPaths []string) []Root {
+	roots := make([]Root, len(dataPaths))
+	for i, p := range dataPaths {
+		roots[i] = Root{Name: p, Dir: p}
+	}
+	return roots
+}
+
+// resolveRoots checks the data paths (absolute, existing, a directory or a
+// regular file) and resolves a source that is a symlink, like `find -H`.
+func resolveRoots(dataPaths []Root, log *slog.Logger) ([]root, error) {
+	if len(dataPaths) == 0 {
+		return nil, errors.New("archive: no data paths")
+	}
+	roots := make([]root, 0, len(dataPaths))
+	for _, dp := range dataPaths {
+		p := dp.Name
+		if !filepath.IsAbs(p) {
+			return nil, fmt.Errorf("archive: data path %q is not absolute", p)
+		}
+		p = filepath.Clean(p)
+		src := p
+		if dp.Dir != dp.Name {
+			if !filepath.IsAbs(dp.Dir) {
+				return nil, fmt.Errorf("archive: source %q of data path %s is not absolute", dp.Dir, p)
+			}
+			src = filepath.Clean(dp.Dir)
+		}
+		fi, err := os.Lstat(src)
+		if err != nil {
+			return nil, fmt.Errorf("archive: data path %s: %w", p, err)
+		}
+		real := src
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			if real, err = filepath.EvalSymlinks(src); err != nil {
+				return nil, fmt.Errorf("archive: data path %s: resolving symlink: %w", p, err)
+			}
+			if fi, err = os.Lstat(real); err != nil {
+				return nil, fmt.Errorf("archive: data path %s (-> %s): %w", p, real, err)
+			}
+			log.Info("archive: data path is a symlink; archiving its target under the data path's name", "path", p, "target", real)
+		}
+		if !fi.IsDir() && !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("archive: data path %s is neither a directory nor a regular file (%s)", p, fi.Mode().Type())
+		}
+		roots = append(roots, root{p, real})
+	}
+	return roots, nil
 }
 
 type excludePattern struct {
@@ -248,14 +281,25 @@ type walker struct {
 	prog   *Progress
 }
 
-func (wk *walker) walk(dataPath, real string) error {
-	wk.links = map[[2]uint64]string{}
-	base := EntryName(dataPath)
+// walkData walks the data path real (archived as dataPath) for Write and
+// Clone: it checks ctx at every entry, applies the excludes, warns about
+// and skips entries that vanish while walked (verb says what was being
+// done), and calls visit with each entry's slash-separated path relative to
+// real ("." for real itself) and its FileInfo.
+func walkData(ctx context.Context, dataPath, real, verb string, excl []excludePattern, wn *warner,
+	visit func(p, rel string, d fs.DirEntry, fi fs.FileInfo) error) error {
+	vanished := func(p string, d fs.DirEntry) error {
+		wn.warn("%s vanished while %s", p, verb)
+		if d != nil && d.IsDir() {
+			return fs.SkipDir
+		}
+		return nil
+	}
 	return filepath.WalkDir(real, func(p string, d fs.DirEntry, err error) error {
 		if testHookVisit != nil {
 			testHookVisit(p)
 		}
-		if e := wk.ctx.Err(); e != nil {
+		if e := ctx.Err(); e != nil {
 			return fmt.Errorf("archive: %w", e)
 		}
 		if err != nil {
@@ -263,11 +307,7 @@ func (wk *walker) walk(dataPath, real string) error {
 				return fmt.Errorf("archive: data path %s: %w", dataPath, err)
 			}
 			if errors.Is(err, fs.ErrNotExist) {
-				wk.wn.warn("%s vanished while archiving", p)
-				if d != nil && d.IsDir() {
-					return fs.SkipDir
-				}
-				return nil
+				return vanished(p, d)
 			}
 			return fmt.Errorf("archive: %w", err)
 		}
@@ -276,26 +316,45 @@ func (wk *walker) walk(dataPath, real string) error {
 			return fmt.Errorf("archive: %w", err)
 		}
 		rel = filepath.ToSlash(rel)
-		if rel != "." && excluded(wk.excl, rel, d.IsDir()) {
+		if rel != "." && excluded(excl, rel, d.IsDir()) {
 			if d.IsDir() {
 				return fs.SkipDir
 			}
 			return nil
 		}
-		name := base
-		if rel != "." {
-			name = path.Join(base, rel)
-		}
 		fi, err := d.Info()
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
-				wk.wn.warn("%s vanished while archiving", p)
-				if d.IsDir() {
-					return fs.SkipDir
-				}
-				return nil
+				return vanished(p, d)
 			}
 			return fmt.Errorf("archive: %w", err)
+		}
+		return visit(p, rel, d, fi)
+	})
+}
+
+// readlinkWalked reads the target of the symlink p met by walkData. A
+// symlink that vanished or was replaced meanwhile is warned about: ok is
+// false and err nil.
+func readlinkWalked(p, verb string, wn *warner) (target string, ok bool, err error) {
+	target, err = os.Readlink(p)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.EINVAL) {
+			wn.warn("%s vanished or changed while %s", p, verb)
+			return "", false, nil
+		}
+		return "", false, fmt.Errorf("archive: %w", err)
+	}
+	return target, true, nil
+}
+
+func (wk *walker) walk(dataPath, real string) error {
+	wk.links = map[[2]uint64]string{}
+	base := EntryName(dataPath)
+	return walkData(wk.ctx, dataPath, real, "archiving", wk.excl, wk.wn, func(p, rel string, d fs.DirEntry, fi fs.FileInfo) error {
+		name := base
+		if rel != "." {
+			name = path.Join(base, rel)
 		}
 		if wk.out != nil {
 			if si := statSys(fi); si.ok && si.dev == wk.out.dev && si.ino == wk.out.ino {
@@ -314,13 +373,9 @@ func (wk *walker) walk(dataPath, real string) error {
 		case m.IsRegular():
 			return wk.file(p, name, fi)
 		case m&fs.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if err != nil {
-				if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.EINVAL) {
-					wk.wn.warn("%s vanished or changed while archiving", p)
-					return nil
-				}
-				return fmt.Errorf("archive: %w", err)
+			target, ok, err := readlinkWalked(p, "archiving", wk.wn)
+			if !ok {
+				return err
 			}
 			e := wk.newEntry(name, typeSymlink, fi)
 			e.linkname = target

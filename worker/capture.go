@@ -8,7 +8,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/backupgen/backupgen/archive"
@@ -16,19 +18,39 @@ import (
 )
 
 // Capture-first mode (backup.captureFirst). The units are down only while
-// the data paths are captured as an uncompressed tar (archive.Capture) into
-// a private staging file in a destination:
+// the data paths are captured into a private staging place in a
+// destination:
 //
 //	stop units → capture → start units → compress the capture and fan it
 //	out through the normal write/verify/commit path → remove the capture
 //
-// The staging file is .NAME-TS.capture.tmp-RANDOM (0600, O_EXCL) in the
-// first usable destination whose file system has room for the capture on
-// top of the archive(s) it receives (checked in preflight, before anything
-// is stopped); it is never in /tmp, so it costs disk space, not memory. It
-// is removed as soon as the archive stream is complete, and on every error
-// or interruption; one left by a killed run matches staleTempRE and is
-// removed by the next run's preflight. It is not fsynced: it is worthless
+// The capture is one of:
+//   - a reflink copy (archive.Clone): a directory .NAME-TS.capture.tmp-RANDOM
+//     (0700) holding a copy of each data path whose files share their
+//     blocks with the originals (FICLONE). It is tried when the staging
+//     destination is on the same file system (st_dev) as every data path;
+//     it needs a copy-on-write file system (XFS with reflink, btrfs, ...)
+//     and takes about the time of copying the directory tree without the
+//     file contents. The archive is written from it with archive.WriteTree
+//     under the original names, so it is the archive Write would have made;
+//     the copy is made and read through a descriptor of its directory
+//     (archive.OpenClone), as the destination's owner may rename entries.
+//   - otherwise, or when the clone reports archive.ErrCloneUnsupported
+//     (logged at Info; the units stay down and the tar capture follows in
+//     the same downtime window), an uncompressed tar (archive.Capture) in a
+//     file .NAME-TS.capture.tmp-RANDOM (0600, O_EXCL), converted with
+//     archive.Convert.
+//
+// The staging destination is the first usable destination whose file system
+// has room for a tar capture on top of the archive(s) it receives, one on
+// the data's file system preferred (checked in preflight, before anything is
+// stopped). The room is required for the reflink copy too: the tar capture
+// is its fallback, and a service rewriting its data while the capture is
+// compressed makes the copy's blocks its own. The capture is never in /tmp,
+// so it costs disk space, not memory. It is removed as soon as the archive
+// stream is complete, and on every error or interruption; one left by a
+// killed run matches staleTempRE and is removed by the next run's preflight
+// (a directory with everything in it). It is not fsynced: it is worthless
 // after a crash.
 
 // archiveProducer writes the archive stream for writeArchives.
@@ -42,8 +64,30 @@ func (rn *run) archiveDataPaths(ctx context.Context, w io.Writer, opts archive.O
 	return rn.writeArchive(ctx, w, rn.cfg.DataPaths, opts)
 }
 
+// Test seams for the reflink capture.
+var (
+	cloneData = archive.Clone
+	writeTree = archive.WriteTree
+)
+
+// Capture methods, logged as capture_method.
+const (
+	captureReflink = "reflink"
+	captureTar     = "tar"
+)
+
 // archiveCapture compresses the capture into the archive format.
 func (rn *run) archiveCapture(ctx context.Context, w io.Writer, opts archive.Options) (archive.Stats, error) {
+	if rn.captureMethod == captureReflink {
+		// Read through the open directory: the destination's owner may
+		// rename its entries, and must not be able to swap the copy.
+		roots, release, err := archive.OpenClone(rn.cloneDir, rn.cfg.DataPaths)
+		if err != nil {
+			return archive.Stats{}, fmt.Errorf("open capture: %w", err)
+		}
+		defer release()
+		return writeTree(ctx, w, roots, opts)
+	}
 	f, err := os.Open(rn.capturePath)
 	if err != nil {
 		return archive.Stats{}, fmt.Errorf("open capture: %w", err)
@@ -57,9 +101,93 @@ func captureName(base, format string) string {
 	return "." + strings.TrimSuffix(base, "."+config.ArchiveExt(format)) + ".capture.tmp-" + randomSuffix()
 }
 
-// capture writes the uncompressed capture to the staging destination. It
-// reports success; failures are recorded as run failures.
+// captureDirRE matches the name of a reflink capture directory of service
+// name (a subset of staleTempRE): the only directories preflight removes.
+func captureDirRE(name string) *regexp.Regexp {
+	return regexp.MustCompile(`^\.` + regexp.QuoteMeta(name) + `-\d{8}T\d{6}Z\.capture\.tmp-[0-9a-f]{8}$`)
+}
+
+// sameFileSystem reports whether dir and every data path (symlinks
+// followed, as the archiver resolves them) have the same st_dev: a reflink
+// copy of the data into dir is possible only then.
+func sameFileSystem(dir string, dataPaths []string) bool {
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		return false
+	}
+	for _, p := range dataPaths {
+		var pst syscall.Stat_t
+		if err := syscall.Stat(p, &pst); err != nil || pst.Dev != st.Dev {
+			return false
+		}
+	}
+	return true
+}
+
+// capture captures the data paths into the staging destination: as a
+// reflink copy when preflight found it on the data's file system and the
+// file system supports it, otherwise as an uncompressed tar. It reports
+// success; failures are recorded as run failures.
 func (rn *run) capture(ctx context.Context) bool {
+	if rn.tryReflink {
+		if done, ok := rn.captureClone(ctx); done {
+			return ok
+		}
+	}
+	return rn.captureTar(ctx)
+}
+
+// captureOptions are the archive options of a capture.
+func (rn *run) captureOptions(prog *archive.Progress) archive.Options {
+	return archive.Options{
+		Format:   rn.cfg.Backup.Format,
+		Exclude:  rn.cfg.Backup.Exclude,
+		Logger:   rn.log,
+		Progress: prog,
+	}
+}
+
+// captureFailed records a capture error as the run's failure.
+func (rn *run) captureFailed(ctx context.Context, err error) {
+	if ctx.Err() != nil {
+		rn.fatal(fmt.Errorf("interrupted while capturing the data: %w", context.Cause(ctx)))
+	} else {
+		rn.fatal(fmt.Errorf("capture data (no archive written): %w", err))
+	}
+}
+
+// captureClone makes the reflink copy. done is false when reflink copies
+// are not possible here (nothing is left behind; the caller falls back to
+// the tar capture); otherwise ok reports success.
+func (rn *run) captureClone(ctx context.Context) (done, ok bool) {
+	dir := filepath.Join(rn.staging.dir, captureName(rn.base, rn.cfg.Backup.Format))
+	rn.cloneDir = dir
+	rn.log.Info("capturing data as a reflink copy while the units are stopped", "capture", dir)
+	t0 := time.Now()
+	prog := &archive.Progress{}
+	stopProgress := rn.startProgress(ctx, "capturing", rn.dataSize, prog)
+	st, err := cloneData(ctx, dir, rn.cfg.DataPaths, rn.captureOptions(prog))
+	stopProgress()
+	if err != nil {
+		// archive.Clone removed its partial copy; make sure of it.
+		rn.removeCapture()
+		if ctx.Err() == nil && errors.Is(err, archive.ErrCloneUnsupported) {
+			rn.log.Info("reflink copy not available; capturing as an uncompressed tar instead",
+				keyDestination, rn.staging.dir, "reason", err.Error())
+			return false, false
+		}
+		rn.captureFailed(ctx, err)
+		return true, false
+	}
+	rn.stats = st
+	rn.captureMethod = captureReflink
+	rn.log.Info("data captured", "capture", dir, "capture_method", captureReflink, "files", st.Files,
+		"bytes_read", st.BytesRead, keyDuration, time.Since(t0).Round(time.Millisecond))
+	return true, true
+}
+
+// captureTar writes the uncompressed tar capture to the staging destination.
+func (rn *run) captureTar(ctx context.Context) bool {
 	cfg := rn.cfg
 	path := filepath.Join(rn.staging.dir, captureName(rn.base, cfg.Backup.Format))
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -72,32 +200,32 @@ func (rn *run) capture(ctx context.Context) bool {
 	t0 := time.Now()
 	prog := &archive.Progress{}
 	stopProgress := rn.startProgress(ctx, "capturing", rn.dataSize, prog)
-	st, err := rn.captureData(ctx, f, cfg.DataPaths, archive.Options{
-		Format:   cfg.Backup.Format,
-		Exclude:  cfg.Backup.Exclude,
-		Logger:   rn.log,
-		Progress: prog,
-	})
+	st, err := rn.captureData(ctx, f, cfg.DataPaths, rn.captureOptions(prog))
 	stopProgress()
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("close: %w", cerr)
 	}
 	if err != nil {
-		if ctx.Err() != nil {
-			rn.fatal(fmt.Errorf("interrupted while capturing the data: %w", context.Cause(ctx)))
-		} else {
-			rn.fatal(fmt.Errorf("capture data (no archive written): %w", err))
-		}
+		rn.captureFailed(ctx, err)
 		return false
 	}
 	rn.stats = st
-	rn.log.Info("data captured", "capture", path, "files", st.Files, "bytes_read", st.BytesRead,
-		keyDuration, time.Since(t0).Round(time.Millisecond))
+	rn.captureMethod = captureTar
+	rn.log.Info("data captured", "capture", path, "capture_method", captureTar, "files", st.Files,
+		"bytes_read", st.BytesRead, keyDuration, time.Since(t0).Round(time.Millisecond))
 	return true
 }
 
-// removeCapture removes the capture file if it still exists.
+// removeCapture removes the capture (file or reflink copy) if it still
+// exists.
 func (rn *run) removeCapture() {
+	if rn.cloneDir != "" {
+		if err := archive.RemoveTree(rn.cloneDir); err != nil {
+			rn.log.Error("cannot remove capture directory", "capture", rn.cloneDir, "error", err)
+		} else {
+			rn.cloneDir = ""
+		}
+	}
 	if rn.capturePath == "" {
 		return
 	}

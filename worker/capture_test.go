@@ -172,6 +172,7 @@ func TestCaptureFirstCleanup(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			var saw bool
+			noReflink(t) // the cases inject into the tar capture
 			c.set(e, r, cancel, &saw)
 			code := r.Run(ctx)
 			t.Log(e.logBuf.String())
@@ -263,6 +264,7 @@ func TestCaptureFirstStaleCaptureRemoved(t *testing.T) {
 // TestProgressLogged: without a terminal, progress lines with files and
 // bytes are logged at the (test-shortened) interval, in both modes.
 func TestProgressLogged(t *testing.T) {
+	noReflink(t) // the capture seam below is the tar capture's
 	for _, capture := range []bool{false, true} {
 		e := newTestEnv(t)
 		r := e.runner(e.config(nil, func(m map[string]any) { backupSettings(m)["captureFirst"] = capture }))

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/backupgen/backupgen/archive"
 	"github.com/backupgen/backupgen/config"
 	"github.com/backupgen/backupgen/retention"
 	"github.com/hashicorp/go-multierror"
@@ -133,20 +134,30 @@ func freeSpace(dir string) (avail uint64, dev uint64, err error) {
 }
 
 // removeStaleTemps removes temp and probe files of this service left in dir
-// by a killed run. The service lock is held, so none of them can belong to a
-// run in progress.
+// by a killed run, and the directory of a reflink capture
+// (.NAME-TS.capture.tmp-RANDOM) with everything in it. The service lock is
+// held, so none of them can belong to a run in progress. Symlinks and
+// directories with any other name are left alone.
 func removeStaleTemps(dir, name string, log *slog.Logger) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
-	re := staleTempRE(name)
+	re, captureRE := staleTempRE(name), captureDirRE(name)
 	var errs *multierror.Error
 	for _, e := range entries {
 		if !re.MatchString(e.Name()) {
 			continue
 		}
 		p := filepath.Join(dir, e.Name())
+		if fi, err := os.Lstat(p); err == nil && fi.IsDir() && captureRE.MatchString(e.Name()) {
+			if err := archive.RemoveTree(p); err != nil {
+				errs = multierror.Append(errs, err)
+				continue
+			}
+			log.Warn("removed capture directory left by an interrupted run", "destination", dir, "capture", e.Name())
+			continue
+		}
 		if !retention.IsRegularFile(p) {
 			continue
 		}

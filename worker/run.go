@@ -96,6 +96,13 @@ type run struct {
 	dataSize    int64        // preflight estimate of the data (with header overhead)
 	staging     *destination // captureFirst: where the capture goes
 	capturePath string       // captureFirst: the capture file while it exists
+	// captureFirst, reflink capture (capture.go): tryReflink is set when the
+	// staging destination shares the data paths' file system; cloneDir is
+	// the reflink copy while it exists; captureMethod is "reflink" or "tar"
+	// once the data is captured.
+	tryReflink    bool
+	cloneDir      string
+	captureMethod string
 }
 
 // Run performs the backup and returns the exit code. It never returns with
@@ -360,13 +367,20 @@ func (rn *run) preflight(ctx context.Context) bool {
 	}
 	if cfg.Backup.CaptureFirst && errs == nil {
 		// The capture goes to the first destination whose file system has
-		// room for it on top of the archive(s) it will receive. None: the
-		// run fails here, before anything is stopped.
+		// room for a tar capture on top of the archive(s) it will receive,
+		// preferably one on the data's file system (a reflink copy is tried
+		// there; the tar capture is its fallback, so the room is needed
+		// either way). None: the run fails here, before anything is stopped.
 		for _, d := range rn.usableDests() {
 			if avail, dev, err := freeSpace(d.dir); err == nil && byDev[dev] != nil &&
 				uint64(byDev[dev].need)+uint64(size) <= avail {
-				rn.staging = d
-				break
+				if rn.staging == nil {
+					rn.staging = d
+				}
+				if sameFileSystem(d.dir, cfg.DataPaths) {
+					rn.staging, rn.tryReflink = d, true
+					break
+				}
 			}
 		}
 		if rn.staging == nil && len(rn.usableDests()) > 0 {
@@ -675,6 +689,9 @@ func (rn *run) finish(ctx context.Context) int {
 		keyDuration, duration.Round(time.Millisecond),
 		"downtime", downtime.Round(time.Millisecond),
 		slog.Group("destinations", destAttrs...),
+	}
+	if rn.captureMethod != "" {
+		attrs = append(attrs, "capture_method", rn.captureMethod)
 	}
 	if allErrs != nil {
 		attrs = append(attrs, "errors", strings.ReplaceAll(allErrs.Error(), "\n", "; "))

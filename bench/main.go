@@ -77,6 +77,7 @@ func main() {
 	targetReps := flag.Int("target-reps", envInt("BENCH_TARGET_REPS", 3), "repetitions of each worker-target run (tar.xz: -xz-reps)")
 	destFormat := flag.String("dest-format", envOr("BENCH_DEST_FORMAT", "tar.gz"), "format of the three-vs-one-destinations target")
 	downtimeFormats := flag.String("downtime-formats", envOr("BENCH_DOWNTIME_FORMATS", "tar.gz,tar.xz"), "formats of the downtime target")
+	normalFormats := flag.String("downtime-normal-formats", envOr("BENCH_DOWNTIME_NORMAL_FORMATS", "tar.gz,tar.xz"), "formats of the downtime target also run in normal mode (a tar.xz run in normal mode keeps the unit down for minutes)")
 	skipMain := flag.Bool("skip-main", false, "measure only -targets and update their section of the results file, keeping the main table")
 	flag.Parse()
 
@@ -127,7 +128,7 @@ func main() {
 			}
 		}
 		te := &targetsEnv{workerBin: workerBin, bin: bin, work: work, threads: strconv.Itoa(*threads), reps: *targetReps, xzReps: *xzReps}
-		section := runTargets(te, which, corpus, filepath.Base(corpus), size, *destFormat, strings.Split(*downtimeFormats, ","))
+		section := runTargets(te, which, corpus, filepath.Base(corpus), size, *destFormat, strings.Split(*downtimeFormats, ","), strings.Split(*normalFormats, ","))
 		check(upsertTargets(*resultsFile, section))
 		os.Stdout.WriteString(section)
 	}

@@ -49,6 +49,10 @@ type targetsEnv struct {
 type workerRun struct {
 	wall, downtime time.Duration
 	rss            int64 // KiB
+	// With workerSpec.floor: `tar cf` of the corpus timed right before
+	// each run, and downtime/floor per run (medians over the runs).
+	floor time.Duration
+	ratio float64
 }
 
 var downtimeRE = regexp.MustCompile(`msg="backup finished".* downtime=(\S+)`)
@@ -76,6 +80,9 @@ func (te *targetsEnv) runWorker(label, corpus, format string, ndests int, unit, 
 	if err != nil {
 		return workerRun{}, err
 	}
+	// Start from a clean page cache (no dirty pages, no pending discards
+	// of the previous run's deleted files), as tarOnce does.
+	syscall.Sync()
 	cmd := exec.Command(te.workerBin, "run", "--config", cfg)
 	cmd.Env = append(os.Environ(), "PATH="+te.bin+":"+os.Getenv("PATH"), "FAKE_SYSTEMCTL_DIR="+dir, "JOURNAL_STREAM=")
 	var out bytes.Buffer
@@ -99,12 +106,16 @@ type workerSpec struct {
 	label, corpus, format string
 	ndests                int
 	unit, captureFirst    bool
+	// floor: time `tar cf` of the corpus right before each run, so the
+	// downtime is compared with the I/O floor under the same conditions
+	// (page cache, write-back, a reclaim pass of the host).
+	floor bool
 }
 
 // medianRuns runs runWorker te.reps times and returns the median wall and
 // downtime and the largest RSS.
 func (te *targetsEnv) medianRuns(label, corpus, format string, ndests int, unit, captureFirst bool) (workerRun, error) {
-	rs, err := te.alternate(workerSpec{label, corpus, format, ndests, unit, captureFirst})
+	rs, err := te.alternate(workerSpec{label: label, corpus: corpus, format: format, ndests: ndests, unit: unit, captureFirst: captureFirst})
 	if err != nil {
 		return workerRun{}, err
 	}
@@ -124,42 +135,68 @@ func (te *targetsEnv) alternate(specs ...workerSpec) ([]workerRun, error) {
 	}
 	walls := make([][]time.Duration, len(specs))
 	downs := make([][]time.Duration, len(specs))
+	floors := make([][]time.Duration, len(specs))
+	ratios := make([][]float64, len(specs))
 	out := make([]workerRun, len(specs))
 	for i := 0; i < max(reps, 1); i++ {
 		for j, sp := range specs {
+			var floor time.Duration
+			if sp.floor {
+				var err error
+				if floor, err = te.tarOnce(sp.corpus); err != nil {
+					return nil, err
+				}
+			}
 			r, err := te.runWorker(sp.label, sp.corpus, sp.format, sp.ndests, sp.unit, sp.captureFirst)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", sp.label, err)
 			}
-			fmt.Fprintf(os.Stderr, "targets %-34s rep %d: wall %.2fs downtime %.2fs rss %d MiB\n", sp.label, i+1, r.wall.Seconds(), r.downtime.Seconds(), r.rss/1024)
+			fmt.Fprintf(os.Stderr, "targets %-34s rep %d: wall %.2fs downtime %.2fs rss %d MiB tar cf before %.2fs\n", sp.label, i+1, r.wall.Seconds(), r.downtime.Seconds(), r.rss/1024, floor.Seconds())
 			walls[j], downs[j] = append(walls[j], r.wall), append(downs[j], r.downtime)
+			if sp.floor {
+				floors[j] = append(floors[j], floor)
+				ratios[j] = append(ratios[j], r.downtime.Seconds()/floor.Seconds())
+			}
 			out[j].rss = max(out[j].rss, r.rss)
 		}
 	}
 	for j := range specs {
 		out[j].wall, out[j].downtime = median(walls[j]), median(downs[j])
+		if specs[j].floor {
+			out[j].floor = median(floors[j])
+			sort.Float64s(ratios[j])
+			out[j].ratio = ratios[j][len(ratios[j])/2]
+		}
 	}
 	return out, nil
 }
 
-// tarFloor times `tar cf` of corpus into dir (median of te.reps).
+// tarFloor times `tar cf` of corpus (median of te.reps).
 func (te *targetsEnv) tarFloor(corpus string) (time.Duration, error) {
+	var walls []time.Duration
+	for i := 0; i < te.reps; i++ {
+		d, err := te.tarOnce(corpus)
+		if err != nil {
+			return 0, err
+		}
+		walls = append(walls, d)
+	}
+	return median(walls), nil
+}
+
+// tarOnce times one `tar cf` of corpus into the bench directory.
+func (te *targetsEnv) tarOnce(corpus string) (time.Duration, error) {
 	dir := filepath.Join(te.work, "targets", "tarcf")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return 0, err
 	}
 	defer os.RemoveAll(dir)
-	var walls []time.Duration
-	for i := 0; i < te.reps; i++ {
-		out := filepath.Join(dir, "plain.tar")
-		os.Remove(out)
-		start := time.Now()
-		if b, err := exec.Command("tar", "cf", out, "-C", filepath.Dir(corpus), filepath.Base(corpus)).CombinedOutput(); err != nil {
-			return 0, fmt.Errorf("tar cf: %v: %s", err, b)
-		}
-		walls = append(walls, time.Since(start))
+	syscall.Sync()
+	start := time.Now()
+	if b, err := exec.Command("tar", "cf", filepath.Join(dir, "plain.tar"), "-C", filepath.Dir(corpus), filepath.Base(corpus)).CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("tar cf: %v: %s", err, b)
 	}
-	return median(walls), nil
+	return time.Since(start), nil
 }
 
 // runTargets measures the selected targets and returns the Markdown section.
@@ -211,8 +248,8 @@ func runTargets(te *targetsEnv, which map[string]bool, corpus, corpusName string
 		if err != nil {
 			fail("tar cf", err)
 		} else {
-			fmt.Fprintf(&md, "### Downtime: captureFirst vs normal mode vs `tar cf` (%s)\n\n`tar cf` of the same data into the bench directory: **%.2f s** (the I/O floor).\n\n", corpusName, floor.Seconds())
-			fmt.Fprintf(&md, "| format | mode | downtime s | total wall s | downtime / tar cf |\n|---|---|---:|---:|---:|\n")
+			fmt.Fprintf(&md, "### Downtime: captureFirst vs normal mode vs `tar cf` (%s)\n\n`tar cf` of the same data into the bench directory: **%.2f s** (the I/O floor; median of %d at the start). A captureFirst run is compared with a `tar cf` run right before it, so both see the same page cache and disk state; its ratio is the median of the per-run ratios.\n\n", corpusName, floor.Seconds(), te.reps)
+			fmt.Fprintf(&md, "| format | mode | downtime s | `tar cf` right before, s | total wall s | downtime / tar cf |\n|---|---|---:|---:|---:|---:|\n")
 			var verdicts []string
 			for _, f := range downtimeFormats {
 				for _, cf := range []bool{false, true} {
@@ -222,13 +259,17 @@ func runTargets(te *targetsEnv, which map[string]bool, corpus, corpusName string
 					} else if !slices.Contains(normalFormats, f) {
 						continue
 					}
-					r, err := te.medianRuns("downtime-"+mode+"-"+f, corpus, f, 1, true, cf)
+					rs, err := te.alternate(workerSpec{label: "downtime-" + mode + "-" + f, corpus: corpus, format: f, ndests: 1, unit: true, captureFirst: cf, floor: cf})
 					if err != nil {
-						fmt.Fprintf(&md, "| %s | %s | failed | | %s |\n", f, mode, strings.ReplaceAll(err.Error(), "|", "/"))
+						fmt.Fprintf(&md, "| %s | %s | failed | | | %s |\n", f, mode, strings.ReplaceAll(err.Error(), "|", "/"))
 						continue
 					}
-					ratio := r.downtime.Seconds() / floor.Seconds()
-					fmt.Fprintf(&md, "| %s | %s | %.2f | %.2f | %.2f× |\n", f, mode, r.downtime.Seconds(), r.wall.Seconds(), ratio)
+					r := rs[0]
+					ratio, before := r.downtime.Seconds()/floor.Seconds(), ""
+					if cf {
+						ratio, before = r.ratio, fmt.Sprintf("%.2f", r.floor.Seconds())
+					}
+					fmt.Fprintf(&md, "| %s | %s | %.2f | %s | %.2f | %.2f× |\n", f, mode, r.downtime.Seconds(), before, r.wall.Seconds(), ratio)
 					if cf {
 						verdicts = append(verdicts, fmt.Sprintf("%s %.2f× (%s)", f, ratio, verdict(ratio <= 1.5)))
 					}

@@ -169,22 +169,8 @@ func TestCaptureFirstCleanup(t *testing.T) {
 			e := newTestEnv(t)
 			e.setUnit("app.service", "active")
 			r := e.runner(e.config([]string{"app.service"}, captureFirst("tar.gz")))
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			var saw bool
 			noReflink(t) // the cases inject into the tar capture
-			c.set(e, r, cancel, &saw)
-			code := r.Run(ctx)
-			t.Log(e.logBuf.String())
-			if code != c.want {
-				t.Fatalf("exit %d, want %d", code, c.want)
-			}
-			if !saw {
-				t.Error("the capture file did not exist at the failure point")
-			}
-			if e.unitState("app.service") != "active" {
-				t.Error("unit not started again")
-			}
+			e.runCaptureFault(r, c.want, "capture file", func(cancel context.CancelFunc, saw *bool) { c.set(e, r, cancel, saw) })
 			for _, d := range e.dests {
 				if got := destFiles(t, d); len(got) != 0 {
 					t.Errorf("%s holds %v, want nothing", d, got)

@@ -171,6 +171,29 @@ func (e *testEnv) run(cfg *config.Config) int {
 	return code
 }
 
+// runCaptureFault runs r with a cancellable context after arm has set up
+// the fault (it may cancel, and sets *saw when the capture existed at the
+// failure point), then checks the exit code, that the capture (named what)
+// was seen, and that app.service is active again.
+func (e *testEnv) runCaptureFault(r *Runner, want int, what string, arm func(cancel context.CancelFunc, saw *bool)) {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var saw bool
+	arm(cancel, &saw)
+	code := r.Run(ctx)
+	e.t.Log(e.logBuf.String())
+	if code != want {
+		e.t.Fatalf("exit %d, want %d", code, want)
+	}
+	if !saw {
+		e.t.Errorf("the %s did not exist at the failure point", what)
+	}
+	if e.unitState("app.service") != "active" {
+		e.t.Error("unit not started again")
+	}
+}
+
 func (e *testEnv) setUnit(unit, state string) {
 	e.t.Helper()
 	if err := os.WriteFile(filepath.Join(e.sysDir, unit+".state"), []byte(state+"\n"), 0o644); err != nil {

@@ -397,21 +397,7 @@ func TestCaptureFirstReflinkCleanup(t *testing.T) {
 			e, _ := reflinkEnv(t)
 			e.setUnit("app.service", "active")
 			r := e.runner(e.config([]string{"app.service"}, captureFirst("tar.gz")))
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			var saw bool
-			c.set(t, e, cancel, &saw)
-			code := r.Run(ctx)
-			t.Log(e.logBuf.String())
-			if code != c.want {
-				t.Fatalf("exit %d, want %d", code, c.want)
-			}
-			if !saw {
-				t.Error("the clone did not exist at the failure point")
-			}
-			if e.unitState("app.service") != "active" {
-				t.Error("unit not started again")
-			}
+			e.runCaptureFault(r, c.want, "clone", func(cancel context.CancelFunc, saw *bool) { c.set(t, e, cancel, saw) })
 			for _, d := range e.dests {
 				if c.want == ExitOK {
 					assertOneArchive(t, d)

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/backupgen/backupgen/archive"
@@ -111,13 +110,12 @@ func captureDirRE(name string) *regexp.Regexp {
 // followed, as the archiver resolves them) have the same st_dev: a reflink
 // copy of the data into dir is possible only then.
 func sameFileSystem(dir string, dataPaths []string) bool {
-	var st syscall.Stat_t
-	if err := syscall.Stat(dir, &st); err != nil {
+	dev, err := pathDevice(dir)
+	if err != nil {
 		return false
 	}
 	for _, p := range dataPaths {
-		var pst syscall.Stat_t
-		if err := syscall.Stat(p, &pst); err != nil || pst.Dev != st.Dev {
+		if d, err := pathDevice(p); err != nil || d != dev {
 			return false
 		}
 	}

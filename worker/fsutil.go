@@ -155,3 +155,13 @@ func fileDevice(f *os.File) (uint64, bool) {
 	}
 	return uint64(st.Dev), true
 }
+
+// pathDevice returns the device number of the file system holding path
+// (symlinks followed).
+func pathDevice(path string) (uint64, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return 0, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return uint64(st.Dev), nil
+}

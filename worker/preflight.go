@@ -126,11 +126,10 @@ func freeSpace(dir string) (avail uint64, dev uint64, err error) {
 	if err := syscall.Statfs(dir, &st); err != nil {
 		return 0, 0, fmt.Errorf("statfs %s: %w", dir, err)
 	}
-	var sst syscall.Stat_t
-	if err := syscall.Stat(dir, &sst); err != nil {
-		return 0, 0, fmt.Errorf("stat %s: %w", dir, err)
+	if dev, err = pathDevice(dir); err != nil {
+		return 0, 0, err
 	}
-	return st.Bavail * uint64(st.Bsize), uint64(sst.Dev), nil
+	return st.Bavail * uint64(st.Bsize), dev, nil
 }
 
 // removeStaleTemps removes temp and probe files of this service left in dir

@@ -248,81 +248,81 @@ func ValidPath(p string) string {
 // Validate checks every field and returns all problems at once.
 func (c *Config) Validate() error {
 	var errs *multierror.Error
-	add := func(format string, args ...any) {
-		errs = multierror.Append(errs, fmt.Errorf(format, args...))
+	add := func(key, format string, args ...any) {
+		errs = multierror.Append(errs, &FieldError{Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
 	if !ValidName(c.Name) {
-		add("name %q: must start with a letter or digit and contain only letters, digits, '_', '.', '-'", c.Name)
+		add("name", "%q: must start with a letter or digit and contain only letters, digits, '_', '.', '-'", c.Name)
 	}
 	for i, u := range c.ServiceName {
 		if !ValidUnit(u) {
-			add("serviceName[%d] %q: not a systemd unit name (e.g. docker-myapp.service)", i, u)
+			add(fmt.Sprintf("serviceName[%d]", i), "%q: not a systemd unit name (e.g. docker-myapp.service)", u)
 		}
 	}
 	if len(c.DataPaths) == 0 {
-		add("dataPaths: at least one data path is required")
+		add("dataPaths", "at least one data path is required")
 	}
 	for i, p := range c.DataPaths {
 		if why := ValidPath(p); why != "" {
-			add("dataPaths[%d] %q: %s", i, p, why)
+			add(fmt.Sprintf("dataPaths[%d]", i), "%q: %s", p, why)
 		}
 	}
 	if c.User == "" {
-		add("user: required (owner of the archives)")
+		add("user", "required (owner of the archives)")
 	}
 	if c.Group == "" {
-		add("group: required (group of the archives)")
+		add("group", "required (group of the archives)")
 	}
 	b := c.Backup
 	if len(b.Paths) == 0 {
-		add("backup.paths: at least one destination is required")
+		add("backup.paths", "at least one destination is required")
 	}
 	for i, p := range b.Paths {
 		if why := ValidPath(p); why != "" {
-			add("backup.paths[%d] %q: %s", i, p, why)
+			add(fmt.Sprintf("backup.paths[%d]", i), "%q: %s", p, why)
 		}
 		for _, d := range c.DataPaths {
 			if p == d || strings.HasPrefix(p, strings.TrimSuffix(d, "/")+"/") {
-				add("backup.paths[%d] %q: lies inside data path %q, so the backup would contain its own archives", i, p, d)
+				add(fmt.Sprintf("backup.paths[%d]", i), "%q: lies inside data path %q, so the backup would contain its own archives", p, d)
 			}
 		}
 	}
 	for i, p := range b.OptionalPaths {
 		if !slices.Contains(b.Paths, p) {
-			add("backup.optionalPaths[%d] %q: not listed in backup.paths", i, p)
+			add(fmt.Sprintf("backup.optionalPaths[%d]", i), "%q: not listed in backup.paths", p)
 		}
 	}
 	if !slices.Contains(Formats, b.Format) {
-		add("backup.format %q: must be one of %s", b.Format, strings.Join(Formats, ", "))
+		add("backup.format", "%q: must be one of %s", b.Format, strings.Join(Formats, ", "))
 	}
 	if b.MaxRetentionDays < 0 {
-		add("backup.maxRetentionDays %d: must be 0 (no age limit) or positive", b.MaxRetentionDays)
+		add("backup.maxRetentionDays", "%d: must be 0 (no age limit) or positive", b.MaxRetentionDays)
 	}
 	if b.RetentionSnapshots < 0 {
-		add("backup.retentionSnapshots %d: must be 0 (keep all) or positive", b.RetentionSnapshots)
+		add("backup.retentionSnapshots", "%d: must be 0 (keep all) or positive", b.RetentionSnapshots)
 	}
 	if b.MinKeep != nil && *b.MinKeep < 1 {
-		add("backup.minKeep %d: must be at least 1, so pruning never deletes every archive", *b.MinKeep)
+		add("backup.minKeep", "%d: must be at least 1, so pruning never deletes every archive", *b.MinKeep)
 	}
 	if b.CompressionLevel < 0 || b.CompressionLevel > 22 {
-		add("backup.compressionLevel %d: must be between 0 (format default) and 22", b.CompressionLevel)
+		add("backup.compressionLevel", "%d: must be between 0 (format default) and 22", b.CompressionLevel)
 	}
 	if b.Threads < 0 {
-		add("backup.threads %d: must be 0 (all cores) or positive", b.Threads)
+		add("backup.threads", "%d: must be 0 (all cores) or positive", b.Threads)
 	}
 	if b.StateDirectory != "" {
 		if why := ValidPath(b.StateDirectory); why != "" {
-			add("backup.stateDirectory %q: %s", b.StateDirectory, why)
+			add("backup.stateDirectory", "%q: %s", b.StateDirectory, why)
 		}
 	}
 	if b.PrometheusTextfile != "" {
 		if why := ValidPath(b.PrometheusTextfile); why != "" {
-			add("backup.prometheusTextfile %q: %s", b.PrometheusTextfile, why)
+			add("backup.prometheusTextfile", "%q: %s", b.PrometheusTextfile, why)
 		}
 	}
 	for i, pat := range b.Exclude {
 		if pat == "" || strings.HasPrefix(pat, "/") {
-			add("backup.exclude[%d] %q: must be a non-empty pattern relative to each data path", i, pat)
+			add(fmt.Sprintf("backup.exclude[%d]", i), "%q: must be a non-empty pattern relative to each data path", pat)
 		}
 	}
 	for _, t := range []struct {
@@ -330,7 +330,7 @@ func (c *Config) Validate() error {
 		v   int
 	}{{"stopTimeoutSec", b.StopTimeoutSec}, {"startTimeoutSec", b.StartTimeoutSec}, {"lockTimeoutSec", b.LockTimeoutSec}} {
 		if t.v < 0 {
-			add("backup.%s %d: must not be negative", t.key, t.v)
+			add(fmt.Sprintf("backup.%s", t.key), "%d: must not be negative", t.v)
 		}
 	}
 	if errs == nil {
@@ -338,6 +338,24 @@ func (c *Config) Validate() error {
 	}
 	errs.ErrorFormat = ListFormat
 	return errs
+}
+
+// FieldError is one problem with one key of the config. Key is the JSON key
+// path ("backup.compressionLevel", "dataPaths[1]"); backupgen maps it to the
+// spec's position, the worker prints it as it is. Msg says what is wrong and
+// how to fix it, without repeating the key.
+type FieldError struct {
+	Key string
+	Msg string
+}
+
+// Error reads `backup.format "rar": must be one of …` when Msg starts with
+// the offending value, and `user: required …` otherwise.
+func (e *FieldError) Error() string {
+	if e.Msg != "" && strings.ContainsRune(`"-0123456789`, rune(e.Msg[0])) {
+		return e.Key + " " + e.Msg
+	}
+	return e.Key + ": " + e.Msg
 }
 
 // ListFormat prints one error per line, without go-multierror's bullet

@@ -111,7 +111,9 @@ func family(a, b string) bool {
 // nearest valid key, else where to look.
 func unknownKeyMessage(key, header string) string {
 	var all, kin []string
-	nearKey, nearHeader, bestDist := "", "", len(key)/3+2
+	// A suggestion may be a typo away: one edit in a short key, about one
+	// in four in a long one ("colour" must not suggest "group").
+	nearKey, nearHeader, bestDist := "", "", max(2, len(key)/4+1)
 	for _, t := range specTables {
 		if _, ok := t.keys[key]; ok {
 			all = append(all, t.header)
@@ -127,8 +129,9 @@ func unknownKeyMessage(key, header string) string {
 		sort.Strings(names)
 		for _, k := range names {
 			dist := editDistance(strings.ToLower(key), strings.ToLower(k))
-			// Ties go to the table the key was written in.
-			if dist < bestDist || dist == bestDist && t.header == header && nearHeader != header {
+			// Ties go to the table the key was written in, then to its
+			// family ([[services]] with [services.backup]).
+			if dist < bestDist || dist == bestDist && closer(t.header, nearHeader, header) {
 				nearKey, nearHeader, bestDist = k, t.header, dist
 			}
 		}
@@ -145,6 +148,21 @@ func unknownKeyMessage(key, header string) string {
 		return fmt.Sprintf("unknown key %q in %s; did you mean %q under %s?", key, header, nearKey, nearHeader)
 	}
 	return fmt.Sprintf("unknown key %q in %s; see the spec reference in README.md", key, header)
+}
+
+// closer reports whether table a is nearer to where the key was written
+// (header) than table b.
+func closer(a, b, header string) bool {
+	rank := func(h string) int {
+		switch {
+		case h == header:
+			return 0
+		case family(h, header):
+			return 1
+		}
+		return 2
+	}
+	return rank(a) < rank(b)
 }
 
 // editDistance is the Levenshtein distance between a and b.

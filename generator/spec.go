@@ -277,17 +277,23 @@ func (d *decoder) stringList(path, key string, v any, fv reflect.Value) {
 		return
 	}
 	list := make([]string, 0, len(items))
+	bad := false
 	for i, it := range items {
 		s, ok := it.(string)
 		elem := fmt.Sprintf("%s[%d]", path, i)
 		if !ok {
 			d.errorf(elem, "expected a string, found %s; %s is %s, e.g. %s = %s", describe(it), key, keyDocs[key].want, key, keyDocs[key].example)
+			bad = true
 			continue
 		}
 		d.checkString(elem, key, s)
 		list = append(list, s)
 	}
-	fv.Set(reflect.ValueOf(list))
+	if !bad {
+		// A list with a mistyped element stays unset: with the element
+		// left out, later checks would name the wrong indexes.
+		fv.Set(reflect.ValueOf(list))
+	}
 }
 
 func (d *decoder) typeError(path, key string, v any) {

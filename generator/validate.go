@@ -49,7 +49,9 @@ func (v *validator) errorf(key, format string, args ...any) {
 func validate(file string, spec *Spec, pos *positions, decoded Diagnostics) Diagnostics {
 	v := &validator{file: file, pos: pos, reported: map[string]bool{}}
 	for _, d := range decoded {
-		v.reported[d.Key] = true
+		// A mistyped list element leaves its list unset: the list's own
+		// worker errors (such as "at least one is required") are moot.
+		v.reported[d.Key], v.reported[stripIndex(d.Key)] = true, true
 	}
 	if spec.Namespace != "" && (!namespaceRE.MatchString(spec.Namespace) || hasReservedComponent(spec.Namespace)) {
 		v.errorf("namespace", "%q is not a dotted option path such as \"modules.services.virtualization\"", spec.Namespace)
@@ -161,36 +163,43 @@ func (v *validator) workerRules(spec *Spec, i int, svc Service) {
 	}
 	cfg := resolveService(spec.Defaults, named).WorkerConfig()
 	cfg.Name = svc.Name
-	err := cfg.Validate()
-	var merr *multierror.Error
-	if !errors.As(err, &merr) {
-		if err != nil {
-			v.errorf(fmt.Sprintf("services[%d]", i), "%v", err)
-		}
+	v.workerErrors(i, cfg.Validate(), svc.Name == "")
+}
+
+// workerErrors reports the config.FieldErrors in err at the spec keys that
+// set the values; any key config may name is mapped the same way. Keys a
+// generator rule already reported are left out, so each gets one message.
+func (v *validator) workerErrors(i int, err error, nameMissing bool) {
+	if err == nil {
 		return
 	}
-	seen := map[string]bool{}
-	for _, e := range merr.Errors {
+	errs := []error{err}
+	var merr *multierror.Error
+	if errors.As(err, &merr) {
+		errs = merr.Errors
+	}
+	var keys []string
+	for _, e := range errs {
 		var fe *config.FieldError
 		if !errors.As(e, &fe) {
 			v.diags = append(v.diags, v.pos.diag(v.file, fmt.Sprintf("services[%d]", i), e.Error()))
 			continue
 		}
-		if fe.Key == "name" && svc.Name == "" {
+		if fe.Key == "name" && nameMissing {
 			continue // reported as a missing name
 		}
 		key := v.specKey(i, fe.Key)
 		if i < 0 && !strings.HasPrefix(key, "defaults.") {
 			continue // about the stand-in service, not the spec
 		}
-		if v.reported[key] || seen[key+"\x00"+fe.Msg] {
+		if v.reported[key] {
 			continue
 		}
-		seen[key+"\x00"+fe.Msg] = true
+		keys = append(keys, key)
 		v.diags = append(v.diags, v.pos.diag(v.file, key, fe.Msg))
 	}
-	for k := range seen {
-		v.reported[k[:strings.IndexByte(k, 0)]] = true
+	for _, k := range keys {
+		v.reported[k] = true
 	}
 }
 

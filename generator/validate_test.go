@@ -2,10 +2,14 @@ package generator
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/BurntSushi/toml"
 	"github.com/hashicorp/go-multierror"
 
 	"github.com/backupgen/backupgen/config"
@@ -278,6 +282,83 @@ func TestEditDistance(t *testing.T) {
 	}{{"", "", 0}, {"format", "formatt", 1}, {"kitten", "sitting", 3}, {"paths", "", 5}} {
 		if got := editDistance(c.a, c.b); got != c.d {
 			t.Errorf("editDistance(%q, %q) = %d, want %d", c.a, c.b, got, c.d)
+		}
+	}
+}
+
+// trickySpec holds the TOML forms a line-based scanner gets wrong.
+const trickySpec = `# [not.a.table] = 1
+"quoted key" = 1
+[defaults.backup] # [comment]
+preBackup = """
+[fake.table]
+fake = "x"
+"""
+postBackup = '''
+[[fake]] = 2 '''
+exclude = [ # a comment
+  "a]", # ] in a comment
+  'b"c',
+]
+
+[[services]]
+  name = "x" # indented
+  "dataPaths" = ["/a=1", "/b#2"]
+  backup = { format = "zip", exclude = ["{", "}"], "minKeep" = 2 }
+[[services]]
+name = "y"
+serviceName = [["nested"], "z.service"]
+dataPaths = ["/c"]
+`
+
+// The position scanner finds every key the TOML library decodes, in every
+// golden spec and example, and each position points at the key's text and
+// at the start of its value.
+func TestPositionsCoverEveryKey(t *testing.T) {
+	specs := map[string][]byte{"tricky": []byte(trickySpec)}
+	files, _ := filepath.Glob("testdata/*/spec.toml")
+	for _, file := range append(files, "../examples/homelab/backup.toml") {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		specs[file] = data
+	}
+	for file, data := range specs {
+		var raw map[string]any
+		md, err := toml.Decode(string(data), &raw)
+		if err != nil {
+			continue // the syntax-error case
+		}
+		pos := scanPositions(data)
+		plain := map[string]bool{}
+		for k := range pos.byIndexed {
+			plain[regexp.MustCompile(`\[\d+\]`).ReplaceAllString(k, "")] = true
+		}
+		for _, k := range md.Keys() {
+			if !plain[strings.Join(k, ".")] {
+				t.Errorf("%s: key %s not located", file, k)
+			}
+		}
+		lines := strings.Split(string(data), "\n")
+		at := func(p position) string { return lines[p.Line-1][p.Col-1:] }
+		for k, kp := range pos.byIndexed {
+			last := k[strings.LastIndexAny(k, ".")+1:]
+			if i := strings.IndexByte(last, '['); i >= 0 {
+				last = last[:i]
+			}
+			if !strings.Contains(k, "[") || !strings.HasSuffix(k, "]") {
+				key := at(kp.Key)
+				if strings.HasPrefix(key, "[") { // a table header names its last key before ]
+					key = key[strings.LastIndexAny(key[:strings.IndexByte(key, ']')], "[.")+1:]
+				}
+				if !strings.HasPrefix(strings.TrimLeft(key, `"'`), last) {
+					t.Errorf("%s: %s: key position points at %q", file, k, key)
+				}
+			}
+			if v := at(kp.Value); v == "" || !strings.ContainsAny(v[:1], `"'[{-+0123456789tfin`) {
+				t.Errorf("%s: %s: value position points at %q", file, k, v)
+			}
 		}
 	}
 }

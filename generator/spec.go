@@ -1,6 +1,7 @@
 package generator
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"sort"
@@ -126,8 +127,8 @@ func decodeSpec(file string, data []byte) (*Spec, *positions, Diagnostics) {
 // syntaxDiag places the TOML library's syntax error. Its column is computed
 // here from the byte offset: the library's own is off at line starts.
 func syntaxDiag(file string, data []byte, err error) Diagnostic {
-	perr, ok := err.(toml.ParseError)
-	if !ok {
+	var perr toml.ParseError
+	if !errors.As(err, &perr) {
 		return Diagnostic{File: file, Message: err.Error()}
 	}
 	d := Diagnostic{File: file, Line: perr.Position.Line, Message: perr.Message}

@@ -2,6 +2,7 @@ package generator
 
 import (
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 
@@ -9,7 +10,8 @@ import (
 )
 
 // Diagnostic is one problem in a spec, printed as
-// "file:line:col: key: message" (position and key when known).
+// "file:line:col: key: message"; the position, its column and the key are
+// left out when unknown.
 type Diagnostic struct {
 	File      string
 	Line, Col int
@@ -24,7 +26,10 @@ func (d Diagnostic) String() string {
 	var b strings.Builder
 	b.WriteString(d.File)
 	if d.Line > 0 {
-		fmt.Fprintf(&b, ":%d:%d", d.Line, d.Col)
+		fmt.Fprintf(&b, ":%d", d.Line)
+		if d.Col > 0 {
+			fmt.Fprintf(&b, ":%d", d.Col)
+		}
 	}
 	b.WriteString(": ")
 	if d.Key != "" {
@@ -79,4 +84,104 @@ func (ds Diagnostics) sorted() Diagnostics {
 		return a.Message < b.Message
 	})
 	return out
+}
+
+// specTables are the spec's tables as the user writes their headers, with
+// the struct that holds their keys; unknown-key messages search them.
+var specTables = []struct {
+	header string
+	keys   map[string][]int
+}{
+	{"the top level", tomlFields(reflect.TypeOf(Spec{}))},
+	{"[defaults]", tomlFields(reflect.TypeOf(ServiceSettings{}))},
+	{"[defaults.backup]", tomlFields(reflect.TypeOf(BackupSettings{}))},
+	{"[[services]]", tomlFields(reflect.TypeOf(Service{}))},
+	{"[services.backup]", tomlFields(reflect.TypeOf(BackupSettings{}))},
+}
+
+// family reports whether two headers belong together ([defaults] with
+// [defaults.backup], [[services]] with [services.backup]).
+func family(a, b string) bool {
+	stem := func(h string) string { return strings.SplitN(strings.Trim(h, "[]"), ".", 2)[0] }
+	return stem(a) == stem(b)
+}
+
+// unknownKeyMessage explains an unknown key: the table it belongs in when
+// it is valid elsewhere (preferring the same family of tables), else the
+// nearest valid key, else where to look.
+func unknownKeyMessage(key, header string) string {
+	var all, kin []string
+	// A suggestion may be a typo away: one edit in a short key, about one
+	// in four in a long one ("colour" must not suggest "group").
+	nearKey, nearHeader, bestDist := "", "", max(2, len(key)/4+1)
+	for _, t := range specTables {
+		if _, ok := t.keys[key]; ok {
+			all = append(all, t.header)
+			if family(t.header, header) {
+				kin = append(kin, t.header)
+			}
+			continue
+		}
+		names := make([]string, 0, len(t.keys))
+		for k := range t.keys {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			dist := editDistance(strings.ToLower(key), strings.ToLower(k))
+			// Ties go to the table the key was written in, then to its
+			// family ([[services]] with [services.backup]).
+			if dist < bestDist || dist == bestDist && closer(t.header, nearHeader, header) {
+				nearKey, nearHeader, bestDist = k, t.header, dist
+			}
+		}
+	}
+	if len(kin) > 0 {
+		all = kin
+	}
+	switch {
+	case len(all) > 0:
+		return fmt.Sprintf("unknown key %q in %s: it belongs under %s", key, header, strings.Join(all, " or "))
+	case nearKey != "" && nearHeader == header:
+		return fmt.Sprintf("unknown key %q; did you mean %q?", key, nearKey)
+	case nearKey != "":
+		return fmt.Sprintf("unknown key %q in %s; did you mean %q under %s?", key, header, nearKey, nearHeader)
+	}
+	return fmt.Sprintf("unknown key %q in %s; see the spec reference in README.md", key, header)
+}
+
+// closer reports whether table a is nearer to where the key was written
+// (header) than table b.
+func closer(a, b, header string) bool {
+	rank := func(h string) int {
+		switch {
+		case h == header:
+			return 0
+		case family(h, header):
+			return 1
+		}
+		return 2
+	}
+	return rank(a) < rank(b)
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }

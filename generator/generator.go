@@ -33,7 +33,7 @@ func Validate(file string, data []byte) (*Spec, error) {
 	if spec == nil {
 		return nil, diags.err()
 	}
-	diags = append(diags, validate(file, spec, pos)...)
+	diags = append(diags, validate(file, spec, pos, diags)...)
 	if len(diags) > 0 {
 		return nil, diags.err()
 	}

@@ -3,8 +3,10 @@ package generator
 import (
 	"errors"
 	"fmt"
-	"regexp"
-	"strconv"
+	"reflect"
+	"sort"
+	"strings"
+	"unicode"
 
 	"github.com/BurntSushi/toml"
 )
@@ -14,7 +16,7 @@ import (
 // what lets a service override a spec-wide default with 0 or false.
 //
 // Key names are the NixOS option names, so a value moves between the spec
-// and a host config unchanged.
+// and a host config unchanged. Every key needs an entry in keyDocs.
 type Spec struct {
 	// Namespace is the option path the per-service modules are declared
 	// under, e.g. "modules.services.virtualization".
@@ -35,8 +37,8 @@ type ServiceSettings struct {
 // Service is one [[services]] entry.
 type Service struct {
 	Name string `toml:"name"`
-	// ServiceName is a unit name or a list of them; decoded as any because
-	// TOML has no "string or list" type, checked in validation.
+	// ServiceName is a unit name or a list of them: a string or a []any of
+	// strings (the decoder checks which).
 	ServiceName any      `toml:"serviceName"`
 	DataPaths   []string `toml:"dataPaths"`
 	Description string   `toml:"description"`
@@ -65,50 +67,326 @@ type BackupSettings struct {
 	PostBackup         *string  `toml:"postBackup"`
 }
 
-// typeErrorRE matches the TOML library's unpositioned type errors:
-// toml: line 5 (last key "services.backup.retentionSnapshots"): incompatible types: ...
-var typeErrorRE = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+// keyDoc says, in the spec's words, what a key holds and gives an example
+// value; type errors quote both.
+type keyDoc struct{ want, example string }
 
-// decodeSpec parses the TOML text. A syntax or type error stops decoding
-// (the TOML library reports one at a time); unknown keys are collected as
-// diagnostics so that they are reported together with validation errors.
+var keyDocs = map[string]keyDoc{
+	"namespace":          {"a dotted option path", `"modules.services.virtualization"`},
+	"defaults":           {"a table", "(a [defaults] header on its own line)"},
+	"services":           {"one [[services]] table per service", "(a [[services]] header on its own line)"},
+	"backup":             {"a table", "(a [services.backup] or [defaults.backup] header on its own line)"},
+	"name":               {"a service name", `"myapp"`},
+	"serviceName":        {"a unit name or a list of unit names", `"docker-myapp.service"`},
+	"dataPaths":          {"a list of absolute paths", `["/var/lib/myapp"]`},
+	"description":        {"a one-line description", `"MyApp container"`},
+	"enable":             {"true or false", "true"},
+	"user":               {"a user name", `"myapp"`},
+	"group":              {"a group name", `"myapp"`},
+	"paths":              {"a list of absolute destination paths", `["/var/backups/{name}"]`},
+	"optionalPaths":      {"a list of destinations from paths that may be missing", `["/mnt/usb/{name}"]`},
+	"schedule":           {"a cron or systemd calendar expression", `"0 2 * * *"`},
+	"format":             {"an archive format name", `"tar.zst"`},
+	"maxRetentionDays":   {"a whole number of days", "30"},
+	"retentionSnapshots": {"a whole number of archives", "7"},
+	"minKeep":            {"a whole number of archives", "1"},
+	"exclude":            {"a list of glob patterns", `["cache/**", "*.tmp"]`},
+	"compressionLevel":   {"a whole number", "6"},
+	"threads":            {"a whole number of threads", "4"},
+	"persistent":         {"true or false", "true"},
+	"randomizedDelaySec": {"a whole number of seconds", "600"},
+	"timeoutStartSec":    {"a whole number of seconds", "14400"},
+	"onFailure":          {"a list of unit names", `["notify-email@%n.service"]`},
+	"captureFirst":       {"true or false", "true"},
+	"preBackup":          {"a shell command", `"podman exec db pg_dumpall > /var/lib/myapp/dump.sql"`},
+	"postBackup":         {"a shell command", `"echo $BACKUP_RESULT"`},
+}
+
+// multilineKeys hold shell scripts, where a newline or tab is legitimate;
+// every other string reaches Nix or systemd and must be one line.
+var multilineKeys = map[string]bool{"preBackup": true, "postBackup": true}
+
+// decodeSpec parses the TOML text into a Spec. Only a syntax error stops
+// it; type errors, unknown keys and control characters are collected as
+// diagnostics, so they are reported together with validation errors.
 func decodeSpec(file string, data []byte) (*Spec, *positions, Diagnostics) {
-	var spec Spec
 	pos := scanPositions(data)
-	md, err := toml.Decode(string(data), &spec)
-	if err != nil {
-		var perr toml.ParseError
-		if errors.As(err, &perr) {
-			return nil, pos, Diagnostics{{File: file, Line: perr.Position.Line, Col: perr.Position.Col, Message: perr.Message}}
+	var raw map[string]any
+	if _, err := toml.Decode(string(data), &raw); err != nil {
+		if len(pos.orphans) > 0 {
+			return nil, pos, orphanDiags(file, pos)
 		}
-		if m := typeErrorRE.FindStringSubmatch(err.Error()); m != nil {
-			line, _ := strconv.Atoi(m[1])
-			d := Diagnostic{File: file, Line: line, Col: 1, Key: m[2], Message: m[3]}
-			for _, o := range pos.occurrences(m[2]) {
-				if o.Pos.Line == line {
-					d.Key, d.Col = o.Indexed, o.Pos.Col
-				}
-			}
-			return nil, pos, Diagnostics{d}
-		}
-		return nil, pos, Diagnostics{{File: file, Message: err.Error()}}
+		return nil, pos, Diagnostics{syntaxDiag(file, data, err)}
 	}
-	var diags Diagnostics
-	seen := map[string]bool{}
-	for _, key := range md.Undecoded() {
-		plain := key.String()
-		if seen[plain] {
+	d := &decoder{file: file, pos: pos}
+	var spec Spec
+	d.table("", "the top level", raw, reflect.ValueOf(&spec).Elem())
+	return &spec, pos, d.diags
+}
+
+// syntaxDiag places the TOML library's syntax error. Its column is computed
+// here from the byte offset: the library's own is off at line starts.
+func syntaxDiag(file string, data []byte, err error) Diagnostic {
+	var perr toml.ParseError
+	if !errors.As(err, &perr) {
+		return Diagnostic{File: file, Message: err.Error()}
+	}
+	d := Diagnostic{File: file, Line: perr.Position.Line, Message: perr.Message}
+	lineStart := 0
+	for n := 1; n < d.Line && lineStart < len(data); n++ {
+		i := strings.IndexByte(string(data[lineStart:]), '\n')
+		if i < 0 {
+			break
+		}
+		lineStart += i + 1
+	}
+	if col := perr.Position.Start - lineStart + 1; col >= 1 && perr.Position.Start <= len(data) && !strings.Contains(string(data[lineStart:perr.Position.Start]), "\n") {
+		d.Col = col
+	}
+	return d
+}
+
+// orphanDiags explain a [services…] table written before any [[services]],
+// which the TOML library reports only as "already created".
+func orphanDiags(file string, pos *positions) Diagnostics {
+	var ds Diagnostics
+	for _, o := range pos.orphans {
+		msg := fmt.Sprintf("[%s] comes before any [[services]]: it belongs to the [[services]] entry above it, so start each service with [[services]] (name, serviceName, dataPaths) and put its [%s] after that", o.Header, o.Header)
+		if o.Header == "services" {
+			msg = "[services] is a single table, but services are a list: start each service with [[services]] (double brackets)"
+		}
+		ds = append(ds, Diagnostic{File: file, Line: o.Pos.Line, Col: o.Pos.Col, Key: o.Header, Message: msg})
+	}
+	return ds
+}
+
+// decoder copies a decoded TOML document into a Spec, checking each value's
+// type against the Go field it goes to.
+type decoder struct {
+	file  string
+	pos   *positions
+	diags Diagnostics
+}
+
+func (d *decoder) errorf(path, format string, args ...any) {
+	d.diags = append(d.diags, d.pos.diag(d.file, path, fmt.Sprintf(format, args...)))
+}
+
+// table fills the struct rv from the TOML table m; header names the table
+// as the user writes it ("[services.backup]").
+func (d *decoder) table(path, header string, m map[string]any, rv reflect.Value) {
+	fields := tomlFields(rv.Type())
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		kp := joinKey(path, k)
+		idx, ok := fields[k]
+		if !ok {
+			d.diags = append(d.diags, d.pos.keyDiag(d.file, kp, unknownKeyMessage(k, header)))
 			continue
 		}
-		seen[plain] = true
-		msg := fmt.Sprintf("unknown key %q; check its spelling against the spec reference in README.md", key[len(key)-1])
-		occ := pos.occurrences(plain)
-		if len(occ) == 0 {
-			diags = append(diags, Diagnostic{File: file, Key: plain, Message: msg})
+		d.value(kp, k, header, m[k], rv.FieldByIndex(idx))
+	}
+}
+
+// value stores v in the field fv, or reports a type error at path.
+func (d *decoder) value(path, key, header string, v any, fv reflect.Value) {
+	switch fv.Kind() {
+	case reflect.Struct:
+		if m, ok := v.(map[string]any); ok {
+			d.table(path, childHeader(header, key), m, fv)
+			return
 		}
-		for _, o := range occ {
-			diags = append(diags, Diagnostic{File: file, Line: o.Pos.Line, Col: o.Pos.Col, Key: o.Indexed, Message: msg})
+	case reflect.Slice:
+		if fv.Type().Elem().Kind() == reflect.String {
+			d.stringList(path, key, v, fv)
+			return
+		}
+		if tables, ok := tableList(v); ok {
+			fv.Set(reflect.MakeSlice(fv.Type(), len(tables), len(tables)))
+			for i, t := range tables {
+				d.table(fmt.Sprintf("%s[%d]", path, i), childHeader(header, key), t, fv.Index(i))
+			}
+			return
+		}
+		if _, ok := v.(map[string]any); ok && len(d.pos.orphans) > 0 {
+			d.diags = append(d.diags, orphanDiags(d.file, d.pos)...)
+			return
+		}
+	case reflect.Interface: // serviceName: a string or a list of strings
+		if s, ok := v.(string); ok {
+			d.checkString(path, key, s)
+			fv.Set(reflect.ValueOf(s))
+			return
+		}
+		if _, ok := v.([]any); ok {
+			var list []string
+			d.stringList(path, key, v, reflect.ValueOf(&list).Elem())
+			items := make([]any, len(list))
+			for i, s := range list {
+				items[i] = s
+			}
+			fv.Set(reflect.ValueOf(items))
+			return
+		}
+	case reflect.Pointer:
+		elem := reflect.New(fv.Type().Elem())
+		if d.scalar(path, key, v, elem.Elem()) {
+			fv.Set(elem)
+		}
+		return
+	default:
+		d.scalar(path, key, v, fv)
+		return
+	}
+	d.typeError(path, key, v)
+}
+
+// scalar stores a string, bool or integer; it reports whether it did.
+func (d *decoder) scalar(path, key string, v any, fv reflect.Value) bool {
+	switch x := v.(type) {
+	case string:
+		if fv.Kind() == reflect.String {
+			d.checkString(path, key, x)
+			fv.SetString(x)
+			return true
+		}
+	case bool:
+		if fv.Kind() == reflect.Bool {
+			fv.SetBool(x)
+			return true
+		}
+	case int64:
+		if fv.Kind() == reflect.Int && !fv.OverflowInt(x) {
+			fv.SetInt(x)
+			return true
 		}
 	}
-	return &spec, pos, diags
+	d.typeError(path, key, v)
+	return false
+}
+
+// stringList stores a TOML array of strings; each non-string element is
+// reported on its own.
+func (d *decoder) stringList(path, key string, v any, fv reflect.Value) {
+	items, ok := v.([]any)
+	if !ok {
+		d.typeError(path, key, v)
+		return
+	}
+	list := make([]string, 0, len(items))
+	bad := false
+	for i, it := range items {
+		s, ok := it.(string)
+		elem := fmt.Sprintf("%s[%d]", path, i)
+		if !ok {
+			d.errorf(elem, "expected a string, found %s; %s is %s, e.g. %s = %s", describe(it), key, keyDocs[key].want, key, keyDocs[key].example)
+			bad = true
+			continue
+		}
+		d.checkString(elem, key, s)
+		list = append(list, s)
+	}
+	if !bad {
+		// A list with a mistyped element stays unset: with the element
+		// left out, later checks would name the wrong indexes.
+		fv.Set(reflect.ValueOf(list))
+	}
+}
+
+func (d *decoder) typeError(path, key string, v any) {
+	doc := keyDocs[key]
+	d.errorf(path, "expected %s, found %s; e.g. %s = %s", doc.want, describe(v), key, doc.example)
+}
+
+// checkString rejects control characters: every string in the spec ends
+// up in Nix, a systemd unit or a tmpfiles line, where a newline starts a new
+// directive. Shell hooks may hold newlines and tabs.
+func (d *decoder) checkString(path, key, s string) {
+	i := strings.IndexFunc(s, func(r rune) bool {
+		return unicode.IsControl(r) && !(multilineKeys[key] && (r == '\n' || r == '\t'))
+	})
+	if i >= 0 {
+		d.errorf(path, "%q contains the control character U+%04X; write it without control characters", s, []rune(s[i:])[0])
+	}
+}
+
+// describe names a decoded TOML value's type in the spec's words.
+func describe(v any) string {
+	switch x := v.(type) {
+	case string:
+		return fmt.Sprintf("the string %q", x)
+	case bool:
+		return fmt.Sprintf("%t", x)
+	case int64:
+		return fmt.Sprintf("the number %d", x)
+	case float64:
+		return fmt.Sprintf("the decimal number %v", x)
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "a table"
+	case []map[string]any:
+		return "a list of tables"
+	}
+	return "a date or time"
+}
+
+// tableList accepts [[x]] tables and an inline list of tables.
+func tableList(v any) ([]map[string]any, bool) {
+	switch x := v.(type) {
+	case []map[string]any:
+		return x, true
+	case []any:
+		out := make([]map[string]any, len(x))
+		for i, e := range x {
+			m, ok := e.(map[string]any)
+			if !ok {
+				return nil, false
+			}
+			out[i] = m
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+func joinKey(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// childHeader names a sub-table as the user writes its header.
+func childHeader(parent, key string) string {
+	if parent == "the top level" {
+		if key == "services" {
+			return "[[services]]"
+		}
+		return "[" + key + "]"
+	}
+	return "[" + strings.Trim(parent, "[]") + "." + key + "]"
+}
+
+// tomlFields maps a struct's toml keys to field indexes, including the
+// fields of embedded structs.
+func tomlFields(t reflect.Type) map[string][]int {
+	out := map[string][]int{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if f.Anonymous && f.Tag.Get("toml") == "" {
+			for k, idx := range tomlFields(f.Type) {
+				out[k] = append([]int{i}, idx...)
+			}
+			continue
+		}
+		if k := f.Tag.Get("toml"); k != "" {
+			out[k] = []int{i}
+		}
+	}
+	return out
 }

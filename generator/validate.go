@@ -1,12 +1,12 @@
 package generator
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
-	"unicode"
 
-	"github.com/bmatcuk/doublestar/v4"
+	"github.com/hashicorp/go-multierror"
 
 	"github.com/backupgen/backupgen/config"
 	"github.com/backupgen/backupgen/schedule"
@@ -18,6 +18,12 @@ var (
 	// accountRE: a POSIX-ish user or group name, or a numeric id; these end
 	// up unquoted in tmpfiles lines, so nothing else is allowed.
 	accountRE = regexp.MustCompile(`^([a-z_][a-z0-9_-]*\$?|[0-9]+)$`)
+	// placeholderRE finds {placeholders} in paths; ${...} is not one (it is
+	// shell or Nix syntax, kept literal like any other character).
+	placeholderRE = regexp.MustCompile(`(?:^|[^$])(\{[^{}]*\})`)
+	// specifierRE: a systemd specifier (%n, %i, %%) in a unit setting that
+	// systemd expands, such as OnFailure=.
+	specifierRE = regexp.MustCompile(`%[A-Za-z%]`)
 )
 
 // validator collects diagnostics with positions.
@@ -25,16 +31,28 @@ type validator struct {
 	file  string
 	pos   *positions
 	diags Diagnostics
+	// reported holds the spec keys that already have a diagnostic, so a
+	// worker rule does not repeat what a generator rule said.
+	reported map[string]bool
 }
 
 func (v *validator) errorf(key, format string, args ...any) {
+	v.reported[key] = true
 	v.diags = append(v.diags, v.pos.diag(v.file, key, fmt.Sprintf(format, args...)))
 }
 
 // validate checks the decoded spec; every problem is reported, none stops
-// the others.
-func validate(file string, spec *Spec, pos *positions) Diagnostics {
-	v := &validator{file: file, pos: pos}
+// the others. The generator's own rules (namespace, unique names, unit
+// settings, placeholders) are checked here; every rule the worker enforces
+// is checked by config.Validate on each service's worker config, mapped
+// back to the spec key that set the value.
+func validate(file string, spec *Spec, pos *positions, decoded Diagnostics) Diagnostics {
+	v := &validator{file: file, pos: pos, reported: map[string]bool{}}
+	for _, d := range decoded {
+		// A mistyped list element leaves its list unset: the list's own
+		// worker errors (such as "at least one is required") are moot.
+		v.reported[d.Key], v.reported[stripIndex(d.Key)] = true, true
+	}
 	if spec.Namespace != "" && (!namespaceRE.MatchString(spec.Namespace) || hasReservedComponent(spec.Namespace)) {
 		v.errorf("namespace", "%q is not a dotted option path such as \"modules.services.virtualization\"", spec.Namespace)
 	}
@@ -53,10 +71,13 @@ func validate(file string, spec *Spec, pos *positions) Diagnostics {
 				seen[svc.Name] = key
 			}
 		}
-		if config.ValidName(svc.Name) {
-			v.resolved(key, resolveService(spec.Defaults, svc))
-		}
 	}
+	for i, svc := range spec.Services {
+		v.workerRules(spec, i, svc)
+	}
+	// [defaults] values that every service overrides still get checked,
+	// through a stand-in service that sets nothing of its own.
+	v.workerRules(spec, -1, Service{Name: "name", DataPaths: []string{"/nonexistent/backupgen-defaults-check"}})
 	return v.diags
 }
 
@@ -70,57 +91,20 @@ func hasReservedComponent(ns string) bool {
 }
 
 func (v *validator) service(key string, svc Service) {
-	switch {
-	case svc.Name == "":
+	if svc.Name == "" {
 		v.errorf(key, "missing name: every service needs name = \"...\" (used for units and archive names)")
-	case !config.ValidName(svc.Name):
-		v.errorf(key+".name", "%q is not a valid name: use letters, digits, '_', '.', '-', starting with a letter or digit", svc.Name)
-	}
-	switch x := svc.ServiceName.(type) {
-	case nil:
-	case string:
-		v.unit(key+".serviceName", x)
-	case []any:
-		for j, e := range x {
-			s, ok := e.(string)
-			if !ok {
-				v.errorf(fmt.Sprintf("%s.serviceName[%d]", key, j), "must be a string (a systemd unit name)")
-				continue
-			}
-			v.unit(fmt.Sprintf("%s.serviceName[%d]", key, j), s)
-		}
-	default:
-		v.errorf(key+".serviceName", "must be a unit name or a list of unit names, e.g. \"docker-myapp.service\"")
-	}
-	if len(svc.DataPaths) == 0 {
-		v.errorf(key, "missing dataPaths: list the directories to back up, e.g. dataPaths = [\"/var/lib/myapp\"]")
 	}
 	for j, p := range svc.DataPaths {
-		v.path(fmt.Sprintf("%s.dataPaths[%d]", key, j), p)
-	}
-	if hasControl(svc.Description) {
-		v.errorf(key+".description", "must be one line without control characters")
+		if m := placeholderRE.FindStringSubmatch(p); m != nil {
+			ph := m[1]
+			v.errorf(fmt.Sprintf("%s.dataPaths[%d]", key, j), "%q: placeholders such as %s are replaced only in backup.paths and backup.optionalPaths; write the data path out", p, ph)
+		}
 	}
 	v.settings(key, svc.ServiceSettings)
 }
 
-func (v *validator) unit(key, unit string) {
-	if !config.ValidUnit(unit) {
-		v.errorf(key, "%q is not a systemd unit name; write it with its suffix, e.g. \"docker-myapp.service\"", unit)
-	}
-}
-
-func (v *validator) path(key, p string) {
-	if why := config.ValidPath(strings.ReplaceAll(p, namePlaceholder, "name")); why != "" {
-		v.errorf(key, "%q %s", p, why)
-		return
-	}
-	if hasControl(p) {
-		v.errorf(key, "%q contains control characters", p)
-	}
-}
-
-// settings checks a [defaults] or service block's own values.
+// settings checks a [defaults] or service block's own values: the rules
+// that belong to the generated units and files, not to the worker.
 func (v *validator) settings(key string, s ServiceSettings) {
 	for _, a := range []struct {
 		name string
@@ -132,76 +116,117 @@ func (v *validator) settings(key string, s ServiceSettings) {
 	}
 	b := s.Backup
 	bk := key + ".backup"
-	for j, p := range b.Paths {
-		v.path(fmt.Sprintf("%s.paths[%d]", bk, j), p)
-	}
-	if b.Paths != nil && len(b.Paths) == 0 {
-		v.errorf(bk+".paths", "is empty: list at least one destination directory")
-	}
-	for j, p := range b.OptionalPaths {
-		v.path(fmt.Sprintf("%s.optionalPaths[%d]", bk, j), p)
-	}
+	v.placeholders(bk+".paths", b.Paths)
+	v.placeholders(bk+".optionalPaths", b.OptionalPaths)
 	if b.Schedule != nil {
 		if _, err := schedule.ToOnCalendar(*b.Schedule); err != nil {
 			v.errorf(bk+".schedule", "%v", err)
 		}
 	}
-	if b.Format != nil && !contains(config.Formats, *b.Format) {
-		v.errorf(bk+".format", "unknown format %q; use one of %s", *b.Format, strings.Join(config.Formats, ", "))
-	}
-	nonNegative := func(name string, val *int, meaning string) {
-		if val != nil && *val < 0 {
-			v.errorf(bk+"."+name, "%d is negative; use 0 (%s) or a positive number", *val, meaning)
-		}
-	}
-	nonNegative("maxRetentionDays", b.MaxRetentionDays, "no age limit")
-	nonNegative("retentionSnapshots", b.RetentionSnapshots, "keep all")
-	nonNegative("threads", b.Threads, "all cores")
-	nonNegative("randomizedDelaySec", b.RandomizedDelaySec, "no delay")
-	if b.MinKeep != nil && *b.MinKeep < 1 {
-		v.errorf(bk+".minKeep", "%d: must be at least 1, so pruning never deletes every archive", *b.MinKeep)
-	}
-	if b.CompressionLevel != nil && (*b.CompressionLevel < 0 || *b.CompressionLevel > 22) {
-		v.errorf(bk+".compressionLevel", "%d: use 0 (the format's default) up to 22", *b.CompressionLevel)
+	if b.RandomizedDelaySec != nil && *b.RandomizedDelaySec < 0 {
+		v.errorf(bk+".randomizedDelaySec", "%d is negative; use 0 (no delay) or a positive number", *b.RandomizedDelaySec)
 	}
 	if b.TimeoutStartSec != nil && *b.TimeoutStartSec < 1 {
 		v.errorf(bk+".timeoutStartSec", "%d: must be positive, so a hung run cannot keep the service down forever", *b.TimeoutStartSec)
 	}
-	for j, pat := range b.Exclude {
-		k := fmt.Sprintf("%s.exclude[%d]", bk, j)
-		switch {
-		case pat == "" || strings.HasPrefix(pat, "/"):
-			v.errorf(k, "%q: patterns are relative to each data path, e.g. \"cache/**\"", pat)
-		case !doublestar.ValidatePattern(pat):
-			v.errorf(k, "%q is not a valid glob pattern", pat)
-		case hasControl(pat):
-			v.errorf(k, "%q contains control characters", pat)
-		}
-	}
 	for j, u := range b.OnFailure {
-		v.unit(fmt.Sprintf("%s.onFailure[%d]", bk, j), u)
+		// OnFailure= is expanded by systemd, so specifiers are allowed:
+		// notify-email@%n.service names the failed unit.
+		if !config.ValidUnit(specifierRE.ReplaceAllString(u, "x")) {
+			v.errorf(fmt.Sprintf("%s.onFailure[%d]", bk, j), "%q is not a systemd unit name; write it with its suffix, e.g. \"notify-email@%%n.service\"", u)
+		}
 	}
 }
 
-// resolved checks what only shows once defaults are applied.
-func (v *validator) resolved(key string, s ServiceModel) {
-	for j, dest := range s.Backup.Paths {
-		for _, d := range s.DataPaths {
-			if dest == d || strings.HasPrefix(dest, strings.TrimSuffix(d, "/")+"/") {
-				v.errorf(fmt.Sprintf("%s.backup.paths[%d]", key, j), "destination %q lies inside data path %q, so each backup would contain the previous ones", dest, d)
+// placeholders rejects unknown {placeholders} in destination paths: they
+// would stay literal and name a folder nobody meant.
+func (v *validator) placeholders(key string, paths []string) {
+	for j, p := range paths {
+		for _, m := range placeholderRE.FindAllStringSubmatch(p, -1) {
+			if ph := m[1]; ph != namePlaceholder {
+				v.errorf(fmt.Sprintf("%s[%d]", key, j), "%q: unknown placeholder %s; the only placeholder is %s (the service name)", p, ph, namePlaceholder)
+				break
 			}
 		}
 	}
-	for j, p := range s.Backup.OptionalPaths {
-		if !contains(s.Backup.Paths, p) {
-			v.errorf(fmt.Sprintf("%s.backup.optionalPaths[%d]", key, j), "%q is not one of backup.paths; optionalPaths marks destinations that may be missing", p)
-		}
+}
+
+// workerRules builds the service's worker config, as rendering does, and
+// reports what config.Validate rejects at the spec key that set the value.
+// i < 0 marks the stand-in service that checks [defaults] alone.
+func (v *validator) workerRules(spec *Spec, i int, svc Service) {
+	named := svc
+	if !config.ValidName(svc.Name) {
+		// Expand {name} in paths with something harmless, so a bad name is
+		// reported once, at name, and not again in every destination.
+		named.Name = "name"
 	}
-	if len(s.Backup.Paths) == 0 {
-		v.errorf(key+".backup.paths", "no destination: set backup.paths here or in [defaults.backup]")
+	cfg := resolveService(spec.Defaults, named).WorkerConfig()
+	cfg.Name = svc.Name
+	v.workerErrors(i, cfg.Validate(), svc.Name == "")
+}
+
+// workerErrors reports the config.FieldErrors in err at the spec keys that
+// set the values; any key config may name is mapped the same way. Keys a
+// generator rule already reported are left out, so each gets one message.
+func (v *validator) workerErrors(i int, err error, nameMissing bool) {
+	if err == nil {
+		return
+	}
+	errs := []error{err}
+	var merr *multierror.Error
+	if errors.As(err, &merr) {
+		errs = merr.Errors
+	}
+	var keys []string
+	for _, e := range errs {
+		var fe *config.FieldError
+		if !errors.As(e, &fe) {
+			v.diags = append(v.diags, v.pos.diag(v.file, fmt.Sprintf("services[%d]", i), e.Error()))
+			continue
+		}
+		if fe.Key == "name" && nameMissing {
+			continue // reported as a missing name
+		}
+		key := v.specKey(i, fe.Key)
+		if i < 0 && !strings.HasPrefix(key, "defaults.") {
+			continue // about the stand-in service, not the spec
+		}
+		if v.reported[key] {
+			continue
+		}
+		keys = append(keys, key)
+		v.diags = append(v.diags, v.pos.diag(v.file, key, fe.Msg))
+	}
+	for _, k := range keys {
+		v.reported[k] = true
 	}
 }
 
-func hasControl(s string) bool {
-	return strings.IndexFunc(s, unicode.IsControl) >= 0
+// specKey maps a worker config key (backup.paths[1], serviceName[0]) to
+// the spec key that set it: the service's own, else the [defaults] one it
+// inherited, else the service's key as it would be written (not written:
+// its position falls back to the service's table).
+func (v *validator) specKey(i int, key string) string {
+	own := fmt.Sprintf("services[%d].%s", i, key)
+	for _, k := range []string{own, "defaults." + key} {
+		switch {
+		case v.pos.has(k):
+			return k
+		case v.pos.has(stripIndex(k)) && strings.HasSuffix(k, "serviceName[0]"):
+			// serviceName = "a.service" is serviceName[0] in the config.
+			return stripIndex(k)
+		case v.pos.has(stripIndex(k)):
+			return k
+		}
+	}
+	return own
+}
+
+// stripIndex turns backup.paths[1] into backup.paths.
+func stripIndex(key string) string {
+	if i := strings.LastIndexByte(key, '['); i > 0 && strings.HasSuffix(key, "]") {
+		return key[:i]
+	}
+	return key
 }

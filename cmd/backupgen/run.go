@@ -26,9 +26,9 @@ const (
 const usage = `backupgen renders NixOS backup modules and systemd units from a TOML spec.
 
 Usage:
-  backupgen generate [--spec FILE] [--out DIR] [--worker PATH] [--config-dir DIR]
-  backupgen check    [--spec FILE] [--out DIR] [--worker PATH] [--config-dir DIR]
-  backupgen validate [--spec FILE]
+  backupgen generate [--spec FILE | FILE] [--out DIR] [--worker PATH] [--config-dir DIR]
+  backupgen check    [--spec FILE | FILE] [--out DIR] [--worker PATH] [--config-dir DIR]
+  backupgen validate [--spec FILE | FILE]
   backupgen schedule [--next N] EXPR
   backupgen --version
 
@@ -39,6 +39,8 @@ Commands:
              generates (for CI)
   validate   report every problem in the spec, write nothing
   schedule   print the OnCalendar values for a cron or calendar expression
+
+The spec is backup.toml unless given with --spec or as the one argument.
 
 Exit codes: 0 ok, 1 invalid spec / drift / I/O error, 2 usage error.
 Run "backupgen COMMAND --help" for a command's flags.
@@ -76,12 +78,30 @@ type specFlags struct {
 }
 
 func (f *specFlags) register(fs *pflag.FlagSet, withOutput bool) {
-	fs.StringVarP(&f.spec, "spec", "s", "backup.toml", "the TOML spec")
+	fs.StringVarP(&f.spec, "spec", "s", "backup.toml", "the TOML spec (or give it as the argument)")
 	if withOutput {
 		fs.StringVarP(&f.out, "out", "o", "backup", "output folder")
 		fs.StringVar(&f.worker, "worker", generator.DefaultOptions.WorkerPath, "backup-worker path used by the plain systemd units")
 		fs.StringVar(&f.configDir, "config-dir", generator.DefaultOptions.ConfigDir, "where the plain units read worker configs")
 	}
+}
+
+// specArg takes the spec from the one positional argument, if any. It
+// returns a non-negative exit code on a usage error: more than one
+// argument, or an argument that contradicts --spec.
+func (f *specFlags) specArg(fs *pflag.FlagSet, stderr io.Writer) int {
+	switch {
+	case fs.NArg() == 0:
+		return -1
+	case fs.NArg() > 1:
+		fmt.Fprintf(stderr, "backupgen %s: want at most one spec file, got %d arguments: %s\n", fs.Name(), fs.NArg(), strings.Join(fs.Args(), " "))
+		return exitUsage
+	case fs.Changed("spec") && fs.Arg(0) != f.spec:
+		fmt.Fprintf(stderr, "backupgen %s: two spec files: --spec %s and %s; give one\n", fs.Name(), f.spec, fs.Arg(0))
+		return exitUsage
+	}
+	f.spec = fs.Arg(0)
+	return -1
 }
 
 // parse parses flags; it returns a non-negative exit code when the command
@@ -110,9 +130,8 @@ func runGenerate(_ context.Context, args []string, stdout, stderr io.Writer, che
 	if code := parse(fs, args, stdout, stderr); code >= 0 {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "backupgen %s: unexpected argument %q\n", name, fs.Arg(0))
-		return exitUsage
+	if code := f.specArg(fs, stderr); code >= 0 {
+		return code
 	}
 	data, err := os.ReadFile(f.spec)
 	if err != nil {
@@ -152,6 +171,9 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet("validate", pflag.ContinueOnError)
 	f.register(fs, false)
 	if code := parse(fs, args, stdout, stderr); code >= 0 {
+		return code
+	}
+	if code := f.specArg(fs, stderr); code >= 0 {
 		return code
 	}
 	data, err := os.ReadFile(f.spec)

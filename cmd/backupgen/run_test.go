@@ -97,7 +97,7 @@ func TestInvalidSpecWritesNothing(t *testing.T) {
 	if code != 1 {
 		t.Fatalf("exit %d, want 1", code)
 	}
-	for _, want := range []string{spec + ":3:1: services[0].dataPaths[0]: \"relative\" is not absolute", spec + ":5:1: services[0].backup.format: unknown format \"rar\""} {
+	for _, want := range []string{spec + ":3:14: services[0].dataPaths[0]: \"relative\": is not absolute", spec + ":5:10: services[0].backup.format: \"rar\": must be one of"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
@@ -162,5 +162,49 @@ func TestSchedule(t *testing.T) {
 	}
 	if code, _, _ := run(t, "schedule"); code != 2 {
 		t.Errorf("missing expression: exit %d, want 2", code)
+	}
+}
+
+// The spec may be given as the one argument on every command; it used to
+// be ignored by validate (which checked backup.toml and said "ok") and
+// refused by generate and check.
+func TestSpecArgument(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.toml")
+	os.WriteFile(bad, []byte("[[services]]\nname = \"a\"\ndataPaths = \"/x\"\n[[services]]\nname = \"b\"\ndataPaths = [\"/y\", \"/z\"]\n"), 0o644)
+	missing := filepath.Join(dir, "missing.toml")
+	out := filepath.Join(dir, "out")
+
+	if code, stdout, stderr := run(t, "validate", exampleSpec); code != 0 || !strings.HasPrefix(stdout, exampleSpec+": ok (3 services)") {
+		t.Errorf("validate FILE: %d %q %q", code, stdout, stderr)
+	}
+	if code, stdout, stderr := run(t, "generate", exampleSpec, "--out", out); code != 0 || !strings.Contains(stdout, "wrote 19 files") {
+		t.Errorf("generate FILE: %d %q %q", code, stdout, stderr)
+	}
+	if code, stdout, stderr := run(t, "check", "--out", out, exampleSpec); code != 0 || !strings.Contains(stdout, "up to date") {
+		t.Errorf("check FILE: %d %q %q", code, stdout, stderr)
+	}
+	for _, cmd := range []string{"generate", "check", "validate"} {
+		// The argument is the file read: its problems, or its absence.
+		args := []string{cmd, bad}
+		if cmd != "validate" {
+			args = append(args, "--out", out)
+		}
+		if code, _, stderr := run(t, args...); code != 1 || !strings.Contains(stderr, bad+":3:13: services[0].dataPaths: expected a list") {
+			t.Errorf("%s BAD: %d %q", cmd, code, stderr)
+		}
+		if code, _, stderr := run(t, cmd, missing); code != 1 || !strings.Contains(stderr, missing) {
+			t.Errorf("%s MISSING: %d %q", cmd, code, stderr)
+		}
+		// Two specs are a usage error; the same one twice is not.
+		if code, _, stderr := run(t, cmd, exampleSpec, bad); code != 2 || !strings.Contains(stderr, "at most one spec") {
+			t.Errorf("%s A B: %d %q", cmd, code, stderr)
+		}
+		if code, _, stderr := run(t, cmd, "--spec", bad, exampleSpec); code != 2 || !strings.Contains(stderr, "two spec files") {
+			t.Errorf("%s --spec A B: %d %q", cmd, code, stderr)
+		}
+	}
+	if code, _, _ := run(t, "validate", "--spec", exampleSpec, exampleSpec); code != 0 {
+		t.Errorf("validate --spec A A: exit %d", code)
 	}
 }

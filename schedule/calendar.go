@@ -132,7 +132,7 @@ func diagnose(expr string, local *time.Location, err error) string {
 		return err.Error()
 	}
 	word := expr[i+1:]
-	if !validZoneName(word) || !isLetters(word[:1]) {
+	if !validZoneName(word) || !isLetters(word[:1]) || isDayName(word) {
 		return err.Error()
 	}
 	if _, e := ParseCalendarIn(expr[:i], local); e != nil {
@@ -142,6 +142,15 @@ func diagnose(expr string, local *time.Location, err error) string {
 		return fmt.Sprintf("%q is not a time zone systemd knows: besides UTC it accepts only the local zone's abbreviations (here %s), so write a tz database name such as Europe/Berlin", word, strings.Join(uniq(localAbbrevs(local)), " and "))
 	}
 	return fmt.Sprintf("%q is not a time zone systemd knows; write UTC or a tz database name such as Europe/Berlin (case matters)", word)
+}
+
+func isDayName(word string) bool {
+	for _, d := range dayNames {
+		if strings.EqualFold(word, d.name) {
+			return true
+		}
+	}
+	return false
 }
 
 func uniq(names [2]string) []string {

@@ -74,8 +74,11 @@ func (p *parser) parse() error {
 func (p *parser) trailing() error {
 	before := strings.TrimRight(p.s[:p.pos], " ")
 	rest := strings.TrimLeft(p.rest(), " ")
+	if isDayName(rest) {
+		return p.errorf("weekdays come first: write %s %s", rest, before)
+	}
 	if strings.ContainsAny(rest, "/") || len(rest) > 0 && rest[0] >= 'A' && rest[0] <= 'Z' {
-		return p.errorf("%q is not a known time zone; use UTC or a tz database name such as Europe/Berlin (case matters)", rest)
+		return p.errorf("%q is not a time zone systemd knows; write UTC or a tz database name such as Europe/Berlin (case matters)", rest)
 	}
 	return p.errorf("unexpected %q after %q", rest, before)
 }

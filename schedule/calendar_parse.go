@@ -491,5 +491,8 @@ func (p *parser) unknownWord(word string) error {
 	case lower == "now" || lower == "today" || lower == "tomorrow" || lower == "yesterday":
 		hint = "; that is a single point in time, not a repeating calendar event"
 	}
-	return p.errorf("%q is not a shorthand (%s), a weekday (Mon..Sun), a date (YEAR-MONTH-DAY) or a time (HOUR:MINUTE[:SECOND])%s; see systemd.time(7), e.g. \"Mon..Fri *-*-* 02:00:00\"", word, shorthandList, hint)
+	if hint == "" {
+		hint = "; write e.g. \"Mon..Fri *-*-* 02:00:00\" (see systemd.time(7))"
+	}
+	return p.errorf("%q is not a shorthand (%s), a weekday, a date or a time%s", word, shorthandList, hint)
 }

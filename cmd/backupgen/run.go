@@ -6,14 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"strings"
-	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/backupgen/backupgen/generator"
-	"github.com/backupgen/backupgen/schedule"
 )
 
 // Exit codes.
@@ -29,7 +25,7 @@ Usage:
   backupgen generate [--spec FILE] [--out DIR] [--worker PATH] [--config-dir DIR]
   backupgen check    [--spec FILE] [--out DIR] [--worker PATH] [--config-dir DIR]
   backupgen validate [--spec FILE]
-  backupgen schedule [--next N] EXPR
+  backupgen schedule [--next N] [--tz ZONE] EXPR
   backupgen --version
 
 Commands:
@@ -38,7 +34,8 @@ Commands:
   check      exit 1 and print a unified diff when DIR is not what the spec
              generates (for CI)
   validate   report every problem in the spec, write nothing
-  schedule   print the OnCalendar values for a cron or calendar expression
+  schedule   print the OnCalendar values for a cron or calendar expression,
+             and its next N elapses in the local zone or ZONE
 
 Exit codes: 0 ok, 1 invalid spec / drift / I/O error, 2 usage error.
 Run "backupgen COMMAND --help" for a command's flags.
@@ -165,54 +162,5 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		return exitInvalid
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d services)\n", f.spec, len(spec.Services))
-	return exitOK
-}
-
-func runSchedule(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := pflag.NewFlagSet("schedule", pflag.ContinueOnError)
-	next := fs.IntP("next", "n", 0, "also print the next N fire times (UTC)")
-	if code := parse(fs, args, stdout, stderr); code >= 0 {
-		return code
-	}
-	if fs.NArg() != 1 {
-		fmt.Fprintf(stderr, "backupgen schedule: want one expression, e.g. backupgen schedule '0 2 * * 1-5'\n")
-		return exitUsage
-	}
-	expr := fs.Arg(0)
-	cal, err := schedule.ToOnCalendar(expr)
-	if err != nil {
-		fmt.Fprintf(stderr, "backupgen schedule: %v\n", err)
-		return exitInvalid
-	}
-	for _, c := range cal {
-		fmt.Fprintln(stdout, c)
-	}
-	if *next <= 0 {
-		return exitOK
-	}
-	if schedule.IsCron(expr) {
-		cron, err := schedule.ParseCron(expr)
-		if err != nil {
-			fmt.Fprintf(stderr, "backupgen schedule: %v\n", err)
-			return exitInvalid
-		}
-		t := time.Now().UTC()
-		fmt.Fprintln(stdout)
-		for i := 0; i < *next; i++ {
-			t = cron.Next(t)
-			fmt.Fprintln(stdout, t.Format("Mon 2006-01-02 15:04:05 UTC"))
-		}
-		return exitOK
-	}
-	// A calendar expression is systemd's own language: ask systemd.
-	cmd := exec.CommandContext(ctx, "systemd-analyze", "calendar", fmt.Sprintf("--iterations=%d", *next), expr)
-	cmd.Env = append(os.Environ(), "TZ=UTC")
-	out, err := cmd.CombinedOutput()
-	fmt.Fprintln(stdout)
-	fmt.Fprint(stdout, strings.TrimLeft(string(out), "\n"))
-	if err != nil {
-		fmt.Fprintf(stderr, "backupgen schedule: systemd-analyze calendar: %v\n", err)
-		return exitInvalid
-	}
 	return exitOK
 }

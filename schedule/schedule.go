@@ -6,7 +6,8 @@
 // know, or a systemd calendar expression, because that is what the generated
 // timers finally use. Cron expressions are converted so that the timer fires
 // at exactly the minutes cron would fire at; calendar expressions are passed
-// through unchanged.
+// through unchanged once [ParseCalendar], a Go twin of systemd's own parser
+// (see calendar.go), accepts them.
 //
 // The same conversion is implemented in Nix in templates/nix/cron.nix, so
 // that generated NixOS modules can convert schedules at evaluation time.

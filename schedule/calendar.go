@@ -317,8 +317,8 @@ func (c *Calendar) check() string {
 		{fieldSpec{"minute", 0, 59, false}, c.minute, false},
 		{fieldSpec{"second", 0, 60*usecPerSec - 1, true}, c.usec, false},
 	} {
-		for _, e := range f.ch {
-			if msg := f.spec.check(e, f.eom); msg != "" {
+		for i, e := range f.ch {
+			if msg := f.spec.check(e, f.eom, i); msg != "" {
 				return msg
 			}
 		}
@@ -336,12 +336,19 @@ func (f fieldSpec) num(v int) string {
 	return strings.TrimRight(fmt.Sprintf("%d.%06d", v/usecPerSec, v%usecPerSec), "0")
 }
 
-func (f fieldSpec) check(e comp, eom bool) string {
+// check checks element i (in sorted order) of a component list.
+func (f fieldSpec) check(e comp, eom bool, i int) string {
 	to := f.to
 	what := f.name
 	if eom {
-		to -= 3
+		// systemd allows at most 28 days from the end of the month, and
+		// 3 days less for each further element of the list (its check
+		// lowers the limit again for every element).
+		to -= 3 * (i + 1)
 		what = "day counted from the end of the month (~)"
+		if i > 0 {
+			what = fmt.Sprintf("element %d of a ~ list (systemd allows 3 days less for each further element)", i+1)
+		}
 	}
 	rng := fmt.Sprintf("%s-%s", f.num(f.from), f.num(to))
 	switch {

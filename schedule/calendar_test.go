@@ -164,7 +164,11 @@ func analyzeCalendar(t *testing.T, analyze, expr, tz string, base time.Time, n i
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
-	if err != nil {
+	// systemd gives up after 1000 search steps ("Infinite loop in calendar
+	// calculation"): the expression is valid but has no next elapse (and
+	// systemd prints no normalized form then).
+	gaveUp := strings.Contains(stderr.String(), "Failed to determine next elapse")
+	if err != nil && !gaveUp {
 		if !strings.Contains(stderr.String(), "Failed to parse calendar specification") {
 			t.Errorf("systemd-analyze calendar %q: %v\n%s", expr, err, stderr.String())
 		}
@@ -212,7 +216,7 @@ func TestCalendarSystemd(t *testing.T) {
 		case c.Error == "" && !ok:
 			t.Errorf("systemd refuses %q, but the table says it is valid", c.Expr)
 		case c.Error == "":
-			if normalized != c.Normalized {
+			if normalized != c.Normalized && normalized != "" {
 				t.Errorf("%q: systemd normalizes to %q, the table says %q", c.Expr, normalized, c.Normalized)
 			}
 			if want := truncSeconds(t, c.Next); !slices.Equal(next, want) {
@@ -223,16 +227,26 @@ func TestCalendarSystemd(t *testing.T) {
 }
 
 // TestCalendarRandomSystemd compares Go and systemd on random expressions
-// built from every piece of the grammar, valid or not.
+// built from every piece of the grammar, valid or not: in UTC, and in
+// Europe/Berlin just before the clocks go back (the repeated hour).
 func TestCalendarRandomSystemd(t *testing.T) {
 	analyze := testtool.Require(t, "systemd-analyze", "systemd")
-	base, _ := time.Parse(time.RFC3339, calendarBase)
-	r := newRand(2)
+	t.Run("UTC", func(t *testing.T) { randomSystemd(t, analyze, "UTC", calendarBase, 2) })
+	t.Run("Berlin", func(t *testing.T) { randomSystemd(t, analyze, "Europe/Berlin", "2024-10-26T23:50:00Z", 3) })
+}
+
+func randomSystemd(t *testing.T, analyze, tz, baseTime string, seed int64) {
+	base, _ := time.Parse(time.RFC3339, baseTime)
+	loc, err := time.LoadLocation(tz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRand(seed)
 	valid := 0
-	for i := 0; i < 150; i++ {
+	for i := 0; i < 120; i++ {
 		expr := randomCalendar(r)
-		cal, err := ParseCalendarIn(expr, time.UTC)
-		normalized, next, ok := analyzeCalendar(t, analyze, expr, "UTC", base, 3)
+		cal, err := ParseCalendarIn(expr, loc)
+		normalized, next, ok := analyzeCalendar(t, analyze, expr, tz, base, 3)
 		if (err == nil) != ok {
 			t.Errorf("%q: Go error %v, systemd accepts: %v", expr, err, ok)
 			continue
@@ -241,14 +255,14 @@ func TestCalendarRandomSystemd(t *testing.T) {
 			continue
 		}
 		valid++
-		if cal.Normalized() != normalized {
+		if cal.Normalized() != normalized && normalized != "" {
 			t.Errorf("%q: Go normalizes to %q, systemd to %q", expr, cal.Normalized(), normalized)
 		}
-		if got := truncSeconds(t, goElapses(cal, base, time.UTC, 3)); !slices.Equal(got, next) {
+		if got := truncSeconds(t, goElapses(cal, base, loc, 3)); !slices.Equal(got, next) {
 			t.Errorf("%q: Go elapses at %q, systemd at %q", expr, got, next)
 		}
 	}
-	t.Logf("%d of 150 random expressions valid", valid)
+	t.Logf("%d of 120 random expressions valid", valid)
 	if valid < 30 {
 		t.Errorf("only %d random expressions are valid", valid)
 	}

@@ -56,7 +56,7 @@ type CalendarError struct {
 }
 
 func (e *CalendarError) Error() string {
-	return fmt.Sprintf("invalid calendar expression %q: %s", e.Expr, e.Msg)
+	return fmt.Sprintf("invalid calendar expression %s: %s", quote(e.Expr), e.Msg)
 }
 
 // shorthands are systemd's words for common schedules, as the normalized
@@ -88,9 +88,19 @@ func ParseCalendar(expr string) (*Calendar, error) {
 
 // ParseCalendarIn is ParseCalendar for a machine whose local zone is local.
 func ParseCalendarIn(expr string, local *time.Location) (*Calendar, error) {
-	c := &Calendar{expr: expr, dst: -1}
-	fail := func(format string, args ...any) (*Calendar, error) {
-		return nil, &CalendarError{Expr: expr, Msg: fmt.Sprintf(format, args...)}
+	c, syntax, err := parseCalendar(expr, local)
+	if syntax {
+		return nil, &CalendarError{Expr: expr, Msg: diagnose(expr, local, err)}
+	}
+	return c, err
+}
+
+// parseCalendar parses expr; syntax reports a grammar error (rather than
+// a value out of range), which diagnose may explain better.
+func parseCalendar(expr string, local *time.Location) (c *Calendar, syntax bool, err error) {
+	c = &Calendar{expr: expr, dst: -1}
+	fail := func(format string, args ...any) (*Calendar, bool, error) {
+		return nil, false, &CalendarError{Expr: expr, Msg: fmt.Sprintf(format, args...)}
 	}
 	for _, r := range expr {
 		if r < 0x20 || r >= 0x7f {
@@ -109,13 +119,13 @@ func ParseCalendarIn(expr string, local *time.Location) (*Calendar, error) {
 	}
 	p := &parser{s: body, c: c}
 	if err := p.parse(); err != nil {
-		return fail("%s", diagnose(expr, local, err))
+		return nil, true, err
 	}
 	c.normalize()
 	if msg := c.check(); msg != "" {
 		return fail("%s", msg)
 	}
-	return c, nil
+	return c, false, nil
 }
 
 // diagnose explains a parse error where a likelier cause is visible:
@@ -123,7 +133,7 @@ func ParseCalendarIn(expr string, local *time.Location) (*Calendar, error) {
 // know.
 func diagnose(expr string, local *time.Location, err error) string {
 	if t := strings.Trim(expr, " "); t != expr && t != "" {
-		if _, e := ParseCalendarIn(t, local); e == nil {
+		if _, _, e := parseCalendar(t, local); e == nil {
 			return "remove the leading or trailing spaces, which systemd refuses"
 		}
 	}
@@ -135,7 +145,7 @@ func diagnose(expr string, local *time.Location, err error) string {
 	if !validZoneName(word) || !isLetters(word[:1]) || isDayName(word) {
 		return err.Error()
 	}
-	if _, e := ParseCalendarIn(expr[:i], local); e != nil {
+	if _, _, e := parseCalendar(expr[:i], local); e != nil {
 		return err.Error()
 	}
 	if word == strings.ToUpper(word) && len(word) <= 5 {

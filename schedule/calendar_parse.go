@@ -1,7 +1,6 @@
 package schedule
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -29,13 +28,36 @@ func (p *parser) peek(off int) byte {
 
 func (p *parser) rest() string { return p.s[p.pos:] }
 
+// clip shortens s to at most n bytes, for quoting in messages.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// quote quotes an expression for a message, shortened.
+func quote(s string) string {
+	if len(s) > 60 {
+		s = s[:57] + "..."
+	}
+	return fmt.Sprintf("%q", s)
+}
+
 func (p *parser) skipSpaces() {
 	for p.peek(0) == ' ' {
 		p.pos++
 	}
 }
 
+// errorf formats a message; pieces of the expression in it are shortened
+// so that a long expression gives a readable message.
 func (p *parser) errorf(format string, args ...any) error {
+	for i, a := range args {
+		if str, ok := a.(string); ok && len(str) > 40 && strings.Contains(p.s, str) {
+			args[i] = str[:37] + "..."
+		}
+	}
 	return fmt.Errorf(format, args...)
 }
 
@@ -97,7 +119,7 @@ func (p *parser) weekdays() error {
 	open := -1 // first day of a range whose end is still to come
 	first := true
 	for {
-		lower := strings.ToLower(p.rest())
+		lower := strings.ToLower(clip(p.rest(), len("wednesday")+1))
 		nr, n := -1, 0
 		for _, d := range dayNames {
 			if strings.HasPrefix(lower, d.name) {
@@ -395,8 +417,6 @@ func (p *parser) element(usec bool) (comp, error) {
 	}
 	return e, nil
 }
-
-var errRange = errors.New("value too large")
 
 // decimal parses a non-negative number; in seconds with an optional
 // fraction of which the first six digits count (the seventh rounds).

@@ -86,15 +86,20 @@ func (k *clock) withDST(c tm, t time.Time, want bool) time.Time {
 			return r
 		}
 	}
-	const week = 7 * 24 * time.Hour
-	for i := 1; i < 900; i++ {
+	// glibc's probes: every 601200 s, up to 228621600 s either way.
+	const stride = 601200 * time.Second
+	for d := stride; d < 228621600*time.Second+stride; d += stride {
 		for _, dir := range []time.Duration{-1, 1} {
-			if r, ok := probe(t.Add(dir * time.Duration(i) * week)); ok {
+			if r, ok := probe(t.Add(dir * d)); ok {
 				return r
 			}
 		}
 	}
-	return t
+	// None found: glibc assumes daylight-saving time is one hour ahead.
+	if want {
+		return t.Add(-time.Hour)
+	}
+	return t.Add(time.Hour)
 }
 
 // within checks that c is a real time. It returns 1 if so; 0 if c was out

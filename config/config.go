@@ -101,6 +101,9 @@ type Backup struct {
 	StopTimeoutSec  int    `json:"stopTimeoutSec,omitempty"`
 	StartTimeoutSec int    `json:"startTimeoutSec,omitempty"`
 	LockTimeoutSec  int    `json:"lockTimeoutSec,omitempty"`
+
+	// OnCalendar holds the timer's OnCalendar values (see schedule.go).
+	OnCalendar []string `json:"onCalendar,omitempty"`
 }
 
 // Units is a list of systemd unit names that decodes from a JSON string or
@@ -333,6 +336,7 @@ func (c *Config) Validate() error {
 			add(fmt.Sprintf("backup.%s", t.key), "%d: must not be negative", t.v)
 		}
 	}
+	errs = appendScheduleErrors(errs, b)
 	if errs == nil {
 		return nil
 	}

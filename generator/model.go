@@ -124,6 +124,7 @@ func (s ServiceModel) WorkerConfig() config.Config {
 			Threads:            s.Backup.Threads,
 			CaptureFirst:       s.Backup.CaptureFirst,
 			StateDirectory:     s.StateDirectory(),
+			OnCalendar:         s.OnCalendar,
 		},
 	}
 }

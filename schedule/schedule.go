@@ -6,7 +6,8 @@
 // know, or a systemd calendar expression, because that is what the generated
 // timers finally use. Cron expressions are converted so that the timer fires
 // at exactly the minutes cron would fire at; calendar expressions are passed
-// through unchanged.
+// through unchanged once [ParseCalendar], a Go twin of systemd's own parser
+// (see calendar.go), accepts them.
 //
 // The same conversion is implemented in Nix in templates/nix/cron.nix, so
 // that generated NixOS modules can convert schedules at evaluation time.
@@ -111,15 +112,15 @@ var shortcuts = map[string]string{
 //
 // A cron expression (see [IsCron]) is converted as described in the package
 // documentation. Anything else is a systemd calendar expression and is
-// returned, trimmed of surrounding whitespace, as a one-element list after
-// light validation (non-empty, no control characters, at most [MaxLen]
-// bytes); systemd itself is the judge of its syntax.
+// returned, trimmed of surrounding whitespace, as a one-element list once
+// [CheckCalendar] accepts it: systemd would refuse the timer otherwise, and
+// no backup would ever run.
 //
-// One exception to the pass-through: four or more whitespace-separated fields
-// made only of cron characters are reported as a cron expression with the
-// wrong number of fields (typically a 6-field cron with seconds). A valid
-// calendar expression never looks like that, and passing it through would
-// only postpone the error to systemd.
+// Five or more whitespace-separated fields are always read as cron (no
+// calendar expression has more than four parts: weekdays, date, time,
+// zone), so "0 0 ? * *" gets cron's error about "?"; so are four or more
+// fields made only of cron characters (typically a 6-field cron with
+// seconds).
 func ToOnCalendar(expr string) ([]string, error) {
 	if len(expr) > MaxLen {
 		return nil, fmt.Errorf("schedule is %d bytes long, at most %d allowed", len(expr), MaxLen)
@@ -128,8 +129,11 @@ func ToOnCalendar(expr string) ([]string, error) {
 	if trimmed == "" {
 		return nil, fmt.Errorf("schedule is empty")
 	}
-	if fs, ok := fields(trimmed); IsCron(trimmed) || ok && len(fs) >= 4 {
+	if fs, ok := fields(trimmed); IsCron(trimmed) || ok && len(fs) >= 4 || len(fs) >= 5 {
 		c, err := ParseCron(trimmed)
+		if err != nil && !ok {
+			return nil, fmt.Errorf("%w (a schedule of 5 or more fields is cron: minute hour day-of-month month day-of-week)", err)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -138,7 +142,26 @@ func ToOnCalendar(expr string) ([]string, error) {
 	if r, ok := firstControl(trimmed); ok {
 		return nil, fmt.Errorf("calendar schedule %q contains control character %U", trimmed, r)
 	}
+	if err := CheckCalendar(trimmed, time.Now()); err != nil {
+		return nil, err
+	}
 	return []string{trimmed}, nil
+}
+
+// CheckCalendar reports whether systemd accepts expr as an OnCalendar
+// value that elapses at some time after now; a timer that never elapses
+// is as silent a failure as one systemd refuses. The expression is read
+// in the local zone.
+func CheckCalendar(expr string, now time.Time) error {
+	c, err := ParseCalendar(expr)
+	if err != nil {
+		return err
+	}
+	if c.Next(now, time.Local).IsZero() {
+		return &CalendarError{Expr: expr, Msg: fmt.Sprintf("never elapses after %s (normalized: %s), so the timer would never start a backup",
+			now.Format("2006-01-02 15:04 MST"), c.Normalized())}
+	}
+	return nil
 }
 
 // firstControl returns the first control character (C0, DEL or C1) in s.
@@ -253,6 +276,9 @@ func (f field) parse(text string) (uint64, error) {
 		if elem == "" {
 			return 0, fmt.Errorf("cron field %q has an empty list element in %q", f.name, text)
 		}
+		if isQuartz(elem) {
+			return 0, fmt.Errorf("cron field %q has invalid element %q: \"?\", \"L\", \"W\" and \"#\" are Quartz cron syntax; plain cron writes \"*\" for any day", f.name, elem)
+		}
 		invalid := fmt.Errorf("cron field %q has invalid element %q", f.name, elem)
 		base, stepText, hasStep := strings.Cut(elem, "/")
 		step := 1
@@ -325,6 +351,16 @@ func (f field) value(tok, elem string) (int, error) {
 	default:
 		return 0, fmt.Errorf("cron field %q has invalid element %q", f.name, elem)
 	}
+}
+
+// isQuartz reports whether a cron element uses Quartz's extensions ("?",
+// "L", "W", "#"), which cron does not have.
+func isQuartz(elem string) bool {
+	if strings.ContainsAny(elem, "?#") {
+		return true
+	}
+	t := strings.TrimRight(strings.ToUpper(elem), "LW")
+	return t != strings.ToUpper(elem) && (t == "" || isDigits(t))
 }
 
 func isDigits(s string) bool {

@@ -154,7 +154,7 @@ func TestSchedule(t *testing.T) {
 		t.Errorf("schedule: %d %q", code, stdout)
 	}
 	code, stdout, _ = run(t, "schedule", "--next", "3", "@hourly")
-	if lines := strings.Split(strings.TrimSpace(stdout), "\n"); code != 0 || len(lines) != 5 || !strings.HasSuffix(lines[2], ":00:00 UTC") {
+	if lines := strings.Split(strings.TrimSpace(stdout), "\n"); code != 0 || len(lines) != 6 || !strings.HasPrefix(lines[2], "next 3 elapses (zone ") || !strings.Contains(lines[3], ":00:00 ") {
 		t.Errorf("schedule --next: %d %q", code, stdout)
 	}
 	if code, _, stderr := run(t, "schedule", "0 0 30 2 *"); code != 1 || !strings.Contains(stderr, "never fires") {

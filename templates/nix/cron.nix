@@ -3,8 +3,9 @@
 #
 # A 5-field cron expression or @-shortcut is converted with exactly cron's
 # (cronie's) meaning; anything else is a systemd calendar expression and is
-# passed through, trimmed. Invalid cron throws
-# "backupgen: invalid schedule \"...\": <reason>".
+# passed through, trimmed (backup-worker check-config then checks it with
+# the Go twin of systemd's calendar parser, at build time). Invalid cron
+# throws "backupgen: invalid schedule \"...\": <reason>".
 #
 # This mirrors schedule/schedule.go byte for byte (see its package
 # documentation for the output format and the day-of-month/day-of-week
@@ -64,6 +65,8 @@ let
   isCronField = f: b.match "[0-9a-zA-Z*,/-]+" f != null;
 
   isDigits = s: b.match "[0-9]+" s != null;
+  # Quartz cron's "?", "L", "W" and "#", which cron does not have.
+  isQuartz = e: b.match ".*[?#].*" e != null || b.match "[0-9]*[LWlw]+" e != null;
   isLetters = s: b.match "[a-zA-Z]+" s != null;
   chars = s: b.genList (i: b.substring i 1 s) (b.stringLength s);
   toLower = b.replaceStrings (chars "ABCDEFGHIJKLMNOPQRSTUVWXYZ") (chars "abcdefghijklmnopqrstuvwxyz");
@@ -236,6 +239,8 @@ let
         in
         if elem == "" then
           fail "${field} has an empty list element in ${q text}"
+        else if isQuartz elem then
+          fail "${field} has invalid element ${q elem}: \"?\", \"L\", \"W\" and \"#\" are Quartz cron syntax; plain cron writes \"*\" for any day"
         else
           b.seq step (b.genList (i: lo + i * step) (b.div (hi - lo) step + 1));
       values = b.concatLists (map parseElem (b.filter b.isString (b.split "," text)));
@@ -380,9 +385,16 @@ let
       fail "schedule is empty"
     # Cron: an @-shortcut or 5 fields of cron characters. 4 or more such
     # fields are a cron expression with the wrong number of fields; no
-    # systemd calendar expression looks like that.
+    # systemd calendar expression looks like that. Nor has one 5 or more
+    # fields of any kind (weekdays, date, time and zone are at most 4), so
+    # those are cron too, and "0 0 ? * *" fails here rather than in systemd.
     else if b.substring 0 1 s == "@" || cronLike && b.length fs >= 4 then
       convertCron fail s
+    else if b.length fs >= 5 then
+      convertCron (
+        reason:
+        fail "${reason} (a schedule of 5 or more fields is cron: minute hour day-of-month month day-of-week)"
+      ) s
     else if hasControl s then
       fail "calendar schedule \"${s}\" contains a control character"
     else

@@ -78,6 +78,7 @@ let
         threads = get backupConfig "threads" 0;
         captureFirst = get backupConfig "captureFirst" false;
         stateDirectory = stateDirectory name;
+        onCalendar = cronToOnCalendar (get backupConfig "schedule" "0 0 * * *");
       };
     };
 

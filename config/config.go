@@ -74,6 +74,11 @@ type Backup struct {
 	RetentionSnapshots int `json:"retentionSnapshots"`
 	// MinKeep is the floor that pruning never goes below (default 1).
 	MinKeep *int `json:"minKeep,omitempty"`
+	// MinSizeRatio and OnCalendar: added minimally by the nix helper so the
+	// Nix-written JSON decodes; dest (minSizeRatio) and sched (onCalendar,
+	// validated with the calendar parser) own their definitions.
+	MinSizeRatio *float64 `json:"minSizeRatio,omitempty"`
+	OnCalendar   []string `json:"onCalendar,omitempty"`
 	// Exclude holds glob patterns relative to each data path (doublestar
 	// syntax: "cache/**", "*.tmp").
 	Exclude []string `json:"exclude,omitempty"`

@@ -26,10 +26,12 @@ type Spec struct {
 // ServiceSettings are the settings that [defaults] provides and each
 // service may override.
 type ServiceSettings struct {
-	Enable *bool          `toml:"enable"`
-	User   *string        `toml:"user"`
-	Group  *string        `toml:"group"`
-	Backup BackupSettings `toml:"backup"`
+	Enable *bool   `toml:"enable"`
+	User   *string `toml:"user"`
+	Group  *string `toml:"group"`
+	// CreateUser: the NixOS module declares user and group (nix helper).
+	CreateUser *bool          `toml:"createUser"`
+	Backup     BackupSettings `toml:"backup"`
 }
 
 // Service is one [[services]] entry.
@@ -53,6 +55,7 @@ type BackupSettings struct {
 	MaxRetentionDays   *int     `toml:"maxRetentionDays"`
 	RetentionSnapshots *int     `toml:"retentionSnapshots"`
 	MinKeep            *int     `toml:"minKeep"`
+	MinSizeRatio       *float64 `toml:"minSizeRatio"`
 	Exclude            []string `toml:"exclude"`
 	CompressionLevel   *int     `toml:"compressionLevel"`
 	Threads            *int     `toml:"threads"`

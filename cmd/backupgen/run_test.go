@@ -38,7 +38,7 @@ func TestGenerateThenCheck(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("generate: exit %d: %s", code, stderr)
 	}
-	if !strings.Contains(stdout, "wrote 19 files") {
+	if !strings.Contains(stdout, "wrote 20 files") {
 		t.Errorf("stdout: %q", stdout)
 	}
 	first := snapshot(t, out)
@@ -67,7 +67,7 @@ func TestGenerateThenCheck(t *testing.T) {
 	if code != 1 {
 		t.Fatalf("check with drift: exit %d, want 1", code)
 	}
-	for _, want := range []string{"--- " + mod, "+++ " + mod + " (generated)", `-        default = "0 3 * * *";`, `+        default = "0 2 * * *";`, "stale: " + filepath.Join(out, "modules", "gone.nix")} {
+	for _, want := range []string{"--- " + mod, "+++ " + mod + " (generated)", `-        schedule = "0 3 * * *";`, `+        schedule = "0 2 * * *";`, "stale: " + filepath.Join(out, "modules", "gone.nix")} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("check output lacks %q:\n%s", want, stdout)
 		}

@@ -53,7 +53,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.immich" = "644cfefa30977e43"; }
+    { backupgen.helpers."modules.services.virtualization.immich" = "808f09af328f857f"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

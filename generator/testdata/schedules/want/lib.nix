@@ -47,7 +47,7 @@ let
   # A stamp of these helpers (lib.nix, options.nix, cron.nix, core.nix as
   # rendered): core.nix asserts that every module in an evaluation was
   # generated for the helpers it gets.
-  version = "644cfefa30977e43";
+  version = "808f09af328f857f";
 
   # The built-in defaults, rendered from backupgen's Go definition
   # (generator.Defaults); a hand-written backupConfig may leave any key out.
@@ -347,7 +347,14 @@ let
     };
   };
 
-  mkWorkerConfig = args: workerConfig (resolve args);
+  # Problems throw as soon as the result is looked at, not only when a
+  # nested value is forced.
+  mkWorkerConfig =
+    args:
+    let
+      r = resolve args;
+    in
+    builtins.seq r (workerConfig r);
 
   mkBackupService =
     args:
@@ -358,7 +365,7 @@ let
       exe = "${worker}/bin/backup-worker";
       hookPaths = if r.hooks then concatMap (rt: rt.hookWritablePaths) (runtimesOf r.serviceName) else [ ];
     in
-    {
+    builtins.seq r {
       description = "Back up ${systemdValue r.description}";
       # A nixos-rebuild switch must not start a backup; the timer does.
       restartIfChanged = false;

@@ -53,7 +53,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."hosts.backups.inherits" = "644cfefa30977e43"; }
+    { backupgen.helpers."hosts.backups.inherits" = "808f09af328f857f"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -612,3 +612,109 @@ dataPaths = ["/var/lib/old"]
 		t.Errorf("one version imported twice: exit %d\n%s", r.rc, r.stderr)
 	}
 }
+
+// recipeBlock returns the first ```nix block of a Markdown file.
+func recipeBlock(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```nix\n(.*?)```").FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("%s holds no ```nix block", path)
+	}
+	return string(m[1])
+}
+
+// TestDatabaseDumpRecipe evaluates the documented database-dump recipe
+// (docs/database-dump.md, issue 11 item 10) with the example: podman is on
+// the unit's PATH, the dump directory is writable and archived, the hook
+// gets the relaxed sandbox and podman's state folders, and check-config
+// accepts the config. Then the worker runs that config (paths moved under
+// a scratch root) with a stand-in podman: the dump ends up in the archive.
+func TestDatabaseDumpRecipe(t *testing.T) {
+	recipe := writeNix(t, "recipe.nix", recipeBlock(t, filepath.Join(projectRoot(t), "docs", "database-dump.md")))
+	host := writeNix(t, "host.nix", `{ harness.fakePackages = [ "backup-worker" ]; }`)
+	r := nixosEval(t, "--verify", "--tmpfiles", exampleDefault(t), recipe, host)
+	if r.rc != 0 {
+		t.Fatalf("exit %d\n%s", r.rc, r.stderr)
+	}
+	unit := r.unit("immich-backup.service")
+	for _, want := range []string{"-podman/bin", "StateDirectory=backupgen/immich", "StateDirectoryMode=0700",
+		`"BACKUP_DUMP_DIR=/var/lib/backupgen/immich"`, `ReadWritePaths=-"/var/lib/containers"`} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("immich-backup.service lacks %s:\n%s", want, unit)
+		}
+	}
+	for _, strict := range []string{"RestrictNamespaces=", "CapabilityBoundingSet=", "SystemCallFilter="} {
+		if strings.Contains(unit, strict) {
+			t.Errorf("%s would stop `podman exec` in the hook:\n%s", strict, unit)
+		}
+	}
+	file := r.workerConfigFile(t, "immich-backup.service")
+	checkConfig(t, file)
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !contains(cfg.DataPaths, "/var/lib/backupgen/immich") || !strings.Contains(cfg.Backup.PreBackup, "pg_dumpall") {
+		t.Fatalf("dump directory not archived or hook missing: %+v", cfg)
+	}
+	runRecipeHook(t, cfg)
+}
+
+// runRecipeHook runs the worker on cfg with every path under a scratch
+// root, no units to stop and a stand-in podman that prints a dump, and
+// checks that the archive holds the dump.
+func runRecipeHook(t *testing.T, cfg *config.Config) {
+	t.Helper()
+	testtool.Require(t, "tar", "tar")
+	root := t.TempDir()
+	under := func(p string) string { return filepath.Join(root, p) }
+	for i, p := range cfg.DataPaths {
+		cfg.DataPaths[i] = under(p)
+		if err := os.MkdirAll(cfg.DataPaths[i], 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, p := range cfg.Backup.Paths {
+		cfg.Backup.Paths[i] = under(p)
+	}
+	for i, p := range cfg.Backup.OptionalPaths {
+		cfg.Backup.OptionalPaths[i] = under(p)
+	}
+	cfg.Backup.StateDirectory = under(cfg.Backup.StateDirectory)
+	cfg.ServiceName = nil
+	cfg.Backup.Format = "tar.gz"
+	js, err := cfg.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(root, "immich.json")
+	bin := filepath.Join(root, "bin")
+	os.MkdirAll(bin, 0o755)
+	if err := os.WriteFile(conf, js, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bin, "podman"), []byte("#!/bin/sh\necho \"-- dump by podman $*\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(workerBinary(t), "run", "--config", conf)
+	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "BACKUP_DUMP_DIR="+under("/var/lib/backupgen/immich"), "JOURNAL_STREAM=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("backup-worker run: %v\n%s", err, out)
+	}
+	archives, _ := filepath.Glob(filepath.Join(cfg.Backup.Paths[0], "*.tar.gz"))
+	if len(archives) != 1 {
+		t.Fatalf("archives in %s: %v", cfg.Backup.Paths[0], archives)
+	}
+	list, err := exec.Command("tar", "-tzvf", archives[0]).CombinedOutput()
+	if err != nil || !strings.Contains(string(list), "immich.sql") {
+		t.Fatalf("the dump is not in the archive: %v\n%s", err, list)
+	}
+	dump, err := os.ReadFile(under("/var/lib/backupgen/immich/immich.sql"))
+	if err != nil || !strings.Contains(string(dump), "exec immich-postgres pg_dumpall") {
+		t.Errorf("dump %q, %v", dump, err)
+	}
+}

@@ -32,6 +32,11 @@ var baseHardening = []Setting{
 	// Go and the native compressors never map writable code.
 	{"MemoryDenyWriteExecute", "yes"},
 	{"SystemCallArchitectures", "native"},
+	// The worker mounts nothing.
+	{"PrivateMounts", "yes"},
+	// Nothing it creates is world-readable by accident; archives and
+	// folders get their modes explicitly (0640, 0750), which 0027 keeps.
+	{"UMask", "0027"},
 }
 
 // strictHardening applies only to services without hooks: a preBackup such

@@ -47,7 +47,7 @@ let
   # A stamp of these helpers (lib.nix, options.nix, cron.nix, core.nix as
   # rendered): core.nix asserts that every module in an evaluation was
   # generated for the helpers it gets.
-  version = "808f09af328f857f";
+  version = "08b3da38da2e46e5";
 
   # The built-in defaults, rendered from backupgen's Go definition
   # (generator.Defaults); a hand-written backupConfig may leave any key out.
@@ -100,6 +100,8 @@ let
       LockPersonality = "yes";
       MemoryDenyWriteExecute = "yes";
       SystemCallArchitectures = "native";
+      PrivateMounts = "yes";
+      UMask = "0027";
     };
     strict = {
       CapabilityBoundingSet = "CAP_DAC_READ_SEARCH CAP_DAC_OVERRIDE CAP_CHOWN CAP_FOWNER CAP_FSETID";

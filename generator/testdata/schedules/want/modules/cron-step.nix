@@ -53,7 +53,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.cron-step" = "808f09af328f857f"; }
+    { backupgen.helpers."modules.services.virtualization.cron-step" = "08b3da38da2e46e5"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

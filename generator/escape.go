@@ -125,7 +125,21 @@ func nixFloat(f float64) string {
 }
 
 // systemdValue escapes a free-text value (Description=) where only
-// specifiers are special.
-func systemdValue(s string) string {
-	return strings.ReplaceAll(s, "%", "%%")
+// specifiers are special; a control character is an error.
+func systemdValue(s string) (string, error) {
+	if err := noControl(s); err != nil {
+		return "", err
+	}
+	return strings.ReplaceAll(s, "%", "%%"), nil
+}
+
+// systemdVerbatim passes a value whose specifiers are meant (OnFailure=
+// notify@%n.service, OnCalendar=, a unit name, a comment) through as it
+// is, refusing control characters: whatever validation let through, it
+// stays on its line.
+func systemdVerbatim(s string) (string, error) {
+	if err := noControl(s); err != nil {
+		return "", err
+	}
+	return s, nil
 }

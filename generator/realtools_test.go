@@ -257,4 +257,23 @@ func TestTmpfilesRulesCannotBeInjected(t *testing.T) {
 	if out, err := execute("service.tmpl", serviceData{Service: svc, WorkerPath: "/w", ConfigPath: "/c"}); err == nil {
 		t.Errorf("a data path with a newline was rendered into the unit:\n%s", out)
 	}
+	// Every other value of the units, whatever validation says.
+	inject := "x\nExecStartPre=/bin/touch /pwned"
+	for _, mutate := range []func(s *ServiceModel){
+		func(s *ServiceModel) { s.Description = inject },
+		func(s *ServiceModel) { s.Name = inject },
+		func(s *ServiceModel) { s.Backup.OnFailure = []string{inject} },
+		func(s *ServiceModel) { s.Backup.Schedule = inject },
+		func(s *ServiceModel) { s.OnCalendar = []string{inject} },
+	} {
+		s := ServiceModel{Name: "app", Description: "app", User: "root", Group: "root", DataPaths: []string{"/srv/app"},
+			OnCalendar: []string{"daily"}, Backup: BackupModel{Paths: []string{"/var/backups/app"}, Schedule: "daily"}}
+		mutate(&s)
+		for _, tmpl := range []string{"service.tmpl", "timer.tmpl"} {
+			out, err := execute(tmpl, serviceData{Service: s, WorkerPath: "/w", ConfigPath: "/c"})
+			if err == nil && strings.Contains(string(out), "\nExecStartPre=") {
+				t.Errorf("%s: injected:\n%s", tmpl, out)
+			}
+		}
+	}
 }

@@ -37,6 +37,7 @@ var funcs = template.FuncMap{
 	"tmpfilesPath": systemdQuote,
 	"tmpfilesWord": tmpfilesWord,
 	"sdValue":      systemdValue,
+	"sd":           systemdVerbatim,
 	"yesno":        func(b bool) string { return map[bool]string{true: "yes", false: "no"}[b] },
 	"join":         strings.Join,
 }

@@ -248,8 +248,19 @@ let
         (mkBackupService (args // { backupConfig = backupConfig // { paths = [ "/x\nExecStartPre=/bin/sh" ]; }; }))
         (mkBackupService (args // { name = "a\nb"; }))
         (mkWorkerConfig (args // { backupConfig = backupConfig // { paths = [ "/var/backups/{nmae}" ]; }; }))
+        (mkBackupService (args // { backupConfig = backupConfig // { timeoutStartSec = "1\nExecStartPre=/bin/sh"; }; }))
+        (mkBackupTimer {
+          name = "app";
+          backupConfig = backupConfig // {
+            schedule = "daily\nOnCalendar=minutely";
+          };
+        })
+        (mkBackupService (args // { description = "x\nExecStartPre=/bin/sh"; })).description
       ];
       expected = [
+        true
+        true
+        true
         true
         true
         true

@@ -53,7 +53,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.myapp" = "08b3da38da2e46e5"; }
+    { backupgen.helpers."modules.services.virtualization.myapp" = "74523fb0273bb430"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -47,7 +47,7 @@ let
   # A stamp of these helpers (lib.nix, options.nix, cron.nix, core.nix as
   # rendered): core.nix asserts that every module in an evaluation was
   # generated for the helpers it gets.
-  version = "08b3da38da2e46e5";
+  version = "74523fb0273bb430";
 
   # The built-in defaults, rendered from backupgen's Go definition
   # (generator.Defaults); a hand-written backupConfig may leave any key out.
@@ -300,7 +300,24 @@ let
         ++ one "backup.schedule" scheduleProblem backup.schedule
         ++ one "backup.preBackup" hookProblem backup.preBackup
         ++ one "backup.postBackup" hookProblem backup.postBackup
-        ++ (if builtins.elem backup.format formats then [ ] else [ "backup.format ${builtins.toJSON backup.format} must be one of ${builtins.concatStringsSep ", " formats}" ]);
+        ++ (if builtins.elem backup.format formats then [ ] else [ "backup.format ${builtins.toJSON backup.format} must be one of ${builtins.concatStringsSep ", " formats}" ])
+        # Values that reach the unit or the JSON unquoted must have their type.
+        ++ concatMap (k: one "backup.${k}" (v: if builtins.isInt v && v >= 0 then null else "must be a non-negative integer") backup.${k}) [
+          "maxRetentionDays"
+          "retentionSnapshots"
+          "minKeep"
+          "compressionLevel"
+          "threads"
+          "randomizedDelaySec"
+          "timeoutStartSec"
+        ]
+        ++ concatMap (k: one "backup.${k}" (v: if builtins.isBool v then null else "must be true or false") backup.${k}) [
+          "enable"
+          "persistent"
+          "captureFirst"
+          "dumpDirectory"
+        ]
+        ++ one "backup.minSizeRatio" (v: if (builtins.isFloat v || builtins.isInt v) && v >= 0 then null else "must be a non-negative number") backup.minSizeRatio;
     in
     if problems != [ ] then
       throw "backupgen: service ${builtins.toJSON name}:\n  ${builtins.concatStringsSep "\n  " problems}"
@@ -413,10 +430,15 @@ let
     }:
     let
       get = key: if backupConfig ? ${key} && backupConfig.${key} != null then backupConfig.${key} else defaults.backup.${key};
-      problem = nameProblem name;
+      problems = builtins.filter (p: p != null) [
+        (if nameProblem name == null then null else "name ${nameProblem name}")
+        (if scheduleProblem (get "schedule") == null then null else "backup.schedule ${builtins.toJSON (get "schedule")} ${scheduleProblem (get "schedule")}")
+        (if builtins.isBool (get "persistent") then null else "backup.persistent must be true or false")
+        (if builtins.isInt (get "randomizedDelaySec") then null else "backup.randomizedDelaySec must be an integer")
+      ];
     in
-    if problem != null then
-      throw "backupgen: service ${builtins.toJSON name}: name ${problem}"
+    if problems != [ ] then
+      throw "backupgen: service ${builtins.toJSON name}:\n  ${builtins.concatStringsSep "\n  " problems}"
     else
       {
         description = "Schedule backups of ${systemdValue description}";

@@ -53,7 +53,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."my_org.backups.\"2fa\"" = "08b3da38da2e46e5"; }
+    { backupgen.helpers."my_org.backups.\"2fa\"" = "74523fb0273bb430"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

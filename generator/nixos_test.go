@@ -718,3 +718,52 @@ func runRecipeHook(t *testing.T, cfg *config.Config) {
 		t.Errorf("dump %q, %v", dump, err)
 	}
 }
+
+// TestReadmeDefaults: the README's spec reference states every built-in
+// default as generator.Defaults defines it (one definition; the Nix side
+// is rendered from it and checked by TestNixOSHandWrittenHelpers).
+func TestReadmeDefaults(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(projectRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Defaults()
+	list := func(l []string) string {
+		if len(l) == 0 {
+			return "[]"
+		}
+		js, _ := json.Marshal(l)
+		return string(js)
+	}
+	str := func(s string) string {
+		if s == "" {
+			return `""`
+		}
+		return s
+	}
+	want := map[string]string{
+		"enable": fmt.Sprint(d.Enable), "user": d.User, "group": d.Group, "createUser": fmt.Sprint(d.CreateUser),
+		"backup.enable": fmt.Sprint(d.Backup.Enable), "backup.paths": list(d.Backup.Paths),
+		"backup.optionalPaths": list(d.Backup.OptionalPaths), "backup.schedule": d.Backup.Schedule,
+		"backup.format": d.Backup.Format, "backup.maxRetentionDays": fmt.Sprint(d.Backup.MaxRetentionDays),
+		"backup.retentionSnapshots": fmt.Sprint(d.Backup.RetentionSnapshots), "backup.minKeep": fmt.Sprint(d.Backup.MinKeep),
+		"backup.minSizeRatio": fmt.Sprint(d.Backup.MinSizeRatio), "backup.exclude": list(d.Backup.Exclude),
+		"backup.compressionLevel": fmt.Sprint(d.Backup.CompressionLevel), "backup.threads": fmt.Sprint(d.Backup.Threads),
+		"backup.persistent": fmt.Sprint(d.Backup.Persistent), "backup.randomizedDelaySec": fmt.Sprint(d.Backup.RandomizedDelaySec),
+		"backup.timeoutStartSec": fmt.Sprint(d.Backup.TimeoutStartSec), "backup.onFailure": list(d.Backup.OnFailure),
+		"backup.captureFirst": fmt.Sprint(d.Backup.CaptureFirst), "backup.preBackup": str(d.Backup.PreBackup),
+		"backup.postBackup": str(d.Backup.PostBackup),
+	}
+	row := regexp.MustCompile("(?m)^\\| (`[^|]*`) \\| [^|]* \\| `([^`]*)` \\|")
+	got := map[string]string{}
+	for _, m := range row.FindAllStringSubmatch(string(b), -1) {
+		for _, k := range regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(m[1], -1) {
+			if _, ok := want[k[1]]; ok {
+				got[k[1]] = m[2]
+			}
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("README.md spec reference vs generator.Defaults (-go +readme):\n%s", diff)
+	}
+}

@@ -49,23 +49,7 @@ type evalResult struct {
 // stderr.
 func nixosEval(t *testing.T, args ...string) evalResult {
 	t.Helper()
-	harness := os.Getenv("NIXOS_EVAL")
-	if harness == "" {
-		// Beside the project root; a worktree is one level deeper.
-		for _, up := range []string{"..", "../.."} {
-			harness = filepath.Join(projectRoot(t), up, "shared", "nixos-eval", "eval-module.sh")
-			if _, err := os.Stat(harness); err == nil {
-				break
-			}
-		}
-	}
-	if _, err := os.Stat(harness); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("NixOS evaluation harness not found (%v); set NIXOS_EVAL", err)
-		}
-		t.Skipf("!!! NixOS evaluation harness not found (%v): this check did NOT run; set NIXOS_EVAL", err)
-	}
-	testtool.Require(t, "nix-instantiate", "nix-bin")
+	harness := harnessPath(t)
 	files := t.TempDir()
 	cmd := exec.Command(harness, append([]string{"--compact", "--files-dir", files}, args...)...)
 	// Evaluation only: a private store, so neither root nor a daemon is needed.
@@ -97,6 +81,30 @@ func nixosEval(t *testing.T, args ...string) evalResult {
 		}
 	}
 	return r
+}
+
+// harnessPath finds eval-module.sh (NIXOS_EVAL overrides) and
+// nix-instantiate, or skips loudly; with CI set it fails instead.
+func harnessPath(t *testing.T) string {
+	t.Helper()
+	harness := os.Getenv("NIXOS_EVAL")
+	if harness == "" {
+		// Beside the project root; a worktree is one level deeper.
+		for _, up := range []string{"..", "../.."} {
+			harness = filepath.Join(projectRoot(t), up, "shared", "nixos-eval", "eval-module.sh")
+			if _, err := os.Stat(harness); err == nil {
+				break
+			}
+		}
+	}
+	if _, err := os.Stat(harness); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("NixOS evaluation harness not found (%v); set NIXOS_EVAL", err)
+		}
+		t.Skipf("!!! NixOS evaluation harness not found (%v): this check did NOT run; set NIXOS_EVAL", err)
+	}
+	testtool.Require(t, "nix-instantiate", "nix-bin")
+	return harness
 }
 
 // get walks the JSON by keys; nil when a key is missing.
@@ -634,6 +642,7 @@ func recipeBlock(t *testing.T, path string) string {
 // accepts the config. Then the worker runs that config (paths moved under
 // a scratch root) with a stand-in podman: the dump ends up in the archive.
 func TestDatabaseDumpRecipe(t *testing.T) {
+	harnessPath(t) // skips first where docs/ is absent too (the Nix build)
 	recipe := writeNix(t, "recipe.nix", recipeBlock(t, filepath.Join(projectRoot(t), "docs", "database-dump.md")))
 	host := writeNix(t, "host.nix", `{ harness.fakePackages = [ "backup-worker" ]; }`)
 	r := nixosEval(t, "--verify", "--tmpfiles", exampleDefault(t), recipe, host)
@@ -724,6 +733,10 @@ func runRecipeHook(t *testing.T, cfg *config.Config) {
 // is rendered from it and checked by TestNixOSHandWrittenHelpers).
 func TestReadmeDefaults(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(projectRoot(t), "README.md"))
+	if errors.Is(err, os.ErrNotExist) && os.Getenv("CI") == "" {
+		// package.nix leaves README.md out of the build's source.
+		t.Skipf("!!! %v: this check did NOT run", err)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

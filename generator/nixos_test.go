@@ -780,3 +780,73 @@ func TestReadmeDefaults(t *testing.T) {
 		t.Errorf("README.md spec reference vs generator.Defaults (-go +readme):\n%s", diff)
 	}
 }
+
+// TestWorkerRunsWithUnitCapabilities runs the real worker as root with
+// exactly the unit's CapabilityBoundingSet (and no_new_privs), via setpriv:
+// a backup of root-only data into a destination owned by another user,
+// with the archive handed to that user, succeeds. Without CAP_DAC_OVERRIDE,
+// CAP_CHOWN or CAP_FOWNER (chmod after the chown) it fails, so each is
+// needed. (The seccomp filter and namespaces need systemd; not run here.)
+func TestWorkerRunsWithUnitCapabilities(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("needs root")
+		}
+		t.Skip("!!! needs root: this check did NOT run")
+	}
+	setpriv := testtool.Require(t, "setpriv", "util-linux")
+	var caps []string
+	for _, s := range strictHardening {
+		if s.Key == "CapabilityBoundingSet" {
+			caps = strings.Fields(s.Value)
+		}
+	}
+	if len(caps) == 0 {
+		t.Fatal("no CapabilityBoundingSet in strictHardening")
+	}
+	run := func(caps []string) (string, error) {
+		root := t.TempDir()
+		os.Chmod(root, 0o755)
+		data, dest := filepath.Join(root, "data"), filepath.Join(root, "dest")
+		os.MkdirAll(filepath.Join(data, "private"), 0o700)
+		os.WriteFile(filepath.Join(data, "private", "secret.db"), []byte("root only\n"), 0o600)
+		os.Mkdir(dest, 0o750)
+		if err := os.Chown(dest, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		cfg := config.Config{Name: "app", DataPaths: []string{data}, User: "65534", Group: "65534",
+			Backup: config.Backup{Paths: []string{dest}, Format: "tar.gz", StateDirectory: filepath.Join(root, "state")}}
+		js, _ := cfg.Marshal()
+		conf := filepath.Join(root, "app.json")
+		os.WriteFile(conf, js, 0o600)
+		bounding := "-all"
+		for _, c := range caps {
+			bounding += ",+" + strings.ToLower(strings.TrimPrefix(c, "CAP_"))
+		}
+		cmd := exec.Command(setpriv, "--bounding-set="+bounding, "--inh-caps=-all", "--no-new-privs", "--",
+			workerBinary(t), "run", "--config", conf)
+		cmd.Env = append(os.Environ(), "JOURNAL_STREAM=")
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			archives, _ := filepath.Glob(filepath.Join(dest, "app-*.tar.gz"))
+			if len(archives) != 1 {
+				return string(out), fmt.Errorf("archives: %v", archives)
+			}
+		}
+		return string(out), err
+	}
+	if out, err := run(caps); err != nil {
+		t.Fatalf("with %v: %v\n%s", caps, err, out)
+	}
+	for _, drop := range []string{"CAP_DAC_OVERRIDE", "CAP_CHOWN", "CAP_FOWNER"} {
+		var fewer []string
+		for _, c := range caps {
+			if c != drop {
+				fewer = append(fewer, c)
+			}
+		}
+		if out, err := run(fewer); err == nil {
+			t.Errorf("the run succeeded without %s, so the unit grants it for nothing:\n%s", drop, out)
+		}
+	}
+}

@@ -30,7 +30,15 @@ const (
 // process is changed; threads and children started later inherit the
 // value from the thread that creates them. Failure only costs the
 // application some speed, so it is logged, not fatal.
+//
+// Only under systemd (INVOCATION_ID is set for every unit): the generated
+// unit no longer sets Nice=/IOSchedulingClass=, and this is its
+// replacement. A run started by hand, and the test binaries that drive the
+// worker in-process, keep the priority they were given.
 func lowerPriority(log *slog.Logger) {
+	if os.Getenv("INVOCATION_ID") == "" {
+		return
+	}
 	if err := setProcessPriority(backgroundNice, backgroundIOPrio); err != nil {
 		log.Warn("could not lower the worker's priority", "error", err)
 		return

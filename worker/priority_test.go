@@ -76,7 +76,8 @@ func (p *priorityRecorder) Start(ctx context.Context, unit string) error {
 func TestPriorityLoweredAfterRestart(t *testing.T) {
 	if os.Getenv("BACKUPGEN_PRIORITY_CHILD") == "" {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestPriorityLoweredAfterRestart$", "-test.v", "-test.count=1")
-		cmd.Env = append(os.Environ(), "BACKUPGEN_PRIORITY_CHILD=1")
+		// As under systemd, which sets INVOCATION_ID for every unit.
+		cmd.Env = append(os.Environ(), "BACKUPGEN_PRIORITY_CHILD=1", "INVOCATION_ID=0123456789abcdef0123456789abcdef")
 		out, err := cmd.CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "--- PASS: TestPriorityLoweredAfterRestart") {
 			t.Fatalf("child: %v\n%s", err, out)

@@ -29,8 +29,6 @@ var baseHardening = []Setting{
 	{"RestrictRealtime", "yes"},
 	{"RestrictSUIDSGID", "yes"},
 	{"LockPersonality", "yes"},
-	// Go and the native compressors never map writable code.
-	{"MemoryDenyWriteExecute", "yes"},
 	{"SystemCallArchitectures", "native"},
 	// The worker mounts nothing.
 	{"PrivateMounts", "yes"},
@@ -54,6 +52,9 @@ var strictHardening = []Setting{
 	{"SystemCallFilter", "@system-service"},
 	{"SystemCallErrorNumber", "EPERM"},
 	{"RestrictNamespaces", "yes"},
+	// Go and the native compressors never map writable code; a hook's
+	// program (node, java) may JIT, and the filter is inherited.
+	{"MemoryDenyWriteExecute", "yes"},
 	{"PrivateDevices", "yes"},
 	{"ProtectKernelTunables", "yes"},
 	{"ProtectControlGroups", "yes"},

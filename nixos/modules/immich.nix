@@ -53,7 +53,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.immich" = "74523fb0273bb430"; }
+    { backupgen.helpers."modules.services.virtualization.immich" = "64c0e19ecde50aaf"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

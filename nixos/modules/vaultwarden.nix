@@ -53,7 +53,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.vaultwarden" = "74523fb0273bb430"; }
+    { backupgen.helpers."modules.services.virtualization.vaultwarden" = "64c0e19ecde50aaf"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -47,7 +47,7 @@ let
   # A stamp of these helpers (lib.nix, options.nix, cron.nix, core.nix as
   # rendered): core.nix asserts that every module in an evaluation was
   # generated for the helpers it gets.
-  version = "74523fb0273bb430";
+  version = "64c0e19ecde50aaf";
 
   # The built-in defaults, rendered from backupgen's Go definition
   # (generator.Defaults); a hand-written backupConfig may leave any key out.
@@ -98,7 +98,6 @@ let
       RestrictRealtime = "yes";
       RestrictSUIDSGID = "yes";
       LockPersonality = "yes";
-      MemoryDenyWriteExecute = "yes";
       SystemCallArchitectures = "native";
       PrivateMounts = "yes";
       UMask = "0027";
@@ -108,6 +107,7 @@ let
       SystemCallFilter = "@system-service";
       SystemCallErrorNumber = "EPERM";
       RestrictNamespaces = "yes";
+      MemoryDenyWriteExecute = "yes";
       PrivateDevices = "yes";
       ProtectKernelTunables = "yes";
       ProtectControlGroups = "yes";

@@ -53,7 +53,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."my_org.backups.\"2fa\"" = "74523fb0273bb430"; }
+    { backupgen.helpers."my_org.backups.\"2fa\"" = "64c0e19ecde50aaf"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

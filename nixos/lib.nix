@@ -47,11 +47,13 @@ let
   # A stamp of these helpers (lib.nix, options.nix, cron.nix, core.nix as
   # rendered): core.nix asserts that every module in an evaluation was
   # generated for the helpers it gets.
-  version = "64c0e19ecde50aaf";
+  version = "0ed1fa053cc9d813";
 
   # The built-in defaults, rendered from backupgen's Go definition
   # (generator.Defaults); a hand-written backupConfig may leave any key out.
   defaults = {
+    enable = false;
+    createUser = false;
     user = "root";
     group = "root";
     backup = {

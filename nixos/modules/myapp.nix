@@ -53,7 +53,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.myapp" = "64c0e19ecde50aaf"; }
+    { backupgen.helpers."modules.services.virtualization.myapp" = "0ed1fa053cc9d813"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

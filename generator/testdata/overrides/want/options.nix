@@ -37,7 +37,7 @@ let
       options = {
         enable = mkOption {
           type = types.bool;
-          default = false;
+          default = d.enable;
           description = "Whether to enable backups of this service.";
         };
         serviceName = mkOption {
@@ -61,7 +61,7 @@ let
         };
         createUser = mkOption {
           type = types.bool;
-          default = false;
+          default = d.createUser;
           description = "Declare user and group as system accounts. Without it they must be declared elsewhere (root always exists).";
         };
         backup = {

@@ -53,7 +53,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."my_org.backups.\"app.v2\"" = "64c0e19ecde50aaf"; }
+    { backupgen.helpers."my_org.backups.\"app.v2\"" = "0ed1fa053cc9d813"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -53,7 +53,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.cron-weekly" = "64c0e19ecde50aaf"; }
+    { backupgen.helpers."modules.services.virtualization.cron-weekly" = "0ed1fa053cc9d813"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -850,3 +850,49 @@ func TestWorkerRunsWithUnitCapabilities(t *testing.T) {
 		}
 	}
 }
+
+// TestNixRulesAgreeWithGo: lib.nix's path, name and unit checks (used by
+// the option types and the helpers) accept exactly what config.ValidPath,
+// ValidName and ValidUnit accept, except where Nix is stricter on purpose:
+// every control character (Go refuses only NUL, CR and LF; nothing can
+// quote the others in a unit either) and a unit name starting with '-'
+// (it would reach systemctl as an option).
+func TestNixRulesAgreeWithGo(t *testing.T) {
+	nix := testtool.Require(t, "nix-instantiate", "nix-bin")
+	inputs := []string{
+		"/var/backups/app", "/var/backups/app/", "/", "", "var/lib", "/a//b", "/a/./b", "/a/../b", "/a/.", "/a/..",
+		"/a/.hidden", "/a/..b", "/a b/c", "/a\nb", "/a\tb", "/a\rb", "/a\x7fb", "/ünï", "/{x}", "/a%n",
+		"app", "App.v2", "2fa", "-x", ".x", "a b", "a/b", "a\nb", strings.Repeat("a", 200), strings.Repeat("a", 201),
+		"docker-app.service", "podman-app@web.service", "-x.service", "a.b.timer", "x.unknown", ".service",
+		"a\\x2d.service", "a b.service", "notify@%n.service", "a\n.service", strings.Repeat("a", 247) + ".service",
+		strings.Repeat("a", 248) + ".service",
+	}
+	js, _ := json.Marshal(inputs)
+	in := writeNix(t, "inputs.json", string(js))
+	expr := fmt.Sprintf(`let h = import %s { }; xs = builtins.fromJSON (builtins.readFile %s); in {
+  path = map (x: h.pathProblem x == null) xs;
+  name = map (x: h.nameProblem x == null) xs;
+  unit = map (x: h.unitProblem x == null) xs;
+}`, nixString(filepath.Join(projectRoot(t), "nixos", "lib.nix")), nixString(in))
+	out, err := exec.Command(nix, "--eval", "--strict", "--json", "-E", expr).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nix-instantiate: %v\n%s", err, out)
+	}
+	var got map[string][]bool
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	clean := func(s string) bool { return noControl(s) == nil }
+	for i, s := range inputs {
+		want := map[string]bool{
+			"path": config.ValidPath(s) == "" && clean(s),
+			"name": config.ValidName(s),
+			"unit": config.ValidUnit(s) && !strings.HasPrefix(s, "-") && clean(s),
+		}
+		for _, rule := range []string{"path", "name", "unit"} {
+			if got[rule][i] != want[rule] {
+				t.Errorf("%s %q: Nix accepts=%v, Go accepts=%v", rule, s, got[rule][i], want[rule])
+			}
+		}
+	}
+}

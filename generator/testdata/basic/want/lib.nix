@@ -47,7 +47,7 @@ let
   # A stamp of these helpers (lib.nix, options.nix, cron.nix, core.nix as
   # rendered): core.nix asserts that every module in an evaluation was
   # generated for the helpers it gets.
-  version = "0ed1fa053cc9d813";
+  version = "4d90ed41fb245f4e";
 
   # The built-in defaults, rendered from backupgen's Go definition
   # (generator.Defaults); a hand-written backupConfig may leave any key out.
@@ -195,14 +195,14 @@ let
   # A unit the worker stops and starts: a literal name (instances included).
   unitProblem =
     s:
-    if matches "[A-Za-z0-9:_.\\\\@][A-Za-z0-9:_.\\\\@-]{0,200}\\.${unitSuffixes}" s then
+    if matches "[A-Za-z0-9:_.\\\\@][A-Za-z0-9:_.\\\\@-]*\\.${unitSuffixes}" s && builtins.stringLength s <= 255 then
       null
     else
       "is not a systemd unit name (e.g. docker-myapp.service)";
   # A unit systemd starts for us (OnFailure=): specifiers such as %n allowed.
   unitTemplateProblem =
     s:
-    if matches "[A-Za-z0-9:_.\\\\@%][A-Za-z0-9:_.\\\\@%-]{0,200}\\.${unitSuffixes}" s then
+    if matches "[A-Za-z0-9:_.\\\\@%][A-Za-z0-9:_.\\\\@%-]*\\.${unitSuffixes}" s && builtins.stringLength s <= 255 then
       null
     else
       "is not a systemd unit name (e.g. notify@%n.service)";

@@ -53,7 +53,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."my_org.backups.\"app.v2\"" = "0ed1fa053cc9d813"; }
+    { backupgen.helpers."my_org.backups.\"app.v2\"" = "4d90ed41fb245f4e"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

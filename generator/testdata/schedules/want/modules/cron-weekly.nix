@@ -53,7 +53,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.cron-weekly" = "0ed1fa053cc9d813"; }
+    { backupgen.helpers."modules.services.virtualization.cron-weekly" = "4d90ed41fb245f4e"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

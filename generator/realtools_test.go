@@ -244,11 +244,19 @@ func TestTmpfilesRulesCannotBeInjected(t *testing.T) {
 		t.Errorf("optional destination created:\n%s", out)
 	}
 
+	// The reproduction: rendered raw, as before, the newline starts an
+	// `r` line and the real systemd-tmpfiles removes the file.
 	important := filepath.Join(root, "etc", "important")
 	os.MkdirAll(filepath.Dir(important), 0o755)
 	os.WriteFile(important, []byte("keep\n"), 0o644)
+	raw := filepath.Join(t.TempDir(), "raw.conf")
+	os.WriteFile(raw, []byte("d \"/var/backups/x\" 0750 root root -\nr /etc/important\nd \"/y\" 0750 root root -\n"), 0o644)
+	exec.Command(tmpfiles, "--create", "--remove", "--root="+root, raw).Run()
+	if _, err := os.Stat(important); err == nil {
+		t.Fatal("the raw reproduction no longer removes the file; this test cannot tell")
+	}
 	svc.User = "root"
-	svc.Backup = BackupModel{Paths: []string{"/var/backups/x\nr /etc/important"}}
+	svc.Backup = BackupModel{Paths: []string{"/var/backups/x\" 0750 root root -\nr /etc/important\nd \"/y"}}
 	if out, err := execute("tmpfiles.tmpl", serviceData{Service: svc}); err == nil {
 		t.Errorf("a destination with a newline was rendered:\n%s", out)
 	}

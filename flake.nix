@@ -53,12 +53,22 @@
       # Inside NixOS, core.nix already passes them as module arguments.
       lib = {
         # pkgs -> { mkBackupService, mkBackupTimer, mkBackupDirectories,
-        # mkWorkerConfig, cronToOnCalendar, systemdQuote }
+        # mkWorkerConfig, cronToOnCalendar, systemdQuote, mkServiceOption,
+        # ... }. Every worker config goes through the build-time
+        # `backup-worker check-config`, as in the generated modules.
         mkHelpers =
           pkgs:
           import ./nixos/lib.nix {
+            inherit pkgs;
+            inherit (pkgs) lib;
             worker = self.packages.${pkgs.stdenv.hostPlatform.system}.backup-worker;
             writeText = pkgs.writeText;
+            runCommand = pkgs.runCommand;
+            tools = [
+              pkgs.xz
+              pkgs.pbzip2
+              pkgs.zstd
+            ];
           };
         # Pure: cron or calendar expression -> list of OnCalendar values.
         cronToOnCalendar = import ./nixos/cron.nix;

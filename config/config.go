@@ -74,6 +74,7 @@ type Backup struct {
 	RetentionSnapshots int `json:"retentionSnapshots"`
 	// MinKeep is the floor that pruning never goes below (default 1).
 	MinKeep *int `json:"minKeep,omitempty"`
+	MinSizeRatio *float64 `json:"minSizeRatio,omitempty"`
 	// Exclude holds glob patterns relative to each data path (doublestar
 	// syntax: "cache/**", "*.tmp").
 	Exclude []string `json:"exclude,omitempty"`

@@ -1,7 +1,9 @@
 package generator
 
 import (
+	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -79,15 +81,65 @@ func nixAttrPath(parts ...string) string {
 // settings that split on whitespace and expand specifiers
 // (RequiresMountsFor=, ReadWritePaths=, tmpfiles paths): quotes and
 // backslashes are backslash-escaped and '%' is doubled, so spaces, quotes
-// and '%' in a path stay literal. Newlines cannot be escaped there at all;
-// validation rejects them before rendering.
-func systemdQuote(s string) string {
+// and '%' in a path stay literal. A control character cannot be quoted
+// there at all (a newline ends the line whatever the quoting), so it is an
+// error here, whatever validation let through.
+func systemdQuote(s string) (string, error) {
+	if err := noControl(s); err != nil {
+		return "", err
+	}
 	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, `%`, `%%`)
-	return `"` + r.Replace(s) + `"`
+	return `"` + r.Replace(s) + `"`, nil
+}
+
+// tmpfilesWord quotes a tmpfiles.d user or group field, where specifiers
+// are not expanded: only quotes and backslashes are escaped, so a name
+// with a space stays one field.
+func tmpfilesWord(s string) (string, error) {
+	if err := noControl(s); err != nil {
+		return "", err
+	}
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+	return `"` + r.Replace(s) + `"`, nil
+}
+
+// noControl refuses control characters (C0 and DEL), which no unit-file or
+// tmpfiles quoting can carry.
+func noControl(s string) error {
+	for _, c := range []byte(s) {
+		if c < 0x20 || c == 0x7f {
+			return fmt.Errorf("%q contains a control character and cannot be written into a unit or tmpfiles.d file", s)
+		}
+	}
+	return nil
+}
+
+// nixFloat renders f as a Nix float literal (always with a point, since
+// "1" would be an integer).
+func nixFloat(f float64) string {
+	s := strconv.FormatFloat(f, 'f', -1, 64)
+	if !strings.ContainsAny(s, ".eE") {
+		s += ".0"
+	}
+	return s
 }
 
 // systemdValue escapes a free-text value (Description=) where only
-// specifiers are special.
-func systemdValue(s string) string {
-	return strings.ReplaceAll(s, "%", "%%")
+// specifiers are special; a control character is an error.
+func systemdValue(s string) (string, error) {
+	if err := noControl(s); err != nil {
+		return "", err
+	}
+	return strings.ReplaceAll(s, "%", "%%"), nil
+}
+
+// systemdVerbatim passes a value whose specifiers are meant (OnFailure=
+// notify@%n.service, OnCalendar=, a unit name, a comment) through as it
+// is, refusing control characters: whatever validation let through, it
+// stays on its line.
+func systemdVerbatim(s string) (string, error) {
+	if err := noControl(s); err != nil {
+		return "", err
+	}
+	return s, nil
 }

@@ -61,8 +61,18 @@ func TestSystemdQuote(t *testing.T) {
 		"/%n":          `"/%%n"`,
 	}
 	for in, want := range cases {
-		if got := systemdQuote(in); got != want {
-			t.Errorf("systemdQuote(%q) = %s, want %s", in, got, want)
+		if got, err := systemdQuote(in); err != nil || got != want {
+			t.Errorf("systemdQuote(%q) = %s, %v; want %s", in, got, err, want)
+		}
+	}
+	// A newline would end the setting and start a new one (an injected
+	// ExecStartPre= or tmpfiles line): no quoting can carry it.
+	for _, in := range []string{"/a\nExecStartPre=/bin/sh", "/a\nr /etc/important", "/a\rb", "/a\tb", "/a\x7fb", "/a\x00b"} {
+		if got, err := systemdQuote(in); err == nil {
+			t.Errorf("systemdQuote(%q) = %s, want an error", in, got)
+		}
+		if got, err := tmpfilesWord(in); err == nil {
+			t.Errorf("tmpfilesWord(%q) = %s, want an error", in, got)
 		}
 	}
 }
@@ -212,11 +222,15 @@ func FuzzEscapersRoundTrip(f *testing.F) {
 		if got, ok := nixUnquote(nixString(s)); !ok || got != s {
 			t.Fatalf("nixString(%q) = %s reads back as %q (ok=%v)", s, nixString(s), got, ok)
 		}
-		if strings.ContainsAny(s, "\x00\n\r") {
-			return // rejected by validation before systemdQuote is used
+		q, err := systemdQuote(s)
+		if err != nil {
+			if noControl(s) == nil {
+				t.Fatalf("systemdQuote(%q): %v", s, err)
+			}
+			return // control characters are refused, never quoted
 		}
-		if got, ok := systemdUnquote(systemdQuote(s)); !ok || got != s {
-			t.Fatalf("systemdQuote(%q) = %s reads back as %q (ok=%v)", s, systemdQuote(s), got, ok)
+		if got, ok := systemdUnquote(q); !ok || got != s {
+			t.Fatalf("systemdQuote(%q) = %s reads back as %q (ok=%v)", s, q, got, ok)
 		}
 	})
 }

@@ -17,12 +17,21 @@ const (
 	defaultGroup              = "root"
 	defaultPath               = "/var/backups/{name}"
 	defaultSchedule           = "0 0 * * *"
-	defaultFormat             = "tar.gz"
+	defaultFormat             = config.DefaultFormat
 	defaultMaxRetentionDays   = 0
 	defaultRetentionSnapshots = 7
-	defaultMinKeep            = 1
+	defaultMinKeep            = config.DefaultMinKeep
 	defaultTimeoutStartSec    = 4 * 3600
+	defaultMinSizeRatio       = 0.5
 )
+
+// Defaults is the one definition of every built-in default: the Go model
+// (resolveService), the Nix helper library (lib.nix's defaults, used by
+// hand-written callers) and the option schema (options.nix) are all
+// rendered from it, so the copies cannot drift.
+func Defaults() ServiceModel {
+	return resolveService(ServiceSettings{}, Service{Name: namePlaceholder})
+}
 
 // namePlaceholder in a destination path is replaced by the service name, so
 // [defaults.backup] paths can give every service its own folder.
@@ -48,7 +57,10 @@ type ServiceModel struct {
 	Units       []string
 	DataPaths   []string
 	User, Group string
-	Backup      BackupModel
+	// CreateUser makes the NixOS module declare User and Group as system
+	// accounts; otherwise an assertion requires them to exist.
+	CreateUser bool
+	Backup     BackupModel
 	// OnCalendar is the schedule converted to systemd calendar expressions.
 	OnCalendar []string
 }
@@ -63,6 +75,7 @@ type BackupModel struct {
 	MaxRetentionDays   int
 	RetentionSnapshots int
 	MinKeep            int
+	MinSizeRatio       float64
 	Exclude            []string
 	CompressionLevel   int
 	Threads            int
@@ -89,8 +102,10 @@ func (s ServiceModel) ModuleFile() string { return "modules/" + s.Name + ".nix" 
 // ExecStopPost recovery can read what the worker recorded.
 func (s ServiceModel) StateDirectory() string { return "/run/backup-worker/" + s.Name }
 
-// RequiredPaths are the destinations that must be mounted for a run.
-func (s ServiceModel) RequiredPaths() []string {
+// RequiredDestinations are the destinations that are not optional: the
+// only ones tmpfiles may create (an optional one is a mount point of a
+// removable disk, and creating it would put backups on the root disk).
+func (s ServiceModel) RequiredDestinations() []string {
 	var out []string
 	for _, p := range s.Backup.Paths {
 		if !contains(s.Backup.OptionalPaths, p) {
@@ -100,9 +115,42 @@ func (s ServiceModel) RequiredPaths() []string {
 	return out
 }
 
+// MountPaths are the paths the unit needs mounted (RequiresMountsFor=): the
+// data paths, so a data disk that failed to mount is not backed up as an
+// empty folder, and the required destinations.
+func (s ServiceModel) MountPaths() []string {
+	return append(append([]string{}, s.DataPaths...), s.RequiredDestinations()...)
+}
+
+// HasHooks reports whether the service runs preBackup/postBackup commands,
+// which need a looser sandbox (see Hardening).
+func (s ServiceModel) HasHooks() bool { return s.Backup.PreBackup != "" || s.Backup.PostBackup != "" }
+
+// HookWritablePaths are the container runtimes' state folders that hooks
+// may write (see Runtimes); none without hooks.
+func (s ServiceModel) HookWritablePaths() []string {
+	if !s.HasHooks() {
+		return nil
+	}
+	var out []string
+	for _, r := range Runtimes {
+		for _, u := range s.Units {
+			if strings.HasPrefix(u, r.UnitPrefix) {
+				out = append(out, r.HookWritablePaths...)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// Hardening is the [Service] sandbox of this service's unit (see
+// unitHardening).
+func (s ServiceModel) Hardening() []Setting { return hardeningFor(s.HasHooks()) }
+
 // WorkerConfig is the JSON config the plain units hand to backup-worker.
 func (s ServiceModel) WorkerConfig() config.Config {
-	minKeep := s.Backup.MinKeep
+	minKeep, ratio := s.Backup.MinKeep, s.Backup.MinSizeRatio
 	return config.Config{
 		Comment:     config.GeneratedComment,
 		Name:        s.Name,
@@ -117,6 +165,8 @@ func (s ServiceModel) WorkerConfig() config.Config {
 			MaxRetentionDays:   s.Backup.MaxRetentionDays,
 			RetentionSnapshots: s.Backup.RetentionSnapshots,
 			MinKeep:            &minKeep,
+			MinSizeRatio:       &ratio,
+			OnCalendar:         s.OnCalendar,
 			Exclude:            s.Backup.Exclude,
 			PreBackup:          s.Backup.PreBackup,
 			PostBackup:         s.Backup.PostBackup,
@@ -124,7 +174,6 @@ func (s ServiceModel) WorkerConfig() config.Config {
 			Threads:            s.Backup.Threads,
 			CaptureFirst:       s.Backup.CaptureFirst,
 			StateDirectory:     s.StateDirectory(),
-			OnCalendar:         s.OnCalendar,
 		},
 	}
 }
@@ -162,6 +211,7 @@ func resolveService(d ServiceSettings, svc Service) ServiceModel {
 		DataPaths:   svc.DataPaths,
 		User:        pick(svc.User, d.User, defaultUser),
 		Group:       pick(svc.Group, d.Group, defaultGroup),
+		CreateUser:  pick(svc.CreateUser, d.CreateUser, false),
 		Backup: BackupModel{
 			Enable:             pick(b.Enable, db.Enable, true),
 			Paths:              expandName(pickList(b.Paths, db.Paths, []string{defaultPath}), svc.Name),
@@ -171,6 +221,7 @@ func resolveService(d ServiceSettings, svc Service) ServiceModel {
 			MaxRetentionDays:   pick(b.MaxRetentionDays, db.MaxRetentionDays, defaultMaxRetentionDays),
 			RetentionSnapshots: pick(b.RetentionSnapshots, db.RetentionSnapshots, defaultRetentionSnapshots),
 			MinKeep:            pick(b.MinKeep, db.MinKeep, defaultMinKeep),
+			MinSizeRatio:       pick(b.MinSizeRatio, db.MinSizeRatio, defaultMinSizeRatio),
 			Exclude:            pickList(b.Exclude, db.Exclude, nil),
 			CompressionLevel:   pick(b.CompressionLevel, db.CompressionLevel, 0),
 			Threads:            pick(b.Threads, db.Threads, 0),

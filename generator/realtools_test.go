@@ -15,9 +15,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
 
-	"github.com/backupgen/backupgen/config"
 	"github.com/backupgen/backupgen/internal/testtool"
 )
 
@@ -66,173 +64,6 @@ func mapValues(m map[string]string) []string {
 		out = append(out, v)
 	}
 	return out
-}
-
-// stubLib stands in for the few nixpkgs lib functions the generated modules
-// use, so they evaluate with builtins only (CI has no nixpkgs).
-const stubLib = `{
-  mkOption = o: o;
-  mkIf = cond: v: if cond then v else { };
-  types = {
-    bool = "bool"; str = "str"; anything = "anything"; package = "package";
-    listOf = t: "listOf"; attrsOf = t: "attrsOf"; enum = l: "enum";
-    ints = { unsigned = "unsigned"; positive = "positive"; between = a: b: "between"; };
-  };
-}`
-
-// nixEvalModules evaluates every generated module of a case with its option
-// defaults as config. mkBackupService is replaced by mkWorkerConfig so the
-// result shows the exact JSON the NixOS service would hand the worker.
-func nixEvalModules(t *testing.T, nix, outDir string, m *Model) []byte {
-	t.Helper()
-	var entries strings.Builder
-	ns := nixStringList(m.Namespace)
-	for _, s := range m.Services {
-		fmt.Fprintf(&entries, "  %s = evalModule %s %s;\n", nixString(s.Name), nixString(filepath.Join(outDir, s.ModuleFile())), nixString(s.Name))
-	}
-	expr := fmt.Sprintf(`let
-  stubLib = %s;
-  helpers = import %s { worker = "/nix/store/00000000000000000000000000000000-backup-worker"; writeText = name: text: "/nix/store/fake-" + name; };
-  isOption = v: v ? type && v ? description;
-  defaultsOf = opts: builtins.mapAttrs (n: v: if isOption v then v.default else defaultsOf v) opts;
-  setPath = path: value: if path == [ ] then value else { ${builtins.head path} = setPath (builtins.tail path) value; };
-  getPath = path: set: if path == [ ] then set else getPath (builtins.tail path) set.${builtins.head path};
-  evalModule = file: name:
-    let
-      path = %s ++ [ name ];
-      mod = import (/. + file) {
-        inherit config;
-        lib = stubLib;
-        mkBackupService = helpers.mkWorkerConfig;
-        inherit (helpers) mkBackupTimer mkBackupDirectories;
-      };
-      defaults = defaultsOf (getPath path mod.options);
-      config = setPath path (defaults // { enable = true; backup = defaults.backup // { enable = true; }; });
-    in { inherit defaults; inherit (mod) config; };
-in {
-%s}`, stubLib, nixString(filepath.Join(outDir, "lib.nix")), ns, entries.String())
-	var stderr bytes.Buffer
-	cmd := exec.Command(nix, "--eval", "--strict", "--json", "-E", expr)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("nix-instantiate --eval: %v\n%s\nexpression:\n%s", err, stderr.String(), expr)
-	}
-	return out
-}
-
-type nixModuleResult struct {
-	Defaults struct {
-		Enable      bool     `json:"enable"`
-		ServiceName []string `json:"serviceName"`
-		DataPaths   []string `json:"dataPaths"`
-		User        string   `json:"user"`
-		Group       string   `json:"group"`
-		Backup      struct {
-			Enable             bool     `json:"enable"`
-			Paths              []string `json:"paths"`
-			OptionalPaths      []string `json:"optionalPaths"`
-			Schedule           string   `json:"schedule"`
-			Format             string   `json:"format"`
-			MaxRetentionDays   int      `json:"maxRetentionDays"`
-			RetentionSnapshots int      `json:"retentionSnapshots"`
-			MinKeep            int      `json:"minKeep"`
-			Exclude            []string `json:"exclude"`
-			CompressionLevel   int      `json:"compressionLevel"`
-			Threads            int      `json:"threads"`
-			Persistent         bool     `json:"persistent"`
-			RandomizedDelaySec int      `json:"randomizedDelaySec"`
-			TimeoutStartSec    int      `json:"timeoutStartSec"`
-			OnFailure          []string `json:"onFailure"`
-			PreBackup          string   `json:"preBackup"`
-			PostBackup         string   `json:"postBackup"`
-			CaptureFirst       bool     `json:"captureFirst"`
-		} `json:"backup"`
-	} `json:"defaults"`
-	Config struct {
-		Systemd struct {
-			Services map[string]json.RawMessage `json:"services"`
-			Timers   map[string]struct {
-				TimerConfig struct {
-					OnCalendar         []string `json:"OnCalendar"`
-					Persistent         bool     `json:"Persistent"`
-					RandomizedDelaySec int      `json:"RandomizedDelaySec"`
-				} `json:"timerConfig"`
-			} `json:"timers"`
-			Tmpfiles struct {
-				Rules []string `json:"rules"`
-			} `json:"tmpfiles"`
-		} `json:"systemd"`
-	} `json:"config"`
-}
-
-// TestNixModulesAgreeWithGo evaluates every generated module with real Nix
-// and checks that the NixOS path produces exactly what the Go side renders
-// for plain units: option defaults equal the spec's values (so hostile
-// strings stay inert), the worker config equals etc/backupgen/<name>.json
-// and is accepted by the worker's strict decoder, OnCalendar and tmpfiles
-// rules match.
-func TestNixModulesAgreeWithGo(t *testing.T) {
-	nix := testtool.Require(t, "nix-instantiate", "nix-bin")
-	for name, outDir := range validCases(t, goldenOptions) {
-		t.Run(name, func(t *testing.T) {
-			data, _ := os.ReadFile(filepath.Join("testdata", name, "spec.toml"))
-			spec, err := Validate("spec.toml", data)
-			if err != nil {
-				t.Fatal(err)
-			}
-			m, err := buildModel(spec, goldenOptions)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var results map[string]nixModuleResult
-			if err := json.Unmarshal(nixEvalModules(t, nix, outDir, m), &results); err != nil {
-				t.Fatal(err)
-			}
-			empty := cmpopts.EquateEmpty()
-			for _, s := range m.Services {
-				r, ok := results[s.Name]
-				if !ok {
-					t.Fatalf("no result for %s", s.Name)
-				}
-				d := r.Defaults
-				b := s.Backup
-				gotDefaults := []any{d.Enable, d.ServiceName, d.DataPaths, d.User, d.Group, d.Backup.Enable, d.Backup.Paths, d.Backup.OptionalPaths, d.Backup.Schedule, d.Backup.Format, d.Backup.MaxRetentionDays, d.Backup.RetentionSnapshots, d.Backup.MinKeep, d.Backup.Exclude, d.Backup.CompressionLevel, d.Backup.Threads, d.Backup.Persistent, d.Backup.RandomizedDelaySec, d.Backup.TimeoutStartSec, d.Backup.OnFailure, d.Backup.PreBackup, d.Backup.PostBackup, d.Backup.CaptureFirst}
-				wantDefaults := []any{s.Enable, s.Units, s.DataPaths, s.User, s.Group, b.Enable, b.Paths, b.OptionalPaths, b.Schedule, b.Format, b.MaxRetentionDays, b.RetentionSnapshots, b.MinKeep, b.Exclude, b.CompressionLevel, b.Threads, b.Persistent, b.RandomizedDelaySec, b.TimeoutStartSec, b.OnFailure, b.PreBackup, b.PostBackup, b.CaptureFirst}
-				if diff := cmp.Diff(wantDefaults, gotDefaults, empty); diff != "" {
-					t.Errorf("%s: Nix option defaults differ from the spec (-want +got):\n%s", s.Name, diff)
-				}
-
-				raw, ok := r.Config.Systemd.Services[s.UnitBase()]
-				if !ok {
-					t.Fatalf("%s: systemd.services.%q missing; have %v", s.Name, s.UnitBase(), r.Config.Systemd.Services)
-				}
-				nixCfg, err := config.Decode(bytes.NewReader(raw))
-				if err != nil {
-					t.Fatalf("%s: the worker rejects the config Nix writes: %v\n%s", s.Name, err, raw)
-				}
-				goCfg := s.WorkerConfig()
-				goCfg.Normalize()
-				goCfg.Comment = ""
-				if diff := cmp.Diff(&goCfg, nixCfg, empty); diff != "" {
-					t.Errorf("%s: worker config from Nix differs from etc/backupgen/%s.json (-go +nix):\n%s", s.Name, s.Name, diff)
-				}
-
-				timer := r.Config.Systemd.Timers[s.UnitBase()].TimerConfig
-				if diff := cmp.Diff(s.OnCalendar, timer.OnCalendar); diff != "" {
-					t.Errorf("%s: OnCalendar from Nix cronToOnCalendar differs from Go (-go +nix):\n%s", s.Name, diff)
-				}
-				if timer.Persistent != b.Persistent || timer.RandomizedDelaySec != b.RandomizedDelaySec {
-					t.Errorf("%s: timer settings %+v, want Persistent=%v RandomizedDelaySec=%d", s.Name, timer, b.Persistent, b.RandomizedDelaySec)
-				}
-
-				goRules := ruleLines(t, filepath.Join(outDir, "etc/tmpfiles.d", s.UnitBase()+".conf"))
-				if diff := cmp.Diff(goRules, r.Config.Systemd.Tmpfiles.Rules); diff != "" {
-					t.Errorf("%s: tmpfiles rules differ (-go +nix):\n%s", s.Name, diff)
-				}
-			}
-		})
-	}
 }
 
 func ruleLines(t *testing.T, path string) []string {
@@ -366,7 +197,12 @@ func TestTmpfilesCreatesExactPaths(t *testing.T) {
 		if err != nil {
 			t.Fatalf("systemd-tmpfiles --create: %v\n%s", err, out)
 		}
-		for _, p := range s.Backup.Paths {
+		for _, p := range s.Backup.OptionalPaths {
+			if _, err := os.Lstat(filepath.Join(root, p)); err == nil {
+				t.Errorf("%s: optional destination %q was created", s.Name, p)
+			}
+		}
+		for _, p := range s.RequiredDestinations() {
 			fi, err := os.Stat(filepath.Join(root, p))
 			if err != nil {
 				t.Errorf("%s: destination %q not created: %v", s.Name, p, err)
@@ -374,6 +210,77 @@ func TestTmpfilesCreatesExactPaths(t *testing.T) {
 			}
 			if fi.Mode().Perm() != 0o750 {
 				t.Errorf("%s: %q has mode %v, want 0750", s.Name, p, fi.Mode().Perm())
+			}
+		}
+	}
+}
+
+// TestTmpfilesRulesCannotBeInjected renders the plain tmpfiles.d file for
+// hostile accounts and destinations, bypassing spec validation, and feeds
+// it to the real systemd-tmpfiles: a user with a space stays one field
+// (the error names the whole name, not a group "user"), a destination with
+// an embedded newline is refused at render time instead of adding an
+// `r /etc/important` line, and an optional destination is never created.
+func TestTmpfilesRulesCannotBeInjected(t *testing.T) {
+	tmpfiles := testtool.Require(t, "systemd-tmpfiles", "systemd")
+	svc := ServiceModel{Name: "app", User: "my user", Group: "root", Backup: BackupModel{
+		Paths:         []string{"/var/backups/app", "/mnt/usb/app"},
+		OptionalPaths: []string{"/mnt/usb/app"},
+	}}
+	out, err := execute("tmpfiles.tmpl", serviceData{Service: svc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	conf := filepath.Join(t.TempDir(), "app.conf")
+	if err := os.WriteFile(conf, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	msg, _ := exec.Command(tmpfiles, "--create", "--root="+root, conf).CombinedOutput()
+	if !strings.Contains(string(msg), "user 'my user'") {
+		t.Errorf("a user with a space did not stay one field:\n%s\n%s", out, msg)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "mnt/usb/app")); err == nil {
+		t.Errorf("optional destination created:\n%s", out)
+	}
+
+	// The reproduction: rendered raw, as before, the newline starts an
+	// `r` line and the real systemd-tmpfiles removes the file.
+	important := filepath.Join(root, "etc", "important")
+	os.MkdirAll(filepath.Dir(important), 0o755)
+	os.WriteFile(important, []byte("keep\n"), 0o644)
+	raw := filepath.Join(t.TempDir(), "raw.conf")
+	os.WriteFile(raw, []byte("d \"/var/backups/x\" 0750 root root -\nr /etc/important\nd \"/y\" 0750 root root -\n"), 0o644)
+	exec.Command(tmpfiles, "--create", "--remove", "--root="+root, raw).Run()
+	if _, err := os.Stat(important); err == nil {
+		t.Fatal("the raw reproduction no longer removes the file; this test cannot tell")
+	}
+	svc.User = "root"
+	svc.Backup = BackupModel{Paths: []string{"/var/backups/x\" 0750 root root -\nr /etc/important\nd \"/y"}}
+	if out, err := execute("tmpfiles.tmpl", serviceData{Service: svc}); err == nil {
+		t.Errorf("a destination with a newline was rendered:\n%s", out)
+	}
+	svc.Backup = BackupModel{Paths: []string{"/var/backups/app"}}
+	svc.DataPaths = []string{"/srv/x\nExecStartPre=/bin/touch /pwned"}
+	if out, err := execute("service.tmpl", serviceData{Service: svc, WorkerPath: "/w", ConfigPath: "/c"}); err == nil {
+		t.Errorf("a data path with a newline was rendered into the unit:\n%s", out)
+	}
+	// Every other value of the units, whatever validation says.
+	inject := "x\nExecStartPre=/bin/touch /pwned"
+	for _, mutate := range []func(s *ServiceModel){
+		func(s *ServiceModel) { s.Description = inject },
+		func(s *ServiceModel) { s.Name = inject },
+		func(s *ServiceModel) { s.Backup.OnFailure = []string{inject} },
+		func(s *ServiceModel) { s.Backup.Schedule = inject },
+		func(s *ServiceModel) { s.OnCalendar = []string{inject} },
+	} {
+		s := ServiceModel{Name: "app", Description: "app", User: "root", Group: "root", DataPaths: []string{"/srv/app"},
+			OnCalendar: []string{"daily"}, Backup: BackupModel{Paths: []string{"/var/backups/app"}, Schedule: "daily"}}
+		mutate(&s)
+		for _, tmpl := range []string{"service.tmpl", "timer.tmpl"} {
+			out, err := execute(tmpl, serviceData{Service: s, WorkerPath: "/w", ConfigPath: "/c"})
+			if err == nil && strings.Contains(string(out), "\nExecStartPre=") {
+				t.Errorf("%s: injected:\n%s", tmpl, out)
 			}
 		}
 	}

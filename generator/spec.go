@@ -28,10 +28,12 @@ type Spec struct {
 // ServiceSettings are the settings that [defaults] provides and each
 // service may override.
 type ServiceSettings struct {
-	Enable *bool          `toml:"enable"`
-	User   *string        `toml:"user"`
-	Group  *string        `toml:"group"`
-	Backup BackupSettings `toml:"backup"`
+	Enable *bool   `toml:"enable"`
+	User   *string `toml:"user"`
+	Group  *string `toml:"group"`
+	// CreateUser: the NixOS module declares user and group (nix helper).
+	CreateUser *bool          `toml:"createUser"`
+	Backup     BackupSettings `toml:"backup"`
 }
 
 // Service is one [[services]] entry.
@@ -55,6 +57,7 @@ type BackupSettings struct {
 	MaxRetentionDays   *int     `toml:"maxRetentionDays"`
 	RetentionSnapshots *int     `toml:"retentionSnapshots"`
 	MinKeep            *int     `toml:"minKeep"`
+	MinSizeRatio       *float64 `toml:"minSizeRatio"`
 	Exclude            []string `toml:"exclude"`
 	CompressionLevel   *int     `toml:"compressionLevel"`
 	Threads            *int     `toml:"threads"`
@@ -90,6 +93,8 @@ var keyDocs = map[string]keyDoc{
 	"maxRetentionDays":   {"a whole number of days", "30"},
 	"retentionSnapshots": {"a whole number of archives", "7"},
 	"minKeep":            {"a whole number of archives", "1"},
+	"minSizeRatio":       {"a number from 0 to 1", "0.5"},
+	"createUser":         {"true or false", "true"},
 	"exclude":            {"a list of glob patterns", `["cache/**", "*.tmp"]`},
 	"compressionLevel":   {"a whole number", "6"},
 	"threads":            {"a whole number of threads", "4"},
@@ -262,6 +267,16 @@ func (d *decoder) scalar(path, key string, v any, fv reflect.Value) bool {
 	case int64:
 		if fv.Kind() == reflect.Int && !fv.OverflowInt(x) {
 			fv.SetInt(x)
+			return true
+		}
+		// minSizeRatio = 1 is a number too.
+		if fv.Kind() == reflect.Float64 {
+			fv.SetFloat(float64(x))
+			return true
+		}
+	case float64:
+		if fv.Kind() == reflect.Float64 {
+			fv.SetFloat(x)
 			return true
 		}
 	}

@@ -270,7 +270,7 @@ func TestKeyDocsCoverEveryKey(t *testing.T) {
 			}
 		}
 	}
-	if len(tomlFields(reflect.TypeOf(Service{}))) != 8 {
+	if len(tomlFields(reflect.TypeOf(Service{}))) != 9 {
 		t.Errorf("Service fields changed: check keyDocs and specTables")
 	}
 }
@@ -361,4 +361,15 @@ func TestPositionsCoverEveryKey(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Float keys take TOML floats and integers, and refuse strings.
+func TestMinSizeRatioDecodes(t *testing.T) {
+	for _, v := range []string{"0.25", "1", "0"} {
+		if got := diagnose(t, twoServices+"[services.backup]\nminSizeRatio = "+v+"\n"); got != "" {
+			t.Errorf("minSizeRatio = %s refused:\n%s", v, got)
+		}
+	}
+	got := diagnose(t, twoServices+"[services.backup]\nminSizeRatio = \"half\"\n")
+	requireLines(t, got, "services[1].backup.minSizeRatio: ")
 }

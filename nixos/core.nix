@@ -3,7 +3,8 @@
 # The shared part of every generated folder: the worker package option and
 # the helpers as module arguments, so any module can take
 # { mkBackupService, mkBackupTimer, mkBackupDirectories, ... } as in the
-# container backup utilities design.
+# container backup utilities design; backupgenLib holds all of lib.nix,
+# the option schema (mkServiceOption) included.
 {
   config,
   lib,
@@ -12,16 +13,26 @@
 }:
 let
   cfg = config.backupgen;
-  checkConfig =
-    name: file:
-    pkgs.runCommand name { } ''
-      ${cfg.package}/bin/backup-worker check-config ${file}
-      cp ${file} $out
-    '';
+  helpers = import ./lib.nix {
+    inherit lib pkgs;
+    worker = cfg.package;
+    writeText = pkgs.writeText;
+    runCommand = if cfg.checkConfig then pkgs.runCommand else null;
+    # The worker pipes through these when present: several times faster
+    # than its pure-Go xz and bzip2, and a parallel zstd.
+    tools = [
+      pkgs.xz
+      pkgs.pbzip2
+      pkgs.zstd
+    ];
+  };
 in
 {
   # The module system imports a key once: this file may come from several
-  # generated folders and from the flake's nixosModules.default.
+  # generated folders and from the flake's nixosModules.default, and only
+  # the first copy counts. Every generated module and the flake's module
+  # record the helpers version they were made for (backupgen.helpers), and
+  # the assertion below fails when that is not the copy in use.
   key = "backupgen-core";
 
   options.backupgen = {
@@ -36,18 +47,22 @@ in
       default = true;
       description = "Validate every worker config with `backup-worker check-config` at build time.";
     };
+    helpers = lib.mkOption {
+      type = lib.types.attrsOf lib.types.str;
+      default = { };
+      internal = true;
+      description = "Helpers version each module was generated for, by module; checked against the helpers in use.";
+    };
   };
 
-  config._module.args = import ./lib.nix {
-    worker = cfg.package;
-    writeText = pkgs.writeText;
-    checkConfig = if cfg.checkConfig then checkConfig else (name: file: file);
-    # The worker pipes through these when present: several times faster
-    # than its pure-Go xz and bzip2, and a parallel zstd.
-    tools = [
-      pkgs.xz
-      pkgs.pbzip2
-      pkgs.zstd
-    ];
+  config = {
+    _module.args = {
+      inherit (helpers) mkBackupService mkBackupTimer mkBackupDirectories;
+      backupgenLib = helpers;
+    };
+    assertions = lib.mapAttrsToList (module: version: {
+      assertion = version == helpers.version;
+      message = "backupgen: ${module} was made for backupgen helpers ${version}, but this evaluation uses helpers ${helpers.version} (the first core.nix imported wins). Two backupgen versions meet here: regenerate the folder with the backupgen of the flake you import, or import only one of them.";
+    }) cfg.helpers;
   };
 }

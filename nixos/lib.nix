@@ -5,28 +5,139 @@
 # mkBackupDirectories, plus cronToOnCalendar and mkWorkerConfig.
 #
 # They use only Nix builtins, so they evaluate without nixpkgs (and are
-# tested that way). core.nix calls this file with pkgs-backed arguments and
-# hands the helpers to every module as module arguments.
+# tested that way). Given nixpkgs' `lib`, the result also holds the option
+# schema of a backed-up service (options.nix): mkServiceOption.
+#
+# Every value that reaches a unit file, a tmpfiles line or the worker
+# config is checked here, and the quoting functions refuse what they cannot
+# quote: whatever backupgen.checkConfig and the option types say, no value
+# can add a line to a unit or to tmpfiles.d.
 {
-  # Package (or store path) providing bin/backup-worker.
-  worker,
+  # Package (or store path) providing bin/backup-worker; only
+  # mkBackupService needs it (the option schema does not).
+  worker ? throw "backupgen: lib.nix needs `worker` (the backup-worker package) for mkBackupService",
   # name -> text -> file; pkgs.writeText on NixOS.
   writeText ? builtins.toFile,
-  # name -> file -> file; wraps the worker config in a build-time
-  # `backup-worker check-config`, so a bad value fails the build.
-  checkConfig ? (name: file: file),
+  # pkgs.runCommand: when given, every worker config is wrapped in a
+  # build-time `backup-worker check-config`, so a bad value fails the build.
+  runCommand ? null,
+  # name -> file -> file; the check-config wrapper (derived from runCommand).
+  checkConfig ?
+    if runCommand == null then
+      (name: file: file)
+    else
+      (
+        name: file:
+        runCommand name { } ''
+          ${worker}/bin/backup-worker check-config ${file}
+          cp ${file} $out
+        ''
+      ),
   # Packages put on the service's PATH: the native compressors (xz,
   # pbzip2, zstd) that the worker uses when present, for speed.
   tools ? [ ],
+  # nixpkgs; only the container runtimes' packages are taken from it.
+  pkgs ? { },
+  # nixpkgs' lib; when given, the option schema is added (options.nix).
+  lib ? null,
 }:
 let
   cronToOnCalendar = import ./cron.nix;
 
-  # A backupConfig written by hand may leave keys out; these are the
-  # module's defaults.
-  get =
-    cfg: key: default:
-    if cfg ? ${key} && cfg.${key} != null then cfg.${key} else default;
+  # A stamp of these helpers (lib.nix, options.nix, cron.nix, core.nix as
+  # rendered): core.nix asserts that every module in an evaluation was
+  # generated for the helpers it gets.
+  version = "b9cb3ded45487515";
+
+  # The built-in defaults, rendered from backupgen's Go definition
+  # (generator.Defaults); a hand-written backupConfig may leave any key out.
+  defaults = {
+    enable = false;
+    createUser = false;
+    user = "root";
+    group = "root";
+    backup = {
+      enable = true;
+      paths = [ "/var/backups/{name}" ];
+      optionalPaths = [ ];
+      schedule = "0 0 * * *";
+      format = "tar.gz";
+      maxRetentionDays = 0;
+      retentionSnapshots = 7;
+      minKeep = 1;
+      minSizeRatio = 0.5;
+      exclude = [ ];
+      compressionLevel = 0;
+      threads = 0;
+      persistent = true;
+      randomizedDelaySec = 0;
+      timeoutStartSec = 14400;
+      onFailure = [ ];
+      captureFirst = false;
+      preBackup = "";
+      postBackup = "";
+      dumpDirectory = false;
+      timerConfig = { };
+    };
+  };
+
+  formats = [ "tar.gz" "tar.xz" "tar.bz2" "tar.zst" "zip" ];
+
+  # The unit's sandbox (generator/hardening.go). `strict` is left out for
+  # services with hooks: a container runtime run by a hook enters
+  # namespaces and needs capabilities the worker does not.
+  hardening = {
+    base = {
+      ProtectSystem = "strict";
+      ProtectHome = "read-only";
+      PrivateTmp = "yes";
+      NoNewPrivileges = "yes";
+      ProtectKernelModules = "yes";
+      ProtectKernelLogs = "yes";
+      ProtectClock = "yes";
+      ProtectHostname = "yes";
+      ProtectProc = "invisible";
+      RestrictRealtime = "yes";
+      RestrictSUIDSGID = "yes";
+      LockPersonality = "yes";
+      SystemCallArchitectures = "native";
+      PrivateMounts = "yes";
+      UMask = "0027";
+    };
+    strict = {
+      CapabilityBoundingSet = "CAP_DAC_READ_SEARCH CAP_DAC_OVERRIDE CAP_CHOWN CAP_FOWNER CAP_FSETID";
+      SystemCallFilter = "@system-service";
+      SystemCallErrorNumber = "EPERM";
+      RestrictNamespaces = "yes";
+      MemoryDenyWriteExecute = "yes";
+      PrivateDevices = "yes";
+      ProtectKernelTunables = "yes";
+      ProtectControlGroups = "yes";
+      RestrictAddressFamilies = "AF_UNIX AF_INET AF_INET6";
+    };
+  };
+
+  # Container runtimes (generator.Runtimes): a unit named <unitPrefix>… puts
+  # the runtime's CLI on the PATH, and hooks may write its state folders.
+  runtimes = [
+    {
+      name = "docker";
+      unitPrefix = "docker-";
+      package = "docker";
+      hookWritablePaths = [ ];
+    }
+    {
+      name = "podman";
+      unitPrefix = "podman-";
+      package = "podman";
+      hookWritablePaths = [ "/run/containers" "/run/crun" "/run/libpod" "/var/lib/containers" ];
+    }
+  ];
+
+  stateDirectory = name: "/run/backup-worker/${name}";
+  # A folder the hooks may write (a database dump); it is archived with the
+  # data paths when backup.dumpDirectory is set.
+  dumpDirectory = name: "/var/lib/backupgen/${name}";
 
   toList =
     x:
@@ -36,129 +147,375 @@ let
       x
     else
       [ x ];
+  hasPrefix = prefix: s: builtins.substring 0 (builtins.stringLength prefix) s == prefix;
+  matches = re: s: builtins.isString s && builtins.match re s != null;
+  anyOf = f: list: builtins.foldl' (acc: x: acc || f x) false list;
+  concatMap = f: list: builtins.concatLists (map f list);
+  hasControl = s: !(matches "[^[:cntrl:]]*" s);
+
+  # "{name}" in a destination is the service's name.
+  expandName = name: p: builtins.replaceStrings [ "{name}" ] [ name ] p;
+
+  # Why p is not an acceptable absolute path, or null; the rule of
+  # config.ValidPath, plus every control character.
+  pathProblem =
+    p:
+    if !builtins.isString p then
+      "is not a string"
+    else if hasControl p then
+      "contains a control character (newline, tab, ...)"
+    else if !hasPrefix "/" p then
+      "is not absolute (start it with /)"
+    else if p == "/" then
+      "is the root directory"
+    else if matches ".*//.*|.*/\\.\\.?(/.*)?" p then
+      "is not clean (no //, . or .. components)"
+    else
+      null;
+
+  # A destination may hold {name}; any other {word} is a misspelt
+  # placeholder (such as {nmae}) that must not become a literal folder.
+  destinationProblem =
+    p:
+    if !builtins.isString p then
+      "is not a string"
+    else if matches ".*[{][A-Za-z_][A-Za-z0-9_]*[}].*" (expandName "x" p) then
+      "holds an unknown placeholder: the only one is {name}"
+    else
+      pathProblem p;
+
+  nameProblem =
+    s:
+    if matches "[A-Za-z0-9][A-Za-z0-9_.-]{0,199}" s then
+      null
+    else
+      "must start with a letter or digit and contain only letters, digits, '_', '.', '-'";
+
+  unitSuffixes = "(service|socket|target|mount|scope|slice|timer|path|swap|device|automount)";
+  # A unit the worker stops and starts: a literal name (instances included).
+  unitProblem =
+    s:
+    if matches "[A-Za-z0-9:_.\\\\@][A-Za-z0-9:_.\\\\@-]*\\.${unitSuffixes}" s && builtins.stringLength s <= 255 then
+      null
+    else
+      "is not a systemd unit name (e.g. docker-myapp.service)";
+  # A unit systemd starts for us (OnFailure=): specifiers such as %n allowed.
+  unitTemplateProblem =
+    s:
+    if matches "[A-Za-z0-9:_.\\\\@%][A-Za-z0-9:_.\\\\@%-]*\\.${unitSuffixes}" s && builtins.stringLength s <= 255 then
+      null
+    else
+      "is not a systemd unit name (e.g. notify@%n.service)";
+  accountProblem =
+    s:
+    if matches "[A-Za-z_][A-Za-z0-9_.-]{0,30}[$]?|[0-9]{1,10}" s then
+      null
+    else
+      "is not a user or group name (letters, digits, '_', '.', '-')";
+  excludeProblem =
+    s:
+    if !builtins.isString s || s == "" || hasControl s || hasPrefix "/" s then
+      "must be a non-empty pattern relative to each data path, without control characters"
+    else
+      null;
+  scheduleProblem =
+    s:
+    if builtins.isString s && !hasControl s && (builtins.tryEval (builtins.deepSeq (cronToOnCalendar s) true)).success then
+      null
+    else
+      "is not a cron schedule or systemd calendar expression";
+  hookProblem = s: if builtins.isString s then null else "is not a string";
 
   # Unit settings such as RequiresMountsFor= and ReadWritePaths= split on
   # spaces and expand % specifiers: quote each path so it stays one literal
-  # word. (Newlines cannot be quoted there; the worker config rejects them.)
+  # word. A control character cannot be quoted in a unit file, so it is
+  # refused here, whatever checked the value before.
   systemdQuote =
     s:
-    "\"" + builtins.replaceStrings [ "\\" "\"" "%" ] [ "\\\\" "\\\"" "%%" ] s + "\"";
+    if hasControl s then
+      throw "backupgen: ${builtins.toJSON s} contains a control character and cannot be written into a unit file"
+    else
+      "\"" + builtins.replaceStrings [ "\\" "\"" "%" ] [ "\\\\" "\\\"" "%%" ] s + "\"";
 
-  stateDirectory = name: "/run/backup-worker/${name}";
+  # tmpfiles.d: the path field expands specifiers, the user and group fields
+  # do not; both are unquoted with backslash escapes only, and a line ends
+  # at a newline whatever the quoting, so control characters are refused.
+  tmpfilesQuote =
+    specifiers: s:
+    if hasControl s then
+      throw "backupgen: ${builtins.toJSON s} contains a control character and cannot be written into tmpfiles.d"
+    else
+      "\""
+      + builtins.replaceStrings ([ "\\" "\"" ] ++ (if specifiers then [ "%" ] else [ ])) (
+        [ "\\\\" "\\\"" ] ++ (if specifiers then [ "%%" ] else [ ])
+      ) s
+      + "\"";
+
+  # The runtimes whose units this service stops.
+  runtimesOf = units: builtins.filter (r: anyOf (hasPrefix r.unitPrefix) (toList units)) runtimes;
+  # Their CLIs, for hooks such as `docker exec … pg_dumpall`.
+  runtimePackages = units: concatMap (r: if pkgs ? ${r.package} then [ pkgs.${r.package} ] else [ ]) (runtimesOf units);
+
+  # Free text in Description=: only specifiers are special; control
+  # characters cannot be written at all.
+  systemdValue =
+    s:
+    if hasControl s then
+      throw "backupgen: ${builtins.toJSON s} contains a control character and cannot be written into a unit file"
+    else
+      builtins.replaceStrings [ "%" ] [ "%%" ] s;
+
+  # One call site for every helper: a hand-written backupConfig gets the
+  # defaults, {name} is substituted, and every value is checked. Problems
+  # throw, all at once, naming the key.
+  resolve =
+    {
+      name,
+      serviceName ? null,
+      dataPaths,
+      user,
+      group,
+      backupConfig,
+      # What the units' Description= names; the name by default.
+      description ? name,
+      ...
+    }:
+    let
+      get = key: if backupConfig ? ${key} && backupConfig.${key} != null then backupConfig.${key} else defaults.backup.${key};
+      backup = builtins.mapAttrs (key: _: get key) defaults.backup // {
+        paths = map (expandName name) (get "paths");
+        optionalPaths = map (expandName name) (get "optionalPaths");
+      };
+      units = toList serviceName;
+      each = key: problem: list: concatMap (i: let p = problem (builtins.elemAt list i); in if p == null then [ ] else [ "${key}[${toString i}] ${builtins.toJSON (builtins.elemAt list i)} ${p}" ]) (builtins.genList (i: i) (builtins.length list));
+      one = key: problem: v: let p = problem v; in if p == null then [ ] else [ "${key} ${builtins.toJSON v} ${p}" ];
+      problems =
+        one "name" nameProblem name
+        ++ each "serviceName" unitProblem units
+        ++ each "dataPaths" pathProblem dataPaths
+        ++ one "user" accountProblem user
+        ++ one "group" accountProblem group
+        ++ each "backup.paths" destinationProblem backup.paths
+        ++ each "backup.optionalPaths" destinationProblem backup.optionalPaths
+        ++ each "backup.exclude" excludeProblem backup.exclude
+        ++ each "backup.onFailure" unitTemplateProblem backup.onFailure
+        ++ one "backup.schedule" scheduleProblem backup.schedule
+        ++ one "backup.preBackup" hookProblem backup.preBackup
+        ++ one "backup.postBackup" hookProblem backup.postBackup
+        ++ (if builtins.elem backup.format formats then [ ] else [ "backup.format ${builtins.toJSON backup.format} must be one of ${builtins.concatStringsSep ", " formats}" ])
+        # Values that reach the unit or the JSON unquoted must have their type.
+        ++ concatMap (k: one "backup.${k}" (v: if builtins.isInt v && v >= 0 then null else "must be a non-negative integer") backup.${k}) [
+          "maxRetentionDays"
+          "retentionSnapshots"
+          "minKeep"
+          "compressionLevel"
+          "threads"
+          "randomizedDelaySec"
+          "timeoutStartSec"
+        ]
+        ++ concatMap (k: one "backup.${k}" (v: if builtins.isBool v then null else "must be true or false") backup.${k}) [
+          "enable"
+          "persistent"
+          "captureFirst"
+          "dumpDirectory"
+        ]
+        ++ one "backup.minSizeRatio" (v: if (builtins.isFloat v || builtins.isInt v) && v >= 0 then null else "must be a non-negative number") backup.minSizeRatio;
+    in
+    if problems != [ ] then
+      throw "backupgen: service ${builtins.toJSON name}:\n  ${builtins.concatStringsSep "\n  " problems}"
+    else
+      {
+        inherit name user group backup description;
+        serviceName = units;
+        dataPaths = dataPaths ++ (if backup.dumpDirectory then [ (dumpDirectory name) ] else [ ]);
+        hooks = backup.preBackup != "" || backup.postBackup != "";
+        extraPackages =
+          if (backupConfig.extraPackages or null) != null then
+            backupConfig.extraPackages
+          else
+            runtimePackages units;
+        required = builtins.filter (p: !(builtins.elem p backup.optionalPaths)) backup.paths;
+      };
 
   # The JSON the worker reads; the same shape as config.Config in Go.
-  mkWorkerConfig =
-    {
-      name,
-      serviceName ? null,
-      dataPaths,
-      user,
-      group,
-      backupConfig,
-    }:
-    {
-      inherit
-        name
-        dataPaths
-        user
-        group
+  workerConfig = r: {
+    inherit (r)
+      name
+      serviceName
+      dataPaths
+      user
+      group
+      ;
+    backup = {
+      inherit (r.backup)
+        paths
+        optionalPaths
+        format
+        maxRetentionDays
+        retentionSnapshots
+        minKeep
+        minSizeRatio
+        exclude
+        preBackup
+        postBackup
+        compressionLevel
+        threads
+        captureFirst
         ;
-      serviceName = toList serviceName;
-      backup = {
-        paths = backupConfig.paths;
-        optionalPaths = get backupConfig "optionalPaths" [ ];
-        format = get backupConfig "format" "tar.gz";
-        maxRetentionDays = get backupConfig "maxRetentionDays" 0;
-        retentionSnapshots = get backupConfig "retentionSnapshots" 0;
-        minKeep = get backupConfig "minKeep" 1;
-        exclude = get backupConfig "exclude" [ ];
-        preBackup = get backupConfig "preBackup" "";
-        postBackup = get backupConfig "postBackup" "";
-        compressionLevel = get backupConfig "compressionLevel" 0;
-        threads = get backupConfig "threads" 0;
-        captureFirst = get backupConfig "captureFirst" false;
-        stateDirectory = stateDirectory name;
-        onCalendar = cronToOnCalendar (get backupConfig "schedule" "0 0 * * *");
-      };
+      # check-config validates the timer's schedule with the same parser.
+      onCalendar = cronToOnCalendar r.backup.schedule;
+      stateDirectory = stateDirectory r.name;
     };
+  };
+
+  # Problems throw as soon as the result is looked at, not only when a
+  # nested value is forced.
+  mkWorkerConfig =
+    args:
+    let
+      r = resolve args;
+    in
+    builtins.seq r (workerConfig r);
 
   mkBackupService =
-    {
-      name,
-      serviceName ? null,
-      dataPaths,
-      user,
-      group,
-      backupConfig,
-    }@args:
+    args:
     let
-      configName = "${name}-backup.json";
-      configFile = checkConfig configName (
-        writeText configName (builtins.toJSON (mkWorkerConfig args))
-      );
+      r = resolve args;
+      configName = "${r.name}-backup.json";
+      configFile = checkConfig configName (writeText configName (builtins.toJSON (workerConfig r)));
       exe = "${worker}/bin/backup-worker";
-      optional = get backupConfig "optionalPaths" [ ];
-      required = builtins.filter (p: !(builtins.elem p optional)) backupConfig.paths;
+      hookPaths = if r.hooks then concatMap (rt: rt.hookWritablePaths) (runtimesOf r.serviceName) else [ ];
     in
-    {
-      description = "Back up ${name}";
+    builtins.seq r {
+      description = "Back up ${systemdValue r.description}";
       # A nixos-rebuild switch must not start a backup; the timer does.
       restartIfChanged = false;
       # No Requires=/BindsTo= on the application: the worker stops and
       # starts it, and such a dependency would stop the backup with it.
-      onFailure = get backupConfig "onFailure" [ ];
-      path = tools;
-      unitConfig.RequiresMountsFor = map systemdQuote required;
-      serviceConfig = {
-        Type = "oneshot";
-        ExecStart = "${exe} run --config ${configFile}";
-        # Starts the application again from the state the worker recorded,
-        # should the worker die (killed, OOM, timeout) after stopping it.
-        ExecStopPost = "${exe} recover --config ${configFile}";
-        RuntimeDirectory = "backup-worker/${name}";
-        RuntimeDirectoryPreserve = "yes";
-        TimeoutStartSec = get backupConfig "timeoutStartSec" 14400;
-        # Root only to stop units and read all data; everything else is
-        # read-only but the destinations.
-        ProtectSystem = "strict";
-        ReadWritePaths = map (p: "-" + systemdQuote p) backupConfig.paths;
-        ProtectHome = "read-only";
-        PrivateTmp = true;
-        NoNewPrivileges = true;
-        Nice = 19;
-        IOSchedulingClass = "idle";
-        CPUSchedulingPolicy = "idle";
-      };
+      onFailure = map (u: builtins.seq (systemdQuote u) u) r.backup.onFailure;
+      path = tools ++ r.extraPackages;
+      environment = if r.backup.dumpDirectory then { BACKUP_DUMP_DIR = dumpDirectory r.name; } else { };
+      # The data paths too: a data disk that failed to mount must not be
+      # backed up as the empty folder under its mount point.
+      unitConfig.RequiresMountsFor = map systemdQuote (r.dataPaths ++ r.required);
+      serviceConfig =
+        hardening.base
+        // (if r.hooks then { } else hardening.strict)
+        // {
+          Type = "oneshot";
+          ExecStart = "${exe} run --config ${configFile}";
+          # Starts the application again from the state the worker
+          # recorded, should the worker die (killed, OOM, timeout) after
+          # stopping it.
+          ExecStopPost = "${exe} recover --config ${configFile}";
+          RuntimeDirectory = "backup-worker/${r.name}";
+          RuntimeDirectoryPreserve = "yes";
+          TimeoutStartSec = r.backup.timeoutStartSec;
+          ReadWritePaths = map (p: "-" + systemdQuote p) (r.backup.paths ++ hookPaths);
+        }
+        // (
+          if r.backup.dumpDirectory then
+            {
+              StateDirectory = "backupgen/${r.name}";
+              StateDirectoryMode = "0700";
+            }
+          else
+            { }
+        );
     };
 
   mkBackupTimer =
-    { name, backupConfig }:
     {
-      description = "Schedule backups of ${name}";
-      wantedBy = [ "timers.target" ];
-      timerConfig = {
-        OnCalendar = cronToOnCalendar (get backupConfig "schedule" "0 0 * * *");
-        Persistent = get backupConfig "persistent" true;
-        RandomizedDelaySec = get backupConfig "randomizedDelaySec" 0;
-      } // get backupConfig "timerConfig" { };
-    };
+      name,
+      backupConfig,
+      description ? name,
+    }:
+    let
+      get = key: if backupConfig ? ${key} && backupConfig.${key} != null then backupConfig.${key} else defaults.backup.${key};
+      problems = builtins.filter (p: p != null) [
+        (if nameProblem name == null then null else "name ${nameProblem name}")
+        (if scheduleProblem (get "schedule") == null then null else "backup.schedule ${builtins.toJSON (get "schedule")} ${scheduleProblem (get "schedule")}")
+        (if builtins.isBool (get "persistent") then null else "backup.persistent must be true or false")
+        (if builtins.isInt (get "randomizedDelaySec") then null else "backup.randomizedDelaySec must be an integer")
+      ];
+    in
+    if problems != [ ] then
+      throw "backupgen: service ${builtins.toJSON name}:\n  ${builtins.concatStringsSep "\n  " problems}"
+    else
+      {
+        description = "Schedule backups of ${systemdValue description}";
+        wantedBy = [ "timers.target" ];
+        timerConfig = {
+          OnCalendar = cronToOnCalendar (get "schedule");
+          Persistent = get "persistent";
+          RandomizedDelaySec = get "randomizedDelaySec";
+        }
+        // get "timerConfig";
+      };
 
+  # Only required destinations: an optional one is the mount point of a
+  # removable disk, and creating it would put the backups on the root disk.
   # No age field: systemd-tmpfiles-clean would otherwise delete backups.
   mkBackupDirectories =
     {
       backupConfig,
       user,
       group,
+      # Substitutes {name} in the paths; without it {name} is an error.
+      name ? null,
     }:
-    map (path: "d ${systemdQuote path} 0750 ${user} ${group} -") backupConfig.paths;
+    let
+      get = key: if backupConfig ? ${key} && backupConfig.${key} != null then backupConfig.${key} else defaults.backup.${key};
+      expand = if name == null then (p: p) else expandName name;
+      paths = map expand (get "paths");
+      optional = map expand (get "optionalPaths");
+      problems = builtins.filter (x: x != null) (
+        map (
+          p:
+          let
+            e = if matches ".*[{]name[}].*" p then "holds {name}: pass name to mkBackupDirectories" else destinationProblem p;
+          in
+          if e == null then null else "${builtins.toJSON p} ${e}"
+        ) paths
+        ++ [
+          (if accountProblem user == null then null else "user ${builtins.toJSON user} ${accountProblem user}")
+          (if accountProblem group == null then null else "group ${builtins.toJSON group} ${accountProblem group}")
+        ]
+      );
+      rule = path: "d ${tmpfilesQuote true path} 0750 ${tmpfilesQuote false user} ${tmpfilesQuote false group} -";
+    in
+    if problems != [ ] then
+      throw "backupgen: mkBackupDirectories:\n  ${builtins.concatStringsSep "\n  " problems}"
+    else
+      map rule (builtins.filter (p: !(builtins.elem p optional)) paths);
+
+  helpers = {
+    inherit
+      version
+      defaults
+      formats
+      hardening
+      runtimes
+      cronToOnCalendar
+      mkWorkerConfig
+      mkBackupService
+      mkBackupTimer
+      mkBackupDirectories
+      systemdQuote
+      systemdValue
+      tmpfilesQuote
+      expandName
+      pathProblem
+      destinationProblem
+      nameProblem
+      unitProblem
+      unitTemplateProblem
+      accountProblem
+      excludeProblem
+      scheduleProblem
+      runtimePackages
+      dumpDirectory
+      ;
+  };
 in
-{
-  inherit
-    cronToOnCalendar
-    mkWorkerConfig
-    mkBackupService
-    mkBackupTimer
-    mkBackupDirectories
-    systemdQuote
-    ;
-}
+helpers // (if lib == null then { } else import ./options.nix { inherit lib helpers; })

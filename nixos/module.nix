@@ -17,6 +17,11 @@ in
 
   imports = [ ./core.nix ];
 
+  # The helpers this flake ships: core.nix asserts that the copy in use
+  # (the first core.nix imported) is this one, so a generated folder from
+  # another backupgen version does not silently meet the flake's helpers.
+  backupgen.helpers."backupgen flake (nixosModules.default)" = (import ./lib.nix { }).version;
+
   backupgen.package = lib.mkDefault (
     self.packages.${system}.backup-worker
       or (throw "backupgen: the flake has no package for ${system}; set backupgen.package")

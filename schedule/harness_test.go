@@ -76,8 +76,10 @@ func TestNixOSScheduleRefused(t *testing.T) {
 			stderr = string(ee.Stderr)
 		}
 		if strings.Contains(want, "invalid schedule") {
-			// Malformed cron: cronToOnCalendar throws at evaluation.
-			if err == nil || !strings.Contains(stderr, want) {
+			// Malformed cron: the option's type refuses it, or
+			// cronToOnCalendar throws at evaluation.
+			typeErr := strings.Contains(stderr, "backup.schedule' is not of type")
+			if err == nil || !(strings.Contains(stderr, want) || typeErr) {
 				t.Errorf("%q: evaluation error %v, want a throw containing %q:\n%s", schedule, err, want, stderr)
 			}
 			continue

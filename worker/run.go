@@ -250,6 +250,7 @@ func (rn *run) execute(ctx context.Context) {
 // restartUnits starts the stopped units once and records a failure.
 func (rn *run) restartUnits(ctx context.Context) {
 	rn.restartOnce.Do(func() {
+		defer lowerPriority(rn.log) // nix helper: full speed only while units are stopped
 		if rn.units == nil {
 			return
 		}

@@ -38,7 +38,7 @@ func TestGenerateThenCheck(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("generate: exit %d: %s", code, stderr)
 	}
-	if !strings.Contains(stdout, "wrote 19 files") {
+	if !strings.Contains(stdout, "wrote 20 files") {
 		t.Errorf("stdout: %q", stdout)
 	}
 	first := snapshot(t, out)
@@ -67,7 +67,7 @@ func TestGenerateThenCheck(t *testing.T) {
 	if code != 1 {
 		t.Fatalf("check with drift: exit %d, want 1", code)
 	}
-	for _, want := range []string{"--- " + mod, "+++ " + mod + " (generated)", `-        default = "0 3 * * *";`, `+        default = "0 2 * * *";`, "stale: " + filepath.Join(out, "modules", "gone.nix")} {
+	for _, want := range []string{"--- " + mod, "+++ " + mod + " (generated)", `-        schedule = "0 3 * * *";`, `+        schedule = "0 2 * * *";`, "stale: " + filepath.Join(out, "modules", "gone.nix")} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("check output lacks %q:\n%s", want, stdout)
 		}
@@ -178,7 +178,7 @@ func TestSpecArgument(t *testing.T) {
 	if code, stdout, stderr := run(t, "validate", exampleSpec); code != 0 || !strings.HasPrefix(stdout, exampleSpec+": ok (3 services)") {
 		t.Errorf("validate FILE: %d %q %q", code, stdout, stderr)
 	}
-	if code, stdout, stderr := run(t, "generate", exampleSpec, "--out", out); code != 0 || !strings.Contains(stdout, "wrote 19 files") {
+	if code, stdout, stderr := run(t, "generate", exampleSpec, "--out", out); code != 0 || !strings.Contains(stdout, "wrote 20 files") {
 		t.Errorf("generate FILE: %d %q %q", code, stdout, stderr)
 	}
 	if code, stdout, stderr := run(t, "check", "--out", out, exampleSpec); code != 0 || !strings.Contains(stdout, "up to date") {

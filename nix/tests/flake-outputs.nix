@@ -262,6 +262,31 @@ let
       expected = "${backup-worker}/bin/backup-worker run --config /nix/store/00000000000000000000000000000000-app-backup.json";
     }
     {
+      name = "lib: mkHelpers wraps every worker config in the build-time check-config";
+      expr =
+        ((outputs.lib.mkHelpers (
+          pkgs
+          // {
+            runCommand =
+              name: env: script:
+              "/checked/${name}" + (if contains "backup-worker check-config" script then ":checked" else ":not-checked");
+          }
+        )).mkBackupService
+          {
+            name = "app";
+            dataPaths = [ "/var/lib/app" ];
+            user = "root";
+            group = "root";
+            backupConfig.paths = [ "/var/backups/app" ];
+          }).serviceConfig.ExecStart;
+      expected = "${backup-worker}/bin/backup-worker run --config /checked/app-backup.json:checked";
+    }
+    {
+      name = "nixosModules.default: records the helpers version it ships, for core.nix's assertion";
+      expr = flakeModule.backupgen.helpers."backupgen flake (nixosModules.default)";
+      expected = (import (root + "/nixos/lib.nix") { }).version;
+    }
+    {
       name = "lib: nothing under packages";
       expr = builtins.filter (n: n == "lib" || n == "mkHelpers") (
         builtins.attrNames outputs.packages.${system}

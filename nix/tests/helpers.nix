@@ -54,16 +54,15 @@ let
 
   cases = [
     {
-      name = "mkBackupDirectories: one quoted tmpfiles rule per path, no age";
+      name = "mkBackupDirectories: one quoted tmpfiles rule per required path, no age, optional ones never created";
       expr = mkBackupDirectories {
         inherit backupConfig;
         user = "app";
         group = "backup";
       };
       expected = [
-        ''d "/var/backups/app" 0750 app backup -''
-        ''d "/mnt/my \"usb\" disk\\x/100%%n" 0750 app backup -''
-        ''d "/mnt/optional" 0750 app backup -''
+        ''d "/var/backups/app" 0750 "app" "backup" -''
+        ''d "/mnt/my \"usb\" disk\\x/100%%n" 0750 "app" "backup" -''
       ];
     }
     {
@@ -154,13 +153,14 @@ let
       expected = true;
     }
     {
-      name = "mkBackupService: paths quoted, % escaped, optional paths not required";
+      name = "mkBackupService: paths quoted, % escaped, data paths and required destinations mounted";
       expr = {
         inherit (service.unitConfig) RequiresMountsFor;
         inherit (service.serviceConfig) ReadWritePaths;
       };
       expected = {
         RequiresMountsFor = [
+          ''"/var/lib/app"''
           ''"/var/backups/app"''
           ''"/mnt/my \"usb\" disk\\x/100%%n"''
         ];
@@ -195,8 +195,10 @@ let
           optionalPaths = [ "/mnt/optional" ];
           format = "tar.gz";
           maxRetentionDays = 0;
-          retentionSnapshots = 0;
+          retentionSnapshots = 7;
           minKeep = 1;
+          minSizeRatio = 0.5;
+          onCalendar = [ "*-*-* 02:00:00" ];
           exclude = [ ];
           preBackup = "";
           postBackup = "";
@@ -206,6 +208,93 @@ let
           stateDirectory = "/run/backup-worker/app";
         };
       };
+    }
+    {
+      name = "defaults: one definition, rendered from Go (retentionSnapshots was 0 here, 7 in modules)";
+      expr = {
+        inherit (helpers.defaults.backup) retentionSnapshots minKeep minSizeRatio format;
+      };
+      expected = {
+        retentionSnapshots = 7;
+        minKeep = 1;
+        minSizeRatio = 0.5;
+        format = "tar.gz";
+      };
+    }
+    {
+      name = "mkBackupService: normal priority while units are stopped (no Nice/idle)";
+      expr = builtins.filter (k: service.serviceConfig ? ${k}) [
+        "Nice"
+        "IOSchedulingClass"
+        "CPUSchedulingPolicy"
+      ];
+      expected = [ ];
+    }
+    {
+      name = "quoting refuses what no unit or tmpfiles line can carry";
+      expr = map throws [
+        (helpers.systemdQuote "/a\nExecStartPre=/bin/sh")
+        (helpers.tmpfilesQuote true "/a\nr /etc/important")
+        (mkBackupDirectories {
+          backupConfig.paths = [ "/var/backups/x\nr /etc/important" ];
+          user = "app";
+          group = "app";
+        })
+        (mkBackupDirectories {
+          backupConfig.paths = [ "/var/backups/x" ];
+          user = "my user";
+          group = "app";
+        })
+        (mkBackupService (args // { backupConfig = backupConfig // { paths = [ "/x\nExecStartPre=/bin/sh" ]; }; }))
+        (mkBackupService (args // { name = "a\nb"; }))
+        (mkWorkerConfig (args // { backupConfig = backupConfig // { paths = [ "/var/backups/{nmae}" ]; }; }))
+        (mkBackupService (args // { backupConfig = backupConfig // { timeoutStartSec = "1\nExecStartPre=/bin/sh"; }; }))
+        (mkBackupTimer {
+          name = "app";
+          backupConfig = backupConfig // {
+            schedule = "daily\nOnCalendar=minutely";
+          };
+        })
+        (mkBackupService (args // { description = "x\nExecStartPre=/bin/sh"; })).description
+      ];
+      expected = [
+        true
+        true
+        true
+        true
+        true
+        true
+        true
+        true
+        true
+        true
+      ];
+    }
+    {
+      name = "{name} is substituted in destinations";
+      expr =
+        (mkWorkerConfig (
+          args
+          // {
+            backupConfig = {
+              paths = [ "/srv/{name}" ];
+            };
+          }
+        )).backup.paths;
+      expected = [ "/srv/app" ];
+    }
+    {
+      name = "the container runtime's CLI is on the PATH only with pkgs";
+      expr = map (p: p.name) (
+        (import (nixos + "/lib.nix") {
+          inherit worker;
+          pkgs.docker = {
+            name = "docker";
+          };
+        }).mkBackupService
+          args
+      ).path;
+      expected = [ "docker" ];
     }
     {
       name = "cronToOnCalendar: @weekly";

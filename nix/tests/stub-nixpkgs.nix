@@ -73,6 +73,9 @@ let
         "systemd"
         "zstd"
         "xz"
+        "pbzip2"
+        "docker"
+        "podman"
         "bzip2"
         "unzip"
       ];

@@ -3,10 +3,14 @@ package worker
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -172,4 +176,180 @@ func (e *testEnv) checkCommitted(t *testing.T) int {
 		t.Error("the log shows the secret")
 	}
 	return committed
+}
+
+// asNobody runs script with sh as the unprivileged user nobody (setpriv),
+// standing in for the service user.
+func asNobody(t *testing.T, script string) {
+	t.Helper()
+	setpriv := testtool.Require(t, "setpriv", "util-linux")
+	nobody := lookupNobody(t)
+	cmd := exec.Command(setpriv, "--reuid="+nobody.Uid, "--regid="+nobody.Gid, "--clear-groups", "sh", "-ec", script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("as nobody: %s: %v\n%s", script, err, out)
+	}
+}
+
+func lookupNobody(t *testing.T) *user.User {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to drop to nobody")
+	}
+	u, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skipf("no user nobody: %v", err)
+	}
+	return u
+}
+
+// giveToNobody makes dir the service user's (nobody's), as the generated
+// tmpfiles rules make a destination.
+func giveToNobody(t *testing.T, dir string) {
+	t.Helper()
+	u := lookupNobody(t)
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	makeTraversableUpTo(t, dir)
+}
+
+// makeTraversableUpTo lets others traverse every parent of p (t.TempDir
+// makes 0700 directories).
+func makeTraversableUpTo(t *testing.T, p string) {
+	for d := filepath.Dir(p); d != "/"; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(d, fi.Mode().Perm()|0o011)
+	}
+}
+
+// TestPlantedArchiveUntrusted (issue 10 item 4): the service user plants a
+// newer archive with a valid .sha256 (and a .sig copied from a real
+// archive) in a destination. It is untrusted: it takes no retention slot
+// (the real archive it would have pushed out stays), it is not pruned,
+// list and verify report it, and restore refuses it unless
+// --trust-unsigned. A real archive whose signature was altered is refused
+// the same way. (The worker used to trust any archive with a matching
+// .sha256.)
+func TestPlantedArchiveUntrusted(t *testing.T) {
+	e := newTestEnv(t)
+	e.dests = e.dests[:1]
+	dest := e.dests[0]
+	giveToNobody(t, dest)
+	cfgPath := e.configFile(nil, func(m map[string]any) { backupSettings(m)["retentionSnapshots"] = 2 })
+	cfg := e.config(nil, func(m map[string]any) { backupSettings(m)["retentionSnapshots"] = 2 })
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	runAt := func(h int) {
+		r := e.runner(cfg)
+		r.Now = func() time.Time { return t0.Add(time.Duration(h) * time.Hour) }
+		if code := r.Run(context.Background()); code != ExitOK {
+			t.Fatalf("run at +%dh: exit %d\n%s", h, code, e.logBuf.String())
+		}
+	}
+	runAt(0)
+	runAt(1)
+	real0, real1 := archivesIn(t, dest, "tar.gz")[0], archivesIn(t, dest, "tar.gz")[1]
+
+	// The user's forged archive: the data with a setuid "shell" in it.
+	e.writeFile(filepath.Join(e.dataPaths[0], "evil"), []byte("#!/bin/sh\n"), 0o4755)
+	forgedSrc := filepath.Join(e.root, "forged.tar.gz")
+	f, _ := os.OpenFile(forgedSrc, os.O_WRONLY|os.O_CREATE, 0o644)
+	if _, err := archive.Write(context.Background(), f, e.dataPaths, archive.Options{Format: "tar.gz"}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	os.Remove(filepath.Join(e.dataPaths[0], "evil"))
+	makeTraversableUpTo(t, forgedSrc)
+	os.Chmod(filepath.Join(dest, real1+".sig"), 0o644)
+	planted := "app-20300101T020000Z.tar.gz"
+	asNobody(t, fmt.Sprintf("cd %s && cp %s %s && sha256sum %s > %s.sha256 && cp %s.sig %s.sig",
+		dest, forgedSrc, planted, planted, planted, real1, planted))
+
+	runAt(3)
+	files := destFiles(t, dest)
+	for _, want := range []string{real1, planted, planted + ".sha256"} {
+		if !slices.Contains(files, want) {
+			t.Errorf("%s was removed; destination holds %v", want, files)
+		}
+	}
+	if slices.Contains(files, real0) {
+		t.Errorf("%s kept: retentionSnapshots=2 keeps the run's own archive and %s", real0, real1)
+	}
+	if !strings.Contains(e.logBuf.String(), "archive is untrusted") || !strings.Contains(e.logBuf.String(), "archive="+planted) {
+		t.Error("no warning naming the planted archive")
+	}
+
+	main := func(args ...string) (int, string) {
+		var out bytes.Buffer
+		code := Main(context.Background(), "test", args, &out, &out)
+		return code, out.String()
+	}
+	if code, out := main("list", "--config", cfgPath, "--verify"); !regexp.MustCompile(planted + `\s.*\sok\s+bad \(untrusted\)`).MatchString(out) {
+		t.Errorf("list --verify (exit %d) does not show the planted archive as untrusted:\n%s", code, out)
+	}
+	if code, out := main("verify", "--config", cfgPath, filepath.Join(dest, planted)); code == ExitOK || !strings.Contains(out, "UNTRUSTED") {
+		t.Errorf("verify of the planted archive: exit %d\n%s", code, out)
+	}
+	target := filepath.Join(e.root, "restored")
+	if code, out := main("restore", "--config", cfgPath, "--archive", filepath.Join(dest, planted), "--target", target); code == ExitOK || !strings.Contains(out, "--trust-unsigned") {
+		t.Errorf("restore of the planted archive: exit %d\n%s", code, out)
+	}
+	if entries, _ := os.ReadDir(target); len(entries) != 0 {
+		t.Errorf("restore wrote %d entries into the target", len(entries))
+	}
+	if code, out := main("restore", "--config", cfgPath, "--archive", filepath.Join(dest, planted), "--target", target, "--trust-unsigned"); code != ExitOK {
+		t.Errorf("restore --trust-unsigned: exit %d\n%s", code, out)
+	}
+
+	// A real archive with an altered signature.
+	sigPath := filepath.Join(dest, real1+".sig")
+	sig, _ := os.ReadFile(sigPath)
+	sig[len(sig)-2] ^= 0x01
+	os.WriteFile(sigPath, sig, 0o640)
+	target2 := filepath.Join(e.root, "restored2")
+	if code, out := main("restore", "--config", cfgPath, "--archive", filepath.Join(dest, real1), "--target", target2); code == ExitOK || !strings.Contains(out, "not trusted") {
+		t.Errorf("restore with a tampered signature: exit %d\n%s", code, out)
+	}
+	if code, out := main("verify", "--config", cfgPath, filepath.Join(dest, real1)); code == ExitOK || !strings.Contains(out, "UNTRUSTED") {
+		t.Errorf("verify with a tampered signature: exit %d\n%s", code, out)
+	}
+}
+
+// TestAdoptUnsignedArchive: an archive written before signing existed
+// (no .sig) is untrusted until `verify --adopt` signs it; adopt refuses an
+// archive that does not match its .sha256.
+func TestAdoptUnsignedArchive(t *testing.T) {
+	e := newTestEnv(t)
+	e.dests = e.dests[:1]
+	dest := e.dests[0]
+	cfgPath := e.configFile(nil, nil)
+	if code := e.run(e.config(nil, nil)); code != ExitOK {
+		t.Fatalf("exit %d", code)
+	}
+	name := archivesIn(t, dest, "tar.gz")[0]
+	os.Remove(filepath.Join(dest, name+".sig"))
+	if err := checkTrust(context.Background(), e.key(), dest, name); err == nil {
+		t.Fatal("unsigned archive trusted")
+	}
+	e.writeFile(filepath.Join(dest, "app-20000101T000000Z.tar.gz"), []byte("damaged"), 0o640)
+	e.writeFile(filepath.Join(dest, "app-20000101T000000Z.tar.gz.sha256"), []byte(checksumLine(make([]byte, 32), "app-20000101T000000Z.tar.gz")), 0o640)
+	var out bytes.Buffer
+	code := Main(context.Background(), "test", []string{"verify", "--config", cfgPath, "--all", "--adopt"}, &out, &out)
+	t.Log(out.String())
+	if code == ExitOK || !strings.Contains(out.String(), "adopted") || !strings.Contains(out.String(), "FAILED "+filepath.Join(dest, "app-20000101T000000Z.tar.gz")) {
+		t.Errorf("verify --adopt: exit %d", code)
+	}
+	if err := checkTrust(context.Background(), e.key(), dest, name); err != nil {
+		t.Errorf("adopted archive: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dest, "app-20000101T000000Z.tar.gz.sig")); err == nil {
+		t.Error("the damaged archive was signed")
+	}
 }

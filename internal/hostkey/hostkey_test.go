@@ -76,8 +76,8 @@ func TestLoadRefusesUnsafeKey(t *testing.T) {
 	}
 	uid, _ := strconv.Atoi(nobody.Uid)
 	for name, spoil := range map[string]func(t *testing.T, path string){
-		"world-readable": func(t *testing.T, path string) { os.Chmod(path, 0o644) },
-		"group-readable": func(t *testing.T, path string) { os.Chmod(path, 0o640) },
+		"world-readable":  func(t *testing.T, path string) { os.Chmod(path, 0o644) },
+		"group-readable":  func(t *testing.T, path string) { os.Chmod(path, 0o640) },
 		"owned by nobody": func(t *testing.T, path string) { os.Chown(path, uid, -1) },
 		"directory writable by others": func(t *testing.T, path string) {
 			os.Chmod(filepath.Dir(path), 0o777)

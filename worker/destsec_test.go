@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/backupgen/backupgen/archive"
+	"github.com/backupgen/backupgen/config"
 	"github.com/backupgen/backupgen/internal/testtool"
 )
 
@@ -351,5 +352,156 @@ func TestAdoptUnsignedArchive(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dest, "app-20000101T000000Z.tar.gz.sig")); err == nil {
 		t.Error("the damaged archive was signed")
+	}
+}
+
+// TestShrinkGuard (issue 10 item 7): retentionSnapshots=2, three good runs,
+// then the data paths are emptied (a disk that failed to mount) and three
+// more runs follow: each commits its archive, skips pruning and exits 5
+// with the reason in the summary and the metrics, and the good archives
+// all survive. A much smaller archive is held back the same way unless
+// minSizeRatio is 0. (The worker used to exit 0 and prune the real
+// backups away.)
+func TestShrinkGuard(t *testing.T) {
+	e := newTestEnv(t)
+	metrics := filepath.Join(e.root, "metrics.prom")
+	mutate := func(ratio any) func(m map[string]any) {
+		return func(m map[string]any) {
+			b := backupSettings(m)
+			b["retentionSnapshots"] = 2
+			b["prometheusTextfile"] = metrics
+			if ratio != nil {
+				b["minSizeRatio"] = ratio
+			}
+		}
+	}
+	cfg := e.config(nil, mutate(nil))
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	hour := 0
+	runAt := func(cfg *config.Config, want int) {
+		t.Helper()
+		e.logBuf.b.Reset()
+		r := e.runner(cfg)
+		h := hour
+		hour++
+		r.Now = func() time.Time { return t0.Add(time.Duration(h) * time.Hour) }
+		if code := r.Run(context.Background()); code != want {
+			t.Fatalf("run %d: exit %d, want %d\n%s", h, code, want, e.logBuf.String())
+		}
+	}
+	for i := 0; i < 3; i++ {
+		runAt(cfg, ExitOK)
+	}
+	good := archivesIn(t, e.dests[0], "tar.gz")
+	if len(good) != 2 {
+		t.Fatalf("after three good runs: %v", good)
+	}
+	for _, dp := range e.dataPaths {
+		entries, _ := os.ReadDir(dp)
+		for _, en := range entries {
+			os.RemoveAll(filepath.Join(dp, en.Name()))
+		}
+	}
+	for i := 0; i < 3; i++ {
+		runAt(cfg, ExitWarning)
+		log := e.logBuf.String()
+		if !strings.Contains(log, `result=warning`) || !strings.Contains(log, "pruning was skipped") || !strings.Contains(log, "hold no files at all") {
+			t.Errorf("summary does not give the reason:\n%s", log)
+		}
+		m, _ := os.ReadFile(metrics)
+		if !strings.Contains(string(m), `reason="empty"} 1`) || !strings.Contains(string(m), "backupgen_last_run_warnings{service=\"app\"} 1") {
+			t.Errorf("metrics do not show the guard:\n%s", m)
+		}
+	}
+	for _, d := range e.dests {
+		have := archivesIn(t, d, "tar.gz")
+		for _, g := range good {
+			if !slices.Contains(have, g) {
+				t.Errorf("%s: good archive %s was pruned; have %v", d, g, have)
+			}
+		}
+		if len(have) != 5 {
+			t.Errorf("%s: %d archives, want 2 good + 3 empty", d, len(have))
+		}
+	}
+
+	// Data back, but a small fraction of it: shrunk.
+	e.writeFile(filepath.Join(e.dataPaths[0], "small.txt"), []byte("small\n"), 0o644)
+	e.writeFile(filepath.Join(e.dataPaths[1], "small.txt"), []byte("small\n"), 0o644)
+	// The newest trusted archive before it is the last empty one: put a
+	// full one back in front.
+	e.writeFile(filepath.Join(e.dataPaths[0], "db.sqlite"), randomBytes(t, 300_000), 0o600)
+	runAt(cfg, ExitOK)
+	os.Remove(filepath.Join(e.dataPaths[0], "db.sqlite"))
+	runAt(cfg, ExitWarning)
+	if log := e.logBuf.String(); !strings.Contains(log, "smaller than 0.5 × the previous verified archive") {
+		t.Errorf("no shrink reason:\n%s", log)
+	}
+	if m, _ := os.ReadFile(metrics); !strings.Contains(string(m), `reason="shrunk"} 1`) {
+		t.Errorf("metrics do not show the shrink:\n%s", m)
+	}
+	// minSizeRatio 0 turns the size check off (never the empty check).
+	runAt(e.config(nil, mutate(0)), ExitOK)
+}
+
+// TestRunCorruptNewestDoNotCount (issue 10 item 8): the two newest
+// archives are bit-flipped; with retentionSnapshots=2 the run keeps the
+// older good archive (the flipped ones take no slot) and the flipped ones
+// as evidence. (Plan used to verify only until minKeep good archives were
+// found, counted the flipped ones and pruned the good one.)
+func TestRunCorruptNewestDoNotCount(t *testing.T) {
+	e := newTestEnv(t)
+	e.dests = e.dests[:1]
+	dest := e.dests[0]
+	olderGood := "app-20240101T000000Z.tar.gz"
+	flipped := []string{"app-20240102T000000Z.tar.gz", "app-20240103T000000Z.tar.gz"}
+	for _, n := range append([]string{olderGood}, flipped...) {
+		e.writeSummedArchive(dest, n)
+	}
+	for _, n := range flipped {
+		p := filepath.Join(dest, n)
+		b, _ := os.ReadFile(p)
+		b[len(b)/2] ^= 0x01
+		os.WriteFile(p, b, 0o640)
+	}
+	cfg := e.config(nil, func(m map[string]any) { backupSettings(m)["retentionSnapshots"] = 2 })
+	if code := e.run(cfg); code != ExitOK {
+		t.Fatalf("exit %d", code)
+	}
+	have := archivesIn(t, dest, "tar.gz")
+	for _, n := range append([]string{olderGood}, flipped...) {
+		if !slices.Contains(have, n) {
+			t.Errorf("%s removed; have %v", n, have)
+		}
+	}
+}
+
+// TestShrinkGuardOneEmptyDataPath: one data path of two is empty (its disk
+// did not mount) while the other still has files: the run warns and does
+// not prune.
+func TestShrinkGuardOneEmptyDataPath(t *testing.T) {
+	e := newTestEnv(t)
+	e.dests = e.dests[:1]
+	cfg := e.config(nil, func(m map[string]any) {
+		backupSettings(m)["retentionSnapshots"] = 1
+		backupSettings(m)["minSizeRatio"] = 0
+	})
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i, want := range []int{ExitOK, ExitWarning} {
+		if i == 1 {
+			os.RemoveAll(e.dataPaths[1])
+			os.Mkdir(e.dataPaths[1], 0o755)
+		}
+		r := e.runner(cfg)
+		r.Now = func() time.Time { return t0.Add(time.Duration(i) * time.Hour) }
+		if code := r.Run(context.Background()); code != want {
+			t.Fatalf("run %d: exit %d, want %d\n%s", i, code, want, e.logBuf.String())
+		}
+	}
+	if !strings.Contains(e.logBuf.String(), "data path "+e.dataPaths[1]+" is empty") {
+		t.Error("no warning naming the empty data path")
+	}
+	if n := len(archivesIn(t, e.dests[0], "tar.gz")); n != 2 {
+		t.Errorf("%d archives, want 2 (nothing pruned)", n)
 	}
 }

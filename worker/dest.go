@@ -46,11 +46,11 @@ import (
 //     would buy no isolation; a copy whose primary fails fails with it;
 //  3. fsync;
 //  4. verify the temp file: re-read it through its descriptor (pread) and
-//     hash it with SHA-256. A primary
-//     fed by the fan-out must match the SHA-256 of the stream; a copy must
-//     match its primary's verified SHA-256. Then the archive is parsed in
-//     full (archive.VerifyFile: every entry, every checksum of the
-//     compression format) — on one copy only (structureCheck): a copy whose
+//     hash it with SHA-256. A primary fed by the fan-out must match the
+//     SHA-256 of the stream; a copy must match its primary's verified
+//     SHA-256. Then the archive is parsed in full through the descriptor
+//     (archive.VerifyAt: every entry, every checksum of the compression
+//     format) — on one copy only (structureCheck): a copy whose
 //     SHA-256 equals that of a copy that parsed has the same bytes, so
 //     parsing it again would only repeat the decompression. A single
 //     primary's stream is written straight to its file (a native

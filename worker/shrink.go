@@ -9,6 +9,7 @@ import (
 
 	"github.com/backupgen/backupgen/config"
 	"github.com/backupgen/backupgen/retention"
+	"golang.org/x/sys/unix"
 )
 
 // The shrink guard. A data path that is suddenly empty (a disk that failed
@@ -34,16 +35,16 @@ func (rn *run) emptyData() string {
 	return ""
 }
 
-// isEmptyDir reports whether p is a directory with no entries.
+// isEmptyDir reports whether p is a directory with no entries. O_DIRECTORY
+// and O_NONBLOCK: whatever the service user put there instead (a FIFO)
+// cannot block the run.
 func isEmptyDir(p string) bool {
-	f, err := os.Open(p)
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return false
 	}
+	f := os.NewFile(uintptr(fd), p)
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.IsDir() {
-		return false
-	}
 	_, err = f.Readdirnames(1)
 	return errors.Is(err, io.EOF)
 }

@@ -15,4 +15,7 @@ require (
 	github.com/ulikunitz/xz v0.5.17
 )
 
-require github.com/hashicorp/errwrap v1.0.0 // indirect
+require (
+	github.com/hashicorp/errwrap v1.0.0 // indirect
+	golang.org/x/sys v0.30.0 // indirect
+)

@@ -34,6 +34,8 @@ const (
 	DefaultStopTimeoutSec  = 120
 	DefaultStartTimeoutSec = 120
 	DefaultLockTimeoutSec  = 60
+	DefaultSigningKey      = "/var/lib/backup-worker/signing.key"
+	DefaultMinSizeRatio    = 0.5
 	// GeneratedComment is the value of the "_comment" key in configs written by
 	// backupgen: JSON has no comments, so the header lives in a key that the
 	// worker accepts and ignores.
@@ -74,7 +76,6 @@ type Backup struct {
 	RetentionSnapshots int `json:"retentionSnapshots"`
 	// MinKeep is the floor that pruning never goes below (default 1).
 	MinKeep *int `json:"minKeep,omitempty"`
-	MinSizeRatio *float64 `json:"minSizeRatio,omitempty"`
 	// Exclude holds glob patterns relative to each data path (doublestar
 	// syntax: "cache/**", "*.tmp").
 	Exclude []string `json:"exclude,omitempty"`
@@ -105,6 +106,15 @@ type Backup struct {
 
 	// OnCalendar holds the timer's OnCalendar values (see schedule.go).
 	OnCalendar []string `json:"onCalendar,omitempty"`
+
+	// SigningKey is the root-only ed25519 key that signs every committed
+	// archive (internal/hostkey); created on first use.
+	SigningKey string `json:"signingKey,omitempty"`
+	// MinSizeRatio: a run whose archive is smaller than this fraction of
+	// the previous verified archive commits it but does not prune, and
+	// warns (default 0.5; 0 turns off this check, never the check for
+	// empty data).
+	MinSizeRatio *float64 `json:"minSizeRatio,omitempty"`
 }
 
 // Units is a list of systemd unit names that decodes from a JSON string or
@@ -145,6 +155,23 @@ func (b Backup) MinKeepOrDefault() int {
 		return DefaultMinKeep
 	}
 	return *b.MinKeep
+}
+
+// SigningKeyOrDefault returns SigningKey, or DefaultSigningKey when unset.
+func (b Backup) SigningKeyOrDefault() string {
+	if b.SigningKey == "" {
+		return DefaultSigningKey
+	}
+	return b.SigningKey
+}
+
+// MinSizeRatioOrDefault returns MinSizeRatio, or DefaultMinSizeRatio when
+// unset.
+func (b Backup) MinSizeRatioOrDefault() float64 {
+	if b.MinSizeRatio == nil {
+		return DefaultMinSizeRatio
+	}
+	return *b.MinSizeRatio
 }
 
 // IsOptional reports whether the destination may be missing.
@@ -323,6 +350,19 @@ func (c *Config) Validate() error {
 		if why := ValidPath(b.PrometheusTextfile); why != "" {
 			add("backup.prometheusTextfile", "%q: %s", b.PrometheusTextfile, why)
 		}
+	}
+	if b.SigningKey != "" {
+		if why := ValidPath(b.SigningKey); why != "" {
+			add("backup.signingKey", "%q: %s", b.SigningKey, why)
+		}
+		for _, d := range append(slices.Clone(b.Paths), c.DataPaths...) {
+			if b.SigningKey == d || strings.HasPrefix(b.SigningKey, strings.TrimSuffix(d, "/")+"/") {
+				add("backup.signingKey", "%q: lies inside %q, which the service user can write; the key must be root-only", b.SigningKey, d)
+			}
+		}
+	}
+	if r := b.MinSizeRatio; r != nil && (*r < 0 || *r > 1) {
+		add("backup.minSizeRatio", "%v: must be between 0 (size check off) and 1", *r)
 	}
 	for i, pat := range b.Exclude {
 		if pat == "" || strings.HasPrefix(pat, "/") {

@@ -686,6 +686,10 @@ func runRecipeHook(t *testing.T, cfg *config.Config) {
 		if err := os.MkdirAll(cfg.DataPaths[i], 0o700); err != nil {
 			t.Fatal(err)
 		}
+		// An empty data path is the shrink guard's "disk not mounted".
+		if err := os.WriteFile(filepath.Join(cfg.DataPaths[i], "PG_VERSION"), []byte("16\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for i, p := range cfg.Backup.Paths {
 		cfg.Backup.Paths[i] = under(p)

@@ -80,11 +80,13 @@ type Policy struct {
 	// as the archive the current run just wrote. They still count towards
 	// KeepLast and MinKeep.
 	Protect []string
-	// Verify reports whether an archive is intact (its checksum file exists
-	// and matches). Plan calls it lazily, newest first, only for archives
-	// not dated in the future and not already marked Good or Bad, and only
-	// until it has found MinKeep good ones: a run reads about MinKeep
-	// archives, not all of them. nil treats unchecked archives as good.
+	// Verify reports whether an archive is intact and trusted (its checksum
+	// file exists and matches, its signature verifies). Plan calls it
+	// lazily, newest first, for every archive not already marked Good or
+	// Bad that it would keep and count if it were good (future-dated ones
+	// included: they take KeepLast ranks), so nothing unverified ever
+	// counts towards MinKeep, KeepLast or MaxAge; archives it removes
+	// anyway are not read. nil treats unchecked archives as good.
 	Verify func(Archive) bool
 }
 
@@ -174,14 +176,16 @@ func sortNewestFirst(as []Archive) {
 // the result in their Check field.
 //
 // Rules, in order of precedence:
+//   - every archive that would be kept and counted if good is verified
+//     (Policy.Verify) first, so a corrupt or untrusted archive never
+//     takes a rank or satisfies the floor;
 //   - archives dated after now (clock skew, or a clock that was fixed) are
 //     kept and are ranked newest; they are not counted towards MinKeep, so a
 //     bogus future archive can never push a real one below the floor;
 //   - archives known to be bad (Check == Bad, or Verify said so) are kept
 //     as evidence and count towards neither MinKeep nor KeepLast;
-//   - going newest first, archives not dated in the future are verified
-//     (Policy.Verify) and kept until max(MinKeep, 1) good ones are found, so
-//     a corrupt newest archive can never be what satisfies the floor;
+//   - going newest first, archives not dated in the future are kept until
+//     max(MinKeep, 1) good ones are found;
 //   - archives named in Protect are kept;
 //   - an archive ranked beyond KeepLast (counting every archive not known to
 //     be bad, future ones included, newest first) is removed;
@@ -195,7 +199,11 @@ func Plan(archives []Archive, policy Policy, now time.Time) (keep, remove []Arch
 	rank := 0 // archives not known to be bad seen so far
 	for _, a := range sorted {
 		future := a.Time.After(now)
-		if !future && good < minKeep && a.Check == Unchecked && policy.Verify != nil {
+		protected := slices.Contains(policy.Protect, a.Name)
+		beyondRank := policy.KeepLast > 0 && rank >= policy.KeepLast
+		tooOld := policy.MaxAge > 0 && now.Sub(a.Time) > policy.MaxAge
+		counts := future || good < minKeep || protected || (!beyondRank && !tooOld)
+		if counts && a.Check == Unchecked && policy.Verify != nil {
 			if policy.Verify(a) {
 				a.Check = Good
 			} else {
@@ -214,11 +222,11 @@ func Plan(archives []Archive, policy Policy, now time.Time) (keep, remove []Arch
 		case good < minKeep:
 			good++
 			keep = append(keep, a)
-		case slices.Contains(policy.Protect, a.Name):
+		case protected:
 			keep = append(keep, a)
 		case policy.KeepLast > 0 && r >= policy.KeepLast:
 			remove = append(remove, a)
-		case policy.MaxAge > 0 && now.Sub(a.Time) > policy.MaxAge:
+		case tooOld:
 			remove = append(remove, a)
 		default:
 			keep = append(keep, a)

@@ -151,9 +151,6 @@ func TestPlanInvariants(t *testing.T) {
 			if a.Check != Unchecked {
 				t.Fatalf("%s verified although already %v", a.Name, a.Check)
 			}
-			if a.Time.After(now) {
-				t.Fatalf("future archive %s verified", a.Name)
-			}
 			verified[a.Name] = true
 			asked = append(asked, a)
 			return truth[a.Name]
@@ -175,6 +172,14 @@ func TestPlanInvariants(t *testing.T) {
 		removed := map[string]bool{}
 		for _, a := range remove {
 			removed[a.Name] = true
+		}
+		// Nothing kept counts unverified: every kept archive was known
+		// good, or verified (and then counts only if it passed), or bad.
+		for _, a := range keep {
+			orig := in[slices.IndexFunc(in, func(b Archive) bool { return b.Name == a.Name })]
+			if orig.Check == Unchecked && !verified[a.Name] {
+				t.Fatalf("policy %+v: %s kept without being verified", p, a.Name)
+			}
 		}
 		if len(keep) < min(max(p.MinKeep, 1), len(in)) {
 			t.Fatalf("policy %+v: kept %d of %d, below MinKeep", p, len(keep), len(in))
@@ -226,20 +231,16 @@ func TestPlanInvariants(t *testing.T) {
 				t.Fatalf("%s: Check=%v in the result, bad=%v", a.Name, a.Check, isBad(a))
 			}
 		}
-		// Lazy: archives are verified newest first, and only until MinKeep
-		// good ones are found (counting the ones already known good).
+		// Lazy: archives are verified newest first, and an archive that is
+		// removed was never read.
 		for i := 1; i < len(asked); i++ {
 			if !asked[i].Time.Before(asked[i-1].Time) {
 				t.Fatalf("verified out of order: %s after %s", asked[i].Name, asked[i-1].Name)
 			}
 		}
-		goodBefore := 0
-		for _, a := range past {
-			if verified[a.Name] && goodBefore >= minKeep {
-				t.Fatalf("policy %+v: %s verified after %d good ones were found", p, a.Name, goodBefore)
-			}
-			if !isBad(a) {
-				goodBefore++
+		for _, a := range remove {
+			if verified[a.Name] {
+				t.Fatalf("policy %+v: %s verified, then removed", p, a.Name)
 			}
 		}
 		for _, name := range p.Protect {
@@ -270,8 +271,9 @@ func TestPlanInvariants(t *testing.T) {
 	}
 }
 
-// TestPlanVerifiesLazily: with MinKeep good archives at the top, Plan reads
-// exactly those, not the older ones it removes or keeps.
+// TestPlanVerifiesLazily: Plan reads every archive it keeps and counts
+// (the future one included: it takes a KeepLast rank), and none of those it
+// removes anyway.
 func TestPlanVerifiesLazily(t *testing.T) {
 	in := []Archive{arch(-1), arch(0), arch(1), arch(2), arch(3), arch(4), arch(5)}
 	var asked []string
@@ -281,9 +283,9 @@ func TestPlanVerifiesLazily(t *testing.T) {
 		return a.Name != corrupt
 	}}
 	keep, remove := Plan(in, p, now)
-	// arch(-1) is in the future (not verified), arch(0) good, arch(1) bad,
-	// arch(2) good: two good ones found, nothing older is read.
-	if want := []string{arch(0).Name, arch(1).Name, arch(2).Name}; !slices.Equal(asked, want) {
+	// arch(-1) is in the future (good), arch(0) good, arch(1) bad, arch(2)
+	// good: three ranks taken, nothing older is read.
+	if want := []string{arch(-1).Name, arch(0).Name, arch(1).Name, arch(2).Name}; !slices.Equal(asked, want) {
 		t.Errorf("verified %v, want %v", asked, want)
 	}
 	// Ranks (bad skipped): -1→0, 0→1, 2→2, 3→3 (beyond KeepLast 3).
@@ -291,7 +293,7 @@ func TestPlanVerifiesLazily(t *testing.T) {
 		t.Errorf("remove = %v, want %v", names(remove), want)
 	}
 	for _, a := range keep {
-		want := map[string]Check{arch(0).Name: Good, arch(1).Name: Bad, arch(2).Name: Good}[a.Name]
+		want := map[string]Check{arch(-1).Name: Good, arch(0).Name: Good, arch(1).Name: Bad, arch(2).Name: Good}[a.Name]
 		if a.Check != want {
 			t.Errorf("%s: Check = %v, want %v", a.Name, a.Check, want)
 		}
@@ -301,6 +303,36 @@ func TestPlanVerifiesLazily(t *testing.T) {
 	Plan([]Archive{good(arch(0)), arch(1), arch(2)}, Policy{KeepLast: 1, MinKeep: 1, Verify: p.Verify}, now)
 	if len(asked) != 0 {
 		t.Errorf("verified %v, want nothing", asked)
+	}
+}
+
+// TestPlanCorruptDoNotCount: the run's own archive is good, the two before
+// it are corrupt, an older one is good. With KeepLast 2 the older good one
+// must stay: the corrupt ones take no rank. (Plan used to stop verifying
+// once MinKeep good archives were found, ranked the corrupt ones as good
+// and removed the only older good archive.)
+func TestPlanCorruptDoNotCount(t *testing.T) {
+	in := []Archive{good(arch(0)), arch(1), arch(2), arch(3), arch(4)}
+	bad := map[string]bool{arch(1).Name: true, arch(2).Name: true}
+	p := Policy{KeepLast: 2, MinKeep: 1, Verify: func(a Archive) bool { return !bad[a.Name] }}
+	keep, remove := Plan(in, p, now)
+	if want := []string{arch(0).Name, arch(1).Name, arch(2).Name, arch(3).Name}; !slices.Equal(names(keep), want) {
+		t.Errorf("keep = %v, want %v", names(keep), want)
+	}
+	if want := []string{arch(4).Name}; !slices.Equal(names(remove), want) {
+		t.Errorf("remove = %v, want %v", names(remove), want)
+	}
+}
+
+// TestPlanFutureUntrustedTakesNoRank: archives dated in the future are
+// verified too, so planted future-dated files cannot push real archives
+// beyond KeepLast.
+func TestPlanFutureUntrustedTakesNoRank(t *testing.T) {
+	in := []Archive{arch(-2), arch(-1), arch(0), arch(1), arch(2)}
+	p := Policy{KeepLast: 2, MinKeep: 1, Verify: func(a Archive) bool { return !a.Time.After(now) }}
+	_, remove := Plan(in, p, now)
+	if want := []string{arch(2).Name}; !slices.Equal(names(remove), want) {
+		t.Errorf("remove = %v, want %v", names(remove), want)
 	}
 }
 

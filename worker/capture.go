@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/backupgen/backupgen/archive"
@@ -87,12 +88,14 @@ func (rn *run) archiveCapture(ctx context.Context, w io.Writer, opts archive.Opt
 		defer release()
 		return writeTree(ctx, w, roots, opts)
 	}
-	f, err := os.Open(rn.capturePath)
+	// Read through the descriptor the capture was written with (pread),
+	// never by its name, which the destination's owner may swap.
+	fi, err := rn.captureFile.Stat()
 	if err != nil {
 		return archive.Stats{}, fmt.Errorf("open capture: %w", err)
 	}
-	defer f.Close()
-	return rn.convertCapture(ctx, w, bufio.NewReaderSize(f, 1<<20), opts)
+	r := io.NewSectionReader(rn.captureFile, 0, fi.Size())
+	return rn.convertCapture(ctx, w, bufio.NewReaderSize(r, 1<<20), opts)
 }
 
 // captureName returns a fresh staging file name in dir for archive base.
@@ -188,21 +191,18 @@ func (rn *run) captureClone(ctx context.Context) (done, ok bool) {
 func (rn *run) captureTar(ctx context.Context) bool {
 	cfg := rn.cfg
 	path := filepath.Join(rn.staging.dir, captureName(rn.base, cfg.Backup.Format))
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		rn.fatal(fmt.Errorf("create capture file in %s (no archive written): %w", rn.staging.dir, err))
 		return false
 	}
-	rn.capturePath = path
+	rn.capturePath, rn.captureFile = path, f
 	rn.log.Info("capturing data uncompressed while the units are stopped", "capture", path)
 	t0 := time.Now()
 	prog := &archive.Progress{}
 	stopProgress := rn.startProgress(ctx, "capturing", rn.dataSize, prog)
 	st, err := rn.captureData(ctx, f, cfg.DataPaths, rn.captureOptions(prog))
 	stopProgress()
-	if cerr := f.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("close: %w", cerr)
-	}
 	if err != nil {
 		rn.captureFailed(ctx, err)
 		return false
@@ -223,6 +223,10 @@ func (rn *run) removeCapture() {
 		} else {
 			rn.cloneDir = ""
 		}
+	}
+	if rn.captureFile != nil {
+		rn.captureFile.Close()
+		rn.captureFile = nil
 	}
 	if rn.capturePath == "" {
 		return

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // randomSuffix returns 8 random hex characters for private temp names.
@@ -90,23 +92,51 @@ func setOwnerMode(f *os.File, o owner, mode os.FileMode) error {
 	return f.Chmod(mode)
 }
 
-// commitName moves a finished temp file to its final name without ever
-// replacing an existing file: link(2) fails with EEXIST where rename(2) would
-// silently overwrite. The final name appears atomically with the complete
-// content either way. File systems without hard links fall back to a checked
-// rename, which is safe against ourselves because the service lock is held.
-func commitName(tmp, final string) error {
-	err := os.Link(tmp, final)
+// linkFile gives the open file f the name final in directory dirf without
+// ever replacing an existing file (linkat fails with EEXIST where rename
+// would overwrite). It links the descriptor, not the temp name tmp, so
+// whatever the destination's owner did to tmp meanwhile, the committed
+// file is the one the worker wrote: linkat(AT_EMPTY_PATH) where the worker
+// has CAP_DAC_READ_SEARCH (root), else through /proc/self/fd. A file
+// system without hard links gets an exclusive rename of tmp
+// (RENAME_NOREPLACE), then the new name is checked to be f's inode; if it
+// is not, what the rename moved is not ours and is unlinked again.
+func linkFile(dirf, f *os.File, tmp, final string) error {
+	dfd := int(dirf.Fd())
+	err := unix.Linkat(int(f.Fd()), "", dfd, final, unix.AT_EMPTY_PATH)
+	if err == unix.ENOENT || err == unix.EPERM {
+		err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(int(f.Fd())), dfd, final, unix.AT_SYMLINK_FOLLOW)
+	}
 	if err == nil {
-		return os.Remove(tmp)
+		return nil
 	}
-	if errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("%s already exists; not replacing it", final)
+	if err == unix.EEXIST {
+		return fmt.Errorf("%s already exists; not replacing it", filepath.Join(dirf.Name(), final))
 	}
-	if _, statErr := os.Lstat(final); statErr == nil {
-		return fmt.Errorf("%s already exists; not replacing it", final)
+	if err != unix.EPERM && err != unix.EOPNOTSUPP && err != unix.EMLINK {
+		return &os.LinkError{Op: "link", Old: f.Name(), New: filepath.Join(dirf.Name(), final), Err: err}
 	}
-	return os.Rename(tmp, final)
+	if err := unix.Renameat2(dfd, tmp, dfd, final, unix.RENAME_NOREPLACE); err != nil {
+		if err == unix.EEXIST {
+			return fmt.Errorf("%s already exists; not replacing it", filepath.Join(dirf.Name(), final))
+		}
+		return &os.LinkError{Op: "rename", Old: f.Name(), New: filepath.Join(dirf.Name(), final), Err: err}
+	}
+	var want, got unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &want) != nil || unix.Fstatat(dfd, final, &got, unix.AT_SYMLINK_NOFOLLOW) != nil ||
+		want.Dev != got.Dev || want.Ino != got.Ino {
+		unix.Unlinkat(dfd, final, 0)
+		return fmt.Errorf("%s: the temp name no longer held the file written; not committed", f.Name())
+	}
+	return nil
+}
+
+// syncDirFile fsyncs an open directory.
+func syncDirFile(d *os.File) error {
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("fsync %s: %w", d.Name(), err)
+	}
+	return nil
 }
 
 // writeFileAtomic writes data to path via a private temp file in the same

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/backupgen/backupgen/config"
+	"github.com/backupgen/backupgen/internal/hostkey"
 )
 
 // testEnv is one test's world: data, destinations, state dir, fake
@@ -135,6 +136,7 @@ func (e *testEnv) configFile(units []string, mutate func(m map[string]any)) stri
 			"lockTimeoutSec":  2,
 			"startTimeoutSec": 2,
 			"stopTimeoutSec":  5,
+			"signingKey":      e.keyPath(),
 		},
 	}
 	if mutate != nil {
@@ -311,12 +313,32 @@ func assertOneArchive(t *testing.T, dir string) {
 }
 
 // writeSummedArchive writes a stand-in archive named base into dir with a
-// matching NAME.sha256 beside it, as a committed archive has. Retention
-// only checks the checksum, so the content need not parse.
+// matching NAME.sha256 and a valid NAME.sig beside it, as a committed
+// archive has. Retention only checks the checksum and the signature, so the
+// content need not parse.
 func (e *testEnv) writeSummedArchive(dir, base string) {
 	e.t.Helper()
-	content := []byte("archive " + base + "\n")
+	e.writeSignedArchive(dir, base, []byte("archive "+base+"\n"))
+}
+
+// writeSignedArchive is writeSummedArchive with the given content.
+func (e *testEnv) writeSignedArchive(dir, base string, content []byte) {
+	e.t.Helper()
 	sum := sha256.Sum256(content)
 	e.writeFile(filepath.Join(dir, base), content, 0o640)
 	e.writeFile(filepath.Join(dir, base+".sha256"), []byte(checksumLine(sum[:], base)), 0o640)
+	e.writeFile(filepath.Join(dir, base+".sig"), e.key().SignatureFile(base, sum[:], int64(len(content))), 0o640)
+}
+
+// keyPath is the test's signing key (backup.signingKey), never the host's.
+func (e *testEnv) keyPath() string { return filepath.Join(e.root, "keys", "signing.key") }
+
+// key loads (creating it on first use) the test's signing key.
+func (e *testEnv) key() *hostkey.Key {
+	e.t.Helper()
+	k, err := hostkey.Load(e.keyPath(), true)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return k
 }

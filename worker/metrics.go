@@ -21,11 +21,13 @@ type runMetrics struct {
 	// archives counts this service's archives per destination after
 	// pruning, for destinations that could be read.
 	archives []destinationCount
+	warnings int // the run's warnings (ExitWarning)
 }
 
 type destinationCount struct {
 	destination string
 	count       int
+	guard       string // why the shrink guard skipped pruning ("empty", "shrunk"), or ""
 }
 
 const lastSuccessMetric = "backupgen_last_success_timestamp_seconds"
@@ -62,6 +64,17 @@ func writeMetrics(path string, m runMetrics) error {
 		b.WriteString("# HELP backupgen_archives Archives of the service in each destination.\n# TYPE backupgen_archives gauge\n")
 		for _, d := range m.archives {
 			fmt.Fprintf(&b, "backupgen_archives{%s,destination=\"%s\"} %d\n", svc, escapeLabel(d.destination), d.count)
+		}
+	}
+	gauge("backupgen_last_run_warnings", "Warnings of the last backup run (exit code 5 when nothing failed).", svc, float64(m.warnings))
+	if len(m.archives) > 0 {
+		b.WriteString("# HELP backupgen_shrink_guard 1 if the last run skipped pruning in the destination because the data was empty or the archive shrank (reason label).\n# TYPE backupgen_shrink_guard gauge\n")
+		for _, d := range m.archives {
+			v := 0
+			if d.guard != "" {
+				v = 1
+			}
+			fmt.Fprintf(&b, "backupgen_shrink_guard{%s,destination=\"%s\",reason=\"%s\"} %d\n", svc, escapeLabel(d.destination), d.guard, v)
 		}
 	}
 	return writeFileAtomic(path, b.Bytes(), 0o644, owner{uid: -1, gid: -1})

@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/backupgen/backupgen/archive"
 	"github.com/backupgen/backupgen/config"
+	"github.com/backupgen/backupgen/internal/hostkey"
 	"github.com/backupgen/backupgen/retention"
 	"github.com/hashicorp/go-multierror"
 	"github.com/spf13/pflag"
@@ -113,45 +113,35 @@ const (
 )
 
 // checkChecksum reports the state of path's .sha256; with verify it re-reads
-// the archive and compares.
+// the archive and compares. Every file is opened as openRegular does.
 func checkChecksum(ctx context.Context, path string, verify bool) (string, error) {
-	want, err := parseChecksumFile(path+".sha256", filepath.Base(path))
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return checksumMissing, nil
-	case err != nil:
-		return checksumInvalid, err
-	case !verify:
-		return checksumPresent, nil
-	}
-	got, err := fileSHA256(ctx, path)
-	if err != nil {
-		return checksumInvalid, err
-	}
-	if !bytes.Equal(got, want) {
-		return checksumMismatch, fmt.Errorf("SHA-256 mismatch: file has %x, %s.sha256 says %x", got, filepath.Base(path), want)
-	}
-	return checksumOK, nil
+	c := inspectArchive(ctx, nil, path, verify, nil)
+	return c.checksum, c.err
 }
 
 // verifyArchive checks the checksum (when a .sha256 exists) and parses the
-// whole archive. A missing .sha256 is not an error (a crash between the two
-// renames of the write protocol leaves one), but is reported.
+// whole archive, both through one descriptor. A missing .sha256 is not an
+// error (a crash between the renames of the write protocol leaves one),
+// but is reported. The signature is not looked at (see checkTrust).
 func verifyArchive(ctx context.Context, path, format string) (string, error) {
-	state, err := checkChecksum(ctx, path, true)
-	if err != nil {
-		return state, err
-	}
-	if _, err := archive.VerifyFile(ctx, path, format); err != nil {
-		return state, err
-	}
-	return state, nil
+	c := verifyArchiveKey(ctx, nil, path, format)
+	return c.checksum, c.err
+}
+
+// verifyArchiveKey is verifyArchive with the signature checked against key:
+// c.err covers the checksum and the structure, c.signature and c.sigErr
+// the signature.
+func verifyArchiveKey(ctx context.Context, key *hostkey.Key, path, format string) archiveCheck {
+	return inspectArchive(ctx, key, path, true, func(f *os.File, size int64) error {
+		_, err := archive.VerifyAt(ctx, f, size, format)
+		return err
+	})
 }
 
 func (c *cli) list(ctx context.Context, args []string) int {
 	var common commonFlags
 	fs := pflag.NewFlagSet("list", pflag.ContinueOnError)
-	verify := fs.Bool("verify", false, "re-read every archive and compare it with its .sha256 (shows mismatch)")
+	verify := fs.Bool("verify", false, "re-read every archive and compare it with its .sha256 and .sig (shows mismatch)")
 	if done, code := c.parse(fs, "list --config FILE [--verify]", args, &common); done {
 		return code
 	}
@@ -159,40 +149,57 @@ func (c *cli) list(ctx context.Context, args []string) int {
 	if !ok {
 		return ExitUsage
 	}
+	key, keyErr := loadSigningKey(cfg, false)
+	if keyErr != nil {
+		fmt.Fprintf(c.stderr, "backup-worker list: signatures not checked: %v\n", keyErr)
+	}
 	now := time.Now()
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DESTINATION\tARCHIVE\tSIZE\tAGE\tCHECKSUM")
+	fmt.Fprintln(tw, "DESTINATION\tARCHIVE\tSIZE\tAGE\tCHECKSUM\tSIGNATURE")
 	var errs *multierror.Error
+	untrusted := 0
 	for _, dir := range cfg.Backup.Paths {
 		archives, err := scanAllFormats(dir, cfg.Name)
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) && cfg.Backup.IsOptional(dir) {
-				fmt.Fprintf(tw, "%s\t(missing, optional)\t\t\t\n", dir)
+				fmt.Fprintf(tw, "%s\t(missing, optional)\t\t\t\t\n", dir)
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t(error: %v)\t\t\t\n", dir, err)
+			fmt.Fprintf(tw, "%s\t(error: %v)\t\t\t\t\n", dir, err)
 			errs = multierror.Append(errs, err)
 			continue
 		}
 		if len(archives) == 0 {
-			fmt.Fprintf(tw, "%s\t(no archives)\t\t\t\n", dir)
+			fmt.Fprintf(tw, "%s\t(no archives)\t\t\t\t\n", dir)
 		}
 		for _, a := range archives {
+			ck := inspectArchive(ctx, key, a.path(), *verify, nil)
 			size := "?"
-			if fi, err := os.Lstat(a.path()); err == nil {
-				size = humanBytes(fi.Size())
+			if ck.err == nil || ck.size > 0 {
+				size = humanBytes(ck.size)
 			}
-			state, err := checkChecksum(ctx, a.path(), *verify)
-			if err != nil && state != checksumMismatch {
-				state += " (" + err.Error() + ")"
+			state := ck.checksum
+			if ck.err != nil && state != checksumMismatch {
+				state += " (" + ck.err.Error() + ")"
 			}
 			if state == checksumMismatch {
-				errs = multierror.Append(errs, fmt.Errorf("%s: %w", a.path(), err))
+				errs = multierror.Append(errs, fmt.Errorf("%s: %w", a.path(), ck.err))
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", dir, a.Name, size, age(now, a.Time), state)
+			sig := ck.signature
+			if sig != signatureOK {
+				untrusted++
+				sig += " (untrusted)"
+			}
+			if *verify && ck.signature == signatureBad {
+				errs = multierror.Append(errs, fmt.Errorf("%s: %w", a.path(), ck.sigErr))
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", dir, a.Name, size, age(now, a.Time), state, sig)
 		}
 	}
 	tw.Flush()
+	if untrusted > 0 {
+		fmt.Fprintf(c.stdout, "%d archive(s) untrusted: not counted for retention, never pruned, restored only with --trust-unsigned; adopt ones you vouch for with `backup-worker verify --adopt`\n", untrusted)
+	}
 	if errs != nil {
 		return exitCodeFor(ctx, errs)
 	}
@@ -220,7 +227,8 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 	var common commonFlags
 	fs := pflag.NewFlagSet("verify", pflag.ContinueOnError)
 	all := fs.Bool("all", false, "verify every archive, not only the newest per destination")
-	if done, code := c.parse(fs, "verify --config FILE [--all] [ARCHIVE...]", args, &common); done {
+	adopt := fs.Bool("adopt", false, "sign the selected archives that verify but are unsigned (written before signing existed): only for archives you vouch for")
+	if done, code := c.parse(fs, "verify --config FILE [--all] [--adopt] [ARCHIVE...]", args, &common); done {
 		return code
 	}
 	cfg, ok := c.loadConfig(common.config)
@@ -261,23 +269,58 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 			targets = append(targets, archives...)
 		}
 	}
+	key, err := loadSigningKey(cfg, *adopt)
+	if err != nil {
+		fmt.Fprintf(c.stderr, "backup-worker verify: signatures not checked: %v\n", err)
+		if *adopt {
+			return ExitFailed
+		}
+	}
+	var own owner
+	if *adopt {
+		if own, err = lookupOwner(cfg.User, cfg.Group); err != nil {
+			fmt.Fprintf(c.stderr, "backup-worker verify: %v\n", err)
+			return ExitFailed
+		}
+	}
 	for _, a := range targets {
-		state, err := verifyArchive(ctx, a.path(), a.format)
-		if err != nil {
-			fmt.Fprintf(c.stdout, "FAILED %s: %v\n", a.path(), err)
+		if err := c.verifyOne(ctx, key, a, *adopt, own); err != nil {
 			errs = multierror.Append(errs, err)
-			continue
 		}
-		note := ""
-		if state == checksumMissing {
-			note = " (no .sha256; structure verified only)"
-		}
-		fmt.Fprintf(c.stdout, "OK %s%s\n", a.path(), note)
 	}
 	if errs != nil {
 		return exitCodeFor(ctx, errs)
 	}
 	return ExitOK
+}
+
+// verifyOne verifies (or adopts) one archive and prints the verdict.
+func (c *cli) verifyOne(ctx context.Context, key *hostkey.Key, a destArchive, adopt bool, own owner) error {
+	if adopt {
+		how, err := adoptArchive(ctx, key, a.path(), a.format, own)
+		if err != nil {
+			fmt.Fprintf(c.stdout, "FAILED %s: %v\n", a.path(), err)
+			return err
+		}
+		fmt.Fprintf(c.stdout, "OK %s (%s)\n", a.path(), how)
+		return nil
+	}
+	ck := verifyArchiveKey(ctx, key, a.path(), a.format)
+	if ck.err != nil {
+		fmt.Fprintf(c.stdout, "FAILED %s: %v\n", a.path(), ck.err)
+		return ck.err
+	}
+	if ck.signature != signatureOK {
+		err := fmt.Errorf("%s: %w", a.path(), ck.reason())
+		fmt.Fprintf(c.stdout, "UNTRUSTED %s: %v\n", a.path(), ck.reason())
+		return err
+	}
+	note := ""
+	if ck.checksum == checksumMissing {
+		note = " (no .sha256; structure verified only)"
+	}
+	fmt.Fprintf(c.stdout, "OK %s%s\n", a.path(), note)
+	return nil
 }
 
 func (c *cli) prune(ctx context.Context, args []string) int {
@@ -303,13 +346,19 @@ func (c *cli) prune(ctx context.Context, args []string) int {
 	}
 	policy := retention.PolicyFromConfig(cfg.Backup.MaxRetentionDays, cfg.Backup.RetentionSnapshots, cfg.Backup.MinKeepOrDefault())
 	fmt.Fprintf(c.stdout, "policy: %s\n", policy)
+	// Without the key nothing is trusted, so nothing counts and nothing is
+	// removed: pruning is safe, merely useless, until the key is back.
+	key, keyErr := loadSigningKey(cfg, false)
+	if keyErr != nil {
+		log.Warn("signatures cannot be checked; every archive is untrusted and kept", "error", keyErr)
+	}
 	var errs *multierror.Error
 	for _, dir := range cfg.Backup.Paths {
 		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) && cfg.Backup.IsOptional(dir) {
 			fmt.Fprintf(c.stdout, "%s: optional destination missing, skipped\n", dir)
 			continue
 		}
-		res, err := pruneDir(ctx, dir, cfg.Name, config.ArchiveExt(cfg.Backup.Format), policy, nil, time.Now(), *dryRun, log)
+		res, err := pruneDir(ctx, key, dir, cfg.Name, config.ArchiveExt(cfg.Backup.Format), policy, nil, time.Now(), *dryRun, log)
 		verb := "removed"
 		if *dryRun {
 			verb = "would remove"
@@ -317,12 +366,23 @@ func (c *cli) prune(ctx context.Context, args []string) int {
 		for _, a := range res.removed {
 			fmt.Fprintf(c.stdout, "%s %s\n", verb, filepath.Join(dir, a.Name))
 		}
+		nBad, nUntrusted := 0, 0
 		for _, a := range res.bad {
-			fmt.Fprintf(c.stdout, "bad, kept %s: %v\n", filepath.Join(dir, a.Name), a.reason)
+			what := "bad"
+			if a.untrusted {
+				what = "untrusted"
+				nUntrusted++
+			} else {
+				nBad++
+			}
+			fmt.Fprintf(c.stdout, "%s, kept %s: %v\n", what, filepath.Join(dir, a.Name), a.reason)
 		}
 		badNote := ""
 		if len(res.bad) > 0 {
-			badNote = fmt.Sprintf(" (%d of them bad)", len(res.bad))
+			badNote = fmt.Sprintf(" (%d of them bad)", nBad)
+			if nUntrusted > 0 {
+				badNote = fmt.Sprintf(" (%d of them bad, %d untrusted)", nBad, nUntrusted)
+			}
 		}
 		fmt.Fprintf(c.stdout, "%s: %d kept%s, %d %s\n", dir, len(res.kept), badNote, len(res.removed), verb)
 		if err != nil {

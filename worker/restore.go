@@ -24,6 +24,7 @@ func (c *cli) restore(ctx context.Context, args []string) int {
 	archivePath := fs.String("archive", "", "the archive `PATH` to restore (required)")
 	target := fs.String("target", "", "extract into `DIR` (new or empty) instead of restoring in place")
 	yes := fs.Bool("yes", false, "restore in place: stop the units, move the current data aside, extract, start the units")
+	trustUnsigned := fs.Bool("trust-unsigned", false, "restore an archive whose signature is missing or wrong (not written by this host's worker)")
 	if done, code := c.parse(fs, "restore --config FILE --archive PATH [--target DIR] [--yes]", args, &common); done {
 		return code
 	}
@@ -40,7 +41,7 @@ func (c *cli) restore(ctx context.Context, args []string) int {
 			orNone(cfg.ServiceName), strings.Join(cfg.DataPaths, ", "), *archivePath)
 		return ExitUsage
 	}
-	rs := &restorer{cfg: cfg, log: c.log.With(keyService, cfg.Name), systemd: Systemctl{}, out: c.stdout, now: time.Now}
+	rs := &restorer{cfg: cfg, log: c.log.With(keyService, cfg.Name), systemd: Systemctl{}, out: c.stdout, now: time.Now, trustUnsigned: *trustUnsigned}
 	if *target != "" {
 		return rs.toTarget(ctx, *archivePath, *target)
 	}
@@ -61,6 +62,8 @@ type restorer struct {
 	systemd Systemd
 	out     io.Writer
 	now     func() time.Time
+	// trustUnsigned: --trust-unsigned (see trustForRestore).
+	trustUnsigned bool
 }
 
 // check locks the service and verifies the archive; a bad archive is refused
@@ -77,6 +80,9 @@ func (rs *restorer) check(ctx context.Context, path string) (format string, lock
 	}
 	rs.log.Info("verifying archive before restoring", keyArchive, path)
 	state, err := verifyArchive(ctx, path, format)
+	if err == nil {
+		err = trustForRestore(ctx, rs.cfg, path, rs.trustUnsigned, rs.log)
+	}
 	if err != nil {
 		lock.Release()
 		return "", nil, fmt.Errorf("refusing to restore %s: %w", path, err)

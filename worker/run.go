@@ -18,6 +18,7 @@ import (
 
 	"github.com/backupgen/backupgen/archive"
 	"github.com/backupgen/backupgen/config"
+	"github.com/backupgen/backupgen/internal/hostkey"
 	"github.com/backupgen/backupgen/retention"
 	"github.com/hashicorp/go-multierror"
 )
@@ -40,6 +41,10 @@ const (
 	// ExitLockHeld: another run for the same service held the lock for the
 	// whole lock timeout.
 	ExitLockHeld = 4
+	// ExitWarning: the archive was committed, but something needs
+	// attention (a file changed while it was read; data empty or much
+	// smaller than the last verified archive, so pruning was skipped).
+	ExitWarning = 5
 	// ExitInterrupted: SIGINT or SIGTERM; units were started again and temp
 	// files removed.
 	ExitInterrupted = 130
@@ -51,6 +56,7 @@ const (
 	resultPartial     = "partial"
 	resultFailed      = "failed"
 	resultInterrupted = "interrupted"
+	resultWarning     = "warning"
 )
 
 // archiveWriter is archive.Write's signature, a seam for tests.
@@ -87,6 +93,8 @@ type run struct {
 	start time.Time
 
 	errs        *multierror.Error // failures of the run as a whole
+	warnings    []string          // see warn
+	key         *hostkey.Key      // signs the archives (preflight loads it)
 	dests       []*destination
 	owner       owner
 	base        string // NAME-TS.EXT
@@ -96,6 +104,7 @@ type run struct {
 	dataSize    int64        // preflight estimate of the data (with header overhead)
 	staging     *destination // captureFirst: where the capture goes
 	capturePath string       // captureFirst: the capture file while it exists
+	captureFile *os.File     // captureFirst: its descriptor, read instead of the name
 	// captureFirst, reflink capture (capture.go): tryReflink is set when the
 	// staging destination shares the data paths' file system; cloneDir is
 	// the reflink copy while it exists; captureMethod is "reflink" or "tar"
@@ -162,6 +171,13 @@ func (r *Runner) Run(ctx context.Context) int {
 
 func (rn *run) fatal(err error) {
 	rn.errs = multierror.Append(rn.errs, err)
+}
+
+// warn records something that needs attention although the archive was
+// committed: the run ends with ExitWarning unless something failed.
+func (rn *run) warn(msg string) {
+	rn.warnings = append(rn.warnings, msg)
+	rn.log.Warn(msg)
 }
 
 // executeSafely turns a panic into a run failure. The deferred restart and
@@ -304,6 +320,9 @@ func (rn *run) preflight(ctx context.Context) bool {
 		errs = multierror.Append(errs, fmt.Errorf("archive owner: %w", err))
 	}
 	rn.owner = own
+	if rn.key, err = loadSigningKey(cfg, true); err != nil {
+		errs = multierror.Append(errs, err)
+	}
 	size, err := dataSize(cfg.DataPaths)
 	if err != nil {
 		errs = multierror.Append(errs, err)
@@ -455,7 +474,7 @@ func (rn *run) writeArchives(ctx context.Context, produce archiveProducer) bool 
 	var active, primaries []*destination
 	primaryOf := map[uint64]*destination{}
 	for _, d := range rn.usableDests() {
-		d.base = rn.base
+		d.base, d.key = rn.base, rn.key
 		if err := d.create(); err != nil {
 			d.fail(fmt.Errorf("create temp file: %w", err))
 			rn.log.Error("destination failed", keyDestination, d.dir, "error", err)
@@ -559,13 +578,14 @@ func (rn *run) writeArchives(ctx context.Context, produce archiveProducer) bool 
 	var wg sync.WaitGroup
 	errs := make([]error, len(active))
 	sc := &structureCheck{}
-	// Each copy's source is opened before any primary can commit (rename)
-	// its temp file.
+	// Each copy reads its primary through a duplicate of the descriptor
+	// the primary was written through (never its name: see dest.go),
+	// taken before the primary can commit and close it.
 	srcs := make([]*os.File, len(active))
 	for i, d := range active {
 		if d.primary != nil && d.primary.err == nil {
-			if srcs[i], errs[i] = os.Open(d.primary.tmp); errs[i] != nil {
-				errs[i] = fmt.Errorf("open %s to copy it: %w", d.primary.tmp, errs[i])
+			if srcs[i], errs[i] = dupFile(d.primary.file); errs[i] != nil {
+				errs[i] = fmt.Errorf("duplicate the descriptor of %s to copy it: %w", d.primary.file.Name(), errs[i])
 			}
 		}
 	}
@@ -626,17 +646,36 @@ func (rn *run) writeArchives(ctx context.Context, produce archiveProducer) bool 
 	return true
 }
 
-// prune applies retention to each destination holding a verified copy.
+// prune applies retention to each destination holding a verified copy,
+// unless the shrink guard (shrink.go) holds it back.
 func (rn *run) prune(ctx context.Context) {
 	cfg := rn.cfg
 	policy := retention.PolicyFromConfig(cfg.Backup.MaxRetentionDays, cfg.Backup.RetentionSnapshots, cfg.Backup.MinKeepOrDefault())
 	policy.Protect = []string{rn.base}
+	empty := rn.emptyData()
+	if empty != "" {
+		rn.warn(empty + "; the archive was committed, but pruning was skipped in every destination")
+	}
 	for _, d := range rn.dests {
 		if d.status != "ok" {
 			continue
 		}
 		// The archive just written was verified by this run: not read again.
-		res, err := pruneDir(ctx, d.dir, cfg.Name, config.ArchiveExt(cfg.Backup.Format), policy, []string{rn.base}, rn.Now(), false, rn.log)
+		good := []string{rn.base}
+		if empty != "" {
+			d.guard = "empty"
+			d.count = rn.countArchives(d)
+			continue
+		}
+		if why, prev := rn.shrunk(ctx, d); why != "" {
+			d.guard = "shrunk"
+			d.count = rn.countArchives(d)
+			rn.warn(fmt.Sprintf("%s: %s; the archive was committed, but pruning was skipped there", d.dir, why))
+			continue
+		} else if prev != "" {
+			good = append(good, prev)
+		}
+		res, err := pruneDir(ctx, rn.key, d.dir, cfg.Name, config.ArchiveExt(cfg.Backup.Format), policy, good, rn.Now(), false, rn.log)
 		d.pruned, d.count = len(res.removed), len(res.kept)
 		if err != nil {
 			d.status = "failed"
@@ -676,7 +715,10 @@ func (rn *run) finish(ctx context.Context) int {
 			if d.pruned > 0 {
 				status = fmt.Sprintf("ok, pruned %d", d.pruned)
 			}
-			counts = append(counts, destinationCount{d.dir, d.count})
+			if d.guard != "" {
+				status = "ok, not pruned (" + d.guard + ")"
+			}
+			counts = append(counts, destinationCount{d.dir, d.count, d.guard})
 		}
 		destAttrs = append(destAttrs, slog.String(d.dir, status))
 	}
@@ -697,16 +739,24 @@ func (rn *run) finish(ctx context.Context) int {
 	if allErrs != nil {
 		attrs = append(attrs, "errors", strings.ReplaceAll(allErrs.Error(), "\n", "; "))
 	}
+	if len(rn.warnings) > 0 {
+		attrs = append(attrs, "warnings", strings.Join(rn.warnings, "; "))
+	}
 	level := slog.LevelInfo
-	if code != ExitOK {
+	switch code {
+	case ExitOK:
+	case ExitWarning:
+		level = slog.LevelWarn
+	default:
 		level = slog.LevelError
 	}
 	rn.log.Log(context.WithoutCancel(ctx), level, "backup finished", attrs...)
 
 	if cfg.Backup.PrometheusTextfile != "" {
 		err := writeMetrics(cfg.Backup.PrometheusTextfile, runMetrics{
-			service: cfg.Name, success: code == ExitOK, finished: time.Now(),
+			service: cfg.Name, success: code == ExitOK || code == ExitWarning, finished: time.Now(),
 			duration: duration, downtime: downtime, archiveSize: archiveSize, archives: counts,
+			warnings: len(rn.warnings),
 		})
 		if err != nil {
 			rn.log.Error("cannot write metrics", "path", cfg.Backup.PrometheusTextfile, "error", err)
@@ -747,6 +797,8 @@ func (rn *run) outcome(ctx context.Context) (int, string) {
 		return ExitFailed, resultFailed
 	case failed > 0:
 		return ExitPartial, resultPartial
+	case len(rn.warnings) > 0:
+		return ExitWarning, resultWarning
 	}
 	return ExitOK, resultSuccess
 }
@@ -777,10 +829,11 @@ type pruneResult struct {
 }
 
 // badArchive is an archive whose .sha256 is missing, unreadable or does not
-// match its content.
+// match its content, or (untrusted) whose signature is missing or wrong.
 type badArchive struct {
 	retention.Archive
-	reason error
+	reason    error
+	untrusted bool
 }
 
 // pruneDir applies policy to the archives of service name in dir. Only
@@ -788,13 +841,15 @@ type badArchive struct {
 // each is re-checked with Lstat just before removal. The .sha256 beside a
 // removed archive goes with it.
 //
-// An archive counts towards MinKeep and KeepLast only if its .sha256 exists
-// and matches: retention.Plan asks, newest first, until it has found MinKeep
-// good ones, so a run re-reads about MinKeep archives (fewer when the newest
-// is in goodNames: the run's own archive, verified moments ago). An archive
-// that fails the check is never removed (it is evidence of a problem) and
-// is logged as a warning.
-func pruneDir(ctx context.Context, dir, name, ext string, policy retention.Policy, goodNames []string, now time.Time, dryRun bool, log *slog.Logger) (pruneResult, error) {
+// An archive counts towards MinKeep, KeepLast and MaxAge only if it is
+// trusted (trust.go: its content matches its .sha256 and its signature
+// verifies with key, nil: nothing is trusted): retention.Plan asks about
+// every archive it would keep as counted, so a run re-reads the archives
+// it keeps (except those in goodNames: the run's own archive, verified
+// moments ago). An archive that fails the check is never removed (it is
+// evidence of a problem, or an archive the admin has to judge) and is
+// logged as a warning.
+func pruneDir(ctx context.Context, key *hostkey.Key, dir, name, ext string, policy retention.Policy, goodNames []string, now time.Time, dryRun bool, log *slog.Logger) (pruneResult, error) {
 	archives, err := retention.Scan(dir, name, ext)
 	if err != nil {
 		return pruneResult{}, err
@@ -804,19 +859,13 @@ func pruneDir(ctx context.Context, dir, name, ext string, policy retention.Polic
 			archives[i].Check = retention.Good
 		}
 	}
-	reasons := map[string]error{}
+	reasons := map[string]archiveCheck{}
 	policy.Verify = func(a retention.Archive) bool {
-		state, err := checkChecksum(ctx, filepath.Join(dir, a.Name), true)
-		if state == checksumOK {
+		c := inspectArchive(ctx, key, filepath.Join(dir, a.Name), true, nil)
+		if c.trusted() {
 			return true
 		}
-		if err == nil {
-			err = fmt.Errorf("checksum %s", state)
-			if state == checksumMissing {
-				err = fmt.Errorf("no %s.sha256 beside it", a.Name)
-			}
-		}
-		reasons[a.Name] = err
+		reasons[a.Name] = c
 		return false
 	}
 	keep, remove := retention.Plan(archives, policy, now)
@@ -827,10 +876,20 @@ func pruneDir(ctx context.Context, dir, name, ext string, policy retention.Polic
 	}
 	res := pruneResult{kept: keep}
 	for _, a := range keep {
-		if a.Check == retention.Bad {
-			res.bad = append(res.bad, badArchive{a, reasons[a.Name]})
+		if a.Check != retention.Bad {
+			continue
+		}
+		c := reasons[a.Name]
+		// Untrusted: intact (matches its .sha256), only the signature is
+		// missing or wrong. Anything else is damage.
+		b := badArchive{a, c.reason(), c.err == nil && c.checksum == checksumOK}
+		res.bad = append(res.bad, b)
+		if b.untrusted {
+			log.Warn("archive is untrusted (signature missing or wrong); kept and not counted for retention",
+				keyDestination, dir, keyArchive, a.Name, "error", b.reason)
+		} else {
 			log.Warn("archive failed its checksum check; kept as evidence and not counted for retention",
-				keyDestination, dir, keyArchive, a.Name, "error", reasons[a.Name])
+				keyDestination, dir, keyArchive, a.Name, "error", b.reason)
 		}
 	}
 	if dryRun {
@@ -850,10 +909,11 @@ func pruneDir(ctx context.Context, dir, name, ext string, policy retention.Polic
 		}
 		res.removed = append(res.removed, a)
 		log.Info("pruned archive", keyDestination, dir, keyArchive, a.Name)
-		sum := p + ".sha256"
-		if retention.IsRegularFile(sum) {
-			if err := os.Remove(sum); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = multierror.Append(errs, err)
+		for _, side := range []string{p + ".sha256", p + ".sig"} {
+			if retention.IsRegularFile(side) {
+				if err := os.Remove(side); err != nil && !errors.Is(err, os.ErrNotExist) {
+					errs = multierror.Append(errs, err)
+				}
 			}
 		}
 	}

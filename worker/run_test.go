@@ -146,8 +146,11 @@ func TestRunHappyPath(t *testing.T) {
 		for _, dp := range e.dataPaths {
 			assertSameTree(t, dp, filepath.Join(out, archive.EntryName(dp)))
 		}
-		if files := destFiles(t, dest); len(files) != 2 {
-			t.Errorf("%s holds %v, want the archive and its checksum only", dest, files)
+		if files := destFiles(t, dest); len(files) != 3 {
+			t.Errorf("%s holds %v, want the archive, its checksum and its signature only", dest, files)
+		}
+		if err := checkTrust(context.Background(), e.key(), dest, filepath.Base(path)); err != nil {
+			t.Errorf("the run's own archive is not trusted: %v", err)
 		}
 	}
 	if names[0] != names[1] {

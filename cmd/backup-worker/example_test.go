@@ -33,6 +33,7 @@ func TestExampleBackup(t *testing.T) {
 		cfg.Backup.OptionalPaths[i] = under(p)
 	}
 	cfg.Backup.StateDirectory = under(cfg.Backup.StateDirectory)
+	cfg.Backup.SigningKey = under(cfg.Backup.SigningKeyOrDefault())
 	// The example's myapp user does not exist on a test machine; the
 	// current ids also work unprivileged (the Nix build sandbox).
 	cfg.User, cfg.Group = strconv.Itoa(os.Getuid()), strconv.Itoa(os.Getgid())

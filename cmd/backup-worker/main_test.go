@@ -67,6 +67,7 @@ func setup(t *testing.T, units []string) *e2e {
 			"format":             "tar.zst",
 			"retentionSnapshots": 3,
 			"stateDirectory":     filepath.Join(e.root, "state"),
+			"signingKey":         filepath.Join(e.root, "keys", "signing.key"),
 			"startTimeoutSec":    5,
 			"lockTimeoutSec":     2,
 		},

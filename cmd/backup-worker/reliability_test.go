@@ -298,7 +298,8 @@ func TestUnreadableFileAsNobody(t *testing.T) {
 	// Everything else is readable by nobody (big.bin was written 0600).
 	os.Chmod(filepath.Join(e.dataDir(), "sub", "big.bin"), 0o644)
 	stateDir := filepath.Join(e.root, "state")
-	for _, d := range append([]string{stateDir}, e.dests...) {
+	// The signing key's directory is the (unprivileged) worker's own.
+	for _, d := range append([]string{stateDir, filepath.Join(e.root, "keys")}, e.dests...) {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			t.Fatal(err)
 		}

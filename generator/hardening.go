@@ -1,5 +1,12 @@
 package generator
 
+import (
+	"path/filepath"
+	"strings"
+
+	"github.com/backupgen/backupgen/config"
+)
+
 // Setting is one unit-file setting, rendered as Key=Value in the plain
 // units and as serviceConfig.Key in lib.nix.
 type Setting struct {
@@ -35,6 +42,21 @@ var baseHardening = []Setting{
 	// Nothing it creates is world-readable by accident; archives and
 	// folders get their modes explicitly (0640, 0750), which 0027 keeps.
 	{"UMask", "0027"},
+	// The root-only folder of the key that signs every archive
+	// (config.DefaultSigningKey): ProtectSystem=strict would make the
+	// first run fail to create it.
+	{"StateDirectory", signingKeyStateDirectory()},
+	{"StateDirectoryMode", "0700"},
+}
+
+// signingKeyStateDirectory is config.DefaultSigningKey's folder relative to
+// /var/lib, as StateDirectory= wants it.
+func signingKeyStateDirectory() string {
+	rel, err := filepath.Rel("/var/lib", filepath.Dir(config.DefaultSigningKey))
+	if err != nil || strings.HasPrefix(rel, "..") {
+		panic("config.DefaultSigningKey must lie under /var/lib: " + config.DefaultSigningKey)
+	}
+	return rel
 }
 
 // strictHardening applies only to services without hooks: a preBackup such

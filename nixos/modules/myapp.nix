@@ -53,7 +53,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.myapp" = "b9cb3ded45487515"; }
+    { backupgen.helpers."modules.services.virtualization.myapp" = "60a1da6bffcf426d"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -47,7 +47,7 @@ let
   # A stamp of these helpers (lib.nix, options.nix, cron.nix, core.nix as
   # rendered): core.nix asserts that every module in an evaluation was
   # generated for the helpers it gets.
-  version = "b9cb3ded45487515";
+  version = "60a1da6bffcf426d";
 
   # The built-in defaults, rendered from backupgen's Go definition
   # (generator.Defaults); a hand-written backupConfig may leave any key out.
@@ -103,6 +103,8 @@ let
       SystemCallArchitectures = "native";
       PrivateMounts = "yes";
       UMask = "0027";
+      StateDirectory = "backup-worker";
+      StateDirectoryMode = "0700";
     };
     strict = {
       CapabilityBoundingSet = "CAP_DAC_READ_SEARCH CAP_DAC_OVERRIDE CAP_CHOWN CAP_FOWNER CAP_FSETID";
@@ -416,8 +418,10 @@ let
         // (
           if r.backup.dumpDirectory then
             {
-              StateDirectory = "backupgen/${r.name}";
-              StateDirectoryMode = "0700";
+              StateDirectory = [
+                hardening.base.StateDirectory
+                "backupgen/${r.name}"
+              ];
             }
           else
             { }

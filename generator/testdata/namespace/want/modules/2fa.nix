@@ -53,7 +53,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."my_org.backups.\"2fa\"" = "b9cb3ded45487515"; }
+    { backupgen.helpers."my_org.backups.\"2fa\"" = "60a1da6bffcf426d"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -53,7 +53,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."my_org.backups.\"app.v2\"" = "b9cb3ded45487515"; }
+    { backupgen.helpers."my_org.backups.\"app.v2\"" = "60a1da6bffcf426d"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

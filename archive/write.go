@@ -671,3 +671,14 @@ func noteChanged(st *Stats, wn *warner, p, msg string, args ...any) {
 	}
 	wn.warn(msg, args...)
 }
+
+// CheckDataPaths opens each data path as Write will (absolute, a directory
+// or a regular file, reached through no symlink that someone other than
+// root can have made: see openRoot) and closes it again. The worker calls
+// it before stopping anything, so that a refused data path fails the run
+// early.
+func CheckDataPaths(dataPaths []string) error {
+	roots, err := resolveRoots(sameRoots(dataPaths), nil)
+	closeRoots(roots)
+	return err
+}

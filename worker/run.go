@@ -40,6 +40,9 @@ const (
 	// ExitLockHeld: another run for the same service held the lock for the
 	// whole lock timeout.
 	ExitLockHeld = 4
+	// ExitWarning: the archive was committed, but something needs
+	// attention (a file changed while it was read, ...); see the summary.
+	ExitWarning = 5
 	// ExitInterrupted: SIGINT or SIGTERM; units were started again and temp
 	// files removed.
 	ExitInterrupted = 130
@@ -51,6 +54,7 @@ const (
 	resultPartial     = "partial"
 	resultFailed      = "failed"
 	resultInterrupted = "interrupted"
+	resultWarning     = "warning"
 )
 
 // archiveWriter is archive.Write's signature, a seam for tests.
@@ -96,6 +100,7 @@ type run struct {
 	dataSize    int64        // preflight estimate of the data (with header overhead)
 	staging     *destination // captureFirst: where the capture goes
 	capturePath string       // captureFirst: the capture file while it exists
+	captureFile *os.File     // ... open: written and read back through this descriptor, never reopened by name
 	// captureFirst, reflink capture (capture.go): tryReflink is set when the
 	// staging destination shares the data paths' file system; cloneDir is
 	// the reflink copy while it exists; captureMethod is "reflink" or "tar"
@@ -103,6 +108,16 @@ type run struct {
 	tryReflink    bool
 	cloneDir      string
 	captureMethod string
+	// warnings: things that need attention although the archive was
+	// committed (exit 5 when nothing failed).
+	warnings []string
+}
+
+// warn records something that needs attention although the archive was
+// committed: the run ends with exit 5 "warning" when nothing failed.
+func (rn *run) warn(msg string) {
+	rn.warnings = append(rn.warnings, msg)
+	rn.log.Warn(msg)
 }
 
 // Run performs the backup and returns the exit code. It never returns with
@@ -241,6 +256,7 @@ func (rn *run) execute(ctx context.Context) {
 	if !rn.writeArchives(ctx, produce) {
 		return
 	}
+	rn.warnChanged()
 	if ctx.Err() != nil {
 		return
 	}
@@ -303,6 +319,11 @@ func (rn *run) preflight(ctx context.Context) bool {
 		errs = multierror.Append(errs, fmt.Errorf("archive owner: %w", err))
 	}
 	rn.owner = own
+	// A data path reached through a symlink that the service user could
+	// have made is refused here, before anything is stopped.
+	if err := archive.CheckDataPaths(cfg.DataPaths); err != nil {
+		errs = multierror.Append(errs, err)
+	}
 	size, err := dataSize(cfg.DataPaths)
 	if err != nil {
 		errs = multierror.Append(errs, err)
@@ -513,6 +534,7 @@ func (rn *run) writeArchives(ctx context.Context, produce archiveProducer) bool 
 		Exclude:  cfg.Backup.Exclude,
 		Logger:   rn.log,
 		Progress: prog,
+		SkipDirs: rn.skipDirs(),
 	})
 	stopProgress()
 	if fo != nil {
@@ -693,6 +715,12 @@ func (rn *run) finish(ctx context.Context) int {
 	if rn.captureMethod != "" {
 		attrs = append(attrs, "capture_method", rn.captureMethod)
 	}
+	if rn.stats.Changed > 0 {
+		attrs = append(attrs, "changed_files", rn.stats.Changed)
+	}
+	if len(rn.warnings) > 0 {
+		attrs = append(attrs, "warnings", strings.Join(rn.warnings, "; "))
+	}
 	if allErrs != nil {
 		attrs = append(attrs, "errors", strings.ReplaceAll(allErrs.Error(), "\n", "; "))
 	}
@@ -746,6 +774,8 @@ func (rn *run) outcome(ctx context.Context) (int, string) {
 		return ExitFailed, resultFailed
 	case failed > 0:
 		return ExitPartial, resultPartial
+	case len(rn.warnings) > 0:
+		return ExitWarning, resultWarning
 	}
 	return ExitOK, resultSuccess
 }

@@ -28,6 +28,7 @@ import (
 var (
 	testHookVisit      func(path string)
 	testHookBeforeOpen func(path string)
+	testHookAfterOpen  func(path string) // a regular file was opened and fstat'ed
 )
 
 const copyBufSize = 1 << 20
@@ -441,6 +442,9 @@ func (wk *walker) file(n *walkNode, name string) error {
 		return nil
 	}
 	defer syscall.Close(fd)
+	if testHookAfterOpen != nil {
+		testHookAfterOpen(n.path)
+	}
 	e := wk.newEntry(name, typeFile, &st)
 	e.size = st.Size
 	if wk.s.rich() {

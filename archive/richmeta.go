@@ -19,7 +19,8 @@ import (
 //     from its open descriptor (flistxattr/fgetxattr), is a PAX record
 //     "SCHILY.xattr.NAME" holding the raw value; that includes security.*
 //     (SELinux labels, file capabilities), trusted.* (visible to root
-//     only) and the ACLs' own system.posix_acl_access/_default;
+//     only) and the ACLs' own system.posix_acl_access/_default (but not
+//     XFS's duplicate trusted.SGI_ACL_FILE/_DEFAULT);
 //   - a POSIX ACL is also stored as text, "SCHILY.acl.access" and
 //     "SCHILY.acl.default": acl_to_text's long form ("user::rw-\n
 //     user:alice:r--\ngroup::r--\nmask::r--\nother::r--\n", one entry per
@@ -55,6 +56,10 @@ const (
 	xattrACLDef   = "system.posix_acl_default"
 )
 
+// xfsACLAlias are XFS's on-disk form of the POSIX ACLs, listed to root
+// beside system.posix_acl_*: the same ACLs again, meaningless elsewhere.
+var xfsACLAlias = map[string]bool{"trusted.SGI_ACL_FILE": true, "trusted.SGI_ACL_DEFAULT": true}
+
 // addXattrs puts the extended attributes (and ACLs as text) of the open
 // fd into e.pax. One flistxattr per entry; most files have none.
 func (wk *walker) addXattrs(e *entry, fd int, p string) {
@@ -64,6 +69,9 @@ func (wk *walker) addXattrs(e *entry, fd int, p string) {
 		return
 	}
 	for _, name := range names {
+		if xfsACLAlias[name] {
+			continue
+		}
 		v, err := fgetxattr(fd, name)
 		if err != nil {
 			if !errors.Is(err, syscall.ENODATA) {

@@ -398,7 +398,7 @@ func copyXattrs(src, dst int, path string) error {
 	}
 	for _, name := range names {
 		v, err := fgetxattr(src, name)
-		if errors.Is(err, syscall.ENODATA) {
+		if isNoAttr(err) {
 			continue
 		}
 		if err != nil {

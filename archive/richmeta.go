@@ -74,7 +74,7 @@ func (wk *walker) addXattrs(e *entry, fd int, p string) {
 		}
 		v, err := fgetxattr(fd, name)
 		if err != nil {
-			if !errors.Is(err, syscall.ENODATA) {
+			if !isNoAttr(err) {
 				wk.wn.warn("%s: cannot read extended attribute %s: %v", p, name, err)
 			}
 			continue

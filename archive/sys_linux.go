@@ -3,6 +3,7 @@
 package archive
 
 import (
+	"errors"
 	"syscall"
 	"time"
 	"unsafe"
@@ -265,3 +266,7 @@ func statMtime(st *syscall.Stat_t) time.Time {
 func statChanged(a, b *syscall.Stat_t) bool {
 	return a.Size != b.Size || a.Mtim != b.Mtim || a.Ctim != b.Ctim
 }
+
+// isNoAttr reports whether an xattr call failed because the attribute is
+// gone (removed between listing and reading).
+func isNoAttr(err error) bool { return errors.Is(err, syscall.ENODATA) }

@@ -288,45 +288,72 @@ func TestRunDestinationBindMounted(t *testing.T) {
 	}
 }
 
+// waitOpen polls this process's descriptors until one is open on path; false
+// when stop is closed first.
+func waitOpen(path string, stop <-chan struct{}) bool {
+	for {
+		select {
+		case <-stop:
+			return false
+		default:
+		}
+		fds, _ := os.ReadDir("/proc/self/fd")
+		for _, fd := range fds {
+			if l, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && l == path {
+				return true
+			}
+		}
+	}
+}
+
 // TestRunChangedFileWarns (item 10): during a live backup a file that keeps
-// growing, or keeps shrinking and growing back, while it is read ends the
-// run with exit 5 "warning", a warning naming the file, and the changed
-// file count in the summary line.
+// growing, or is cut short, while it is read ends the run with exit 5
+// "warning", a warning naming the file, and the changed file count in the
+// summary line.
 func TestRunChangedFileWarns(t *testing.T) {
 	for _, mode := range []string{"grow", "shrink"} {
 		t.Run(mode, func(t *testing.T) {
 			e := newTestEnv(t)
 			big := filepath.Join(e.dataPaths[0], "live.log")
 			e.writeFile(big, randomBytes(t, 48<<20), 0o644)
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				f, err := os.OpenFile(big, os.O_WRONLY|os.O_APPEND, 0)
-				if err != nil {
-					return
-				}
-				defer f.Close()
-				for i := 0; ; i++ {
-					select {
-					case <-stop:
-						return
-					case <-time.After(time.Millisecond):
-					}
-					if mode == "grow" {
-						f.Write([]byte("another log line\n"))
-					} else if i%2 == 0 {
-						f.Truncate(1 << 20)
-					} else {
-						f.Truncate(48 << 20)
-					}
-				}
-			}()
 			cfg := e.config(nil, func(m map[string]any) { backupSettings(m)["paths"] = e.dests[:1] })
-			code := e.run(cfg)
-			close(stop)
-			wg.Wait()
+			r := e.runner(cfg)
+			// The service writes its log while the archive reads it: as
+			// soon as the archiver has the file open (seen in
+			// /proc/self/fd), it is appended to in a loop (grow) or cut to
+			// 1 MiB (shrink) until the archive is written.
+			r.writeArchive = func(ctx context.Context, w io.Writer, paths []string, opts archive.Options) (archive.Stats, error) {
+				stop := make(chan struct{})
+				var wg sync.WaitGroup
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if !waitOpen(big, stop) {
+						return
+					}
+					f, err := os.OpenFile(big, os.O_WRONLY|os.O_APPEND, 0)
+					if err != nil {
+						return
+					}
+					defer f.Close()
+					if mode == "shrink" {
+						f.Truncate(1 << 20)
+						return
+					}
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+							f.Write([]byte("another log line\n"))
+						}
+					}
+				}()
+				defer func() { close(stop); wg.Wait() }()
+				return archive.Write(ctx, w, paths, opts)
+			}
+			code := r.Run(context.Background())
+			t.Logf("exit %d; log:\n%s", code, e.logBuf.String())
 			if code != ExitWarning {
 				t.Fatalf("exit %d, want %d (warning)", code, ExitWarning)
 			}

@@ -4,7 +4,8 @@
 // Archives are written as a stream with bounded memory. Tar archives use the
 // PAX format (long and non-ASCII names, large ids, sub-second mtimes) and keep
 // regular files, directories, symlinks (never followed), hard links, modes,
-// numeric owners and owner names. Zip archives keep unix modes (external
+// numeric owners and owner names, extended attributes, POSIX ACLs and the
+// holes of sparse files (as GNU tar --xattrs --acls --sparse stores them). Zip archives keep unix modes (external
 // attributes), symlinks (symlink-mode entries holding the link target),
 // mtimes (extended timestamp field) and uid/gid (Info-ZIP "ux" field 0x7875);
 // hard links become full copies in zip.

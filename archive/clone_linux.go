@@ -61,8 +61,9 @@ func cloneUnsupported(err error) bool {
 // dstDir must not exist; it is created with mode 0700, so nothing inside
 // it is reachable by other users whatever the copied modes are. Data path
 // i is copied to dstDir/i (CloneRoots). The walk is Write's: opts.Exclude
-// applies, a data path that is a symlink is resolved, symlinks below it
-// are recreated (never followed), hard links are recreated as hard links
+// and opts.SkipDirs apply, a data path reached through a symlink follows
+// Write's rule, symlinks below it are recreated (never followed), extended
+// attributes and ACLs are copied, hard links are recreated as hard links
 // within each data path's copy, empty directories are kept, sockets, fifos
 // and devices are skipped with a warning, files that vanish are warned
 // about. Every copy gets its original's owner (lchown), permission and

@@ -69,7 +69,8 @@ func blocksOf(t *testing.T, p string) int64 {
 	return st.Blocks
 }
 
-// TestXattrsACLsSparseGNUTar (issue 10 item 12): Write and Capture store
+// TestXattrsACLsSparseGNUTar (issue 10 item 12): Write, Capture and
+// WriteTree from a reflink Clone store
 // xattrs (user.*, trusted.*), POSIX ACLs (access and default) and holes the
 // way GNU tar --xattrs --acls --sparse does; GNU tar extracts them with
 // `--xattrs --xattrs-include='*' --acls` to the same getfattr/getfacl
@@ -84,15 +85,27 @@ func TestXattrsACLsSparseGNUTar(t *testing.T) {
 	testtool.MountXFS(t, mnt, "300M")
 	data := filepath.Join(mnt, "data")
 	richTree(t, data)
-	for _, mode := range []string{"write", "capture"} {
+	for _, mode := range []string{"write", "capture", "reflink"} {
 		t.Run(mode, func(t *testing.T) {
 			arch := filepath.Join(mnt, mode+".tar")
 			f, err := os.Create(arch)
 			must(t, err)
 			opts := Options{Format: FormatTarXz, Logger: quietLogger}
-			if mode == "capture" {
+			switch mode {
+			case "capture":
 				_, err = Capture(context.Background(), f, []string{data}, opts)
-			} else {
+			case "reflink":
+				// The reflink copy keeps the xattrs and ACLs, so the
+				// archive written from it has them too.
+				stage := filepath.Join(mnt, "stage")
+				_, err = Clone(context.Background(), stage, []string{data}, opts)
+				must(t, err)
+				roots, release, err2 := OpenClone(stage, []string{data})
+				must(t, err2)
+				_, err = WriteTree(context.Background(), f, roots, opts)
+				release()
+				defer RemoveTree(stage)
+			default:
 				_, err = Write(context.Background(), f, []string{data}, opts)
 			}
 			must(t, err)
@@ -123,10 +136,18 @@ func TestXattrsACLsSparseGNUTar(t *testing.T) {
 			if b := blocksOf(t, filepath.Join(got, "sparse.img")); b*512 > 1<<20 {
 				t.Errorf("extracted sparse file allocates %d blocks (%s bytes): holes lost", b, strconv.FormatInt(b*512, 10))
 			}
-			// Go's reader (Verify) reads the sparse entry as its full content.
+			// Go's reader (Verify, ExtractFile) reads the sparse entry as
+			// its full content.
 			if mode == "write" {
 				if _, err := VerifyFile(context.Background(), arch, FormatTarXz); err != nil {
 					t.Errorf("Verify: %v", err)
+				}
+				ex := filepath.Join(mnt, "extracted")
+				must(t, os.Mkdir(ex, 0o755))
+				if _, err := ExtractFile(context.Background(), arch, FormatTarXz, ex, ExtractOptions{}); err != nil {
+					t.Errorf("ExtractFile: %v", err)
+				} else if b, _ := os.ReadFile(filepath.Join(ex, EntryName(data), "sparse.img")); !bytes.Equal(b, want) {
+					t.Errorf("ExtractFile: sparse content differs")
 				}
 			}
 		})

@@ -96,11 +96,18 @@ type sink interface {
 // ctx cancellation between entries and inside large copies and then returns
 // an error wrapping ctx.Err().
 //
-// A data path that is itself a symlink is resolved (like `find -H`): the
-// target's contents are archived under the data path's name. Symlinks below a
-// data path are stored, never followed. Hard links are tracked per data path,
-// so every data path can be restored on its own. If w is an *os.File that lies
-// inside a data path, that file is skipped with a warning.
+// The walk goes through directory descriptors (see fswalk.go): symlinks
+// below a data path are stored, never followed, and no path below a data
+// path is resolved again (paths may exceed PATH_MAX). A data path reached
+// through a symlink (itself or a parent) is followed only when only root
+// can have made that symlink (openRoot); its target's contents are then
+// archived under the data path's name; any other symlink on the way is an
+// error. Hard links are tracked per data path, so every data path can be
+// restored on its own. If w is an *os.File that lies inside a data path,
+// that file is skipped with a warning; so is every directory in
+// opts.SkipDirs. Files that change while read are counted in
+// Stats.Changed. Tar archives keep xattrs, POSIX ACLs and holes
+// (richmeta.go).
 //
 // On error the output is incomplete and must be discarded.
 func Write(ctx context.Context, w io.Writer, dataPaths []string, opts Options) (st Stats, err error) {

@@ -159,8 +159,9 @@ func swapLoop(t *testing.T, dir, target string, stop <-chan struct{}) (done func
 
 // TestSwapRaceNeverLeaks (issue 10 item 2): while a goroutine swaps a
 // sub-directory of the data path for a symlink to a directory holding a
-// root-only secret, thousands of times, no archive (Write, tar.gz) and no
-// capture (Capture, the captureFirst tar) ever contains the secret.
+// root-only secret, thousands of times, no archive (Write, tar.gz), no
+// capture (Capture, the captureFirst tar) and no reflink copy (Clone) ever
+// contains the secret.
 func TestSwapRaceNeverLeaks(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
@@ -175,6 +176,20 @@ func TestSwapRaceNeverLeaks(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		mustWrite(t, filepath.Join(data, "other", string(rune('a'+i))), []byte("x"), 0o644)
 	}
+	// The reflink capture: FICLONE is replaced by a check of what it
+	// would share (any file system).
+	var cloned atomic.Int64
+	var leaked atomic.Value
+	testHookFiclone = func(dst, src uintptr) error {
+		b := make([]byte, 64)
+		n, _ := syscall.Pread(int(src), b, 0)
+		if strings.Contains(string(b[:n]), secret) {
+			leaked.Store(true)
+		}
+		cloned.Add(1)
+		return nil
+	}
+	defer func() { testHookFiclone = nil }()
 	stop := make(chan struct{})
 	swaps := swapLoop(t, filepath.Join(data, "sub"), secretDir, stop)
 	deadline := time.Now().Add(4 * time.Second)
@@ -182,7 +197,18 @@ func TestSwapRaceNeverLeaks(t *testing.T) {
 	for ; time.Now().Before(deadline); runs++ {
 		var buf bytes.Buffer
 		var err error
-		capture := runs%2 == 1
+		if runs%3 == 2 {
+			stage := filepath.Join(dir, "stage")
+			_, err := Clone(context.Background(), stage, []string{data}, Options{Format: FormatTarGz, Logger: quietLogger})
+			must(t, RemoveTree(stage))
+			if err != nil || leaked.Load() != nil {
+				close(stop)
+				swaps()
+				t.Fatalf("run %d (clone): err %v, secret cloned: %v", runs, err, leaked.Load() != nil)
+			}
+			continue
+		}
+		capture := runs%3 == 1
 		if capture {
 			_, err = Capture(context.Background(), &buf, []string{data}, Options{Format: FormatTarGz, Logger: quietLogger})
 		} else {
@@ -203,7 +229,7 @@ func TestSwapRaceNeverLeaks(t *testing.T) {
 	}
 	close(stop)
 	n := swaps()
-	t.Logf("%d runs, %d swaps", runs, n)
+	t.Logf("%d runs, %d swaps, %d files cloned", runs, n, cloned.Load())
 	if n < 1000 || runs < 20 {
 		t.Errorf("too little contention: %d runs, %d swaps", runs, n)
 	}

@@ -725,7 +725,11 @@ func (rn *run) finish(ctx context.Context) int {
 		attrs = append(attrs, "errors", strings.ReplaceAll(allErrs.Error(), "\n", "; "))
 	}
 	level := slog.LevelInfo
-	if code != ExitOK {
+	switch code {
+	case ExitOK:
+	case ExitWarning:
+		level = slog.LevelWarn
+	default:
 		level = slog.LevelError
 	}
 	rn.log.Log(context.WithoutCancel(ctx), level, "backup finished", attrs...)

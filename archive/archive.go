@@ -4,7 +4,8 @@
 // Archives are written as a stream with bounded memory. Tar archives use the
 // PAX format (long and non-ASCII names, large ids, sub-second mtimes) and keep
 // regular files, directories, symlinks (never followed), hard links, modes,
-// numeric owners and owner names. Zip archives keep unix modes (external
+// numeric owners and owner names, extended attributes, POSIX ACLs and the
+// holes of sparse files (as GNU tar --xattrs --acls --sparse stores them). Zip archives keep unix modes (external
 // attributes), symlinks (symlink-mode entries holding the link target),
 // mtimes (extended timestamp field) and uid/gid (Info-ZIP "ux" field 0x7875);
 // hard links become full copies in zip.
@@ -63,6 +64,11 @@ type Options struct {
 	// Progress, if set, is advanced as Write, Capture and Convert go (see
 	// Progress); another goroutine may read it at any time.
 	Progress *Progress
+	// SkipDirs are directories left out of the walk (with a warning)
+	// wherever it meets them, by identity: the destinations, so that one
+	// reachable inside a data path (bind mount, symlinked parent) is not
+	// archived into itself. See DirIdentity.
+	SkipDirs []SkipDir
 }
 
 // Progress counts the work done by a Write, Capture or Convert so far. The
@@ -97,6 +103,14 @@ type Stats struct {
 	Files, Dirs, Symlinks, Hardlinks, Skipped int64
 	BytesRead                                 int64 // content bytes read from the data paths (Verify/Extract: content bytes read from the archive)
 	Warnings                                  []string
+	// Changed counts the regular files that changed while they were read
+	// (GNU tar's "file changed as we read it": size, mtime or ctime
+	// differ after reading, or fewer bytes than the size could be read;
+	// the entry is still complete, padded with zeros if it shrank, but its
+	// content may be inconsistent). ChangedFiles lists their paths (at
+	// most 1000). Only a live backup sees such changes.
+	Changed      int64
+	ChangedFiles []string
 }
 
 // maxWarnings bounds Stats.Warnings; further warnings are still logged and

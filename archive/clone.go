@@ -25,7 +25,15 @@ var ErrCloneUnsupported = errors.New("reflink copy not supported")
 type Root struct {
 	Name string
 	Dir  string
+
+	// OpenClone: Dir is reached as rel relative to the open clone
+	// directory, never by its path.
+	at  *cloneBase
+	rel string
 }
+
+// cloneBase is an open clone directory (OpenClone).
+type cloneBase struct{ fd int }
 
 // CloneRoots returns where Clone(ctx, dstDir, dataPaths, ...) puts each data
 // path: dstDir/0, dstDir/1, ... in the order of dataPaths, named after the

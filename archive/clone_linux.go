@@ -9,10 +9,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 )
 
 // ficlone is the FICLONE ioctl (_IOW(0x94, 9, int)): make the file dst
@@ -61,8 +61,9 @@ func cloneUnsupported(err error) bool {
 // dstDir must not exist; it is created with mode 0700, so nothing inside
 // it is reachable by other users whatever the copied modes are. Data path
 // i is copied to dstDir/i (CloneRoots). The walk is Write's: opts.Exclude
-// applies, a data path that is a symlink is resolved, symlinks below it
-// are recreated (never followed), hard links are recreated as hard links
+// and opts.SkipDirs apply, a data path reached through a symlink follows
+// Write's rule, symlinks below it are recreated (never followed), extended
+// attributes and ACLs are copied, hard links are recreated as hard links
 // within each data path's copy, empty directories are kept, sockets, fifos
 // and devices are skipped with a warning, files that vanish are warned
 // about. Every copy gets its original's owner (lchown), permission and
@@ -89,6 +90,7 @@ func Clone(ctx context.Context, dstDir string, dataPaths []string, opts Options)
 	if err != nil {
 		return st, err
 	}
+	defer closeRoots(roots)
 	dstDir = filepath.Clean(dstDir)
 	if err := os.Mkdir(dstDir, 0o700); err != nil {
 		return st, fmt.Errorf("archive: create clone directory: %w", err)
@@ -108,9 +110,19 @@ func Clone(ctx context.Context, dstDir string, dataPaths []string, opts Options)
 		return st, err
 	}
 	defer syscall.Close(fd)
-	c := &cloner{ctx: ctx, st: &st, wn: wn, excl: excl, self: self, prog: opts.Progress, euid: os.Geteuid()}
-	for i, r := range roots {
-		if err := c.clone(r.path, r.real, filepath.Join(base, strconv.Itoa(i))); err != nil {
+	c := &cloner{st: &st, wn: wn, prog: opts.Progress, euid: os.Geteuid(), root: fd}
+	fw := &fsWalker{ctx: ctx, excl: excl, wn: wn, st: &st, verb: "cloning", visit: c.visit, leave: c.leave,
+		skip: append(slices.Clone(opts.SkipDirs), SkipDir{Dev: self.dev, Ino: self.ino, Why: "it is the clone being written"})}
+	for i := range roots {
+		c.links = map[[2]uint64]string{}
+		c.rootName = strconv.Itoa(i)
+		c.rootPath = filepath.Join(base, c.rootName)
+		err := fw.walkRoot(&roots[i])
+		for _, d := range c.dirs {
+			syscall.Close(d)
+		}
+		c.dirs = c.dirs[:0]
+		if err != nil {
 			return st, renameErr(err, base, dstDir)
 		}
 	}
@@ -168,7 +180,12 @@ func OpenClone(dstDir string, dataPaths []string) (roots []Root, release func(),
 	if err != nil {
 		return nil, nil, err
 	}
-	return CloneRoots(base, dataPaths), func() { syscall.Close(fd) }, nil
+	roots = CloneRoots(base, dataPaths)
+	cb := &cloneBase{fd: fd}
+	for i := range roots {
+		roots[i].at, roots[i].rel = cb, strconv.Itoa(i)
+	}
+	return roots, func() { syscall.Close(fd) }, nil
 }
 
 // renamedError shows an error with the descriptor path base replaced by
@@ -186,102 +203,81 @@ func renameErr(err error, base, name string) error {
 }
 
 type cloner struct {
-	ctx   context.Context
-	st    *Stats
-	wn    *warner
-	excl  []excludePattern
-	self  sysInfo // dstDir
-	prog  *Progress
-	euid  int
-	links map[[2]uint64]string // inode of a multiply-linked file -> its first copy
-	dirs  []clonedDir          // open directories, outermost first
+	st       *Stats
+	wn       *warner
+	prog     *Progress
+	euid     int
+	root     int                  // descriptor of the clone directory
+	rootName string               // the copy of the current data path in it: "0", "1", ...
+	rootPath string               // ... and its path through /proc/self/fd, for messages
+	links    map[[2]uint64]string // inode of a multiply-linked file -> its first copy, relative to root
+	dirs     []int                // descriptors of the copies of the open source directories, outermost first
 }
 
-// clonedDir is a copied directory whose attributes are applied once all
-// its contents exist (creating them would change its mtime).
-type clonedDir struct {
-	src, dst string
-	fi       fs.FileInfo
-}
-
-// clone copies the data path real (archived as dataPath) to dst.
-func (c *cloner) clone(dataPath, real, dst string) error {
-	c.links = map[[2]uint64]string{}
-	c.dirs = c.dirs[:0]
-	err := walkData(c.ctx, dataPath, real, "cloning", c.excl, c.wn, func(p, rel string, d fs.DirEntry, fi fs.FileInfo) error {
-		// Every directory that is not an ancestor of p is complete.
-		if err := c.finishDirs(p); err != nil {
-			return err
-		}
-		target := dst
-		if rel != "." {
-			target = filepath.Join(dst, filepath.FromSlash(rel))
-		}
-		if si := statSys(fi); si.ok && si.dev == c.self.dev && si.ino == c.self.ino {
-			c.wn.warn("skipping %s: it is the clone being written", p)
-			c.st.Skipped++
-			return fs.SkipDir
-		}
-		switch m := fi.Mode(); {
-		case m.IsDir():
-			if err := os.Mkdir(target, 0o700); err != nil {
-				return fmt.Errorf("archive: %w", err)
-			}
-			c.dirs = append(c.dirs, clonedDir{src: p, dst: target, fi: fi})
-			c.st.Dirs++
-		case m.IsRegular():
-			return c.file(p, target, fi)
-		case m&fs.ModeSymlink != 0:
-			link, ok, err := readlinkWalked(p, "cloning", c.wn)
-			if !ok {
-				return err
-			}
-			if err := os.Symlink(link, target); err != nil {
-				return fmt.Errorf("archive: %w", err)
-			}
-			if si := statSys(fi); si.ok {
-				if err := c.chown(target, si.uid, si.gid, os.Lchown); err != nil {
-					return err
-				}
-			}
-			if err := lutimes(target, fi.ModTime()); err != nil {
-				return fmt.Errorf("archive: setting mtime of %s: %w", target, err)
-			}
-			c.st.Symlinks++
-		default:
-			c.st.Skipped++
-			c.wn.warn("skipping %s: %s", p, typeName(m))
-		}
-		return nil
-	})
-	if err != nil {
-		return err
+// where returns the directory descriptor and name the copy of n is
+// created as, its path relative to the clone directory, and its path for
+// messages.
+func (c *cloner) where(n *walkNode) (dir int, name, rel, display string) {
+	if n.rel == "." {
+		return c.root, c.rootName, c.rootName, c.rootPath
 	}
-	return c.finishDirs("")
+	return c.dirs[len(c.dirs)-1], n.name, c.rootName + "/" + n.rel, c.rootPath + "/" + n.rel
 }
 
-// finishDirs applies the attributes of the open directories that are not
-// ancestors of the path p about to be copied ("": all of them), innermost
-// first.
-func (c *cloner) finishDirs(p string) error {
-	for len(c.dirs) > 0 {
-		d := c.dirs[len(c.dirs)-1]
-		if p != "" && isBelow(p, d.src) {
-			return nil
+// visit copies one entry; a directory's attributes follow in leave, once
+// its contents exist (creating them would change its mtime, and a default
+// ACL set earlier would be inherited by the copies).
+func (c *cloner) visit(n *walkNode) error {
+	dir, name, rel, target := c.where(n)
+	switch {
+	case n.isDir():
+		if err := syscall.Mkdirat(dir, name, 0o700); err != nil {
+			return fmt.Errorf("archive: mkdir %s: %w", target, err)
 		}
-		c.dirs = c.dirs[:len(c.dirs)-1]
-		fd, err := openRaw(d.dst, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+		fd, err := openat(dir, "", name, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
 		if err != nil {
-			return fmt.Errorf("archive: %w", err)
+			return fmt.Errorf("archive: open %s: %w", target, err)
 		}
-		si := statSys(d.fi)
-		err = c.setAttrs(fd, d.dst, si.uid, si.gid, uint32(unixMode(d.fi.Mode())), d.fi.ModTime())
-		syscall.Close(fd)
+		c.dirs = append(c.dirs, fd)
+		c.st.Dirs++
+	case n.isRegular():
+		return c.file(n, dir, name, rel, target)
+	case n.isSymlink():
+		link, err := readlinkat(n.dir, "", n.name)
 		if err != nil {
+			if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.EINVAL) {
+				c.wn.warn("%s vanished or changed while cloning", n.path)
+				return nil
+			}
+			return fmt.Errorf("archive: readlink %s: %w", n.path, err)
+		}
+		if err := symlinkat(link, dir, name); err != nil {
+			return fmt.Errorf("archive: symlink %s: %w", target, err)
+		}
+		uid, gid := int(n.st.Uid), int(n.st.Gid)
+		if err := c.chown(target, uid, gid, func(string, int, int) error {
+			return syscall.Fchownat(dir, name, uid, gid, atSymlinkNoFollow)
+		}); err != nil {
 			return err
 		}
+		if err := lutimesat(dir, name, statMtime(&n.st)); err != nil {
+			return fmt.Errorf("archive: setting mtime of %s: %w", target, err)
+		}
+		c.st.Symlinks++
+	default:
+		c.st.Skipped++
+		c.wn.warn("skipping %s: %s", n.path, typeName(statMode(uint32(n.st.Mode))))
 	}
 	return nil
+}
+
+// leave gives the copy of the directory n its attributes.
+func (c *cloner) leave(n *walkNode) error {
+	_, _, _, target := c.where(n)
+	fd := c.dirs[len(c.dirs)-1]
+	c.dirs = c.dirs[:len(c.dirs)-1]
+	defer syscall.Close(fd)
+	return c.setAttrs(fd, n.fd, target, &n.st)
 }
 
 // openRaw is open(2) with O_CLOEXEC, retried on EINTR, with os.Open's
@@ -300,54 +296,44 @@ func openRaw(path string, flags int, mode uint32) (int, error) {
 	}
 }
 
-// isBelow reports whether p lies strictly inside dir.
-func isBelow(p, dir string) bool {
-	if dir == "/" {
-		return p != "/"
-	}
-	return strings.HasPrefix(p, dir+"/")
-}
-
-// file clones the regular file p to target, or links target to the first
-// copy of p's inode.
-func (c *cloner) file(p, target string, fi fs.FileInfo) error {
-	si := statSys(fi)
+// file clones the regular file n to name in dir, or links it to the first
+// copy of its inode.
+func (c *cloner) file(n *walkNode, dir int, name, rel, target string) error {
 	var linkKey [2]uint64
-	track := si.ok && si.nlink > 1
+	track := n.st.Nlink > 1
 	if track {
-		linkKey = [2]uint64{si.dev, si.ino}
+		linkKey = [2]uint64{uint64(n.st.Dev), uint64(n.st.Ino)}
 		if first, ok := c.links[linkKey]; ok {
-			if err := os.Link(first, target); err != nil {
-				return fmt.Errorf("archive: %w", err)
+			if err := linkat(c.root, first, dir, name); err != nil {
+				if errors.Is(err, syscall.ENAMETOOLONG) {
+					return fmt.Errorf("archive: %w: hard link %s: %w", ErrCloneUnsupported, target, err)
+				}
+				return fmt.Errorf("archive: link %s: %w", target, err)
 			}
 			c.st.Hardlinks++
 			return nil
 		}
 	}
 	if testHookBeforeOpen != nil {
-		testHookBeforeOpen(p)
+		testHookBeforeOpen(n.path)
 	}
-	src, err := openRaw(p, syscall.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		if openErrorIsVanished(err) {
-			c.wn.warn("%s vanished or changed type while cloning", p)
-			return nil
-		}
-		return fmt.Errorf("archive: %w", err)
-	}
-	defer syscall.Close(src)
 	var st syscall.Stat_t
-	if err := syscall.Fstat(src, &st); err != nil {
-		return fmt.Errorf("archive: fstat %s: %w", p, err)
-	}
-	if st.Mode&syscall.S_IFMT != syscall.S_IFREG || (si.ok && (uint64(st.Dev) != si.dev || uint64(st.Ino) != si.ino)) {
-		c.wn.warn("%s was replaced while cloning; skipped", p)
+	src, state, err := openNode(n, &st)
+	switch {
+	case err != nil:
+		return fmt.Errorf("archive: open %s: %w", n.path, err)
+	case state == nodeVanished:
+		c.wn.warn("%s vanished or changed type while cloning", n.path)
+		return nil
+	case state == nodeReplaced:
+		c.wn.warn("%s was replaced while cloning; skipped", n.path)
 		c.st.Skipped++
 		return nil
 	}
-	dst, err := openRaw(target, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	defer syscall.Close(src)
+	dst, err := openat(dir, "", name, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return fmt.Errorf("archive: %w", err)
+		return fmt.Errorf("archive: create %s: %w", target, err)
 	}
 	defer func() {
 		if dst >= 0 {
@@ -356,16 +342,15 @@ func (c *cloner) file(p, target string, fi fs.FileInfo) error {
 	}()
 	if err := ioctlFiclone(uintptr(dst), uintptr(src)); err != nil {
 		if cloneUnsupported(err) {
-			return fmt.Errorf("archive: %w: FICLONE of %s into %s: %w", ErrCloneUnsupported, p, filepath.Dir(target), err)
+			return fmt.Errorf("archive: %w: FICLONE of %s into %s: %w", ErrCloneUnsupported, n.path, filepath.Dir(target), err)
 		}
-		return fmt.Errorf("archive: cloning %s: %w", p, err)
+		return fmt.Errorf("archive: cloning %s: %w", n.path, err)
 	}
-	mtime := time.Unix(int64(st.Mtim.Sec), int64(st.Mtim.Nsec))
 	var st2 syscall.Stat_t
-	if err := syscall.Fstat(src, &st2); err == nil && (st2.Size != st.Size || st2.Mtim != st.Mtim) {
-		c.wn.warn("%s changed as we cloned it", p)
+	if err := syscall.Fstat(src, &st2); err == nil && statChanged(&st, &st2) {
+		noteChanged(c.st, c.wn, n.path, "%s: file changed as we cloned it", n.path)
 	}
-	if err := c.setAttrs(dst, target, int(st.Uid), int(st.Gid), st.Mode&0o7777, mtime); err != nil {
+	if err := c.setAttrs(dst, src, target, &st); err != nil {
 		return err
 	}
 	err = syscall.Close(dst)
@@ -374,7 +359,7 @@ func (c *cloner) file(p, target string, fi fs.FileInfo) error {
 		return fmt.Errorf("archive: close %s: %w", target, err)
 	}
 	if track {
-		c.links[linkKey] = target
+		c.links[linkKey] = rel
 	}
 	c.st.Files++
 	c.st.BytesRead += st.Size
@@ -383,18 +368,46 @@ func (c *cloner) file(p, target string, fi fs.FileInfo) error {
 	return nil
 }
 
-// setAttrs gives the open copy fd (at path) owner uid:gid, the permission
-// and special bits mode and mtime, in the order that keeps setuid/setgid
-// bits (chown clears them).
-func (c *cloner) setAttrs(fd int, path string, uid, gid int, mode uint32, mtime time.Time) error {
+// setAttrs gives the open copy fd (at path) the owner, extended
+// attributes (ACLs included), permission and special bits and mtime of
+// the original src (stat st), in the order that keeps them all: chown
+// clears setuid/setgid bits and file capabilities.
+func (c *cloner) setAttrs(fd, src int, path string, st *syscall.Stat_t) error {
+	uid, gid := int(st.Uid), int(st.Gid)
 	if err := c.chown(path, uid, gid, func(string, int, int) error { return syscall.Fchown(fd, uid, gid) }); err != nil {
 		return err
 	}
-	if err := syscall.Fchmod(fd, mode); err != nil {
+	if err := copyXattrs(src, fd, path); err != nil {
+		return err
+	}
+	if err := syscall.Fchmod(fd, st.Mode&0o7777); err != nil {
 		return fmt.Errorf("archive: chmod %s: %w", path, err)
 	}
-	if err := futimes(uintptr(fd), mtime); err != nil {
+	if err := futimes(uintptr(fd), statMtime(st)); err != nil {
 		return fmt.Errorf("archive: setting mtime of %s: %w", path, err)
+	}
+	return nil
+}
+
+// copyXattrs copies every extended attribute of src to dst. One that
+// cannot be set means the copy cannot stand in for the data:
+// ErrCloneUnsupported (the tar capture keeps them).
+func copyXattrs(src, dst int, path string) error {
+	names, err := flistxattr(src)
+	if err != nil {
+		return fmt.Errorf("archive: listing extended attributes for %s: %w", path, err)
+	}
+	for _, name := range names {
+		v, err := fgetxattr(src, name)
+		if isNoAttr(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("archive: reading extended attribute %s for %s: %w", name, path, err)
+		}
+		if err := fsetxattr(dst, name, v); err != nil {
+			return fmt.Errorf("archive: %w: setting extended attribute %s of %s: %w", ErrCloneUnsupported, name, path, err)
+		}
 	}
 	return nil
 }

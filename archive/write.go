@@ -28,6 +28,7 @@ import (
 var (
 	testHookVisit      func(path string)
 	testHookBeforeOpen func(path string)
+	testHookAfterOpen  func(path string) // a regular file was opened and fstat'ed
 )
 
 const copyBufSize = 1 << 20
@@ -51,11 +52,32 @@ type entry struct {
 	mtime    time.Time
 	size     int64  // regular files
 	linkname string // symlink target or hard-link target entry name
+	// tar only (sink.rich): PAX records of the extended attributes and
+	// ACLs (SCHILY.xattr.NAME, SCHILY.acl.access, SCHILY.acl.default),
+	// and the data extents of a sparse file (nil: not sparse).
+	pax    map[string]string
+	sparse []extent
+}
+
+// dataSize is the number of content bytes stored for e: its size, or the
+// sum of its data extents when it is sparse.
+func (e *entry) dataSize() int64 {
+	if e.sparse == nil {
+		return e.size
+	}
+	var n int64
+	for _, x := range e.sparse {
+		n += x.len
+	}
+	return n
 }
 
 // sink is the archive-format side of Write.
 type sink interface {
 	hardlinks() bool
+	// rich reports whether the format keeps extended attributes, ACLs and
+	// holes of sparse files (tar: yes, zip: no).
+	rich() bool
 	// add writes the header of e; for regular files it returns the writer
 	// the content goes to, followed by a call to endFile.
 	add(e *entry) (io.Writer, error)
@@ -74,11 +96,18 @@ type sink interface {
 // ctx cancellation between entries and inside large copies and then returns
 // an error wrapping ctx.Err().
 //
-// A data path that is itself a symlink is resolved (like `find -H`): the
-// target's contents are archived under the data path's name. Symlinks below a
-// data path are stored, never followed. Hard links are tracked per data path,
-// so every data path can be restored on its own. If w is an *os.File that lies
-// inside a data path, that file is skipped with a warning.
+// The walk goes through directory descriptors (see fswalk.go): symlinks
+// below a data path are stored, never followed, and no path below a data
+// path is resolved again (paths may exceed PATH_MAX). A data path reached
+// through a symlink (itself or a parent) is followed only when only root
+// can have made that symlink (openRoot); its target's contents are then
+// archived under the data path's name; any other symlink on the way is an
+// error. Hard links are tracked per data path, so every data path can be
+// restored on its own. If w is an *os.File that lies inside a data path,
+// that file is skipped with a warning; so is every directory in
+// opts.SkipDirs. Files that change while read are counted in
+// Stats.Changed. Tar archives keep xattrs, POSIX ACLs and holes
+// (richmeta.go).
 //
 // On error the output is incomplete and must be discarded.
 func Write(ctx context.Context, w io.Writer, dataPaths []string, opts Options) (st Stats, err error) {
@@ -108,6 +137,7 @@ func write(ctx context.Context, w io.Writer, dataPaths []Root, opts Options, cap
 	if err != nil {
 		return st, err
 	}
+	defer closeRoots(roots)
 
 	var out *sysInfo
 	if f, ok := w.(*os.File); ok {
@@ -147,10 +177,13 @@ func write(ctx context.Context, w io.Writer, dataPaths []Root, opts Options, cap
 		}
 	}()
 
-	wk := &walker{ctx: ctx, s: s, st: &st, wn: wn, excl: excl, buf: make([]byte, copyBufSize),
+	wk := &walker{ctx: ctx, s: s, st: &st, wn: wn, buf: make([]byte, copyBufSize),
 		users: map[int]string{}, groups: map[int]string{}, out: out, prog: opts.Progress}
-	for _, r := range roots {
-		if err := wk.walk(r.path, r.real); err != nil {
+	fw := &fsWalker{ctx: ctx, excl: excl, wn: wn, st: &st, verb: "archiving", skip: opts.SkipDirs, visit: wk.visit}
+	for i := range roots {
+		wk.links = map[[2]uint64]string{}
+		wk.base = EntryName(roots[i].path)
+		if err := fw.walkRoot(&roots[i]); err != nil {
 			return st, err
 		}
 	}
@@ -167,8 +200,14 @@ func write(ctx context.Context, w io.Writer, dataPaths []Root, opts Options, cap
 }
 
 // root is a data path to walk: path is the name it is archived under, real
-// the directory or regular file its content is read from.
-type root struct{ path, real string }
+// the directory or regular file its content is read from (relative to at
+// when at is set: OpenClone), n its open node until the walk takes it.
+type root struct {
+	path, real string
+	at         *cloneBase
+	rel        string
+	n          *walkNode
+}
 
 // sameRoots makes each data path its own source.
 func sameRoots(dataPaths []string) []Root {
@@ -180,45 +219,46 @@ func sameRoots(dataPaths []string) []Root {
 }
 
 // resolveRoots checks the data paths (absolute, existing, a directory or a
-// regular file) and resolves a source that is a symlink, like `find -H`.
-func resolveRoots(dataPaths []Root, log *slog.Logger) ([]root, error) {
+// regular file) and opens each (openRoot: a symlink on the way is followed
+// only when only root can have made it). Call closeRoots when done.
+func resolveRoots(dataPaths []Root, log *slog.Logger) (roots []root, err error) {
 	if len(dataPaths) == 0 {
 		return nil, errors.New("archive: no data paths")
 	}
-	roots := make([]root, 0, len(dataPaths))
+	defer func() {
+		if err != nil {
+			closeRoots(roots)
+		}
+	}()
 	for _, dp := range dataPaths {
 		p := dp.Name
 		if !filepath.IsAbs(p) {
-			return nil, fmt.Errorf("archive: data path %q is not absolute", p)
+			return roots, fmt.Errorf("archive: data path %q is not absolute", p)
 		}
 		p = filepath.Clean(p)
-		src := p
+		r := root{path: p, real: p, at: dp.at, rel: dp.rel}
 		if dp.Dir != dp.Name {
 			if !filepath.IsAbs(dp.Dir) {
-				return nil, fmt.Errorf("archive: source %q of data path %s is not absolute", dp.Dir, p)
+				return roots, fmt.Errorf("archive: source %q of data path %s is not absolute", dp.Dir, p)
 			}
-			src = filepath.Clean(dp.Dir)
+			r.real = filepath.Clean(dp.Dir)
 		}
-		fi, err := os.Lstat(src)
-		if err != nil {
-			return nil, fmt.Errorf("archive: data path %s: %w", p, err)
+		if r.n, err = openRoot(&r); err != nil {
+			return roots, err
 		}
-		real := src
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if real, err = filepath.EvalSymlinks(src); err != nil {
-				return nil, fmt.Errorf("archive: data path %s: resolving symlink: %w", p, err)
-			}
-			if fi, err = os.Lstat(real); err != nil {
-				return nil, fmt.Errorf("archive: data path %s (-> %s): %w", p, real, err)
-			}
-			log.Info("archive: data path is a symlink; archiving its target under the data path's name", "path", p, "target", real)
-		}
-		if !fi.IsDir() && !fi.Mode().IsRegular() {
-			return nil, fmt.Errorf("archive: data path %s is neither a directory nor a regular file (%s)", p, fi.Mode().Type())
-		}
-		roots = append(roots, root{p, real})
+		roots = append(roots, r)
 	}
 	return roots, nil
+}
+
+// closeRoots closes the roots the walk has not taken.
+func closeRoots(roots []root) {
+	for i := range roots {
+		if roots[i].n != nil {
+			syscall.Close(roots[i].n.fd)
+			roots[i].n = nil
+		}
+	}
 }
 
 type excludePattern struct {
@@ -272,123 +312,60 @@ type walker struct {
 	s      sink
 	st     *Stats
 	wn     *warner
-	excl   []excludePattern
 	buf    []byte
 	users  map[int]string
 	groups map[int]string
 	links  map[[2]uint64]string
 	out    *sysInfo
 	prog   *Progress
+	base   string // entry name of the data path being walked
 }
 
-// walkData walks the data path real (archived as dataPath) for Write and
-// Clone: it checks ctx at every entry, applies the excludes, warns about
-// and skips entries that vanish while walked (verb says what was being
-// done), and calls visit with each entry's slash-separated path relative to
-// real ("." for real itself) and its FileInfo.
-func walkData(ctx context.Context, dataPath, real, verb string, excl []excludePattern, wn *warner,
-	visit func(p, rel string, d fs.DirEntry, fi fs.FileInfo) error) error {
-	vanished := func(p string, d fs.DirEntry) error {
-		wn.warn("%s vanished while %s", p, verb)
-		if d != nil && d.IsDir() {
-			return fs.SkipDir
-		}
+func (wk *walker) changed(p, msg string, args ...any) { noteChanged(wk.st, wk.wn, p, msg, args...) }
+
+// visit archives one entry met by the walk.
+func (wk *walker) visit(n *walkNode) error {
+	name := wk.base
+	if n.rel != "." {
+		name = path.Join(wk.base, n.rel)
+	}
+	if wk.out != nil && uint64(n.st.Dev) == wk.out.dev && uint64(n.st.Ino) == wk.out.ino {
+		wk.wn.warn("skipping %s: it is the archive being written", n.path)
+		wk.st.Skipped++
 		return nil
 	}
-	return filepath.WalkDir(real, func(p string, d fs.DirEntry, err error) error {
-		if testHookVisit != nil {
-			testHookVisit(p)
+	switch {
+	case n.isDir():
+		e := wk.newEntry(name+"/", typeDir, &n.st)
+		if wk.s.rich() {
+			wk.addXattrs(e, n.fd, n.path)
 		}
-		if e := ctx.Err(); e != nil {
-			return fmt.Errorf("archive: %w", e)
+		if _, err := wk.s.add(e); err != nil {
+			return fmt.Errorf("archive: %s: %w", n.path, err)
 		}
+		wk.st.Dirs++
+	case n.isRegular():
+		return wk.file(n, name)
+	case n.isSymlink():
+		target, err := readlinkat(n.dir, "", n.name)
 		if err != nil {
-			if p == real {
-				return fmt.Errorf("archive: data path %s: %w", dataPath, err)
-			}
-			if errors.Is(err, fs.ErrNotExist) {
-				return vanished(p, d)
-			}
-			return fmt.Errorf("archive: %w", err)
-		}
-		rel, err := filepath.Rel(real, p)
-		if err != nil {
-			return fmt.Errorf("archive: %w", err)
-		}
-		rel = filepath.ToSlash(rel)
-		if rel != "." && excluded(excl, rel, d.IsDir()) {
-			if d.IsDir() {
-				return fs.SkipDir
-			}
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return vanished(p, d)
-			}
-			return fmt.Errorf("archive: %w", err)
-		}
-		return visit(p, rel, d, fi)
-	})
-}
-
-// readlinkWalked reads the target of the symlink p met by walkData. A
-// symlink that vanished or was replaced meanwhile is warned about: ok is
-// false and err nil.
-func readlinkWalked(p, verb string, wn *warner) (target string, ok bool, err error) {
-	target, err = os.Readlink(p)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.EINVAL) {
-			wn.warn("%s vanished or changed while %s", p, verb)
-			return "", false, nil
-		}
-		return "", false, fmt.Errorf("archive: %w", err)
-	}
-	return target, true, nil
-}
-
-func (wk *walker) walk(dataPath, real string) error {
-	wk.links = map[[2]uint64]string{}
-	base := EntryName(dataPath)
-	return walkData(wk.ctx, dataPath, real, "archiving", wk.excl, wk.wn, func(p, rel string, d fs.DirEntry, fi fs.FileInfo) error {
-		name := base
-		if rel != "." {
-			name = path.Join(base, rel)
-		}
-		if wk.out != nil {
-			if si := statSys(fi); si.ok && si.dev == wk.out.dev && si.ino == wk.out.ino {
-				wk.wn.warn("skipping %s: it is the archive being written", p)
-				wk.st.Skipped++
+			if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.EINVAL) {
+				wk.wn.warn("%s vanished or changed while archiving", n.path)
 				return nil
 			}
+			return fmt.Errorf("archive: readlink %s: %w", n.path, err)
 		}
-		switch m := fi.Mode(); {
-		case m.IsDir():
-			e := wk.newEntry(name+"/", typeDir, fi)
-			if _, err := wk.s.add(e); err != nil {
-				return fmt.Errorf("archive: %s: %w", p, err)
-			}
-			wk.st.Dirs++
-		case m.IsRegular():
-			return wk.file(p, name, fi)
-		case m&fs.ModeSymlink != 0:
-			target, ok, err := readlinkWalked(p, "archiving", wk.wn)
-			if !ok {
-				return err
-			}
-			e := wk.newEntry(name, typeSymlink, fi)
-			e.linkname = target
-			if _, err := wk.s.add(e); err != nil {
-				return fmt.Errorf("archive: %s: %w", p, err)
-			}
-			wk.st.Symlinks++
-		default:
-			wk.st.Skipped++
-			wk.wn.warn("skipping %s: %s", p, typeName(m))
+		e := wk.newEntry(name, typeSymlink, &n.st)
+		e.linkname = target
+		if _, err := wk.s.add(e); err != nil {
+			return fmt.Errorf("archive: %s: %w", n.path, err)
 		}
-		return nil
-	})
+		wk.st.Symlinks++
+	default:
+		wk.st.Skipped++
+		wk.wn.warn("skipping %s: %s", n.path, typeName(statMode(uint32(n.st.Mode))))
+	}
+	return nil
 }
 
 func typeName(m fs.FileMode) string {
@@ -405,16 +382,10 @@ func typeName(m fs.FileMode) string {
 	return "unsupported file type " + m.Type().String()
 }
 
-func (wk *walker) newEntry(name string, typ entryType, fi fs.FileInfo) *entry {
-	si := statSys(fi)
-	e := &entry{name: name, typ: typ, mode: fi.Mode(), mtime: fi.ModTime(), uid: si.uid, gid: si.gid}
-	if si.ok {
-		e.uname = wk.userName(si.uid)
-		e.gname = wk.groupName(si.gid)
-	} else {
-		e.uid, e.gid = 0, 0
-	}
-	return e
+func (wk *walker) newEntry(name string, typ entryType, st *syscall.Stat_t) *entry {
+	uid, gid := int(st.Uid), int(st.Gid)
+	return &entry{name: name, typ: typ, mode: statMode(uint32(st.Mode)), mtime: statMtime(st),
+		uid: uid, gid: gid, uname: wk.userName(uid), gname: wk.groupName(gid)}
 }
 
 func (wk *walker) userName(uid int) string {
@@ -446,68 +417,125 @@ func openErrorIsVanished(err error) bool {
 	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ELOOP)
 }
 
-func (wk *walker) file(p, name string, fi fs.FileInfo) error {
-	si := statSys(fi)
+func (wk *walker) file(n *walkNode, name string) error {
 	var linkKey [2]uint64
-	track := wk.s.hardlinks() && si.ok && si.nlink > 1
+	track := wk.s.hardlinks() && n.st.Nlink > 1
 	if track {
-		linkKey = [2]uint64{si.dev, si.ino}
+		linkKey = [2]uint64{uint64(n.st.Dev), uint64(n.st.Ino)}
 		if first, ok := wk.links[linkKey]; ok {
-			e := wk.newEntry(name, typeHardlink, fi)
+			e := wk.newEntry(name, typeHardlink, &n.st)
 			e.linkname = first
 			if _, err := wk.s.add(e); err != nil {
-				return fmt.Errorf("archive: %s: %w", p, err)
+				return fmt.Errorf("archive: %s: %w", n.path, err)
 			}
 			wk.st.Hardlinks++
 			return nil
 		}
 	}
 	if testHookBeforeOpen != nil {
-		testHookBeforeOpen(p)
+		testHookBeforeOpen(n.path)
 	}
-	f, err := os.OpenFile(p, os.O_RDONLY|oNoFollow|oNonBlock, 0)
-	if err != nil {
-		if openErrorIsVanished(err) {
-			wk.wn.warn("%s vanished or changed type while archiving", p)
-			return nil
-		}
-		return fmt.Errorf("archive: %w", err)
-	}
-	defer f.Close()
-	fi2, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("archive: %w", err)
-	}
-	if si2 := statSys(fi2); !fi2.Mode().IsRegular() || (si.ok && (si2.dev != si.dev || si2.ino != si.ino)) {
-		wk.wn.warn("%s was replaced while archiving; skipped", p)
+	var st syscall.Stat_t
+	fd, state, err := openNode(n, &st)
+	switch {
+	case err != nil:
+		return fmt.Errorf("archive: open %s: %w", n.path, err)
+	case state == nodeVanished:
+		wk.wn.warn("%s vanished or changed type while archiving", n.path)
+		return nil
+	case state == nodeReplaced:
+		wk.wn.warn("%s was replaced while archiving; skipped", n.path)
 		wk.st.Skipped++
 		return nil
 	}
-	e := wk.newEntry(name, typeFile, fi2)
-	e.size = fi2.Size()
+	defer syscall.Close(fd)
+	if testHookAfterOpen != nil {
+		testHookAfterOpen(n.path)
+	}
+	e := wk.newEntry(name, typeFile, &st)
+	e.size = st.Size
+	if wk.s.rich() {
+		wk.addXattrs(e, fd, n.path)
+		e.sparse = dataExtents(fd, &st)
+	}
 	cw, err := wk.s.add(e)
 	if err != nil {
-		return fmt.Errorf("archive: %s: %w", p, err)
+		return fmt.Errorf("archive: %s: %w", n.path, err)
 	}
-	n, err := wk.copy(cw, f, e.size)
+	written, err := wk.copyFile(cw, fd, e)
 	if err != nil {
-		return fmt.Errorf("archive: %s: %w", p, err)
+		return fmt.Errorf("archive: %s: %w", n.path, err)
 	}
-	if n < e.size {
-		wk.wn.warn("%s shrank while being read (%d of %d bytes); padded with zeros", p, n, e.size)
-	} else if fi3, err := f.Stat(); err == nil && (fi3.Size() != e.size || !fi3.ModTime().Equal(e.mtime)) {
-		wk.wn.warn("%s changed as we read it", p)
+	var st2 syscall.Stat_t
+	if want := e.dataSize(); written < want {
+		wk.changed(n.path, "%s: file changed as we read it (shrank: %d of %d bytes read; padded with zeros)", n.path, written, want)
+	} else if err := syscall.Fstat(fd, &st2); err == nil && statChanged(&st, &st2) {
+		wk.changed(n.path, "%s: file changed as we read it", n.path)
 	}
-	if err := wk.s.endFile(e, n); err != nil {
-		return fmt.Errorf("archive: %s: %w", p, err)
+	if err := wk.s.endFile(e, written); err != nil {
+		return fmt.Errorf("archive: %s: %w", n.path, err)
 	}
 	if track {
 		wk.links[linkKey] = name
 	}
 	wk.st.Files++
-	wk.st.BytesRead += n
+	wk.st.BytesRead += written
 	wk.prog.addFile()
 	return nil
+}
+
+// copyFile copies the content of the open file fd for entry e to w: the
+// whole file, or only its data extents (sparse). It returns the bytes
+// copied; fewer than e.dataSize() means the file shrank.
+func (wk *walker) copyFile(w io.Writer, fd int, e *entry) (int64, error) {
+	if len(e.sparse) == 0 {
+		return wk.copy(w, fdReader(fd), e.size)
+	}
+	var total int64
+	for _, x := range e.sparse {
+		n, err := wk.copy(w, io.NewSectionReader(fdReaderAt(fd), x.off, x.len), x.len)
+		total += n
+		if err != nil || n < x.len {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// fdReader reads a descriptor without an *os.File (no poller registration
+// per file).
+type fdReader int
+
+func (r fdReader) Read(b []byte) (int, error) {
+	for {
+		n, err := syscall.Read(int(r), b)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			return 0, err
+		case n == 0 && len(b) > 0:
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+type fdReaderAt int
+
+func (r fdReaderAt) ReadAt(b []byte, off int64) (int, error) {
+	for {
+		n, err := syscall.Pread(int(r), b, off)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			return 0, err
+		case n == 0 && len(b) > 0:
+			return 0, io.EOF
+		}
+		return n, nil
+	}
 }
 
 // copy copies at most size bytes from r to w with the walker's fixed buffer,
@@ -563,10 +591,13 @@ type tarSink struct {
 	comp    io.WriteCloser
 	tw      *tar.Writer
 	zero    []byte
-	noLinks bool // store hard-linked files in full (a capture for zip)
+	noLinks bool  // store hard-linked files in full (a capture for zip)
+	rawLeft int64 // sparse entry being written: content bytes still due
+	rawPad  int64 // ... and the zero bytes that end its last block
 }
 
 func (s *tarSink) hardlinks() bool { return !s.noLinks }
+func (s *tarSink) rich() bool      { return true }
 
 func (s *tarSink) add(e *entry) (io.Writer, error) {
 	h := &tar.Header{
@@ -578,6 +609,12 @@ func (s *tarSink) add(e *entry) (io.Writer, error) {
 		Gname:   e.gname,
 		ModTime: e.mtime,
 		Format:  tar.FormatPAX,
+	}
+	if len(e.pax) > 0 {
+		h.PAXRecords = e.pax
+	}
+	if e.typ == typeFile && e.sparse != nil {
+		return s.addSparse(e)
 	}
 	switch e.typ {
 	case typeDir:
@@ -599,6 +636,9 @@ func (s *tarSink) add(e *entry) (io.Writer, error) {
 }
 
 func (s *tarSink) endFile(e *entry, written int64) error {
+	if e.sparse != nil {
+		return s.endSparse(e, written)
+	}
 	for written < e.size {
 		if s.zero == nil {
 			s.zero = make([]byte, 32<<10)
@@ -630,4 +670,26 @@ func (s *tarSink) abort() {
 		return
 	}
 	s.comp.Close()
+}
+
+// noteChanged records a file that changed while it was read: counted and
+// listed in Stats (the worker turns it into a warning result) and warned
+// about, like GNU tar's "file changed as we read it".
+func noteChanged(st *Stats, wn *warner, p, msg string, args ...any) {
+	st.Changed++
+	if len(st.ChangedFiles) < maxWarnings {
+		st.ChangedFiles = append(st.ChangedFiles, p)
+	}
+	wn.warn(msg, args...)
+}
+
+// CheckDataPaths opens each data path as Write will (absolute, a directory
+// or a regular file, reached through no symlink that someone other than
+// root can have made: see openRoot) and closes it again. The worker calls
+// it before stopping anything, so that a refused data path fails the run
+// early.
+func CheckDataPaths(dataPaths []string) error {
+	roots, err := resolveRoots(sameRoots(dataPaths), nil)
+	closeRoots(roots)
+	return err
 }

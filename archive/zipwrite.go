@@ -241,6 +241,7 @@ func uxExtra(uid, gid int) []byte {
 }
 
 func (s *zipSink) hardlinks() bool { return false }
+func (s *zipSink) rich() bool      { return false }
 
 func (s *zipSink) add(e *entry) (io.Writer, error) {
 	fh := &zip.FileHeader{Name: e.name, Modified: e.mtime, Method: zip.Deflate}

@@ -86,7 +86,8 @@ func (rn *run) archiveCapture(ctx context.Context, w io.Writer, opts archive.Opt
 			return archive.Stats{}, fmt.Errorf("open capture: %w", err)
 		}
 		defer release()
-		return writeTree(ctx, w, roots, opts)
+		st, err := writeTree(ctx, w, roots, opts)
+		return withCaptureChanges(st, rn.stats), err
 	}
 	// Read through the descriptor the capture was written with (pread),
 	// never by its name, which the destination's owner may swap.
@@ -95,7 +96,15 @@ func (rn *run) archiveCapture(ctx context.Context, w io.Writer, opts archive.Opt
 		return archive.Stats{}, fmt.Errorf("open capture: %w", err)
 	}
 	r := io.NewSectionReader(rn.captureFile, 0, fi.Size())
-	return rn.convertCapture(ctx, w, bufio.NewReaderSize(r, 1<<20), opts)
+	st, err := rn.convertCapture(ctx, w, bufio.NewReaderSize(r, 1<<20), opts)
+	return withCaptureChanges(st, rn.stats), err
+}
+
+// withCaptureChanges carries the files that changed while the capture read
+// them into the stats of the compression, which replace the capture's.
+func withCaptureChanges(st, capture archive.Stats) archive.Stats {
+	st.Changed, st.ChangedFiles = capture.Changed, capture.ChangedFiles
+	return st
 }
 
 // captureName returns a fresh staging file name in dir for archive base.
@@ -145,7 +154,42 @@ func (rn *run) captureOptions(prog *archive.Progress) archive.Options {
 		Exclude:  rn.cfg.Backup.Exclude,
 		Logger:   rn.log,
 		Progress: prog,
+		SkipDirs: rn.skipDirs(),
 	}
+}
+
+// skipDirs identifies the usable destinations for the walk: one reachable
+// inside a data path (bind mount, symlinked parent) is left out of the
+// archive, by device and inode, instead of archiving every earlier archive
+// into the next one.
+func (rn *run) skipDirs() []archive.SkipDir {
+	var out []archive.SkipDir
+	for _, d := range rn.usableDests() {
+		id, err := archive.DirIdentity(d.dir, "it is the destination "+d.dir)
+		if err != nil {
+			rn.log.Warn("cannot identify destination to leave it out of the walk", keyDestination, d.dir, "error", err)
+			continue
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
+// warnChanged turns the files that changed while they were read (a live
+// backup) into a warning result, as GNU tar reports "file changed as we
+// read it".
+func (rn *run) warnChanged() {
+	st := rn.stats
+	if st.Changed == 0 {
+		return
+	}
+	files := st.ChangedFiles
+	more := ""
+	if len(files) > 10 {
+		files, more = files[:10], fmt.Sprintf(" and %d more", st.Changed-10)
+	}
+	rn.warn(fmt.Sprintf("%d file(s) changed as we read them; their archived content may be inconsistent: %s%s",
+		st.Changed, strings.Join(files, ", "), more))
 }
 
 // captureFailed records a capture error as the run's failure.
@@ -231,9 +275,31 @@ func (rn *run) removeCapture() {
 	if rn.capturePath == "" {
 		return
 	}
+	if rn.captureFile != nil {
+		// Remove the name only while it still is our file (the
+		// destination's owner may have renamed or replaced it).
+		if !sameFileAs(rn.captureFile, rn.capturePath) {
+			rn.log.Warn("capture file was renamed or replaced; not removing what is at its name now", "capture", rn.capturePath)
+			rn.captureFile.Close()
+			rn.capturePath, rn.captureFile = "", nil
+			return
+		}
+		rn.captureFile.Close()
+		rn.captureFile = nil
+	}
 	if err := os.Remove(rn.capturePath); err != nil && !errors.Is(err, os.ErrNotExist) {
 		rn.log.Error("cannot remove capture file", "capture", rn.capturePath, "error", err)
 		return
 	}
 	rn.capturePath = ""
+}
+
+// sameFileAs reports whether name (not followed) is the open file f.
+func sameFileAs(f *os.File, name string) bool {
+	a, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	b, err := os.Lstat(name)
+	return err == nil && os.SameFile(a, b)
 }

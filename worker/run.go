@@ -257,6 +257,7 @@ func (rn *run) execute(ctx context.Context) {
 	if !rn.writeArchives(ctx, produce) {
 		return
 	}
+	rn.warnChanged()
 	if ctx.Err() != nil {
 		return
 	}
@@ -320,6 +321,11 @@ func (rn *run) preflight(ctx context.Context) bool {
 		errs = multierror.Append(errs, fmt.Errorf("archive owner: %w", err))
 	}
 	rn.owner = own
+	// A data path reached through a symlink that the service user could
+	// have made is refused here, before anything is stopped.
+	if err := archive.CheckDataPaths(cfg.DataPaths); err != nil {
+		errs = multierror.Append(errs, err)
+	}
 	if rn.key, err = loadSigningKey(cfg, true); err != nil {
 		errs = multierror.Append(errs, err)
 	}
@@ -533,6 +539,7 @@ func (rn *run) writeArchives(ctx context.Context, produce archiveProducer) bool 
 		Exclude:  cfg.Backup.Exclude,
 		Logger:   rn.log,
 		Progress: prog,
+		SkipDirs: rn.skipDirs(),
 	})
 	stopProgress()
 	if fo != nil {
@@ -736,11 +743,14 @@ func (rn *run) finish(ctx context.Context) int {
 	if rn.captureMethod != "" {
 		attrs = append(attrs, "capture_method", rn.captureMethod)
 	}
-	if allErrs != nil {
-		attrs = append(attrs, "errors", strings.ReplaceAll(allErrs.Error(), "\n", "; "))
+	if rn.stats.Changed > 0 {
+		attrs = append(attrs, "changed_files", rn.stats.Changed)
 	}
 	if len(rn.warnings) > 0 {
 		attrs = append(attrs, "warnings", strings.Join(rn.warnings, "; "))
+	}
+	if allErrs != nil {
+		attrs = append(attrs, "errors", strings.ReplaceAll(allErrs.Error(), "\n", "; "))
 	}
 	level := slog.LevelInfo
 	switch code {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/user"
@@ -227,7 +228,13 @@ func makeTraversableUpTo(t *testing.T, p string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		os.Chmod(d, fi.Mode().Perm()|0o011)
+		if fi.Mode().Perm()&0o011 == 0o011 {
+			continue // already traversable: never touch /tmp (1777)
+		}
+		// Keep the sticky, setuid and setgid bits: os.Chmod with Perm()
+		// alone once turned /tmp into 0777.
+		keep := fi.Mode() & (fs.ModePerm | fs.ModeSticky | fs.ModeSetuid | fs.ModeSetgid)
+		os.Chmod(d, keep|0o011)
 	}
 }
 

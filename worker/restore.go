@@ -24,7 +24,10 @@ func (c *cli) restore(ctx context.Context, args []string) int {
 	archivePath := fs.String("archive", "", "the archive `PATH` to restore (required)")
 	target := fs.String("target", "", "extract into `DIR` (new or empty) instead of restoring in place")
 	yes := fs.Bool("yes", false, "restore in place: stop the units, move the current data aside, extract, start the units")
-	if done, code := c.parse(fs, "restore --config FILE --archive PATH [--target DIR] [--yes]", args, &common); done {
+	allowSpecial := fs.Bool("allow-special", false, "also restore setuid/setgid bits, device nodes, fifos and extended attributes outside user.* "+
+		"(e.g. security.capability); without it they are skipped with a warning. Only for archives nobody else could have written: "+
+		"the service's user can write its destinations")
+	if done, code := c.parse(fs, "restore --config FILE --archive PATH [--target DIR] [--yes] [--allow-special]", args, &common); done {
 		return code
 	}
 	if *archivePath == "" || fs.NArg() > 0 {
@@ -40,7 +43,8 @@ func (c *cli) restore(ctx context.Context, args []string) int {
 			orNone(cfg.ServiceName), strings.Join(cfg.DataPaths, ", "), *archivePath)
 		return ExitUsage
 	}
-	rs := &restorer{cfg: cfg, log: c.log.With(keyService, cfg.Name), systemd: Systemctl{}, out: c.stdout, now: time.Now}
+	rs := &restorer{cfg: cfg, log: c.log.With(keyService, cfg.Name), systemd: Systemctl{}, out: c.stdout, now: time.Now,
+		allowSpecial: *allowSpecial}
 	if *target != "" {
 		return rs.toTarget(ctx, *archivePath, *target)
 	}
@@ -61,10 +65,16 @@ type restorer struct {
 	systemd Systemd
 	out     io.Writer
 	now     func() time.Time
+	// allowSpecial: restore setuid/setgid bits, devices, fifos and
+	// privileged xattrs (archive.ExtractOptions.AllowSpecial).
+	allowSpecial bool
 }
 
 // check locks the service and verifies the archive; a bad archive is refused
-// before anything is stopped or moved.
+// before anything is stopped or moved. It is the one place where an archive
+// becomes trusted: both restore modes call it before extracting anything,
+// so any further check of the archive's origin belongs here, after the
+// verification.
 func (rs *restorer) check(ctx context.Context, path string) (format string, lock *serviceLock, err error) {
 	format, ok := formatOf(path)
 	if !ok {
@@ -87,12 +97,24 @@ func (rs *restorer) check(ctx context.Context, path string) (format string, lock
 	return format, lock, nil
 }
 
-func (rs *restorer) extractOptions() archive.ExtractOptions {
-	return archive.ExtractOptions{
-		Prefixes:  rs.cfg.DataPaths,
-		SameOwner: os.Geteuid() == 0,
-		Logger:    rs.log,
+// extractOptions: owners are restored when root; entries without owner
+// information (zip without the "ux" field) get the service's user and
+// group, never root.
+func (rs *restorer) extractOptions() (archive.ExtractOptions, error) {
+	opts := archive.ExtractOptions{
+		Prefixes:     rs.cfg.DataPaths,
+		SameOwner:    os.Geteuid() == 0,
+		AllowSpecial: rs.allowSpecial,
+		Logger:       rs.log,
 	}
+	if opts.SameOwner {
+		own, err := lookupOwner(rs.cfg.User, rs.cfg.Group)
+		if err != nil {
+			return opts, fmt.Errorf("owner for entries without owner information: %w", err)
+		}
+		opts.DefaultOwner = &archive.Owner{UID: own.uid, GID: own.gid}
+	}
+	return opts, nil
 }
 
 // toTarget extracts the archive's data paths into dir (new or empty),
@@ -118,7 +140,12 @@ func (rs *restorer) toTarget(ctx context.Context, path, dir string) int {
 		return exitCodeFor(ctx, err)
 	}
 	defer lock.Release()
-	stats, err := archive.ExtractFile(ctx, path, format, dir, rs.extractOptions())
+	opts, err := rs.extractOptions()
+	if err != nil {
+		rs.log.Error("restore failed", "error", err)
+		return ExitFailed
+	}
+	stats, err := archive.ExtractFile(ctx, path, format, dir, opts)
 	if err != nil {
 		rs.log.Error("restore failed", "error", err, "target", dir)
 		return exitCodeFor(ctx, err)
@@ -237,16 +264,45 @@ func (rs *restorer) stage(ctx context.Context, path, format, p string) (*staged,
 		return nil, err
 	}
 	s := &staged{dataPath: p, staging: dir, restored: filepath.Join(dir, archive.EntryName(p))}
-	opts := rs.extractOptions()
+	opts, err := rs.extractOptions()
+	if err != nil {
+		return s, err
+	}
 	opts.Prefixes = []string{p}
 	rs.log.Info("extracting", keyArchive, path, "data_path", p)
 	if _, err := archive.ExtractFile(ctx, path, format, dir, opts); err != nil {
 		return s, err
 	}
-	if _, err := os.Lstat(s.restored); err != nil {
+	fi, err := os.Lstat(s.restored)
+	if err != nil {
 		return s, fmt.Errorf("archive %s holds nothing for data path %s", path, p)
 	}
-	return s, nil
+	return s, checkRootType(p, fi)
+}
+
+// checkRootType: a data path is only ever replaced by a directory, or by a
+// regular file where the data path is one (or is missing). archive's rules
+// already keep links and special files off a root; this also refuses a
+// directory turned into a file or the other way round.
+func checkRootType(p string, restored os.FileInfo) error {
+	if !restored.IsDir() && !restored.Mode().IsRegular() {
+		return fmt.Errorf("refusing to restore data path %s as a %s", p, restored.Mode().Type())
+	}
+	cur, err := os.Lstat(p)
+	if err != nil || (!cur.IsDir() && !cur.Mode().IsRegular()) {
+		return nil // missing, or a symlink or other planted thing: moved aside
+	}
+	if cur.IsDir() != restored.IsDir() {
+		return fmt.Errorf("refusing to replace data path %s (%s) with a %s from the archive", p, kindOf(cur), kindOf(restored))
+	}
+	return nil
+}
+
+func kindOf(fi os.FileInfo) string {
+	if fi.IsDir() {
+		return "directory"
+	}
+	return "regular file"
 }
 
 // swap moves the current data aside and the staged copy into place.

@@ -1,0 +1,314 @@
+package worker
+
+import (
+	"archive/tar"
+	"archive/zip"
+	"bytes"
+	"context"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/backupgen/backupgen/archive"
+	kgzip "github.com/klauspost/compress/gzip"
+)
+
+// forged is one entry of an archive the service user could plant.
+type forged struct {
+	hdr  tar.Header
+	body []byte
+}
+
+// plantTarGz writes a tar.gz named like the service's archives into dir
+// (a destination, which the service user can write).
+func plantTarGz(t *testing.T, dir string, entries []forged) string {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := kgzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for _, e := range entries {
+		h := e.hdr
+		if h.Typeflag == tar.TypeReg {
+			h.Size = int64(len(e.body))
+		}
+		if h.ModTime.IsZero() {
+			h.ModTime = h.ChangeTime
+		}
+		must(t, tw.WriteHeader(&h))
+		if len(e.body) > 0 {
+			_, err := tw.Write(e.body)
+			must(t, err)
+		}
+	}
+	must(t, tw.Close())
+	must(t, zw.Close())
+	must(t, os.MkdirAll(dir, 0o755))
+	p := filepath.Join(dir, "app-20991231T235959Z.tar.gz")
+	must(t, os.WriteFile(p, buf.Bytes(), 0o644))
+	return p
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func fdir(name string) forged {
+	return forged{hdr: tar.Header{Name: archive.EntryName(name) + "/", Typeflag: tar.TypeDir, Mode: 0o755}}
+}
+
+// restoreCmd runs backup-worker with args and returns exit code and stderr.
+func restoreCmd(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := Main(context.Background(), "test", args, &stdout, &stderr)
+	t.Logf("%v: exit %d\n%s", args, code, stderr.String())
+	return code, stdout.String(), stderr.String()
+}
+
+// serviceUserEnv: a test world whose service user is nobody:nogroup, so
+// files owned by the service user are told apart from root's.
+func serviceUserEnv(t *testing.T) (*testEnv, string) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: restores owners and runs a file as nobody")
+	}
+	e := newTestEnv(t)
+	e.setUnit("app.service", "active")
+	cfg := e.configFile([]string{"app.service"}, func(m map[string]any) {
+		m["user"], m["group"] = "nobody", "nogroup"
+	})
+	return e, cfg
+}
+
+// TestRestoreForgedSetuidAndDevices: an archive the service user planted
+// in a destination holds a setuid-root copy of id(1), a setgid file and
+// device nodes. Neither `restore --yes` nor `restore --target` creates a
+// setuid/setgid file or a device node, and the planted binary, run as
+// nobody, does not get euid 0. With --allow-special (the admin's explicit
+// choice) they are restored, which also shows the checks can fail.
+func TestRestoreForgedSetuidAndDevices(t *testing.T) {
+	e, cfgPath := serviceUserEnv(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("setpriv (util-linux) not installed")
+	}
+	idBin, err := os.ReadFile("/usr/bin/id")
+	must(t, err)
+	d1, d2 := e.dataPaths[0], e.dataPaths[1]
+	in := func(p, n string) string { return archive.EntryName(filepath.Join(p, n)) }
+	arch := plantTarGz(t, e.dests[0], []forged{
+		fdir(d1),
+		{hdr: tar.Header{Name: in(d1, "suid-id"), Typeflag: tar.TypeReg, Mode: 0o4755, Uname: "root", Gname: "root"}, body: idBin},
+		{hdr: tar.Header{Name: in(d1, "sgid"), Typeflag: tar.TypeReg, Mode: 0o2755, Uname: "root", Gname: "root"}, body: []byte("#!/bin/sh\n")},
+		{hdr: tar.Header{Name: in(d1, "mem"), Typeflag: tar.TypeChar, Mode: 0o666, Devmajor: 1, Devminor: 1}},
+		{hdr: tar.Header{Name: in(d1, "disk"), Typeflag: tar.TypeBlock, Mode: 0o666, Devmajor: 8, Devminor: 0}},
+		fdir(d2),
+	})
+	// nobody must be able to reach the restored files.
+	for p := d1; p != filepath.Dir(filepath.Dir(e.root)); p = filepath.Dir(p) {
+		must(t, os.Chmod(p, 0o755))
+	}
+	euidAsNobody := func(bin string) string {
+		out, err := exec.Command(setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", bin, "-u").CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s as nobody: %v %s", bin, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	assertSafe := func(dir string) {
+		t.Helper()
+		for _, n := range []string{"suid-id", "sgid"} {
+			fi, err := os.Lstat(filepath.Join(dir, n))
+			must(t, err)
+			if fi.Mode()&(fs.ModeSetuid|fs.ModeSetgid) != 0 || !fi.Mode().IsRegular() {
+				t.Errorf("%s restored with mode %v", n, fi.Mode())
+			}
+		}
+		for _, n := range []string{"mem", "disk"} {
+			if fi, err := os.Lstat(filepath.Join(dir, n)); err == nil {
+				t.Errorf("device node %s created: %v", n, fi.Mode())
+			}
+		}
+		if got := euidAsNobody(filepath.Join(dir, "suid-id")); got == "0" {
+			t.Errorf("the planted binary gives nobody euid 0")
+		}
+	}
+
+	t.Run("target", func(t *testing.T) {
+		target := filepath.Join(e.root, "restored")
+		if code, _, _ := restoreCmd(t, "restore", "--config", cfgPath, "--archive", arch, "--target", target); code != ExitOK {
+			t.Fatalf("exit %d", code)
+		}
+		assertSafe(filepath.Join(target, archive.EntryName(d1)))
+	})
+	t.Run("in place", func(t *testing.T) {
+		code, _, stderr := restoreCmd(t, "restore", "--config", cfgPath, "--archive", arch, "--yes")
+		if code != ExitOK {
+			t.Fatalf("exit %d", code)
+		}
+		assertSafe(d1)
+		if !strings.Contains(stderr, "stripping setuid/setgid") || !strings.Contains(stderr, "skipping") {
+			t.Errorf("no warning about what was left out:\n%s", stderr)
+		}
+	})
+	t.Run("allow-special", func(t *testing.T) {
+		target := filepath.Join(e.root, "special")
+		if code, _, _ := restoreCmd(t, "restore", "--config", cfgPath, "--archive", arch, "--target", target, "--allow-special"); code != ExitOK {
+			t.Fatalf("exit %d", code)
+		}
+		dir := filepath.Join(target, archive.EntryName(d1))
+		for p := dir; p != e.root; p = filepath.Dir(p) {
+			must(t, os.Chmod(p, 0o755))
+		}
+		fi, err := os.Lstat(filepath.Join(dir, "suid-id"))
+		must(t, err)
+		if fi.Mode()&fs.ModeSetuid == 0 {
+			t.Errorf("--allow-special: setuid bit not restored: %v", fi.Mode())
+		}
+		if got := euidAsNobody(filepath.Join(dir, "suid-id")); got != "0" {
+			t.Errorf("--allow-special: setuid-root binary gives euid %s (the euid check cannot fail?)", got)
+		}
+		if fi, err := os.Lstat(filepath.Join(dir, "mem")); err != nil || fi.Mode()&fs.ModeCharDevice == 0 {
+			t.Errorf("--allow-special: device node not created: %v", err)
+		}
+	})
+}
+
+// TestRestoreRootSymlinkRefused: a planted archive whose entry for a data
+// path's root is a symlink to /etc is refused by verify and by both restore
+// modes, with the same message, before any unit is touched; the data path
+// stays a directory.
+func TestRestoreRootSymlinkRefused(t *testing.T) {
+	e := newTestEnv(t)
+	e.setUnit("app.service", "active")
+	cfgPath := e.configFile([]string{"app.service"}, nil)
+	d1, d2 := e.dataPaths[0], e.dataPaths[1]
+	for _, tc := range []struct {
+		name    string
+		entries []forged
+		want    string
+	}{
+		{"root symlink", []forged{
+			{hdr: tar.Header{Name: archive.EntryName(d1), Typeflag: tar.TypeSymlink, Linkname: "/etc"}}, fdir(d2)},
+			"(symlink to /etc) is not inside a directory entry"},
+		{"symlink then an entry under it", []forged{
+			fdir(d1),
+			{hdr: tar.Header{Name: archive.EntryName(d1) + "/sub", Typeflag: tar.TypeSymlink, Linkname: "/etc"}},
+			{hdr: tar.Header{Name: archive.EntryName(d1) + "/sub/cron.d/evil", Typeflag: tar.TypeReg, Mode: 0o644}, body: []byte("* * * * * root sh")},
+			fdir(d2)},
+			"would be written through the earlier non-directory entry"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			arch := plantTarGz(t, filepath.Join(e.root, "planted", strings.ReplaceAll(tc.name, " ", "-")), tc.entries)
+			os.Remove(filepath.Join(e.sysDir, "calls.log"))
+			var msgs []string
+			for _, args := range [][]string{
+				{"verify", "--config", cfgPath, arch},
+				{"restore", "--config", cfgPath, "--archive", arch, "--yes"},
+				{"restore", "--config", cfgPath, "--archive", arch, "--target", filepath.Join(t.TempDir(), "t")},
+			} {
+				code, stdout, stderr := restoreCmd(t, args...)
+				if code != ExitFailed {
+					t.Errorf("%s: exit %d, want 1", args[0], code)
+				}
+				// The log quotes the message (slog's text format).
+				out := strings.ReplaceAll(stdout+stderr, `\"`, `"`)
+				i := strings.Index(out, tc.want)
+				if i < 0 {
+					t.Errorf("%s: output lacks %q:\n%s", args[0], tc.want, out)
+					continue
+				}
+				j := strings.LastIndex(out[:i], "unsafe archive entry name")
+				msgs = append(msgs, out[max(j, 0):i+len(tc.want)])
+			}
+			for _, m := range msgs {
+				if m != msgs[0] {
+					t.Errorf("verify and restore refuse with different messages:\n %s\n %s", msgs[0], m)
+				}
+			}
+			if fi, err := os.Lstat(d1); err != nil || !fi.IsDir() {
+				t.Errorf("data path changed: %v %v", fi, err)
+			}
+			if got := e.calls(); len(got) != 0 {
+				t.Errorf("units touched for a refused archive: %q", got)
+			}
+		})
+	}
+}
+
+// TestRestoreRootTypeChangeRefused: an archive that turns a directory data
+// path into a regular file verifies (a single-file data path is legal) but
+// an in-place restore refuses it and leaves the data alone.
+func TestRestoreRootTypeChangeRefused(t *testing.T) {
+	e := newTestEnv(t)
+	e.setUnit("app.service", "active")
+	cfgPath := e.configFile([]string{"app.service"}, nil)
+	d1, d2 := e.dataPaths[0], e.dataPaths[1]
+	arch := plantTarGz(t, e.dests[0], []forged{
+		{hdr: tar.Header{Name: archive.EntryName(d1), Typeflag: tar.TypeReg, Mode: 0o644}, body: []byte("not a directory")},
+		fdir(d2),
+	})
+	code, _, stderr := restoreCmd(t, "restore", "--config", cfgPath, "--archive", arch, "--yes")
+	if code != ExitFailed || !strings.Contains(stderr, "refusing to replace data path") {
+		t.Errorf("exit %d, want 1 with a refusal", code)
+	}
+	if fi, err := os.Lstat(d1); err != nil || !fi.IsDir() {
+		t.Errorf("data path changed: %v %v", fi, err)
+	}
+	if m, _ := filepath.Glob(d1 + ".pre-restore-*"); len(m) > 0 {
+		t.Errorf("data moved aside for a refused restore: %v", m)
+	}
+}
+
+// TestRestoreZipWithoutOwner: zip entries without the Info-ZIP "ux" field
+// (Go's archive/zip writes none) carry no owner; restored as root they
+// belong to the service's user and group, not root, and lose setuid.
+func TestRestoreZipWithoutOwner(t *testing.T) {
+	e, _ := serviceUserEnv(t)
+	cfgPath := e.configFile([]string{"app.service"}, func(m map[string]any) {
+		m["user"], m["group"] = "nobody", "nogroup"
+		backupSettings(m)["format"] = "zip"
+	})
+	d1, d2 := e.dataPaths[0], e.dataPaths[1]
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	add := func(name string, mode fs.FileMode, body string) {
+		fh := &zip.FileHeader{Name: name, Method: zip.Deflate}
+		fh.SetMode(mode)
+		w, err := zw.CreateHeader(fh)
+		must(t, err)
+		_, err = w.Write([]byte(body))
+		must(t, err)
+	}
+	add(archive.EntryName(d1)+"/", fs.ModeDir|0o755, "")
+	add(archive.EntryName(d1)+"/suid", fs.ModeSetuid|0o755, "#!/bin/sh\nid\n")
+	add(archive.EntryName(d1)+"/plain.txt", 0o644, "plain")
+	add(archive.EntryName(d2)+"/", fs.ModeDir|0o755, "")
+	must(t, zw.Close())
+	arch := filepath.Join(e.dests[0], "app-20991231T235959Z.zip")
+	must(t, os.MkdirAll(e.dests[0], 0o755))
+	must(t, os.WriteFile(arch, buf.Bytes(), 0o644))
+
+	target := filepath.Join(e.root, "restored")
+	if code, _, _ := restoreCmd(t, "restore", "--config", cfgPath, "--archive", arch, "--target", target); code != ExitOK {
+		t.Fatalf("exit %d", code)
+	}
+	dir := filepath.Join(target, archive.EntryName(d1))
+	for _, p := range []string{dir, filepath.Join(dir, "suid"), filepath.Join(dir, "plain.txt")} {
+		fi, err := os.Lstat(p)
+		must(t, err)
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid != 65534 || st.Gid != 65534 {
+			t.Errorf("%s owned by %d:%d, want nobody:nogroup (65534)", p, st.Uid, st.Gid)
+		}
+		if fi.Mode()&(fs.ModeSetuid|fs.ModeSetgid) != 0 {
+			t.Errorf("%s: mode %v", p, fi.Mode())
+		}
+	}
+}

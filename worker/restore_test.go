@@ -9,11 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/backupgen/backupgen/archive"
+	"github.com/backupgen/backupgen/internal/testtool"
 	kgzip "github.com/klauspost/compress/gzip"
 )
 
@@ -311,4 +313,121 @@ func TestRestoreZipWithoutOwner(t *testing.T) {
 			t.Errorf("%s: mode %v", p, fi.Mode())
 		}
 	}
+}
+
+// TestRestoreGNUTarXattrsACLsSparse: an archive made by GNU tar itself
+// (`tar --xattrs --xattrs-include='*' --acls --sparse`) from a tmpfs with
+// user xattrs, access and default ACLs and a sparse file is restored by
+// `restore --target` onto a tmpfs with the same getfattr and getfacl output
+// and the sparse file's holes kept (stat %b).
+func TestRestoreGNUTarXattrsACLsSparse(t *testing.T) {
+	tarBin := testtool.Require(t, "tar", "tar")
+	getfattr := testtool.Require(t, "getfattr", "attr")
+	setfattr := testtool.Require(t, "setfattr", "attr")
+	getfacl := testtool.Require(t, "getfacl", "acl")
+	setfacl := testtool.Require(t, "setfacl", "acl")
+	e := newTestEnv(t)
+	src := filepath.Join(e.root, "src")
+	testtool.MountTmpfs(t, src, "128m")
+	d := filepath.Join(src, "data")
+	e.writeFile(filepath.Join(d, "f"), []byte("hello\n"), 0o640)
+	e.writeFile(filepath.Join(d, "sub", "g"), []byte("g\n"), 0o600)
+	run := func(name string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(name, args...)
+		cmd.Dir = src
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+		}
+		return string(out)
+	}
+	run(setfattr, "-n", "user.color", "-v", "blue", "data/f")
+	run(setfattr, "-n", "user.bin", "-v", "0sAAECA/8=", "data/f")
+	run(setfattr, "-n", "user.dir", "-v", "yes", "data/sub")
+	run(setfacl, "-m", "u:nobody:r,g:nogroup:rw", "data/f")
+	run(setfacl, "-d", "-m", "u:nobody:rx", "data/sub")
+	// 64 MiB with 1 byte at 5 MB and 8 KiB at 40 MB: holes everywhere else.
+	sparse := filepath.Join(d, "sparse")
+	f, err := os.Create(sparse)
+	must(t, err)
+	must(t, f.Truncate(64<<20))
+	_, err = f.WriteAt([]byte{'x'}, 5_000_000)
+	must(t, err)
+	_, err = f.WriteAt(bytes.Repeat([]byte{'y'}, 8192), 40<<20)
+	must(t, err)
+	must(t, f.Close())
+
+	dest := filepath.Join(e.root, "dest")
+	must(t, os.MkdirAll(dest, 0o755))
+	arch := filepath.Join(dest, "app-20990101T000000Z.tar.gz")
+	cmd := exec.Command(tarBin, "--xattrs", "--xattrs-include=*", "--acls", "--sparse", "-czf", arch, "-C", "/", archive.EntryName(d))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("GNU tar: %v\n%s", err, out)
+	}
+	cfgPath := e.configFile(nil, func(m map[string]any) {
+		m["dataPaths"] = []string{d}
+		backupSettings(m)["paths"] = []string{dest}
+	})
+	target := filepath.Join(e.root, "restored")
+	testtool.MountTmpfs(t, target, "128m")
+	code, _, stderr := restoreCmd(t, "restore", "--config", cfgPath, "--archive", arch, "--target", target)
+	if code != ExitOK {
+		t.Fatalf("exit %d", code)
+	}
+	if strings.Contains(stderr, "cannot restore") {
+		t.Errorf("restore warned:\n%s", stderr)
+	}
+	restoredParent := filepath.Join(target, archive.EntryName(src))
+	dump := func(dir string) (string, string) {
+		t.Helper()
+		c1 := exec.Command(getfattr, "-R", "-d", "-m", "-", "data")
+		c1.Dir = dir
+		x, err := c1.Output()
+		must(t, err)
+		c2 := exec.Command(getfacl, "-R", "-p", "data")
+		c2.Dir = dir
+		a, err := c2.Output()
+		must(t, err)
+		return sortedBlocks(string(x)), sortedBlocks(string(a))
+	}
+	wantX, wantA := dump(src)
+	gotX, gotA := dump(restoredParent)
+	for _, want := range []string{"user.color", "user.bin", "user.dir", "posix_acl_access", "posix_acl_default"} {
+		if !strings.Contains(wantX, want) {
+			t.Fatalf("the source lacks %s (no xattr/ACL support on tmpfs?):\n%s", want, wantX)
+		}
+	}
+	if gotX != wantX {
+		t.Errorf("getfattr differs:\n--- source\n%s--- restored\n%s", wantX, gotX)
+	}
+	if gotA != wantA {
+		t.Errorf("getfacl differs:\n--- source\n%s--- restored\n%s", wantA, gotA)
+	}
+	blocks := func(p string) int64 {
+		var st syscall.Stat_t
+		must(t, syscall.Stat(p, &st))
+		return st.Blocks
+	}
+	restoredSparse := filepath.Join(restoredParent, "data", "sparse")
+	srcBlocks, gotBlocks := blocks(sparse), blocks(restoredSparse)
+	t.Logf("sparse file: %d blocks in the source, %d restored (%d if dense)", srcBlocks, gotBlocks, (64<<20)/512)
+	if gotBlocks > srcBlocks {
+		t.Errorf("restored sparse file uses %d blocks, source %d: holes were filled", gotBlocks, srcBlocks)
+	}
+	a, err := os.ReadFile(sparse)
+	must(t, err)
+	b, err := os.ReadFile(restoredSparse)
+	must(t, err)
+	if !bytes.Equal(a, b) {
+		t.Errorf("sparse file content differs")
+	}
+}
+
+// sortedBlocks sorts the per-file blocks of getfattr/getfacl output, which
+// come in directory order.
+func sortedBlocks(out string) string {
+	blocks := strings.Split(strings.TrimSpace(out), "\n\n")
+	slices.Sort(blocks)
+	return strings.Join(blocks, "\n\n") + "\n"
 }

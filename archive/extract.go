@@ -85,13 +85,30 @@ func ExtractFile(ctx context.Context, path, format, target string, opts ExtractO
 	if root, err = filepath.EvalSymlinks(root); err != nil {
 		return st, fmt.Errorf("archive: extract: target: %w", err)
 	}
-	if fi, err := os.Stat(root); err != nil {
+	dir, err := os.OpenFile(root, os.O_RDONLY|oDirectory|oNoFollow, 0)
+	if err != nil {
+		return st, fmt.Errorf("archive: extract: target: %w", err)
+	}
+	defer dir.Close()
+	return ExtractDir(ctx, path, format, dir, opts)
+}
+
+// ExtractDir is ExtractFile into an open directory. Every path it touches
+// is resolved from that descriptor (/proc/self/fd/N on Linux), never from
+// the directory's name, so renaming the directory or replacing its name
+// with a symlink while extracting (a staging directory in a parent the
+// service user can write) cannot redirect a single write.
+func ExtractDir(ctx context.Context, path, format string, dir *os.File, opts ExtractOptions) (st Stats, err error) {
+	if err := checkFormat(format); err != nil {
+		return st, err
+	}
+	if fi, err := dir.Stat(); err != nil {
 		return st, fmt.Errorf("archive: extract: target: %w", err)
 	} else if !fi.IsDir() {
-		return st, fmt.Errorf("archive: extract: target %s is not a directory", root)
+		return st, fmt.Errorf("archive: extract: target %s is not a directory", dir.Name())
 	}
 	x := &extractor{
-		ctx: ctx, root: root, opts: opts, st: &st,
+		ctx: ctx, root: dirPath(dir), opts: opts, st: &st,
 		wn:     &warner{stats: &st, log: loggerOr(opts.Logger)},
 		check:  newChecker(opts.MaxEntries),
 		inodes: map[[2]uint64]struct{}{},
@@ -118,10 +135,20 @@ func ExtractFile(ctx context.Context, path, format, target string, opts ExtractO
 		err = x.finishDirs()
 	}
 	if err != nil {
+		err = shownErr{err, x.root, dir.Name()}
 		return st, fmt.Errorf("archive: extract %s: %w", path, wrapCtx(ctx, err))
 	}
 	return st, nil
 }
+
+// shownErr shows the directory's name instead of its /proc/self/fd path.
+type shownErr struct {
+	err      error
+	from, to string
+}
+
+func (e shownErr) Error() string { return strings.ReplaceAll(e.err.Error(), e.from, e.to) }
+func (e shownErr) Unwrap() error { return e.err }
 
 type dirAttr struct {
 	path string

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/backupgen/backupgen/archive"
@@ -161,9 +162,11 @@ func (rs *restorer) toTarget(ctx context.Context, path, dir string) int {
 // staged is one data path extracted next to its final place.
 type staged struct {
 	dataPath string
-	staging  string // private directory in the data path's parent
-	restored string // the data path inside staging
-	aside    string // where the current data went ("" if there was none)
+	staging  string   // private directory in the data path's parent
+	dir      *os.File // staging, open: every later step goes through it
+	restored string   // the data path inside staging, via dir
+	aside    string   // where the current data went ("" if there was none)
+	done     bool     // the restored data is in place
 }
 
 // inPlace restores the archive over the live data paths.
@@ -208,9 +211,7 @@ func (rs *restorer) inPlace(ctx context.Context, path string) (code int) {
 	var stages []*staged
 	cleanup := func() {
 		for _, s := range stages {
-			if s.staging != "" {
-				os.RemoveAll(s.staging)
-			}
+			s.remove()
 		}
 	}
 	for _, p := range cfg.DataPaths {
@@ -230,15 +231,14 @@ func (rs *restorer) inPlace(ctx context.Context, path string) (code int) {
 			errs = multierror.Append(errs, err)
 			continue
 		}
-		os.RemoveAll(s.staging) // only the empty parent directories are left
-		s.staging = ""
+		s.done = true
 	}
-	cleanup()
+	cleanup() // only the empty parent directories are left of the swapped ones
 	for _, s := range stages {
 		switch {
-		case s.aside != "" && s.staging == "":
+		case s.aside != "" && s.done:
 			fmt.Fprintf(rs.out, "%s: previous data moved to %s\n", s.dataPath, s.aside)
-		case s.staging == "":
+		case s.done:
 			fmt.Fprintf(rs.out, "%s: restored (there was no previous data)\n", s.dataPath)
 		}
 	}
@@ -253,24 +253,32 @@ func (rs *restorer) inPlace(ctx context.Context, path string) (code int) {
 }
 
 // stage extracts data path p from the archive into a staging directory in
-// p's parent directory.
+// p's parent directory. The parent usually belongs to the service user, who
+// can rename the staging directory or put a symlink in its place at any
+// moment: so it is opened once, checked to be the private directory just
+// made, and everything after (extraction, checks, the final rename) goes
+// through that descriptor, never through its name.
 func (rs *restorer) stage(ctx context.Context, path, format, p string) (*staged, error) {
 	parent := filepath.Dir(p)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp(parent, "."+filepath.Base(p)+".restore-")
+	name, err := os.MkdirTemp(parent, "."+filepath.Base(p)+".restore-")
 	if err != nil {
 		return nil, err
 	}
-	s := &staged{dataPath: p, staging: dir, restored: filepath.Join(dir, archive.EntryName(p))}
+	s := &staged{dataPath: p, staging: name}
+	if s.dir, err = openPrivateDir(name); err != nil {
+		return s, err
+	}
+	s.restored = filepath.Join(fdPath(s.dir), archive.EntryName(p))
 	opts, err := rs.extractOptions()
 	if err != nil {
 		return s, err
 	}
 	opts.Prefixes = []string{p}
 	rs.log.Info("extracting", keyArchive, path, "data_path", p)
-	if _, err := archive.ExtractFile(ctx, path, format, dir, opts); err != nil {
+	if _, err := archive.ExtractDir(ctx, path, format, s.dir, opts); err != nil {
 		return s, err
 	}
 	fi, err := os.Lstat(s.restored)
@@ -278,6 +286,56 @@ func (rs *restorer) stage(ctx context.Context, path, format, p string) (*staged,
 		return s, fmt.Errorf("archive %s holds nothing for data path %s", path, p)
 	}
 	return s, checkRootType(p, fi)
+}
+
+// openPrivateDir opens the directory os.MkdirTemp made at name, refusing
+// anything else put there since (a symlink, or a directory that is not
+// ours and 0700).
+func openPrivateDir(name string) (*os.File, error) {
+	d, err := os.OpenFile(name, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fmt.Errorf("staging directory: %w", err)
+	}
+	fi, err := d.Stat()
+	if err == nil {
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok || int(st.Uid) != os.Geteuid() || fi.Mode().Perm() != 0o700 {
+			err = fmt.Errorf("staging directory %s was replaced (owner or mode changed)", name)
+		}
+	}
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// fdPath names an open directory by its descriptor: paths below it resolve
+// from the directory itself, whatever happens to its name.
+func fdPath(d *os.File) string { return fmt.Sprintf("/proc/self/fd/%d", d.Fd()) }
+
+// remove deletes the staging directory's content through its descriptor,
+// and its name only while that name is still the same directory.
+func (s *staged) remove() {
+	if s.dir == nil {
+		if s.staging != "" {
+			os.Remove(s.staging) // opening failed: remove only if empty
+			s.staging = ""
+		}
+		return
+	}
+	if ents, err := os.ReadDir(fdPath(s.dir)); err == nil {
+		for _, e := range ents {
+			os.RemoveAll(filepath.Join(fdPath(s.dir), e.Name()))
+		}
+	}
+	if fi, err := os.Lstat(s.staging); err == nil {
+		if own, err := s.dir.Stat(); err == nil && os.SameFile(fi, own) {
+			os.Remove(s.staging)
+		}
+	}
+	s.dir.Close()
+	s.dir, s.staging = nil, ""
 }
 
 // checkRootType: a data path is only ever replaced by a directory, or by a

@@ -10,11 +10,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/backupgen/backupgen/archive"
+	"github.com/backupgen/backupgen/config"
 	"github.com/backupgen/backupgen/internal/testtool"
 	kgzip "github.com/klauspost/compress/gzip"
 )
@@ -430,4 +433,86 @@ func sortedBlocks(out string) string {
 	blocks := strings.Split(strings.TrimSpace(out), "\n\n")
 	slices.Sort(blocks)
 	return strings.Join(blocks, "\n\n") + "\n"
+}
+
+// TestRestoreStagingSwapRace: the staging directories of an in-place
+// restore live in the data paths' parent, which the service user usually
+// owns. A goroutine plays that user: in a tight loop it renames every
+// staging directory away and puts a symlink to a decoy directory in its
+// place. Over many restores nothing may be written into the decoy, the data
+// paths stay real directories, and a restore either fails cleanly (data
+// untouched) or puts back the archived data.
+func TestRestoreStagingSwapRace(t *testing.T) {
+	e := newTestEnv(t)
+	e.setUnit("app.service", "active")
+	cfgPath := e.configFile([]string{"app.service"}, nil)
+	cfg, _ := config.Load(cfgPath)
+	if code := e.run(cfg); code != ExitOK {
+		t.Fatalf("run: exit %d", code)
+	}
+	arch := filepath.Join(e.dests[0], archivesIn(t, e.dests[0], "tar.gz")[0])
+	want, err := os.ReadFile(filepath.Join(e.dataPaths[0], "db.sqlite"))
+	must(t, err)
+	parent := filepath.Dir(e.dataPaths[0])
+	decoy := filepath.Join(e.root, "decoy")
+	must(t, os.Mkdir(decoy, 0o755))
+
+	stop := make(chan struct{})
+	swapped := make(chan int)
+	go func() {
+		n := 0
+		defer func() { swapped <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ents, _ := os.ReadDir(parent)
+			for _, d := range ents {
+				if !strings.HasPrefix(d.Name(), ".") || !strings.Contains(d.Name(), ".restore-") || d.Type()&fs.ModeSymlink != 0 {
+					continue
+				}
+				p := filepath.Join(parent, d.Name())
+				if os.Rename(p, filepath.Join(parent, "stolen-"+strconv.Itoa(n))) == nil {
+					os.Symlink(decoy, p)
+					n++
+				}
+			}
+		}
+	}()
+	deadline := time.Now().Add(4 * time.Second)
+	ok, failed := 0, 0
+	for i := 0; i < 60 && time.Now().Before(deadline); i++ {
+		var stdout, stderr bytes.Buffer
+		code := Main(context.Background(), "test", []string{"restore", "--config", cfgPath, "--archive", arch, "--yes"}, &stdout, &stderr)
+		if code == ExitOK {
+			ok++
+		} else {
+			failed++
+		}
+		if ents, _ := os.ReadDir(decoy); len(ents) > 0 {
+			t.Fatalf("restore %d wrote into the decoy through a swapped staging directory: %v\n%s", i, ents, stderr.String())
+		}
+		for _, dp := range e.dataPaths {
+			if fi, err := os.Lstat(dp); err != nil || !fi.IsDir() {
+				t.Fatalf("restore %d: data path %s is %v (%v)\n%s", i, dp, fi, err, stderr.String())
+			}
+		}
+		if got, err := os.ReadFile(filepath.Join(e.dataPaths[0], "db.sqlite")); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("restore %d (exit %d): data differs (%v)\n%s", i, code, err, stderr.String())
+		}
+		// Drop the moved-aside copies so the next restore (same second)
+		// can move the data aside again.
+		asides, _ := filepath.Glob(filepath.Join(parent, "*.pre-restore-*"))
+		for _, a := range asides {
+			os.RemoveAll(a)
+		}
+	}
+	close(stop)
+	n := <-swapped
+	t.Logf("%d restores succeeded, %d refused; %d staging directories swapped", ok, failed, n)
+	if n == 0 {
+		t.Fatal("the swapper never caught a staging directory: the test proves nothing")
+	}
 }

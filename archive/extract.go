@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -37,7 +38,14 @@ type ExtractOptions struct {
 	// the Info-ZIP "ux" field) when SameOwner; nil leaves them to the
 	// extracting user.
 	DefaultOwner *Owner
-	Logger       *slog.Logger
+	// Digest, when set, receives every byte of the archive file, which is
+	// read to its end, so the caller can check that the bytes extracted
+	// are the bytes it verified (the file belongs to the service user, who
+	// can rewrite it between the check and the extraction). Zip is read
+	// at random; its file is hashed in full after extracting, which proves
+	// only that the file held those bytes at the end.
+	Digest hash.Hash
+	Logger *slog.Logger
 }
 
 // Owner is a numeric user and group.
@@ -128,8 +136,19 @@ func ExtractDir(ctx context.Context, path, format string, dir *os.File, opts Ext
 	defer f.Close()
 	if format == FormatZip {
 		err = x.zip(f)
+		if err == nil && opts.Digest != nil {
+			_, err = io.CopyBuffer(opts.Digest, onlyReader{io.NewSectionReader(f, 0, 1<<62)}, x.buf)
+		}
 	} else {
-		err = x.tar(bufio.NewReaderSize(f, 1<<20), format)
+		var r io.Reader = f
+		if opts.Digest != nil {
+			r = io.TeeReader(f, opts.Digest)
+		}
+		br := bufio.NewReaderSize(r, 1<<20)
+		err = x.tar(br, format)
+		if err == nil && opts.Digest != nil {
+			_, err = io.CopyBuffer(io.Discard, onlyReader{br}, x.buf) // the rest of the file, e.g. trailing bytes
+		}
 	}
 	if err == nil {
 		err = x.finishDirs()

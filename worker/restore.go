@@ -1,7 +1,9 @@
 package worker
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -69,13 +71,17 @@ type restorer struct {
 	// allowSpecial: restore setuid/setgid bits, devices, fifos and
 	// privileged xattrs (archive.ExtractOptions.AllowSpecial).
 	allowSpecial bool
+	// digest is the SHA-256 of the archive as check read it; every
+	// extraction must read exactly these bytes (extract).
+	digest []byte
 }
 
-// check locks the service and verifies the archive; a bad archive is refused
-// before anything is stopped or moved. It is the one place where an archive
-// becomes trusted: both restore modes call it before extracting anything,
-// so any further check of the archive's origin belongs here, after the
-// verification.
+// check locks the service, hashes the archive (rs.digest) and verifies it;
+// a bad archive is refused before anything is stopped or moved. It is the
+// one place where an archive becomes trusted: both restore modes call it
+// before extracting anything, and every extraction then proves it read
+// the bytes hashed here (extract). A check of the archive's origin (a
+// signature over rs.digest) belongs at the end of check.
 func (rs *restorer) check(ctx context.Context, path string) (format string, lock *serviceLock, err error) {
 	format, ok := formatOf(path)
 	if !ok {
@@ -87,6 +93,10 @@ func (rs *restorer) check(ctx context.Context, path string) (format string, lock
 		return "", nil, err
 	}
 	rs.log.Info("verifying archive before restoring", keyArchive, path)
+	if rs.digest, err = hashArchive(path); err != nil {
+		lock.Release()
+		return "", nil, fmt.Errorf("refusing to restore %s: %w", path, err)
+	}
 	state, err := verifyArchive(ctx, path, format)
 	if err != nil {
 		lock.Release()
@@ -146,9 +156,15 @@ func (rs *restorer) toTarget(ctx context.Context, path, dir string) int {
 		rs.log.Error("restore failed", "error", err)
 		return ExitFailed
 	}
-	stats, err := archive.ExtractFile(ctx, path, format, dir, opts)
+	d, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY, 0)
 	if err != nil {
-		rs.log.Error("restore failed", "error", err, "target", dir)
+		rs.log.Error("restore failed", "error", err)
+		return ExitFailed
+	}
+	defer d.Close()
+	stats, err := rs.extract(ctx, path, format, d, opts)
+	if err != nil {
+		rs.log.Error("restore failed; do not use what was extracted into the target", "error", err, "target", dir)
 		return exitCodeFor(ctx, err)
 	}
 	rs.log.Info("restored", keyArchive, path, "target", dir, "files", stats.Files, keyBytes, stats.BytesRead)
@@ -278,7 +294,7 @@ func (rs *restorer) stage(ctx context.Context, path, format, p string) (*staged,
 	}
 	opts.Prefixes = []string{p}
 	rs.log.Info("extracting", keyArchive, path, "data_path", p)
-	if _, err := archive.ExtractDir(ctx, path, format, s.dir, opts); err != nil {
+	if _, err := rs.extract(ctx, path, format, s.dir, opts); err != nil {
 		return s, err
 	}
 	fi, err := os.Lstat(s.restored)
@@ -286,6 +302,39 @@ func (rs *restorer) stage(ctx context.Context, path, format, p string) (*staged,
 		return s, fmt.Errorf("archive %s holds nothing for data path %s", path, p)
 	}
 	return s, checkRootType(p, fi)
+}
+
+// extract extracts into dir and fails unless the bytes it read are the
+// bytes check hashed and verified: the archive belongs to the service
+// user, who could rewrite it in between.
+func (rs *restorer) extract(ctx context.Context, path, format string, dir *os.File, opts archive.ExtractOptions) (archive.Stats, error) {
+	h := sha256.New()
+	opts.Digest = h
+	st, err := archive.ExtractDir(ctx, path, format, dir, opts)
+	if err == nil && !bytes.Equal(h.Sum(nil), rs.digest) {
+		err = fmt.Errorf("archive %s changed after it was verified; refusing it", path)
+	}
+	return st, err
+}
+
+// hashArchive returns the SHA-256 of the archive at path, a regular file
+// (opened without following a symlink or blocking on a fifo).
+func hashArchive(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, err
+	}
+	return h.Sum(nil), nil
 }
 
 // openPrivateDir opens the directory os.MkdirTemp made at name, refusing

@@ -5,7 +5,9 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
+	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -514,5 +516,61 @@ func TestRestoreStagingSwapRace(t *testing.T) {
 	t.Logf("%d restores succeeded, %d refused; %d staging directories swapped", ok, failed, n)
 	if n == 0 {
 		t.Fatal("the swapper never caught a staging directory: the test proves nothing")
+	}
+}
+
+// swapOnStop is a Systemd whose Stop also runs a function: the moment
+// between check (hash and verification) and extraction of an in-place
+// restore.
+type swapOnStop struct {
+	Systemd
+	onStop func()
+}
+
+func (s swapOnStop) Stop(ctx context.Context, unit string) error {
+	s.onStop()
+	return s.Systemd.Stop(ctx, unit)
+}
+
+// TestRestoreArchiveRewrittenAfterVerify: the service user owns the archive
+// and can rewrite it after restore verified it (and, with signing, after
+// its signature was checked). Here it is replaced, in place, by a forged
+// archive that passes every structural rule, while the units stop. The
+// restore must notice that the bytes it extracted are not the bytes it
+// verified and leave the data alone.
+func TestRestoreArchiveRewrittenAfterVerify(t *testing.T) {
+	e := newTestEnv(t)
+	e.setUnit("app.service", "active")
+	cfg := e.config([]string{"app.service"}, nil)
+	if code := e.run(cfg); code != ExitOK {
+		t.Fatalf("run: exit %d", code)
+	}
+	arch := filepath.Join(e.dests[0], archivesIn(t, e.dests[0], "tar.gz")[0])
+	d1, d2 := e.dataPaths[0], e.dataPaths[1]
+	forgedPath := plantTarGz(t, filepath.Join(e.root, "forged"), []forged{
+		fdir(d1),
+		{hdr: tar.Header{Name: archive.EntryName(d1) + "/db.sqlite", Typeflag: tar.TypeReg, Mode: 0o600}, body: []byte("forged")},
+		fdir(d2),
+	})
+	forgedBytes, err := os.ReadFile(forgedPath)
+	must(t, err)
+	before, err := os.ReadFile(filepath.Join(d1, "db.sqlite"))
+	must(t, err)
+	var logBuf bytes.Buffer
+	rs := &restorer{cfg: cfg, log: slog.New(slog.NewTextHandler(&logBuf, nil)), out: io.Discard, now: time.Now,
+		systemd: swapOnStop{Systemctl{}, func() {
+			// Rewrite through the same inode, as its owner can.
+			must(t, os.WriteFile(arch, forgedBytes, 0o640))
+		}}}
+	code := rs.inPlace(context.Background(), arch)
+	t.Log(logBuf.String())
+	if code != ExitFailed || !strings.Contains(logBuf.String(), "changed after it was verified") {
+		t.Errorf("exit %d, want 1 with 'changed after it was verified'", code)
+	}
+	if got, _ := os.ReadFile(filepath.Join(d1, "db.sqlite")); !bytes.Equal(got, before) {
+		t.Errorf("data replaced by the rewritten archive's (%q...)", got[:min(len(got), 10)])
+	}
+	if e.unitState("app.service") != "active" {
+		t.Errorf("unit not started again")
 	}
 }

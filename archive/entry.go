@@ -61,10 +61,10 @@ const (
 type xattr struct{ name, value string }
 
 const (
-	paxXattr      = "SCHILY.xattr."
-	paxACLAccess  = "SCHILY.acl.access"
-	paxACLDefault = "SCHILY.acl.default"
-	paxGNUSparse  = "GNU.sparse."
+	recXattr      = "SCHILY.xattr."
+	recACLAccess  = "SCHILY.acl.access"
+	recACLDefault = "SCHILY.acl.default"
+	recGNUSparse  = "GNU.sparse."
 )
 
 func fileMode(m int64) fs.FileMode {
@@ -107,13 +107,13 @@ func tarEntry(h *tar.Header) xentry {
 	}
 	for k, v := range h.PAXRecords {
 		switch {
-		case strings.HasPrefix(k, paxXattr):
-			e.xattrs = append(e.xattrs, xattr{strings.TrimPrefix(k, paxXattr), v})
-		case k == paxACLAccess:
+		case strings.HasPrefix(k, recXattr):
+			e.xattrs = append(e.xattrs, xattr{strings.TrimPrefix(k, recXattr), v})
+		case k == recACLAccess:
 			e.aclText[0] = v
-		case k == paxACLDefault:
+		case k == recACLDefault:
 			e.aclText[1] = v
-		case strings.HasPrefix(k, paxGNUSparse) && e.typ == xFile:
+		case strings.HasPrefix(k, recGNUSparse) && e.typ == xFile:
 			e.sparse = true
 		}
 	}
@@ -228,7 +228,7 @@ func (c *checker) checkEntry(e *xentry) (string, error) {
 	}
 	for i, text := range e.aclText {
 		if e.acls[i], err = parseACL(text); err != nil {
-			return "", fmt.Errorf("%q: %s: %w", name, []string{paxACLAccess, paxACLDefault}[i], err)
+			return "", fmt.Errorf("%q: %s: %w", name, []string{recACLAccess, recACLDefault}[i], err)
 		}
 	}
 	c.seen[h] = e.typ

@@ -718,7 +718,7 @@ func (x *extractor) setXattrs(f *os.File, name string, e *xentry) {
 			}
 			continue
 		}
-		if err := fsetxattr(f.Fd(), a.name, []byte(a.value)); err != nil {
+		if err := setxattrFd(f.Fd(), a.name, []byte(a.value)); err != nil {
 			x.wn.warn("%s: cannot restore extended attribute %s: %v", name, a.name, err)
 		}
 	}
@@ -728,7 +728,7 @@ func (x *extractor) setXattrs(f *os.File, name string, e *xentry) {
 		}
 		v, err := aclXattr(acl, &x.ids)
 		if err == nil {
-			err = fsetxattr(f.Fd(), aclNames[i], v)
+			err = setxattrFd(f.Fd(), aclNames[i], v)
 		}
 		if err != nil {
 			x.wn.warn("%s: cannot restore ACL %s: %v", name, aclNames[i], err)

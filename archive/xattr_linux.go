@@ -7,8 +7,8 @@ import (
 	"unsafe"
 )
 
-// fsetxattr sets one extended attribute on an open file or directory.
-func fsetxattr(fd uintptr, name string, value []byte) error {
+// setxattrFd sets one extended attribute on an open file or directory.
+func setxattrFd(fd uintptr, name string, value []byte) error {
 	p, err := syscall.BytePtrFromString(name)
 	if err != nil {
 		return err

@@ -6,6 +6,6 @@ import "errors"
 
 var errNoXattr = errors.New("extended attributes and device nodes are only restored on Linux")
 
-func fsetxattr(fd uintptr, name string, value []byte) error { return errNoXattr }
+func setxattrFd(fd uintptr, name string, value []byte) error { return errNoXattr }
 
 func mknod(path string, kind specialKind, perm uint32, major, minor int64) error { return errNoXattr }

@@ -45,21 +45,21 @@ func plantTarGz(t *testing.T, dir string, entries []forged) string {
 		if h.ModTime.IsZero() {
 			h.ModTime = h.ChangeTime
 		}
-		must(t, tw.WriteHeader(&h))
+		noErr(t, tw.WriteHeader(&h))
 		if len(e.body) > 0 {
 			_, err := tw.Write(e.body)
-			must(t, err)
+			noErr(t, err)
 		}
 	}
-	must(t, tw.Close())
-	must(t, zw.Close())
-	must(t, os.MkdirAll(dir, 0o755))
+	noErr(t, tw.Close())
+	noErr(t, zw.Close())
+	noErr(t, os.MkdirAll(dir, 0o755))
 	p := filepath.Join(dir, "app-20991231T235959Z.tar.gz")
-	must(t, os.WriteFile(p, buf.Bytes(), 0o644))
+	noErr(t, os.WriteFile(p, buf.Bytes(), 0o644))
 	return p
 }
 
-func must(t *testing.T, err error) {
+func noErr(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +106,7 @@ func TestRestoreForgedSetuidAndDevices(t *testing.T) {
 		t.Skip("setpriv (util-linux) not installed")
 	}
 	idBin, err := os.ReadFile("/usr/bin/id")
-	must(t, err)
+	noErr(t, err)
 	d1, d2 := e.dataPaths[0], e.dataPaths[1]
 	in := func(p, n string) string { return archive.EntryName(filepath.Join(p, n)) }
 	arch := plantTarGz(t, e.dests[0], []forged{
@@ -119,7 +119,7 @@ func TestRestoreForgedSetuidAndDevices(t *testing.T) {
 	})
 	// nobody must be able to reach the restored files.
 	for p := d1; p != filepath.Dir(filepath.Dir(e.root)); p = filepath.Dir(p) {
-		must(t, os.Chmod(p, 0o755))
+		noErr(t, os.Chmod(p, 0o755))
 	}
 	euidAsNobody := func(bin string) string {
 		out, err := exec.Command(setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", bin, "-u").CombinedOutput()
@@ -132,7 +132,7 @@ func TestRestoreForgedSetuidAndDevices(t *testing.T) {
 		t.Helper()
 		for _, n := range []string{"suid-id", "sgid"} {
 			fi, err := os.Lstat(filepath.Join(dir, n))
-			must(t, err)
+			noErr(t, err)
 			if fi.Mode()&(fs.ModeSetuid|fs.ModeSetgid) != 0 || !fi.Mode().IsRegular() {
 				t.Errorf("%s restored with mode %v", n, fi.Mode())
 			}
@@ -171,10 +171,10 @@ func TestRestoreForgedSetuidAndDevices(t *testing.T) {
 		}
 		dir := filepath.Join(target, archive.EntryName(d1))
 		for p := dir; p != e.root; p = filepath.Dir(p) {
-			must(t, os.Chmod(p, 0o755))
+			noErr(t, os.Chmod(p, 0o755))
 		}
 		fi, err := os.Lstat(filepath.Join(dir, "suid-id"))
-		must(t, err)
+		noErr(t, err)
 		if fi.Mode()&fs.ModeSetuid == 0 {
 			t.Errorf("--allow-special: setuid bit not restored: %v", fi.Mode())
 		}
@@ -289,18 +289,18 @@ func TestRestoreZipWithoutOwner(t *testing.T) {
 		fh := &zip.FileHeader{Name: name, Method: zip.Deflate}
 		fh.SetMode(mode)
 		w, err := zw.CreateHeader(fh)
-		must(t, err)
+		noErr(t, err)
 		_, err = w.Write([]byte(body))
-		must(t, err)
+		noErr(t, err)
 	}
 	add(archive.EntryName(d1)+"/", fs.ModeDir|0o755, "")
 	add(archive.EntryName(d1)+"/suid", fs.ModeSetuid|0o755, "#!/bin/sh\nid\n")
 	add(archive.EntryName(d1)+"/plain.txt", 0o644, "plain")
 	add(archive.EntryName(d2)+"/", fs.ModeDir|0o755, "")
-	must(t, zw.Close())
+	noErr(t, zw.Close())
 	arch := filepath.Join(e.dests[0], "app-20991231T235959Z.zip")
-	must(t, os.MkdirAll(e.dests[0], 0o755))
-	must(t, os.WriteFile(arch, buf.Bytes(), 0o644))
+	noErr(t, os.MkdirAll(e.dests[0], 0o755))
+	noErr(t, os.WriteFile(arch, buf.Bytes(), 0o644))
 
 	target := filepath.Join(e.root, "restored")
 	if code, _, _ := restoreCmd(t, "restore", "--config", cfgPath, "--archive", arch, "--target", target); code != ExitOK {
@@ -309,7 +309,7 @@ func TestRestoreZipWithoutOwner(t *testing.T) {
 	dir := filepath.Join(target, archive.EntryName(d1))
 	for _, p := range []string{dir, filepath.Join(dir, "suid"), filepath.Join(dir, "plain.txt")} {
 		fi, err := os.Lstat(p)
-		must(t, err)
+		noErr(t, err)
 		st := fi.Sys().(*syscall.Stat_t)
 		if st.Uid != 65534 || st.Gid != 65534 {
 			t.Errorf("%s owned by %d:%d, want nobody:nogroup (65534)", p, st.Uid, st.Gid)
@@ -355,16 +355,16 @@ func TestRestoreGNUTarXattrsACLsSparse(t *testing.T) {
 	// 64 MiB with 1 byte at 5 MB and 8 KiB at 40 MB: holes everywhere else.
 	sparse := filepath.Join(d, "sparse")
 	f, err := os.Create(sparse)
-	must(t, err)
-	must(t, f.Truncate(64<<20))
+	noErr(t, err)
+	noErr(t, f.Truncate(64<<20))
 	_, err = f.WriteAt([]byte{'x'}, 5_000_000)
-	must(t, err)
+	noErr(t, err)
 	_, err = f.WriteAt(bytes.Repeat([]byte{'y'}, 8192), 40<<20)
-	must(t, err)
-	must(t, f.Close())
+	noErr(t, err)
+	noErr(t, f.Close())
 
 	dest := filepath.Join(e.root, "dest")
-	must(t, os.MkdirAll(dest, 0o755))
+	noErr(t, os.MkdirAll(dest, 0o755))
 	arch := filepath.Join(dest, "app-20990101T000000Z.tar.gz")
 	cmd := exec.Command(tarBin, "--xattrs", "--xattrs-include=*", "--acls", "--sparse", "-czf", arch, "-C", "/", archive.EntryName(d))
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -389,11 +389,11 @@ func TestRestoreGNUTarXattrsACLsSparse(t *testing.T) {
 		c1 := exec.Command(getfattr, "-R", "-d", "-m", "-", "data")
 		c1.Dir = dir
 		x, err := c1.Output()
-		must(t, err)
+		noErr(t, err)
 		c2 := exec.Command(getfacl, "-R", "-p", "data")
 		c2.Dir = dir
 		a, err := c2.Output()
-		must(t, err)
+		noErr(t, err)
 		return sortedBlocks(string(x)), sortedBlocks(string(a))
 	}
 	wantX, wantA := dump(src)
@@ -411,7 +411,7 @@ func TestRestoreGNUTarXattrsACLsSparse(t *testing.T) {
 	}
 	blocks := func(p string) int64 {
 		var st syscall.Stat_t
-		must(t, syscall.Stat(p, &st))
+		noErr(t, syscall.Stat(p, &st))
 		return st.Blocks
 	}
 	restoredSparse := filepath.Join(restoredParent, "data", "sparse")
@@ -421,9 +421,9 @@ func TestRestoreGNUTarXattrsACLsSparse(t *testing.T) {
 		t.Errorf("restored sparse file uses %d blocks, source %d: holes were filled", gotBlocks, srcBlocks)
 	}
 	a, err := os.ReadFile(sparse)
-	must(t, err)
+	noErr(t, err)
 	b, err := os.ReadFile(restoredSparse)
-	must(t, err)
+	noErr(t, err)
 	if !bytes.Equal(a, b) {
 		t.Errorf("sparse file content differs")
 	}
@@ -454,10 +454,10 @@ func TestRestoreStagingSwapRace(t *testing.T) {
 	}
 	arch := filepath.Join(e.dests[0], archivesIn(t, e.dests[0], "tar.gz")[0])
 	want, err := os.ReadFile(filepath.Join(e.dataPaths[0], "db.sqlite"))
-	must(t, err)
+	noErr(t, err)
 	parent := filepath.Dir(e.dataPaths[0])
 	decoy := filepath.Join(e.root, "decoy")
-	must(t, os.Mkdir(decoy, 0o755))
+	noErr(t, os.Mkdir(decoy, 0o755))
 
 	stop := make(chan struct{})
 	swapped := make(chan int)
@@ -553,14 +553,14 @@ func TestRestoreArchiveRewrittenAfterVerify(t *testing.T) {
 		fdir(d2),
 	})
 	forgedBytes, err := os.ReadFile(forgedPath)
-	must(t, err)
+	noErr(t, err)
 	before, err := os.ReadFile(filepath.Join(d1, "db.sqlite"))
-	must(t, err)
+	noErr(t, err)
 	var logBuf bytes.Buffer
 	rs := &restorer{cfg: cfg, log: slog.New(slog.NewTextHandler(&logBuf, nil)), out: io.Discard, now: time.Now,
 		systemd: swapOnStop{Systemctl{}, func() {
 			// Rewrite through the same inode, as its owner can.
-			must(t, os.WriteFile(arch, forgedBytes, 0o640))
+			noErr(t, os.WriteFile(arch, forgedBytes, 0o640))
 		}}}
 	code := rs.inPlace(context.Background(), arch)
 	t.Log(logBuf.String())

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -16,7 +17,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // ExtractOptions configure ExtractFile.
@@ -28,8 +28,28 @@ type ExtractOptions struct {
 	SameOwner  bool  // restore uid/gid (true when running as root)
 	MaxEntries int64 // refuse archives with more entries (0 = 10 million)
 	MaxBytes   int64 // refuse when extracted content would exceed this (0 = no limit)
-	Logger     *slog.Logger
+	// AllowSpecial restores what can hand out privileges: setuid/setgid
+	// bits (with SameOwner), device nodes and fifos, and extended
+	// attributes outside user.* (security.capability, trusted.*, ...).
+	// Without it they are skipped with a warning, as GNU tar does for
+	// xattrs outside user.*.
+	AllowSpecial bool
+	// DefaultOwner owns entries that carry no owner (zip entries without
+	// the Info-ZIP "ux" field) when SameOwner; nil leaves them to the
+	// extracting user.
+	DefaultOwner *Owner
+	// Digest, when set, receives every byte of the archive file, which is
+	// read to its end, so the caller can check that the bytes extracted
+	// are the bytes it verified (the file belongs to the service user, who
+	// can rewrite it between the check and the extraction). Zip is read
+	// at random; its file is hashed in full after extracting, which proves
+	// only that the file held those bytes at the end.
+	Digest hash.Hash
+	Logger *slog.Logger
 }
+
+// Owner is a numeric user and group.
+type Owner struct{ UID, GID int }
 
 // DefaultMaxEntries is used when ExtractOptions.MaxEntries is 0.
 const DefaultMaxEntries = 10_000_000
@@ -37,24 +57,31 @@ const DefaultMaxEntries = 10_000_000
 // maxSymlinkTarget bounds the content of zip symlink entries.
 const maxSymlinkTarget = 4096
 
-// ExtractFile extracts the archive at path into target (an existing directory). It refuses — with an
-// error, and without writing anything outside target — any entry whose name is absolute, contains
-// "..", or would be written through a symlink (a symlink entry followed by an entry inside it, or an
-// existing symlink inside target), hard links whose target is outside the archive's extracted tree,
-// device nodes and fifos (skip with a warning), and strips setuid/setgid bits unless SameOwner.
-// Restores modes, mtimes (dirs after their contents), and owners when SameOwner.
+// ExtractFile extracts the archive at path into target (an existing
+// directory). Every entry first passes the rules VerifyFile applies
+// (checker.checkEntry: no absolute or ".." names, nothing under an earlier
+// symlink or file entry, no duplicates, links and special files only
+// inside a directory entry, hard links to earlier files), so an archive
+// VerifyFile accepts is one ExtractFile accepts. On top, extraction refuses
+// writing through an existing symlink inside target and hard links to
+// files it did not extract itself (e.g. not selected by Prefixes).
+// Setuid/setgid bits are stripped, device nodes and fifos skipped and
+// xattrs outside user.* skipped (all with a warning) unless AllowSpecial.
+// Restores modes, mtimes (dirs after their contents), owners when
+// SameOwner, user.* xattrs and POSIX ACLs (PAX SCHILY.xattr.* and
+// SCHILY.acl.*, as GNU tar --xattrs --acls writes them; failures to set
+// them are warnings, as in GNU tar) and the holes of sparse entries.
 //
 // Details: the archive is processed in one pass, so on error target may
 // hold the entries extracted so far (extract into a staging directory when
 // that matters). Existing files at an entry's name are replaced (unlinked
 // first, never written through); an existing directory is never replaced
-// by a non-directory (error). A hard link must point to a regular file
-// extracted earlier by this call. Missing parent directories are created
+// by a non-directory (error). Missing parent directories are created
 // with mode 0755. Tar owners are restored by user/group name when the name
 // exists on this system, otherwise by numeric id (like GNU tar); zip owners
-// come from the Info-ZIP "ux" field. The attributes of target itself are
-// never changed. The whole stream is read to the end so that compressor
-// checksums are verified; corruption is an error.
+// come from the Info-ZIP "ux" field, else DefaultOwner. The attributes of
+// target itself are never changed. The whole stream is read to the end so
+// that compressor checksums are verified; corruption is an error.
 func ExtractFile(ctx context.Context, path, format, target string, opts ExtractOptions) (st Stats, err error) {
 	if err := checkFormat(format); err != nil {
 		return st, err
@@ -66,22 +93,39 @@ func ExtractFile(ctx context.Context, path, format, target string, opts ExtractO
 	if root, err = filepath.EvalSymlinks(root); err != nil {
 		return st, fmt.Errorf("archive: extract: target: %w", err)
 	}
-	if fi, err := os.Stat(root); err != nil {
+	dir, err := os.OpenFile(root, os.O_RDONLY|oDirectory|oNoFollow, 0)
+	if err != nil {
+		return st, fmt.Errorf("archive: extract: target: %w", err)
+	}
+	defer dir.Close()
+	return ExtractDir(ctx, path, format, dir, opts)
+}
+
+// ExtractDir is ExtractFile into an open directory. Every path it touches
+// is resolved from that descriptor (/proc/self/fd/N on Linux), never from
+// the directory's name, so renaming the directory or replacing its name
+// with a symlink while extracting (a staging directory in a parent the
+// service user can write) cannot redirect a single write.
+func ExtractDir(ctx context.Context, path, format string, dir *os.File, opts ExtractOptions) (st Stats, err error) {
+	if err := checkFormat(format); err != nil {
+		return st, err
+	}
+	if fi, err := dir.Stat(); err != nil {
 		return st, fmt.Errorf("archive: extract: target: %w", err)
 	} else if !fi.IsDir() {
-		return st, fmt.Errorf("archive: extract: target %s is not a directory", root)
+		return st, fmt.Errorf("archive: extract: target %s is not a directory", dir.Name())
 	}
 	x := &extractor{
-		ctx: ctx, root: root, opts: opts, st: &st,
+		ctx: ctx, root: dirPath(dir), opts: opts, st: &st,
 		wn:     &warner{stats: &st, log: loggerOr(opts.Logger)},
+		check:  newChecker(opts.MaxEntries),
 		inodes: map[[2]uint64]struct{}{},
 		uids:   map[string]int{}, gids: map[string]int{},
-		buf: make([]byte, copyBufSize),
+		ids:    idResolver{users: map[string]int{}, groups: map[string]int{}},
+		warned: map[string]bool{},
+		buf:    make([]byte, copyBufSize),
 	}
 	defer x.wn.finish()
-	if x.opts.MaxEntries <= 0 {
-		x.opts.MaxEntries = DefaultMaxEntries
-	}
 	for _, p := range opts.Prefixes {
 		x.prefixes = append(x.prefixes, EntryName(p))
 	}
@@ -92,43 +136,42 @@ func ExtractFile(ctx context.Context, path, format, target string, opts ExtractO
 	defer f.Close()
 	if format == FormatZip {
 		err = x.zip(f)
+		if err == nil && opts.Digest != nil {
+			_, err = io.CopyBuffer(opts.Digest, onlyReader{io.NewSectionReader(f, 0, 1<<62)}, x.buf)
+		}
 	} else {
-		err = x.tar(bufio.NewReaderSize(f, 1<<20), format)
+		var r io.Reader = f
+		if opts.Digest != nil {
+			r = io.TeeReader(f, opts.Digest)
+		}
+		br := bufio.NewReaderSize(r, 1<<20)
+		err = x.tar(br, format)
+		if err == nil && opts.Digest != nil {
+			_, err = io.CopyBuffer(io.Discard, onlyReader{br}, x.buf) // the rest of the file, e.g. trailing bytes
+		}
 	}
 	if err == nil {
 		err = x.finishDirs()
 	}
 	if err != nil {
+		err = shownErr{err, x.root, dir.Name()}
 		return st, fmt.Errorf("archive: extract %s: %w", path, wrapCtx(ctx, err))
 	}
 	return st, nil
 }
 
-type xtype int
-
-const (
-	xDir xtype = iota
-	xFile
-	xSymlink
-	xHardlink
-	xOther
-)
-
-type xentry struct {
-	name         string
-	typ          xtype
-	kind         string // for xOther
-	mode         fs.FileMode
-	uid, gid     int
-	uname, gname string
-	hasOwner     bool
-	mtime        time.Time
-	size         int64
-	linkname     string
+// shownErr shows the directory's name instead of its /proc/self/fd path.
+type shownErr struct {
+	err      error
+	from, to string
 }
+
+func (e shownErr) Error() string { return strings.ReplaceAll(e.err.Error(), e.from, e.to) }
+func (e shownErr) Unwrap() error { return e.err }
 
 type dirAttr struct {
 	path string
+	name string
 	e    xentry
 }
 
@@ -138,28 +181,16 @@ type extractor struct {
 	opts     ExtractOptions
 	st       *Stats
 	wn       *warner
+	check    *checker
 	prefixes []string
-	entries  int64
 	bytes    int64
 	inodes   map[[2]uint64]struct{}
 	dirs     []dirAttr
 	uids     map[string]int
 	gids     map[string]int
+	ids      idResolver
+	warned   map[string]bool // xattr names already warned about
 	buf      []byte
-}
-
-func fileMode(m int64) fs.FileMode {
-	mode := fs.FileMode(m & 0o777)
-	if m&0o4000 != 0 {
-		mode |= fs.ModeSetuid
-	}
-	if m&0o2000 != 0 {
-		mode |= fs.ModeSetgid
-	}
-	if m&0o1000 != 0 {
-		mode |= fs.ModeSticky
-	}
-	return mode
 }
 
 func (x *extractor) tar(r io.Reader, format string) error {
@@ -175,28 +206,9 @@ func (x *extractor) tar(r io.Reader, format string) error {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("reading entry %d: %w", x.entries+1, err)
+			return fmt.Errorf("reading entry %d: %w", x.check.n+1, err)
 		}
-		e := xentry{name: h.Name, mode: fileMode(h.Mode), uid: h.Uid, gid: h.Gid, uname: h.Uname, gname: h.Gname,
-			hasOwner: true, mtime: h.ModTime, size: h.Size, linkname: h.Linkname}
-		switch h.Typeflag {
-		case tar.TypeDir:
-			e.typ = xDir
-		case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
-			e.typ = xFile
-		case tar.TypeSymlink:
-			e.typ = xSymlink
-		case tar.TypeLink:
-			e.typ = xHardlink
-		case tar.TypeChar:
-			e.typ, e.kind = xOther, "character device"
-		case tar.TypeBlock:
-			e.typ, e.kind = xOther, "block device"
-		case tar.TypeFifo:
-			e.typ, e.kind = xOther, "fifo"
-		default:
-			e.typ, e.kind = xOther, fmt.Sprintf("unsupported tar entry type %q", h.Typeflag)
-		}
+		e := tarEntry(h)
 		if err := x.extract(&e, tr); err != nil {
 			return err
 		}
@@ -218,47 +230,22 @@ func (x *extractor) zip(f *os.File) error {
 		return err
 	}
 	for _, zf := range zr.File {
-		m := zf.Mode()
-		e := xentry{name: zf.Name, mode: m & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky), mtime: zf.Modified,
-			size: int64(zf.UncompressedSize64)}
-		e.uid, e.gid, e.hasOwner = parseUx(zf.Extra)
-		switch {
-		case m.IsDir() || strings.HasSuffix(zf.Name, "/"):
-			e.typ = xDir
-		case m.IsRegular():
-			e.typ = xFile
-		case m&fs.ModeSymlink != 0:
-			e.typ = xSymlink
-		default:
-			e.typ, e.kind = xOther, typeName(m)
-		}
-		if zf.UncompressedSize64 > 1<<62 {
-			return fmt.Errorf("%q: implausible size", zf.Name)
+		e, err := zipEntry(zf)
+		if err != nil {
+			return err
 		}
 		var rc io.ReadCloser
-		if e.typ == xFile || e.typ == xSymlink {
+		if e.typ == xFile {
 			if rc, err = zf.Open(); err != nil {
 				return fmt.Errorf("%q: %w", zf.Name, err)
 			}
-		}
-		if e.typ == xSymlink {
-			if e.size > maxSymlinkTarget {
-				rc.Close()
-				return fmt.Errorf("%q: symlink target too long (%d bytes)", zf.Name, e.size)
-			}
-			b, err := io.ReadAll(io.LimitReader(rc, maxSymlinkTarget+1))
-			rc.Close()
-			if err != nil {
-				return fmt.Errorf("%q: %w", zf.Name, err)
-			}
-			e.linkname, e.size = string(b), 0
 		}
 		var content io.Reader = eofReader{}
 		if e.typ == xFile {
 			content = rc
 		}
 		err = x.extract(&e, content)
-		if rc != nil && e.typ == xFile {
+		if rc != nil {
 			rc.Close()
 		}
 		if err != nil {
@@ -332,38 +319,20 @@ func (x *extractor) extract(e *xentry, content io.Reader) error {
 	if err := x.ctx.Err(); err != nil {
 		return err
 	}
-	x.entries++
-	if x.entries > x.opts.MaxEntries {
-		return fmt.Errorf("archive has more than %d entries; refusing", x.opts.MaxEntries)
-	}
-	name, err := cleanName(e.name)
+	// The rules verify applies too; checked on every entry, selected or
+	// not, so a hostile entry is refused wherever it is.
+	name, err := x.check.checkEntry(e)
 	if err != nil {
-		return fmt.Errorf("refusing entry: %w", err)
+		return err
 	}
-	if e.typ == xHardlink {
-		// Validate before the prefix filter: a hostile name is refused
-		// wherever it is.
-		if _, err := cleanName(e.linkname); err != nil {
-			return fmt.Errorf("refusing hard link %q: %w", e.name, err)
-		}
+	if !x.selected(name) || name == "." {
+		return nil // "." is a directory: never change target's own attributes
 	}
-	if !x.selected(name) {
-		return nil
-	}
-	if name == "." {
-		if e.typ == xDir {
-			return nil // never change target's own attributes
-		}
-		return fmt.Errorf("refusing non-directory entry %q naming the target itself", e.name)
-	}
-	if e.typ == xOther {
+	x.restrict(name, e)
+	if e.typ == xOther && (e.special == notSpecial || !x.opts.AllowSpecial) {
 		x.st.Skipped++
 		x.wn.warn("skipping %s: %s", name, e.kind)
 		return nil
-	}
-	if e.mode&(fs.ModeSetuid|fs.ModeSetgid) != 0 && !x.opts.SameOwner {
-		x.wn.warn("%s: stripping setuid/setgid bits (owners are not restored)", name)
-		e.mode &^= fs.ModeSetuid | fs.ModeSetgid
 	}
 	dst := filepath.Join(x.root, filepath.FromSlash(name))
 	if err := x.mkParents(name); err != nil {
@@ -390,7 +359,7 @@ func (x *extractor) extract(e *xentry, content io.Reader) error {
 				return err
 			}
 		}
-		x.dirs = append(x.dirs, dirAttr{dst, *e})
+		x.dirs = append(x.dirs, dirAttr{dst, name, *e})
 		x.st.Dirs++
 	case xFile:
 		if x.opts.MaxBytes > 0 && x.bytes+e.size > x.opts.MaxBytes {
@@ -440,7 +409,46 @@ func (x *extractor) extract(e *xentry, content io.Reader) error {
 			return err
 		}
 		x.st.Hardlinks++
+	case xOther:
+		return x.special(dst, name, e)
 	}
+	return nil
+}
+
+// restrict applies the privilege policy: setuid/setgid bits are stripped
+// unless AllowSpecial (and owners are restored), and entries without owner
+// information get DefaultOwner.
+func (x *extractor) restrict(name string, e *xentry) {
+	if e.mode&(fs.ModeSetuid|fs.ModeSetgid) != 0 && (!x.opts.SameOwner || !x.opts.AllowSpecial) {
+		x.wn.warn("%s: stripping setuid/setgid bits", name)
+		e.mode &^= fs.ModeSetuid | fs.ModeSetgid
+	}
+	if !e.hasOwner && x.opts.DefaultOwner != nil {
+		e.uid, e.gid, e.uname, e.gname = x.opts.DefaultOwner.UID, x.opts.DefaultOwner.GID, "", ""
+		e.hasOwner = true
+	}
+}
+
+// special creates a device node or fifo (only with AllowSpecial).
+func (x *extractor) special(dst, name string, e *xentry) error {
+	if err := x.clearFinal(dst, name); err != nil {
+		return err
+	}
+	if err := mknod(dst, e.special, 0, e.devmajor, e.devminor); err != nil {
+		return fmt.Errorf("%q: creating %s: %w", name, e.kind, err)
+	}
+	if x.opts.SameOwner && e.hasOwner {
+		if err := os.Lchown(dst, x.uid(e), x.gid(e)); err != nil {
+			return err
+		}
+	}
+	if err := os.Chmod(dst, e.mode); err != nil {
+		return err
+	}
+	if err := lutimes(dst, e.mtime); err != nil {
+		return fmt.Errorf("setting mtime of %s: %w", dst, err)
+	}
+	x.st.Skipped++ // not a file, directory or link: counted like verify does
 	return nil
 }
 
@@ -522,7 +530,12 @@ func (x *extractor) writeFile(dst, name string, e *xentry, content io.Reader) (e
 	x.inodes[[2]uint64{si.dev, si.ino}] = struct{}{}
 	// Copy exactly e.size bytes; more (zip) or fewer is an error.
 	r := &ctxReader{x.ctx, content}
-	n, err := io.CopyBuffer(onlyWriter{f}, onlyReader{io.LimitReader(r, e.size)}, x.buf)
+	var n int64
+	if e.sparse {
+		n, err = x.copySparse(f, io.LimitReader(r, e.size))
+	} else {
+		n, err = io.CopyBuffer(onlyWriter{f}, onlyReader{io.LimitReader(r, e.size)}, x.buf)
+	}
 	x.st.BytesRead += n
 	x.bytes += n
 	if err != nil {
@@ -544,6 +557,8 @@ func (x *extractor) writeFile(dst, name string, e *xentry, content io.Reader) (e
 	if err := f.Chmod(e.mode); err != nil {
 		return err
 	}
+	// After chown, which would clear security.capability.
+	x.setXattrs(f, name, e)
 	if err := futimes(f.Fd(), e.mtime); err != nil {
 		return fmt.Errorf("setting mtime of %s: %w", dst, err)
 	}
@@ -572,6 +587,7 @@ func (x *extractor) finishDirs() error {
 			f.Close()
 			return err
 		}
+		x.setXattrs(f, d.name, &d.e)
 		if err := futimes(f.Fd(), d.e.mtime); err != nil {
 			f.Close()
 			return fmt.Errorf("setting mtime of %s: %w", d.path, err)
@@ -621,4 +637,101 @@ func (x *extractor) gid(e *xentry) int {
 		return e.gid
 	}
 	return id
+}
+
+// sparseBlock is the granularity at which zero runs of sparse entries
+// become holes (the page and usual file system block size).
+const sparseBlock = 4096
+
+// copySparse writes r to f, seeking over all-zero blocks instead of writing
+// them, and sets the final size, so a sparse entry's holes stay holes (GNU
+// tar --sparse restores them the same way). Reads are buffer-sized, so
+// blocks stay aligned to the file offset.
+func (x *extractor) copySparse(f *os.File, r io.Reader) (int64, error) {
+	var pos int64
+	for {
+		m, err := io.ReadFull(r, x.buf)
+		if m > 0 {
+			if werr := writeNonZero(f, x.buf[:m], pos); werr != nil {
+				return pos, werr
+			}
+			pos += int64(m)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return pos, f.Truncate(pos)
+		}
+		if err != nil {
+			return pos, err
+		}
+	}
+}
+
+// writeNonZero writes the blocks of b that are not all zero at off.
+func writeNonZero(f *os.File, b []byte, off int64) error {
+	start := -1 // start of the current run of data blocks
+	flush := func(end int) error {
+		if start < 0 {
+			return nil
+		}
+		_, err := f.WriteAt(b[start:end], off+int64(start))
+		start = -1
+		return err
+	}
+	for i := 0; i < len(b); i += sparseBlock {
+		end := min(i+sparseBlock, len(b))
+		if !allZero(b[i:end]) {
+			if start < 0 {
+				start = i
+			}
+		} else if err := flush(i); err != nil {
+			return err
+		}
+	}
+	return flush(len(b))
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// setXattrs restores e's extended attributes and POSIX ACLs on f. GNU tar's
+// policy: user.* always, ACLs from SCHILY.acl.* (names mapped to local ids;
+// the raw system.posix_acl_* xattr only when the text form is absent),
+// everything else (security.capability, trusted.*, ...) only with
+// AllowSpecial. Failures are warnings, as in GNU tar.
+func (x *extractor) setXattrs(f *os.File, name string, e *xentry) {
+	aclNames := [2]string{xattrACLAccess, xattrACLDefault}
+	for _, a := range e.xattrs {
+		switch {
+		case a.name == aclNames[0] && e.acls[0] != nil, a.name == aclNames[1] && e.acls[1] != nil:
+			continue // the text form, with names, wins
+		case strings.HasPrefix(a.name, "user."), a.name == aclNames[0], a.name == aclNames[1]:
+		case !x.opts.AllowSpecial:
+			if !x.warned[a.name] {
+				x.warned[a.name] = true
+				x.wn.warn("%s: not restoring extended attribute %s (only user.* and ACLs are restored by default)", name, a.name)
+			}
+			continue
+		}
+		if err := setxattrFd(f.Fd(), a.name, []byte(a.value)); err != nil {
+			x.wn.warn("%s: cannot restore extended attribute %s: %v", name, a.name, err)
+		}
+	}
+	for i, acl := range e.acls {
+		if acl == nil || (i == 1 && e.typ != xDir) {
+			continue
+		}
+		v, err := aclXattr(acl, &x.ids)
+		if err == nil {
+			err = setxattrFd(f.Fd(), aclNames[i], v)
+		}
+		if err != nil {
+			x.wn.warn("%s: cannot restore ACL %s: %v", name, aclNames[i], err)
+		}
+	}
 }

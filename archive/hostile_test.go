@@ -103,6 +103,26 @@ func (e hostileEnv) checkNothingOutside(t *testing.T) {
 	}
 }
 
+func dir(name string) tentry {
+	return tentry{tar.Header{Name: name, Typeflag: tar.TypeDir, Mode: 0o755}, ""}
+}
+
+// assertVerifyAgrees checks that VerifyFile accepts the archive exactly
+// when ExtractFile did (extractErr), refusing it with the same message.
+func assertVerifyAgrees(t *testing.T, arch, format string, extractErr error) {
+	t.Helper()
+	_, verr := VerifyFile(context.Background(), arch, format)
+	strip := func(err error, verb string) string {
+		if err == nil {
+			return "<nil>"
+		}
+		return strings.TrimPrefix(err.Error(), "archive: "+verb+" "+arch+": ")
+	}
+	if v, x := strip(verr, "verify"), strip(extractErr, "extract"); v != x {
+		t.Errorf("verify and restore disagree:\n verify:  %s\n restore: %s", v, x)
+	}
+}
+
 func reg(name, body string) tentry {
 	return tentry{tar.Header{Name: name, Typeflag: tar.TypeReg}, body}
 }
@@ -114,7 +134,11 @@ func TestHostileTar(t *testing.T) {
 		pre     func(t *testing.T, e hostileEnv)
 		opts    ExtractOptions
 		wantErr bool
-		check   func(t *testing.T, e hostileEnv, st Stats)
+		// restoreOnly: the outcome depends on the target's state or on an
+		// extraction option, not only on the archive, so VerifyFile is not
+		// expected to agree.
+		restoreOnly bool
+		check       func(t *testing.T, e hostileEnv, st Stats)
 	}{
 		{name: "dotdot", wantErr: true, entries: func(e hostileEnv) []tentry {
 			return []tentry{reg("ok.txt", "ok"), reg("../evil", "x"), reg("../../sibling/evil", "x")}
@@ -140,18 +164,50 @@ func TestHostileTar(t *testing.T) {
 				{tar.Header{Name: "y", Typeflag: tar.TypeSymlink, Linkname: e.sibling}, ""},
 				{tar.Header{Name: "y/./z", Typeflag: tar.TypeReg}, ""}}
 		}},
-		{name: "existing symlink in target", wantErr: true,
+		{name: "existing symlink in target", wantErr: true, restoreOnly: true,
 			pre: func(t *testing.T, e hostileEnv) { must(t, os.Symlink(e.sibling, filepath.Join(e.target, "existing"))) },
 			entries: func(e hostileEnv) []tentry {
 				return []tentry{reg("existing/evil", "x")}
 			}},
-		{name: "final symlink is replaced, not followed", entries: func(e hostileEnv) []tentry {
-			return []tentry{{tar.Header{Name: "f", Typeflag: tar.TypeSymlink, Linkname: filepath.Join(e.sibling, "evil")}, ""}, reg("f", "content")}
-		}, check: func(t *testing.T, e hostileEnv, st Stats) {
-			b, err := os.ReadFile(filepath.Join(e.target, "f"))
-			if err != nil || string(b) != "content" {
-				t.Errorf("f: %q %v", b, err)
-			}
+		// A name may appear once: the symlink is neither followed nor replaced.
+		{name: "symlink then file of the same name", wantErr: true, entries: func(e hostileEnv) []tentry {
+			return []tentry{dir("./"), {tar.Header{Name: "f", Typeflag: tar.TypeSymlink, Linkname: filepath.Join(e.sibling, "evil")}, ""}, reg("f", "content")}
+		}},
+		{name: "final symlink in target is replaced, not followed", restoreOnly: true,
+			pre: func(t *testing.T, e hostileEnv) {
+				must(t, os.Symlink(filepath.Join(e.sibling, "evil"), filepath.Join(e.target, "f")))
+			},
+			entries: func(e hostileEnv) []tentry { return []tentry{reg("f", "content")} },
+			check: func(t *testing.T, e hostileEnv, st Stats) {
+				b, err := os.ReadFile(filepath.Join(e.target, "f"))
+				if err != nil || string(b) != "content" {
+					t.Errorf("f: %q %v", b, err)
+				}
+			}},
+		{name: "directory swapped to symlink, then a file under it", wantErr: true, entries: func(e hostileEnv) []tentry {
+			return []tentry{dir("data/"), {tar.Header{Name: "data/sub", Typeflag: tar.TypeSymlink, Linkname: e.sibling}, ""}, reg("data/sub/evil", "x")}
+		}},
+		{name: "data path root is a symlink", wantErr: true, opts: ExtractOptions{Prefixes: []string{"/srv/data"}}, entries: func(e hostileEnv) []tentry {
+			return []tentry{{tar.Header{Name: "srv/data", Typeflag: tar.TypeSymlink, Linkname: e.sibling}, ""}}
+		}},
+		{name: "root hard link", wantErr: true, entries: func(e hostileEnv) []tentry {
+			return []tentry{dir("a/"), reg("a/f", "x"), {tar.Header{Name: "b", Typeflag: tar.TypeLink, Linkname: "a/f"}, ""}}
+		}},
+		{name: "file used as a directory", wantErr: true, entries: func(e hostileEnv) []tentry {
+			return []tentry{dir("d/"), reg("d/f", "x"), reg("d/f/g", "y")}
+		}},
+		{name: "hard link to a later file", wantErr: true, entries: func(e hostileEnv) []tentry {
+			return []tentry{dir("d/"), {tar.Header{Name: "d/l", Typeflag: tar.TypeLink, Linkname: "d/f"}, ""}, reg("d/f", "x")}
+		}},
+		{name: "hard link to a directory", wantErr: true, entries: func(e hostileEnv) []tentry {
+			return []tentry{dir("d/"), dir("d/e/"), {tar.Header{Name: "d/l", Typeflag: tar.TypeLink, Linkname: "d/e"}, ""}}
+		}},
+		{name: "repeated directory is fine", entries: func(e hostileEnv) []tentry {
+			return []tentry{dir("d/"), reg("d/f", "x"), dir("d/")}
+		}},
+		{name: "malformed ACL", wantErr: true, entries: func(e hostileEnv) []tentry {
+			return []tentry{{tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755, Format: tar.FormatPAX,
+				PAXRecords: map[string]string{"SCHILY.acl.access": "user::rwx\nuser:nobody:rwx\ngroup::r-x\nother::---\n"}}, ""}}
 		}},
 		{name: "hardlink dotdot", wantErr: true, entries: func(e hostileEnv) []tentry {
 			return []tentry{{tar.Header{Name: "hl", Typeflag: tar.TypeLink, Linkname: "../../etc/passwd"}, ""}}
@@ -159,7 +215,7 @@ func TestHostileTar(t *testing.T) {
 		{name: "hardlink absolute", wantErr: true, entries: func(e hostileEnv) []tentry {
 			return []tentry{{tar.Header{Name: "hl", Typeflag: tar.TypeLink, Linkname: "/etc/passwd"}, ""}}
 		}},
-		{name: "hardlink to pre-existing file", wantErr: true,
+		{name: "hardlink to pre-existing file", wantErr: true, restoreOnly: true,
 			pre: func(t *testing.T, e hostileEnv) {
 				mustWrite(t, filepath.Join(e.target, "preexisting"), []byte("p"), 0o600)
 			},
@@ -171,7 +227,7 @@ func TestHostileTar(t *testing.T) {
 				{tar.Header{Name: "hl", Typeflag: tar.TypeLink, Linkname: "s/x"}, ""}}
 		}},
 		{name: "hardlink inside archive ok", entries: func(e hostileEnv) []tentry {
-			return []tentry{reg("a", "data"), {tar.Header{Name: "b", Typeflag: tar.TypeLink, Linkname: "a"}, ""}}
+			return []tentry{dir("./"), reg("a", "data"), {tar.Header{Name: "b", Typeflag: tar.TypeLink, Linkname: "a"}, ""}}
 		}, check: func(t *testing.T, e hostileEnv, st Stats) {
 			a, _ := os.Stat(filepath.Join(e.target, "a"))
 			b, _ := os.Stat(filepath.Join(e.target, "b"))
@@ -180,7 +236,7 @@ func TestHostileTar(t *testing.T) {
 			}
 		}},
 		{name: "devices and fifos skipped", entries: func(e hostileEnv) []tentry {
-			return []tentry{{tar.Header{Name: "null", Typeflag: tar.TypeChar, Devmajor: 1, Devminor: 3}, ""},
+			return []tentry{dir("./"), {tar.Header{Name: "null", Typeflag: tar.TypeChar, Devmajor: 1, Devminor: 3}, ""},
 				{tar.Header{Name: "sda", Typeflag: tar.TypeBlock, Devmajor: 8, Devminor: 0}, ""},
 				{tar.Header{Name: "fifo", Typeflag: tar.TypeFifo}, ""}, reg("ok", "ok")}
 		}, check: func(t *testing.T, e hostileEnv, st Stats) {
@@ -207,7 +263,16 @@ func TestHostileTar(t *testing.T) {
 				t.Errorf("sgid mode %v, warnings %q", fi.Mode(), st.Warnings)
 			}
 		}},
-		{name: "setuid kept with SameOwner", opts: ExtractOptions{SameOwner: true}, entries: func(e hostileEnv) []tentry {
+		{name: "setuid stripped with SameOwner", opts: ExtractOptions{SameOwner: true}, entries: func(e hostileEnv) []tentry {
+			return []tentry{{tar.Header{Name: "suid", Typeflag: tar.TypeReg, Mode: 0o4755, Uid: os.Getuid(), Gid: os.Getgid()}, ""}}
+		}, check: func(t *testing.T, e hostileEnv, st Stats) {
+			fi, err := os.Stat(filepath.Join(e.target, "suid"))
+			must(t, err)
+			if fi.Mode() != 0o755 || len(st.Warnings) != 1 {
+				t.Errorf("suid mode %v, warnings %q", fi.Mode(), st.Warnings)
+			}
+		}},
+		{name: "setuid kept with SameOwner and AllowSpecial", opts: ExtractOptions{SameOwner: true, AllowSpecial: true}, entries: func(e hostileEnv) []tentry {
 			return []tentry{{tar.Header{Name: "suid", Typeflag: tar.TypeReg, Mode: 0o4755, Uid: os.Getuid(), Gid: os.Getgid()}, ""}}
 		}, check: func(t *testing.T, e hostileEnv, st Stats) {
 			fi, err := os.Stat(filepath.Join(e.target, "suid"))
@@ -216,14 +281,14 @@ func TestHostileTar(t *testing.T) {
 				t.Errorf("suid mode %v", fi.Mode())
 			}
 		}},
-		{name: "too many entries", wantErr: true, opts: ExtractOptions{MaxEntries: 10}, entries: func(e hostileEnv) []tentry {
+		{name: "too many entries", wantErr: true, restoreOnly: true, opts: ExtractOptions{MaxEntries: 10}, entries: func(e hostileEnv) []tentry {
 			var es []tentry
 			for i := 0; i < 20; i++ {
 				es = append(es, reg("f"+itoa(i), "x"))
 			}
 			return es
 		}},
-		{name: "too many bytes", wantErr: true, opts: ExtractOptions{MaxBytes: 1000}, entries: func(e hostileEnv) []tentry {
+		{name: "too many bytes", wantErr: true, restoreOnly: true, opts: ExtractOptions{MaxBytes: 1000}, entries: func(e hostileEnv) []tentry {
 			return []tentry{reg("small", "x"), reg("big", strings.Repeat("A", 1<<20))}
 		}, check: func(t *testing.T, e hostileEnv, st Stats) {
 			if _, err := os.Lstat(filepath.Join(e.target, "big")); err == nil {
@@ -259,6 +324,9 @@ func TestHostileTar(t *testing.T) {
 				t.Errorf("ExtractFile: %v", err)
 			}
 			t.Logf("err: %v", err)
+			if !tc.restoreOnly {
+				assertVerifyAgrees(t, e.arch, FormatTarGz, err)
+			}
 			e.checkNothingOutside(t)
 			if tc.check != nil {
 				tc.check(t, e, st)
@@ -289,8 +357,17 @@ func TestHostileZip(t *testing.T) {
 		{name: "symlink dotdot then entry", wantErr: true, entries: func(e hostileEnv) []zentry {
 			return []zentry{{"up", fs.ModeSymlink | 0o777, "../.."}, {"up/sibling/evil", 0o644, "x"}}
 		}},
+		{name: "directory swapped to symlink, then a file under it", wantErr: true, entries: func(e hostileEnv) []zentry {
+			return []zentry{{"data/", fs.ModeDir | 0o755, ""}, {"data/sub", fs.ModeSymlink | 0o777, e.sibling}, {"data/sub/evil", 0o644, "x"}}
+		}},
+		{name: "duplicate file", wantErr: true, entries: func(e hostileEnv) []zentry {
+			return []zentry{{"data/", fs.ModeDir | 0o755, ""}, {"data/f", 0o644, "x"}, {"data/f", 0o644, "y"}}
+		}},
+		{name: "root symlink", wantErr: true, entries: func(e hostileEnv) []zentry {
+			return []zentry{{"data", fs.ModeSymlink | 0o777, "/etc"}}
+		}},
 		{name: "device skipped, setuid stripped", entries: func(e hostileEnv) []zentry {
-			return []zentry{{"null", fs.ModeDevice | fs.ModeCharDevice | 0o666, ""}, {"suid", fs.ModeSetuid | 0o755, "#!"}}
+			return []zentry{{"./", fs.ModeDir | 0o755, ""}, {"null", fs.ModeDevice | fs.ModeCharDevice | 0o666, ""}, {"suid", fs.ModeSetuid | 0o755, "#!"}}
 		}, check: func(t *testing.T, e hostileEnv, st Stats) {
 			if _, err := os.Lstat(filepath.Join(e.target, "null")); err == nil {
 				t.Errorf("device created")
@@ -311,6 +388,7 @@ func TestHostileZip(t *testing.T) {
 			} else if !tc.wantErr && err != nil {
 				t.Errorf("ExtractFile: %v", err)
 			}
+			assertVerifyAgrees(t, e.arch, FormatZip, err)
 			if tc.wantErr && err != nil && !errors.Is(err, ErrUnsafeName) {
 				t.Errorf("error does not wrap ErrUnsafeName: %v", err)
 			}

@@ -75,32 +75,20 @@ func verifyTar(ctx context.Context, r io.Reader, format string) (st Stats, err e
 	defer closeFn()
 	tr := tar.NewReader(dr)
 	buf := make([]byte, copyBufSize)
+	c := newChecker(0)
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return st, wrapCtx(ctx, fmt.Errorf("reading entry %d: %w", st.total()+1, err))
+			return st, wrapCtx(ctx, fmt.Errorf("reading entry %d: %w", c.n+1, err))
 		}
-		if _, err := cleanName(h.Name); err != nil {
+		e := tarEntry(h)
+		if _, err := c.checkEntry(&e); err != nil {
 			return st, err
 		}
-		switch h.Typeflag {
-		case tar.TypeDir:
-			st.Dirs++
-		case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
-			st.Files++
-		case tar.TypeSymlink:
-			st.Symlinks++
-		case tar.TypeLink:
-			if _, err := cleanName(h.Linkname); err != nil {
-				return st, fmt.Errorf("hard link %q: %w", h.Name, err)
-			}
-			st.Hardlinks++
-		default:
-			st.Skipped++
-		}
+		st.count(e.typ)
 		n, err := io.CopyBuffer(io.Discard, onlyReader{tr}, buf)
 		st.BytesRead += n
 		if err != nil {
@@ -115,7 +103,21 @@ func verifyTar(ctx context.Context, r io.Reader, format string) (st Stats, err e
 	return st, nil
 }
 
-func (s *Stats) total() int64 { return s.Files + s.Dirs + s.Symlinks + s.Hardlinks + s.Skipped }
+// count adds one entry of type t, as ExtractFile counts it.
+func (s *Stats) count(t xtype) {
+	switch t {
+	case xDir:
+		s.Dirs++
+	case xFile:
+		s.Files++
+	case xSymlink:
+		s.Symlinks++
+	case xHardlink:
+		s.Hardlinks++
+	default:
+		s.Skipped++
+	}
+}
 
 func wrapCtx(ctx context.Context, err error) error {
 	if ce := ctx.Err(); ce != nil && !errors.Is(err, ce) {
@@ -133,34 +135,29 @@ func verifyZip(ctx context.Context, ra io.ReaderAt, size int64) (st Stats, err e
 		return st, err
 	}
 	buf := make([]byte, copyBufSize)
+	c := newChecker(0)
 	for _, f := range zr.File {
 		if err := ctx.Err(); err != nil {
 			return st, err
 		}
-		if _, err := cleanName(f.Name); err != nil {
+		e, err := zipEntry(f)
+		if err != nil {
+			return st, err
+		}
+		if _, err := c.checkEntry(&e); err != nil {
 			return st, err
 		}
 		if err := checkLocalHeader(ra, f); err != nil {
 			return st, err
 		}
-		m := f.Mode()
-		switch {
-		case m.IsDir():
-			st.Dirs++
-		case m.IsRegular():
-			st.Files++
-		case m&os.ModeSymlink != 0:
-			st.Symlinks++
-		default:
-			st.Skipped++
-		}
+		st.count(e.typ)
 		rc, err := f.Open()
 		if err != nil {
 			return st, fmt.Errorf("%q: %w", f.Name, err)
 		}
 		n, err := io.CopyBuffer(io.Discard, onlyReader{&ctxReader{ctx, rc}}, buf)
 		rc.Close()
-		if m.IsRegular() {
+		if e.typ == xFile {
 			st.BytesRead += n
 		}
 		if err != nil {

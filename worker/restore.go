@@ -1,7 +1,9 @@
 package worker
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/backupgen/backupgen/archive"
@@ -25,7 +28,10 @@ func (c *cli) restore(ctx context.Context, args []string) int {
 	target := fs.String("target", "", "extract into `DIR` (new or empty) instead of restoring in place")
 	yes := fs.Bool("yes", false, "restore in place: stop the units, move the current data aside, extract, start the units")
 	trustUnsigned := fs.Bool("trust-unsigned", false, "restore an archive whose signature is missing or wrong (not written by this host's worker)")
-	if done, code := c.parse(fs, "restore --config FILE --archive PATH [--target DIR] [--yes]", args, &common); done {
+	allowSpecial := fs.Bool("allow-special", false, "also restore setuid/setgid bits, device nodes, fifos and extended attributes outside user.* "+
+		"(e.g. security.capability); without it they are skipped with a warning. Only for archives nobody else could have written: "+
+		"the service's user can write its destinations")
+	if done, code := c.parse(fs, "restore --config FILE --archive PATH [--target DIR] [--yes] [--allow-special] [--trust-unsigned]", args, &common); done {
 		return code
 	}
 	if *archivePath == "" || fs.NArg() > 0 {
@@ -41,7 +47,8 @@ func (c *cli) restore(ctx context.Context, args []string) int {
 			orNone(cfg.ServiceName), strings.Join(cfg.DataPaths, ", "), *archivePath)
 		return ExitUsage
 	}
-	rs := &restorer{cfg: cfg, log: c.log.With(keyService, cfg.Name), systemd: Systemctl{}, out: c.stdout, now: time.Now, trustUnsigned: *trustUnsigned}
+	rs := &restorer{cfg: cfg, log: c.log.With(keyService, cfg.Name), systemd: Systemctl{}, out: c.stdout, now: time.Now,
+		allowSpecial: *allowSpecial, trustUnsigned: *trustUnsigned}
 	if *target != "" {
 		return rs.toTarget(ctx, *archivePath, *target)
 	}
@@ -62,12 +69,22 @@ type restorer struct {
 	systemd Systemd
 	out     io.Writer
 	now     func() time.Time
-	// trustUnsigned: --trust-unsigned (see trustForRestore).
+	// trustUnsigned: --trust-unsigned (see trust).
 	trustUnsigned bool
+	// allowSpecial: restore setuid/setgid bits, devices, fifos and
+	// privileged xattrs (archive.ExtractOptions.AllowSpecial).
+	allowSpecial bool
+	// digest is the SHA-256 of the archive as check read it; every
+	// extraction must read exactly these bytes (extract).
+	digest []byte
 }
 
-// check locks the service and verifies the archive; a bad archive is refused
-// before anything is stopped or moved.
+// check locks the service, then hashes, parses and checks the signature of
+// the archive in one read (trust); a bad or untrusted archive is refused
+// before anything is stopped or moved. It is the one place where an
+// archive becomes trusted: both restore modes call it before extracting
+// anything, and every extraction then proves it read the bytes hashed
+// here (rs.digest).
 func (rs *restorer) check(ctx context.Context, path string) (format string, lock *serviceLock, err error) {
 	format, ok := formatOf(path)
 	if !ok {
@@ -79,26 +96,31 @@ func (rs *restorer) check(ctx context.Context, path string) (format string, lock
 		return "", nil, err
 	}
 	rs.log.Info("verifying archive before restoring", keyArchive, path)
-	state, err := verifyArchive(ctx, path, format)
-	if err == nil {
-		err = trustForRestore(ctx, rs.cfg, path, rs.trustUnsigned, rs.log)
-	}
-	if err != nil {
+	if err := rs.trust(ctx, path, format); err != nil {
 		lock.Release()
 		return "", nil, fmt.Errorf("refusing to restore %s: %w", path, err)
-	}
-	if state == checksumMissing {
-		rs.log.Warn("archive has no .sha256; only its structure was verified", keyArchive, path)
 	}
 	return format, lock, nil
 }
 
-func (rs *restorer) extractOptions() archive.ExtractOptions {
-	return archive.ExtractOptions{
-		Prefixes:  rs.cfg.DataPaths,
-		SameOwner: os.Geteuid() == 0,
-		Logger:    rs.log,
+// extractOptions: owners are restored when root; entries without owner
+// information (zip without the "ux" field) get the service's user and
+// group, never root.
+func (rs *restorer) extractOptions() (archive.ExtractOptions, error) {
+	opts := archive.ExtractOptions{
+		Prefixes:     rs.cfg.DataPaths,
+		SameOwner:    os.Geteuid() == 0,
+		AllowSpecial: rs.allowSpecial,
+		Logger:       rs.log,
 	}
+	if opts.SameOwner {
+		own, err := lookupOwner(rs.cfg.User, rs.cfg.Group)
+		if err != nil {
+			return opts, fmt.Errorf("owner for entries without owner information: %w", err)
+		}
+		opts.DefaultOwner = &archive.Owner{UID: own.uid, GID: own.gid}
+	}
+	return opts, nil
 }
 
 // toTarget extracts the archive's data paths into dir (new or empty),
@@ -124,9 +146,20 @@ func (rs *restorer) toTarget(ctx context.Context, path, dir string) int {
 		return exitCodeFor(ctx, err)
 	}
 	defer lock.Release()
-	stats, err := archive.ExtractFile(ctx, path, format, dir, rs.extractOptions())
+	opts, err := rs.extractOptions()
 	if err != nil {
-		rs.log.Error("restore failed", "error", err, "target", dir)
+		rs.log.Error("restore failed", "error", err)
+		return ExitFailed
+	}
+	d, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		rs.log.Error("restore failed", "error", err)
+		return ExitFailed
+	}
+	defer d.Close()
+	stats, err := rs.extract(ctx, path, format, d, opts)
+	if err != nil {
+		rs.log.Error("restore failed; do not use what was extracted into the target", "error", err, "target", dir)
 		return exitCodeFor(ctx, err)
 	}
 	rs.log.Info("restored", keyArchive, path, "target", dir, "files", stats.Files, keyBytes, stats.BytesRead)
@@ -140,9 +173,11 @@ func (rs *restorer) toTarget(ctx context.Context, path, dir string) int {
 // staged is one data path extracted next to its final place.
 type staged struct {
 	dataPath string
-	staging  string // private directory in the data path's parent
-	restored string // the data path inside staging
-	aside    string // where the current data went ("" if there was none)
+	staging  string   // private directory in the data path's parent
+	dir      *os.File // staging, open: every later step goes through it
+	restored string   // the data path inside staging, via dir
+	aside    string   // where the current data went ("" if there was none)
+	done     bool     // the restored data is in place
 }
 
 // inPlace restores the archive over the live data paths.
@@ -187,9 +222,7 @@ func (rs *restorer) inPlace(ctx context.Context, path string) (code int) {
 	var stages []*staged
 	cleanup := func() {
 		for _, s := range stages {
-			if s.staging != "" {
-				os.RemoveAll(s.staging)
-			}
+			s.remove()
 		}
 	}
 	for _, p := range cfg.DataPaths {
@@ -209,15 +242,14 @@ func (rs *restorer) inPlace(ctx context.Context, path string) (code int) {
 			errs = multierror.Append(errs, err)
 			continue
 		}
-		os.RemoveAll(s.staging) // only the empty parent directories are left
-		s.staging = ""
+		s.done = true
 	}
-	cleanup()
+	cleanup() // only the empty parent directories are left of the swapped ones
 	for _, s := range stages {
 		switch {
-		case s.aside != "" && s.staging == "":
+		case s.aside != "" && s.done:
 			fmt.Fprintf(rs.out, "%s: previous data moved to %s\n", s.dataPath, s.aside)
-		case s.staging == "":
+		case s.done:
 			fmt.Fprintf(rs.out, "%s: restored (there was no previous data)\n", s.dataPath)
 		}
 	}
@@ -232,27 +264,159 @@ func (rs *restorer) inPlace(ctx context.Context, path string) (code int) {
 }
 
 // stage extracts data path p from the archive into a staging directory in
-// p's parent directory.
+// p's parent directory. The parent usually belongs to the service user, who
+// can rename the staging directory or put a symlink in its place at any
+// moment: so it is opened once, checked to be the private directory just
+// made, and everything after (extraction, checks, the final rename) goes
+// through that descriptor, never through its name.
 func (rs *restorer) stage(ctx context.Context, path, format, p string) (*staged, error) {
 	parent := filepath.Dir(p)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp(parent, "."+filepath.Base(p)+".restore-")
+	name, err := os.MkdirTemp(parent, "."+filepath.Base(p)+".restore-")
 	if err != nil {
 		return nil, err
 	}
-	s := &staged{dataPath: p, staging: dir, restored: filepath.Join(dir, archive.EntryName(p))}
-	opts := rs.extractOptions()
-	opts.Prefixes = []string{p}
-	rs.log.Info("extracting", keyArchive, path, "data_path", p)
-	if _, err := archive.ExtractFile(ctx, path, format, dir, opts); err != nil {
+	s := &staged{dataPath: p, staging: name}
+	if s.dir, err = openPrivateDir(name); err != nil {
 		return s, err
 	}
-	if _, err := os.Lstat(s.restored); err != nil {
+	s.restored = filepath.Join(fdPath(s.dir), archive.EntryName(p))
+	opts, err := rs.extractOptions()
+	if err != nil {
+		return s, err
+	}
+	opts.Prefixes = []string{p}
+	rs.log.Info("extracting", keyArchive, path, "data_path", p)
+	if _, err := rs.extract(ctx, path, format, s.dir, opts); err != nil {
+		return s, err
+	}
+	fi, err := os.Lstat(s.restored)
+	if err != nil {
 		return s, fmt.Errorf("archive %s holds nothing for data path %s", path, p)
 	}
-	return s, nil
+	return s, checkRootType(p, fi)
+}
+
+// extract extracts into dir and fails unless the bytes it read are the
+// bytes check hashed and verified: the archive belongs to the service
+// user, who could rewrite it in between.
+func (rs *restorer) extract(ctx context.Context, path, format string, dir *os.File, opts archive.ExtractOptions) (archive.Stats, error) {
+	h := sha256.New()
+	opts.Digest = h
+	st, err := archive.ExtractDir(ctx, path, format, dir, opts)
+	if err == nil && !bytes.Equal(h.Sum(nil), rs.digest) {
+		err = fmt.Errorf("archive %s changed after it was verified; refusing it", path)
+	}
+	return st, err
+}
+
+// trust reads the archive once, through one descriptor: its SHA-256 (kept
+// in rs.digest for the extraction to match), its full structure, its
+// .sha256 and its signature by this host's key. Reading these separately
+// would let the archive's owner swap the file between two reads, so a
+// forged archive could pass the signature check and be extracted.
+func (rs *restorer) trust(ctx context.Context, path, format string) error {
+	key, keyErr := loadSigningKey(rs.cfg, false)
+	c := verifyArchiveKey(ctx, key, path, format)
+	if c.err != nil {
+		return c.err
+	}
+	if c.sum == nil {
+		return errors.New("the archive was not read")
+	}
+	rs.digest = c.sum
+	var untrusted error
+	switch {
+	case keyErr != nil:
+		untrusted = fmt.Errorf("cannot check its signature: %w", keyErr)
+	case !c.trusted():
+		untrusted = fmt.Errorf("not trusted: %w", c.reason())
+	}
+	if untrusted == nil {
+		return nil
+	}
+	if rs.trustUnsigned && ctx.Err() == nil {
+		rs.log.Warn("restoring an untrusted archive because --trust-unsigned was given", keyArchive, path, "reason", untrusted.Error())
+		return nil
+	}
+	return fmt.Errorf("%w; restore it only if you know where it came from, with --trust-unsigned", untrusted)
+}
+
+// openPrivateDir opens the directory os.MkdirTemp made at name, refusing
+// anything else put there since (a symlink, or a directory that is not
+// ours and 0700).
+func openPrivateDir(name string) (*os.File, error) {
+	d, err := os.OpenFile(name, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fmt.Errorf("staging directory: %w", err)
+	}
+	fi, err := d.Stat()
+	if err == nil {
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok || int(st.Uid) != os.Geteuid() || fi.Mode().Perm() != 0o700 {
+			err = fmt.Errorf("staging directory %s was replaced (owner or mode changed)", name)
+		}
+	}
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// fdPath names an open directory by its descriptor: paths below it resolve
+// from the directory itself, whatever happens to its name.
+func fdPath(d *os.File) string { return fmt.Sprintf("/proc/self/fd/%d", d.Fd()) }
+
+// remove deletes the staging directory's content through its descriptor,
+// and its name only while that name is still the same directory.
+func (s *staged) remove() {
+	if s.dir == nil {
+		if s.staging != "" {
+			os.Remove(s.staging) // opening failed: remove only if empty
+			s.staging = ""
+		}
+		return
+	}
+	if ents, err := os.ReadDir(fdPath(s.dir)); err == nil {
+		for _, e := range ents {
+			os.RemoveAll(filepath.Join(fdPath(s.dir), e.Name()))
+		}
+	}
+	if fi, err := os.Lstat(s.staging); err == nil {
+		if own, err := s.dir.Stat(); err == nil && os.SameFile(fi, own) {
+			os.Remove(s.staging)
+		}
+	}
+	s.dir.Close()
+	s.dir, s.staging = nil, ""
+}
+
+// checkRootType: a data path is only ever replaced by a directory, or by a
+// regular file where the data path is one (or is missing). archive's rules
+// already keep links and special files off a root; this also refuses a
+// directory turned into a file or the other way round.
+func checkRootType(p string, restored os.FileInfo) error {
+	if !restored.IsDir() && !restored.Mode().IsRegular() {
+		return fmt.Errorf("refusing to restore data path %s as a %s", p, restored.Mode().Type())
+	}
+	cur, err := os.Lstat(p)
+	if err != nil || (!cur.IsDir() && !cur.Mode().IsRegular()) {
+		return nil // missing, or a symlink or other planted thing: moved aside
+	}
+	if cur.IsDir() != restored.IsDir() {
+		return fmt.Errorf("refusing to replace data path %s (%s) with a %s from the archive", p, kindOf(cur), kindOf(restored))
+	}
+	return nil
+}
+
+func kindOf(fi os.FileInfo) string {
+	if fi.IsDir() {
+		return "directory"
+	}
+	return "regular file"
 }
 
 // swap moves the current data aside and the staged copy into place.

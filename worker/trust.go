@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -161,25 +160,6 @@ func checkTrust(ctx context.Context, key *hostkey.Key, dir, name string) error {
 // (the run does; list and verify only read it).
 func loadSigningKey(cfg *config.Config, create bool) (*hostkey.Key, error) {
 	return hostkey.Load(cfg.Backup.SigningKeyOrDefault(), create)
-}
-
-// trustForRestore refuses (error) an archive that is not trusted, unless
-// override (restore --trust-unsigned), which logs the reason instead.
-func trustForRestore(ctx context.Context, cfg *config.Config, path string, override bool, log *slog.Logger) error {
-	key, err := loadSigningKey(cfg, false)
-	if err == nil {
-		err = checkTrust(ctx, key, filepath.Dir(path), filepath.Base(path))
-	} else {
-		err = fmt.Errorf("cannot check the signature of %s: %w", path, err)
-	}
-	if err == nil {
-		return nil
-	}
-	if override && ctx.Err() == nil {
-		log.Warn("restoring an untrusted archive because --trust-unsigned was given", keyArchive, path, "reason", err.Error())
-		return nil
-	}
-	return fmt.Errorf("%w; restore it only if you know where it came from, with --trust-unsigned", err)
 }
 
 // adoptArchive signs an existing archive after the admin vouched for it

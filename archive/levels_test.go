@@ -1,0 +1,42 @@
+package archive
+
+import (
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/backupgen/backupgen/config"
+)
+
+// TestLevelsAreConfigs: for every format, the archiver (native tool and
+// pure-Go encoder) accepts exactly the compression levels that
+// config.Validate accepts, and no other: one definition, config.LevelRange.
+// On the old code tar.gz took -2..9 and tar.xz with the native xz
+// accepted 0, while the config took 0..22 for every format.
+func TestLevelsAreConfigs(t *testing.T) {
+	dir := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(dir, "f"), []byte("some data\n"), 0o644))
+	modes := []string{"pure-Go"}
+	if _, err := exec.LookPath("xz"); err == nil {
+		modes = append(modes, "native")
+	} else if os.Getenv("CI") != "" {
+		t.Fatal("xz not on PATH in CI")
+	}
+	for _, mode := range modes {
+		for _, format := range Formats {
+			for level := -3; level <= 25; level++ {
+				if mode == "pure-Go" {
+					withoutNativeTools(t)
+				}
+				_, werr := Write(context.Background(), io.Discard, []string{dir}, Options{Format: format, Level: level, Threads: 1, Logger: quietLogger})
+				_, cerr := config.ResolveLevel(format, level)
+				if (werr == nil) != (cerr == nil) {
+					t.Errorf("%s %s level %d: archive says %v, config says %v", mode, format, level, werr, cerr)
+				}
+			}
+		}
+	}
+}

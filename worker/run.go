@@ -136,8 +136,8 @@ func (r *Runner) Run(ctx context.Context) int {
 	}
 	rn := &run{Runner: r, cfg: cfg, log: r.Log.With(keyService, cfg.Name), start: time.Now()}
 
-	if err := os.MkdirAll(cfg.Backup.StateDirectory, 0o700); err != nil {
-		rn.log.Error("cannot create state directory", "error", err)
+	if err := ensureStateDir(cfg.Backup.StateDirectory); err != nil {
+		rn.log.Error("unsafe or unusable state directory; nothing was stopped", "error", err)
 		return ExitFailed
 	}
 	lock, err := acquireLock(ctx, lockFilePath(cfg.Backup.StateDirectory, cfg.Name), cfg.Name,
@@ -265,7 +265,7 @@ func (rn *run) restartUnits(ctx context.Context) {
 // operator has to look at the service first.
 func (rn *run) recoverStale(ctx context.Context) error {
 	path := stateFilePath(rn.cfg.Backup.StateDirectory, rn.cfg.Name)
-	units, err := readStoppedState(path)
+	units, err := readStoppedState(path, rn.cfg.ServiceName)
 	if err != nil {
 		return fmt.Errorf("read state file: %w", err)
 	}

@@ -297,14 +297,9 @@ func (rn *run) recoverStale(ctx context.Context) error {
 // it: each can still hold its archive; turn captureFirst off or free space).
 func (rn *run) preflight(ctx context.Context) bool {
 	cfg := rn.cfg
-	var errs *multierror.Error
-	own, err := lookupOwner(cfg.User, cfg.Group)
-	if err != nil {
-		errs = multierror.Append(errs, fmt.Errorf("archive owner: %w", err))
-	}
-	rn.owner = own
+	errs := rn.checkBeforeStop()
 	size, err := dataSize(cfg.DataPaths)
-	if err != nil {
+	if err != nil && errs == nil {
 		errs = multierror.Append(errs, err)
 	}
 	failDest := func(d *destination, err error) {
@@ -326,6 +321,9 @@ func (rn *run) preflight(ctx context.Context) bool {
 		if err := removeStaleTemps(dir, cfg.Name, rn.log); err != nil {
 			rn.log.Warn("cannot remove stale temp files", keyDestination, dir, "error", err)
 		}
+	}
+	if err := sameDestinations(rn.usableDests()); err != nil {
+		errs = multierror.Append(errs, err)
 	}
 	// Free space, summed per file system: two destinations on one disk need
 	// room for two copies.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 
 	"github.com/backupgen/backupgen/config"
 	dbzip2 "github.com/dsnet/compress/bzip2"
@@ -34,6 +35,7 @@ func newCompressor(ctx context.Context, w io.Writer, format string, level, threa
 	if err != nil {
 		return nil, fmt.Errorf("archive: compression level %w", err)
 	}
+	threads = hostThreads(threads)
 	switch format {
 	case FormatTarXz, FormatTarBz2, FormatTarZst:
 		argv, missing := nativeCommand(format, level, threads)
@@ -63,6 +65,18 @@ func newCompressor(ctx context.Context, w io.Writer, format string, level, threa
 		return dbzip2.NewWriter(w, &dbzip2.WriterConfig{Level: level})
 	}
 	return nil, fmt.Errorf("archive: no stream compressor for format %q", format)
+}
+
+// hostThreads caps a thread count at the host's cores. More threads than
+// cores compress no faster, and each costs buffers: zstd(1) -22 needs about
+// 0.5 GiB per thread and fails with "Allocation error" from -T48 on a
+// 24 GiB host, pgzip and the zip sink buffer 2 MiB per thread. The config
+// allows up to config.MaxThreads so that one config fits large hosts.
+func hostThreads(n int) int {
+	if n <= 0 || n > runtime.NumCPU() {
+		return runtime.NumCPU()
+	}
+	return n
 }
 
 // newDecompressor returns a reader of the decompressed tar stream. Every

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/backupgen/backupgen/config"
@@ -38,5 +39,23 @@ func TestLevelsAreConfigs(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestThreadsCappedAtCores: config allows threads up to config.MaxThreads,
+// and a run with the most any format allows still works: the compressors
+// get at most the host's cores. On the old code zstd(1) -T1024 -22 failed
+// with "Allocation error" (about 0.5 GiB per thread).
+func TestThreadsCappedAtCores(t *testing.T) {
+	dir := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(dir, "f"), []byte("some data\n"), 0o644))
+	for _, format := range Formats {
+		l, _ := config.LevelRange(format)
+		if _, err := Write(context.Background(), io.Discard, []string{dir}, Options{Format: format, Level: l.Max, Threads: config.MaxThreads, Logger: quietLogger}); err != nil {
+			t.Errorf("%s level %d threads %d: %v", format, l.Max, config.MaxThreads, err)
+		}
+	}
+	if got := hostThreads(config.MaxThreads); got != runtime.NumCPU() {
+		t.Errorf("hostThreads(%d) = %d", config.MaxThreads, got)
 	}
 }

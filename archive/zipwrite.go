@@ -78,9 +78,7 @@ func newZipSink(w io.Writer, level, threads int) (*zipSink, error) {
 	if _, err := flate.NewWriter(io.Discard, level); err != nil {
 		return nil, fmt.Errorf("archive: zip deflate level %d: %w", level, err)
 	}
-	if threads < 1 {
-		threads = 1
-	}
+	threads = hostThreads(threads)
 	s := &zipSink{
 		zw:      zip.NewWriter(w),
 		level:   level,

@@ -426,6 +426,7 @@ func (v *validator) privatePath(key, p string, dests, dataPaths []string, why st
 		for _, d := range list.paths {
 			if ValidPath(d) == "" && (inside(p, d) || inside(d, p)) {
 				v.add(key, "%q: overlaps %s %q: %s", p, list.what, d, why)
+				return
 			}
 		}
 	}

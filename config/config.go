@@ -278,6 +278,8 @@ func (c *Config) Validate() error {
 	for i, u := range c.ServiceName {
 		if !ValidUnit(u) {
 			v.add(fmt.Sprintf("serviceName[%d]", i), "%q: not a systemd unit name (e.g. docker-myapp.service)", u)
+		} else if j := slices.Index(c.ServiceName, u); j < i {
+			v.add(fmt.Sprintf("serviceName[%d]", i), "%q: same unit as serviceName[%d]; list it once", u, j)
 		}
 	}
 	for _, a := range []struct{ key, val, what string }{{"user", c.User, "owner"}, {"group", c.Group, "group"}} {

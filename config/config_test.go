@@ -240,6 +240,9 @@ func TestValidateDuplicates(t *testing.T) {
 	c.DataPaths = []string{"/srv/app", "/srv/application"}
 	expectValid(t, "sibling with a common prefix", c)
 	c = validBase()
+	c.ServiceName = Units{"a.service", "b.service", "a.service"}
+	expectProblem(t, "duplicate unit", c, "serviceName[2]", "same unit as serviceName[0]")
+	c = validBase()
 	c.Backup.Paths = []string{"/backup", "/mnt/usb/"}
 	c.Backup.OptionalPaths = []string{"/mnt/usb"}
 	expectValid(t, "optional path written differently", c)

@@ -21,17 +21,20 @@ import (
 //   - fstab rule: a destination, or a directory above it, that /etc/fstab
 //     lists as a mount point but that is not mounted now is not there. An
 //     optional destination is skipped; a required one fails preflight.
-//   - empty-directory rule: a directory that is not a mount point and is
-//     empty may be a mount point known only to the admin (mounted by hand,
-//     by udisks). An optional destination that is such a directory is
-//     skipped, and a missing destination is never created inside one.
-//     Required destinations that exist are used: nothing distinguishes an
-//     empty bare mount point from a freshly created folder, and the unit's
-//     RequiresMountsFor= covers the systemd case.
+//   - empty-directory rule: an empty directory that is not a mount point,
+//     in a directory that is not one either, may be a mount point known
+//     only to the admin (mounted by hand, by udisks). An optional
+//     destination that is such a directory is skipped, and a missing
+//     destination is never created inside one. A directory right at the
+//     top of a mounted file system (/mnt/backup/myapp with a disk at
+//     /mnt/backup) is used even when empty. Required destinations that
+//     exist are used: nothing distinguishes an empty bare mount point from
+//     a freshly created folder, and the unit's RequiresMountsFor= covers
+//     the systemd case.
 //   - optional destinations are never created.
 //
-// So a plain folder meant as an optional destination needs one file in it
-// (any file; the run's archives do that after the first run).
+// So a plain folder deeper down, meant as an optional destination, needs
+// one file in it (any file; the run's archives do that after the first run).
 
 // fstabPath and mountinfoPath are variables for tests.
 var (
@@ -132,9 +135,10 @@ func (mt *mountTable) unmountedAbove(dir string) (string, bool) {
 }
 
 // bareMountPoint reports whether dir looks like the mount point of a disk
-// that is not mounted: an empty directory that is not a mount point.
+// that is not mounted: an empty directory that is not a mount point, in a
+// directory that is not a mount point either.
 func (mt *mountTable) bareMountPoint(dir string) bool {
-	if mt.isMountPoint(dir) {
+	if mt.isMountPoint(dir) || mt.isMountPoint(filepath.Dir(filepath.Clean(dir))) {
 		return false
 	}
 	d, err := os.Open(dir)

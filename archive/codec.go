@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
+	"runtime"
 
+	"github.com/backupgen/backupgen/config"
 	dbzip2 "github.com/dsnet/compress/bzip2"
 	kgzip "github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -19,27 +20,25 @@ import (
 // extra ones keep every core busy while the walker reads the next files).
 const pgzipBlockSize = 1 << 20
 
-// defaultDeflateLevel is the tar.gz and zip default: klauspost/compress
-// level 4 is 2.5-3x faster than zlib (gzip, pigz, zip) at level 6 while its
-// output is only ~1.5% larger on the bench corpus (level 6: 3.3x less CPU,
-// same size; see bench/results.md).
-const defaultDeflateLevel = 4
+// The tar.gz and zip default level (config.LevelRange) is 4: klauspost/
+// compress level 4 is 2.5-3x faster than zlib (gzip, pigz, zip) at level 6
+// while its output is only ~1.5% larger on the bench corpus (level 6: 3.3x
+// less CPU, same size; see bench/results.md).
 
 // newCompressor returns the stream compressor for a tar format: a native
 // compressor process for xz, bzip2 and zstd when one is on PATH (see
 // native.go), the pure-Go encoder otherwise.
 func newCompressor(ctx context.Context, w io.Writer, format string, level, threads int, log *slog.Logger) (io.WriteCloser, error) {
+	// The one definition of each format's levels and default is config's,
+	// so what check-config accepts is what this accepts.
+	level, err := config.ResolveLevel(format, level)
+	if err != nil {
+		return nil, fmt.Errorf("archive: compression level %w", err)
+	}
+	threads = hostThreads(threads)
 	switch format {
 	case FormatTarXz, FormatTarBz2, FormatTarZst:
-		nl := level
-		if nl == 0 {
-			nl = map[string]int{FormatTarXz: 6, FormatTarBz2: 6, FormatTarZst: 3}[format]
-		}
-		maxLevel := map[string]int{FormatTarXz: 9, FormatTarBz2: 9, FormatTarZst: 22}[format]
-		if nl < 1 || nl > maxLevel {
-			return nil, fmt.Errorf("archive: %s level %d out of range 1-%d", strings.TrimPrefix(format, "tar."), level, maxLevel)
-		}
-		argv, missing := nativeCommand(format, nl, threads)
+		argv, missing := nativeCommand(format, level, threads)
 		logNative(log, format, argv, missing)
 		if argv != nil {
 			return startNative(ctx, w, argv)
@@ -47,9 +46,6 @@ func newCompressor(ctx context.Context, w io.Writer, format string, level, threa
 	}
 	switch format {
 	case FormatTarGz:
-		if level == 0 {
-			level = defaultDeflateLevel
-		}
 		zw, err := pgzip.NewWriterLevel(w, level)
 		if err != nil {
 			return nil, fmt.Errorf("archive: gzip level %d: %w", level, err)
@@ -59,34 +55,28 @@ func newCompressor(ctx context.Context, w io.Writer, format string, level, threa
 		}
 		return zw, nil
 	case FormatTarZst:
-		zl := zstd.SpeedDefault
-		if level != 0 {
-			if level < 1 || level > 22 {
-				return nil, fmt.Errorf("archive: zstd level %d out of range 1-22", level)
-			}
-			zl = zstd.EncoderLevelFromZstd(level)
-		}
-		return zstd.NewWriter(w, zstd.WithEncoderConcurrency(threads), zstd.WithEncoderLevel(zl), zstd.WithEncoderCRC(true))
+		return zstd.NewWriter(w, zstd.WithEncoderConcurrency(threads), zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)), zstd.WithEncoderCRC(true))
 	case FormatTarXz:
-		if level == 0 {
-			level = 6
-		}
+		// The pure-Go encoder uses the xz(1) preset only for its dictionary size.
 		dict := map[int]int{1: 1 << 20, 2: 2 << 20, 3: 4 << 20, 4: 4 << 20, 5: 8 << 20, 6: 8 << 20, 7: 16 << 20, 8: 32 << 20, 9: 64 << 20}[level]
-		if dict == 0 {
-			return nil, fmt.Errorf("archive: xz level %d out of range 1-9", level)
-		}
 		cfg := xz.WriterConfig{DictCap: dict, CheckSum: xz.CRC64}
 		return cfg.NewWriter(w)
 	case FormatTarBz2:
-		if level == 0 {
-			level = 6
-		}
-		if level < 1 || level > 9 {
-			return nil, fmt.Errorf("archive: bzip2 level %d out of range 1-9", level)
-		}
 		return dbzip2.NewWriter(w, &dbzip2.WriterConfig{Level: level})
 	}
 	return nil, fmt.Errorf("archive: no stream compressor for format %q", format)
+}
+
+// hostThreads caps a thread count at the host's cores. More threads than
+// cores compress no faster, and each costs buffers: zstd(1) -22 needs about
+// 0.5 GiB per thread and fails with "Allocation error" from -T48 on a
+// 24 GiB host, pgzip and the zip sink buffer 2 MiB per thread. The config
+// allows up to config.MaxThreads so that one config fits large hosts.
+func hostThreads(n int) int {
+	if n <= 0 || n > runtime.NumCPU() {
+		return runtime.NumCPU()
+	}
+	return n
 }
 
 // newDecompressor returns a reader of the decompressed tar stream. Every

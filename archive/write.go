@@ -15,10 +15,10 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
+	"github.com/backupgen/backupgen/config"
 	"github.com/bmatcuk/doublestar/v4"
 )
 
@@ -267,26 +267,16 @@ type excludePattern struct {
 	dirOnly bool // trailing '/': directories only
 }
 
+// compileExcludes parses the patterns with config.ParseExclude, the rule
+// check-config applies, so a pattern the config accepts is one the walk takes.
 func compileExcludes(pats []string) ([]excludePattern, error) {
 	var out []excludePattern
 	for _, p := range pats {
-		orig := p
-		p = strings.TrimPrefix(p, "./")
-		p = strings.TrimLeft(p, "/")
-		ep := excludePattern{}
-		if strings.HasSuffix(p, "/") {
-			ep.dirOnly = true
-			p = strings.TrimRight(p, "/")
+		e, err := config.ParseExclude(p)
+		if err != nil {
+			return nil, fmt.Errorf("archive: exclude pattern %q: %w", p, err)
 		}
-		if p == "" {
-			return nil, fmt.Errorf("archive: empty exclude pattern %q", orig)
-		}
-		if !doublestar.ValidatePattern(p) {
-			return nil, fmt.Errorf("archive: invalid exclude pattern %q", orig)
-		}
-		ep.pat = p
-		ep.base = !strings.Contains(p, "/")
-		out = append(out, ep)
+		out = append(out, excludePattern{pat: e.Pattern, base: e.Base, dirOnly: e.DirOnly})
 	}
 	return out, nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/backupgen/backupgen/config"
 	"github.com/klauspost/compress/flate"
 )
 
@@ -70,18 +71,14 @@ type zipSink struct {
 }
 
 func newZipSink(w io.Writer, level, threads int) (*zipSink, error) {
-	if level == 0 {
-		level = defaultDeflateLevel
-	}
-	if level < flate.HuffmanOnly || level > flate.BestCompression {
-		return nil, fmt.Errorf("archive: zip deflate level %d out of range 1-9", level)
+	level, err := config.ResolveLevel(FormatZip, level)
+	if err != nil {
+		return nil, fmt.Errorf("archive: compression level %w", err)
 	}
 	if _, err := flate.NewWriter(io.Discard, level); err != nil {
 		return nil, fmt.Errorf("archive: zip deflate level %d: %w", level, err)
 	}
-	if threads < 1 {
-		threads = 1
-	}
+	threads = hostThreads(threads)
 	s := &zipSink{
 		zw:      zip.NewWriter(w),
 		level:   level,

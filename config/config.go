@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -31,11 +32,11 @@ const (
 	DefaultFormat          = "tar.gz"
 	DefaultMinKeep         = 1
 	DefaultStateDirectory  = "/run/backup-worker"
+	DefaultSigningKey      = "/var/lib/backup-worker/signing.key"
+	DefaultMinSizeRatio    = 0.5
 	DefaultStopTimeoutSec  = 120
 	DefaultStartTimeoutSec = 120
 	DefaultLockTimeoutSec  = 60
-	DefaultSigningKey      = "/var/lib/backup-worker/signing.key"
-	DefaultMinSizeRatio    = 0.5
 	// GeneratedComment is the value of the "_comment" key in configs written by
 	// backupgen: JSON has no comments, so the header lives in a key that the
 	// worker accepts and ignores.
@@ -174,9 +175,19 @@ func (b Backup) MinSizeRatioOrDefault() float64 {
 	return *b.MinSizeRatio
 }
 
-// IsOptional reports whether the destination may be missing.
+// IsOptional reports whether the destination may be missing. Paths are
+// compared clean, so "/mnt/usb/" in one list matches "/mnt/usb" in the other.
 func (b Backup) IsOptional(dest string) bool {
-	return slices.Contains(b.OptionalPaths, dest)
+	return containsClean(b.OptionalPaths, dest)
+}
+
+// IsListed reports whether dest is one of the destinations.
+func (b Backup) IsListed(dest string) bool {
+	return containsClean(b.Paths, dest)
+}
+
+func containsClean(list []string, p string) bool {
+	return slices.ContainsFunc(list, func(q string) bool { return filepath.Clean(q) == filepath.Clean(p) })
 }
 
 // Normalize fills defaults for fields left empty.
@@ -198,10 +209,19 @@ func (c *Config) Normalize() {
 	}
 }
 
-// Decode reads a config strictly: unknown keys and trailing data are errors.
-// It normalizes and validates; the error lists every problem found.
+// Decode reads a config exactly: keys must be spelled as documented (they
+// are case-sensitive), none may appear twice in one object, unknown keys
+// and trailing data are errors. It normalizes and validates; the error
+// lists every problem found.
 func Decode(r io.Reader) (*Config, error) {
-	dec := json.NewDecoder(r)
+	data, err := readAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	if err := checkKeys(data, reflect.TypeOf(Config{})); err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var c Config
 	if err := dec.Decode(&c); err != nil {
@@ -246,7 +266,9 @@ func (c *Config) Marshal() ([]byte, error) {
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
 // unitRE: a full systemd unit name (name.suffix), instance names included.
-var unitRE = regexp.MustCompile(`^[A-Za-z0-9:_.\\@-]+\.(service|socket|target|mount|scope|slice|timer|path|swap|device|automount)$`)
+// It must not start with '-' (systemctl would read it as an option; the
+// only such units, "-.mount" and "-.slice", are never a service's).
+var unitRE = regexp.MustCompile(`^[A-Za-z0-9_\\][A-Za-z0-9:_.\\@-]*\.(service|socket|target|mount|scope|slice|timer|path|swap|device|automount)$`)
 
 // ValidName reports whether s may be used as a service name.
 func ValidName(s string) bool { return len(s) <= 200 && nameRE.MatchString(s) }
@@ -276,113 +298,179 @@ func ValidPath(p string) string {
 	return ""
 }
 
-// Validate checks every field and returns all problems at once.
+// Validate checks every field and returns all problems at once, as
+// *FieldError values: the one rule set that check-config, `backupgen
+// validate` and the run (before it stops anything) apply.
 func (c *Config) Validate() error {
-	var errs *multierror.Error
-	add := func(key, format string, args ...any) {
-		errs = multierror.Append(errs, &FieldError{Key: key, Msg: fmt.Sprintf(format, args...)})
-	}
+	v := &validator{}
 	if !ValidName(c.Name) {
-		add("name", "%q: must start with a letter or digit and contain only letters, digits, '_', '.', '-'", c.Name)
+		v.add("name", "%q: must start with a letter or digit and contain only letters, digits, '_', '.', '-'", c.Name)
 	}
 	for i, u := range c.ServiceName {
 		if !ValidUnit(u) {
-			add(fmt.Sprintf("serviceName[%d]", i), "%q: not a systemd unit name (e.g. docker-myapp.service)", u)
+			v.add(fmt.Sprintf("serviceName[%d]", i), "%q: not a systemd unit name (e.g. docker-myapp.service)", u)
+		} else if j := slices.Index(c.ServiceName, u); j < i {
+			v.add(fmt.Sprintf("serviceName[%d]", i), "%q: same unit as serviceName[%d]; list it once", u, j)
 		}
 	}
-	if len(c.DataPaths) == 0 {
-		add("dataPaths", "at least one data path is required")
-	}
-	for i, p := range c.DataPaths {
-		if why := ValidPath(p); why != "" {
-			add(fmt.Sprintf("dataPaths[%d]", i), "%q: %s", p, why)
+	for _, a := range []struct{ key, val, what string }{{"user", c.User, "owner"}, {"group", c.Group, "group"}} {
+		switch {
+		case a.val == "":
+			v.add(a.key, "required (%s of the archives)", a.what)
+		case !ValidAccount(a.val):
+			v.add(a.key, "%q: not a %s name or id (letters, digits, '_', '.', '-'; no spaces)", a.val, a.key)
 		}
 	}
-	if c.User == "" {
-		add("user", "required (owner of the archives)")
-	}
-	if c.Group == "" {
-		add("group", "required (group of the archives)")
-	}
+	v.dataPaths(c.DataPaths)
 	b := c.Backup
+	v.destinations(b, c.DataPaths)
+	v.numbers(b)
+	if b.StateDirectory != "" {
+		v.privatePath("backup.stateDirectory", b.StateDirectory, b.Paths, c.DataPaths,
+			"the service's user could forge the state and lock files; use a root-owned directory such as /run/backup-worker")
+	}
+	if b.PrometheusTextfile != "" {
+		v.privatePath("backup.prometheusTextfile", b.PrometheusTextfile, b.Paths, c.DataPaths,
+			"the service's user can write there; use node_exporter's textfile directory")
+	}
+	if b.SigningKey != "" {
+		v.privatePath("backup.signingKey", b.SigningKey, b.Paths, c.DataPaths,
+			"the service's user could read or replace it and forge trusted archives; the key must be root-only")
+	}
+	if r := b.MinSizeRatio; r != nil && (*r < 0 || *r > 1) {
+		v.add("backup.minSizeRatio", "%v: must be between 0 (size check off) and 1", *r)
+	}
+	v.errs = appendScheduleErrors(v.errs, b)
+	for i, pat := range b.Exclude {
+		if _, err := ParseExclude(pat); err != nil {
+			v.add(fmt.Sprintf("backup.exclude[%d]", i), "%q: %v", pat, err)
+		}
+	}
+	for _, h := range []struct{ key, val string }{{"preBackup", b.PreBackup}, {"postBackup", b.PostBackup}} {
+		if strings.ContainsRune(h.val, 0) {
+			v.add("backup."+h.key, "contains a NUL character, which no shell command can hold")
+		}
+	}
+	return v.err()
+}
+
+// validator collects FieldErrors.
+type validator struct{ errs *multierror.Error }
+
+func (v *validator) add(key, format string, args ...any) {
+	v.errs = multierror.Append(v.errs, &FieldError{Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) err() error {
+	if v.errs == nil {
+		return nil
+	}
+	v.errs.ErrorFormat = ListFormat
+	return v.errs
+}
+
+// dataPaths: absolute, clean, and none equal to or inside another (the
+// archive would hold those files twice and a restore would write them twice).
+func (v *validator) dataPaths(paths []string) {
+	if len(paths) == 0 {
+		v.add("dataPaths", "at least one data path is required")
+	}
+	for i, p := range paths {
+		key := fmt.Sprintf("dataPaths[%d]", i)
+		if why := ValidPath(p); why != "" {
+			v.add(key, "%q: %s", p, why)
+			continue
+		}
+		for j, q := range paths[:i] {
+			switch {
+			case filepath.Clean(p) == filepath.Clean(q):
+				v.add(key, "%q: same as dataPaths[%d]; list it once", p, j)
+			case inside(p, q):
+				v.add(key, "%q: lies inside dataPaths[%d] %q, which already holds it; remove it", p, j, q)
+			case inside(q, p):
+				v.add(key, "%q: holds dataPaths[%d] %q; remove that one", p, j, q)
+			}
+		}
+	}
+}
+
+// destinations: absolute, clean, listed once, not inside a data path, and
+// every optional one also listed in paths.
+func (v *validator) destinations(b Backup, dataPaths []string) {
 	if len(b.Paths) == 0 {
-		add("backup.paths", "at least one destination is required")
+		v.add("backup.paths", "at least one destination is required")
 	}
 	for i, p := range b.Paths {
+		key := fmt.Sprintf("backup.paths[%d]", i)
 		if why := ValidPath(p); why != "" {
-			add(fmt.Sprintf("backup.paths[%d]", i), "%q: %s", p, why)
+			v.add(key, "%q: %s", p, why)
+			continue
 		}
-		for _, d := range c.DataPaths {
-			if p == d || strings.HasPrefix(p, strings.TrimSuffix(d, "/")+"/") {
-				add(fmt.Sprintf("backup.paths[%d]", i), "%q: lies inside data path %q, so the backup would contain its own archives", p, d)
+		for j, q := range b.Paths[:i] {
+			if filepath.Clean(p) == filepath.Clean(q) {
+				v.add(key, "%q: same destination as backup.paths[%d]; list it once", p, j)
+			}
+		}
+		for _, d := range dataPaths {
+			if ValidPath(d) == "" && inside(p, d) {
+				v.add(key, "%q: lies inside data path %q, so the backup would contain its own archives", p, d)
 			}
 		}
 	}
 	for i, p := range b.OptionalPaths {
-		if !slices.Contains(b.Paths, p) {
-			add(fmt.Sprintf("backup.optionalPaths[%d]", i), "%q: not listed in backup.paths", p)
+		if !b.IsListed(p) {
+			v.add(fmt.Sprintf("backup.optionalPaths[%d]", i), "%q: not listed in backup.paths; add it there too", p)
 		}
 	}
+}
+
+// numbers: formats, levels, counts and durations within what the run uses.
+func (v *validator) numbers(b Backup) {
 	if !slices.Contains(Formats, b.Format) {
-		add("backup.format", "%q: must be one of %s", b.Format, strings.Join(Formats, ", "))
+		v.add("backup.format", "%q: must be one of %s", b.Format, strings.Join(Formats, ", "))
+	} else if _, err := ResolveLevel(b.Format, b.CompressionLevel); err != nil {
+		v.add("backup.compressionLevel", "%v", err)
 	}
-	if b.MaxRetentionDays < 0 {
-		add("backup.maxRetentionDays", "%d: must be 0 (no age limit) or positive", b.MaxRetentionDays)
+	if b.MaxRetentionDays < 0 || b.MaxRetentionDays > MaxRetentionDays {
+		v.add("backup.maxRetentionDays", "%d: must be 0 (no age limit) up to %d", b.MaxRetentionDays, MaxRetentionDays)
 	}
 	if b.RetentionSnapshots < 0 {
-		add("backup.retentionSnapshots", "%d: must be 0 (keep all) or positive", b.RetentionSnapshots)
+		v.add("backup.retentionSnapshots", "%d: must be 0 (keep all) or positive", b.RetentionSnapshots)
 	}
 	if b.MinKeep != nil && *b.MinKeep < 1 {
-		add("backup.minKeep", "%d: must be at least 1, so pruning never deletes every archive", *b.MinKeep)
+		v.add("backup.minKeep", "%d: must be at least 1, so pruning never deletes every archive", *b.MinKeep)
 	}
-	if b.CompressionLevel < 0 || b.CompressionLevel > 22 {
-		add("backup.compressionLevel", "%d: must be between 0 (format default) and 22", b.CompressionLevel)
-	}
-	if b.Threads < 0 {
-		add("backup.threads", "%d: must be 0 (all cores) or positive", b.Threads)
-	}
-	if b.StateDirectory != "" {
-		if why := ValidPath(b.StateDirectory); why != "" {
-			add("backup.stateDirectory", "%q: %s", b.StateDirectory, why)
-		}
-	}
-	if b.PrometheusTextfile != "" {
-		if why := ValidPath(b.PrometheusTextfile); why != "" {
-			add("backup.prometheusTextfile", "%q: %s", b.PrometheusTextfile, why)
-		}
-	}
-	if b.SigningKey != "" {
-		if why := ValidPath(b.SigningKey); why != "" {
-			add("backup.signingKey", "%q: %s", b.SigningKey, why)
-		}
-		for _, d := range append(slices.Clone(b.Paths), c.DataPaths...) {
-			if b.SigningKey == d || strings.HasPrefix(b.SigningKey, strings.TrimSuffix(d, "/")+"/") {
-				add("backup.signingKey", "%q: lies inside %q, which the service user can write; the key must be root-only", b.SigningKey, d)
-			}
-		}
-	}
-	if r := b.MinSizeRatio; r != nil && (*r < 0 || *r > 1) {
-		add("backup.minSizeRatio", "%v: must be between 0 (size check off) and 1", *r)
-	}
-	for i, pat := range b.Exclude {
-		if pat == "" || strings.HasPrefix(pat, "/") {
-			add(fmt.Sprintf("backup.exclude[%d]", i), "%q: must be a non-empty pattern relative to each data path", pat)
-		}
+	if b.Threads < 0 || b.Threads > MaxThreads {
+		v.add("backup.threads", "%d: must be 0 (all cores) up to %d", b.Threads, MaxThreads)
 	}
 	for _, t := range []struct {
 		key string
 		v   int
 	}{{"stopTimeoutSec", b.StopTimeoutSec}, {"startTimeoutSec", b.StartTimeoutSec}, {"lockTimeoutSec", b.LockTimeoutSec}} {
-		if t.v < 0 {
-			add(fmt.Sprintf("backup.%s", t.key), "%d: must not be negative", t.v)
+		if t.v < 0 || t.v > MaxTimeoutSec {
+			v.add("backup."+t.key, "%d: must be 0 (the default) up to %d seconds (a year)", t.v, MaxTimeoutSec)
 		}
 	}
-	errs = appendScheduleErrors(errs, b)
-	if errs == nil {
-		return nil
+}
+
+// privatePath: a path root writes that must not lie in a place the
+// service's user can write (a destination or a data path).
+func (v *validator) privatePath(key, p string, dests, dataPaths []string, why string) {
+	if w := ValidPath(p); w != "" {
+		v.add(key, "%q: %s", p, w)
+		return
 	}
-	errs.ErrorFormat = ListFormat
-	return errs
+	for _, list := range []struct {
+		what  string
+		paths []string
+	}{{"destination", dests}, {"data path", dataPaths}} {
+		for _, d := range list.paths {
+			if ValidPath(d) == "" && (inside(p, d) || inside(d, p)) {
+				v.add(key, "%q: overlaps %s %q: %s", p, list.what, d, why)
+				return
+			}
+		}
+	}
 }
 
 // FieldError is one problem with one key of the config. Key is the JSON key

@@ -25,8 +25,8 @@ func TestSigningKeyAndMinSizeRatio(t *testing.T) {
 		t.Errorf("explicit values lost: %v %q", c.Backup.MinSizeRatioOrDefault(), c.Backup.SigningKey)
 	}
 	for extra, want := range map[string]string{
-		`,"signingKey":"/backup/app/k"`: `backup.signingKey "/backup/app/k": lies inside "/backup/app"`,
-		`,"signingKey":"/srv/app/x/k"`:  `backup.signingKey "/srv/app/x/k": lies inside "/srv/app"`,
+		`,"signingKey":"/backup/app/k"`: `backup.signingKey "/backup/app/k": overlaps destination "/backup/app"`,
+		`,"signingKey":"/srv/app/x/k"`:  `backup.signingKey "/srv/app/x/k": overlaps data path "/srv/app"`,
 		`,"signingKey":"key"`:           `backup.signingKey "key": is not absolute`,
 		`,"minSizeRatio":1.5`:           `backup.minSizeRatio 1.5: must be between 0`,
 		`,"minSizeRatio":-0.1`:          `backup.minSizeRatio -0.1: must be between 0`,

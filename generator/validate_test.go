@@ -186,13 +186,7 @@ func TestWorkerRulesAtSpecPositions(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			spec := twoServices + c.add
-			got := diagnose(t, spec)
-			if got == "" {
-				// TODO(lead): remove this skip once guard's config rules
-				// (per-format levels, glob syntax) are merged.
-				t.Skip("config.Validate does not reject this yet (guard branch adds the rule)")
-			}
-			requireLines(t, got, c.want)
+			requireLines(t, diagnose(t, spec), c.want)
 		})
 	}
 }

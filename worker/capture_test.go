@@ -78,7 +78,7 @@ func TestCaptureFirst(t *testing.T) {
 			if e.unitState("app.service") != "active" {
 				t.Error("unit not active")
 			}
-			if got := e.callsWithoutPolls(); !slices.Equal(got, []string{"is-active --quiet app.service", "stop app.service", "start app.service", "is-active --quiet app.service"}) {
+			if got := e.callsWithoutPolls(); !slices.Equal(got, []string{"is-active app.service", "stop app.service", "start app.service", "is-active app.service"}) {
 				t.Errorf("systemctl calls %q", got)
 			}
 			b, err := os.ReadFile(filepath.Join(e.sysDir, "start-ls.log"))

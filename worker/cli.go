@@ -21,10 +21,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"runtime/debug"
 	"strings"
 
 	"github.com/backupgen/backupgen/config"
+	"github.com/hashicorp/go-multierror"
 	"github.com/spf13/pflag"
 )
 
@@ -153,11 +155,29 @@ func (c *cli) parse(fs *pflag.FlagSet, usage string, args []string, common *comm
 	return false, 0
 }
 
-// loadConfig loads and validates the config; problems go to stderr.
+// loadConfig loads and validates the config. Problems go to stderr, one
+// per line under a header naming the file and how many there are; each
+// line starts with the JSON key (backup.compressionLevel, dataPaths[1])
+// and says how to fix it.
 func (c *cli) loadConfig(path string) (*config.Config, bool) {
-	cfg, err := config.Load(path)
+	f, err := os.Open(path)
 	if err != nil {
-		fmt.Fprintf(c.stderr, "backup-worker: invalid config:\n%s\n", indent(err.Error()))
+		fmt.Fprintf(c.stderr, "backup-worker: cannot read config: %v\n", err)
+		return nil, false
+	}
+	defer f.Close()
+	cfg, err := config.Decode(f)
+	if err != nil {
+		n := 1
+		var merr *multierror.Error
+		if errors.As(err, &merr) {
+			n = len(merr.Errors)
+		}
+		what := "1 problem"
+		if n != 1 {
+			what = fmt.Sprintf("%d problems", n)
+		}
+		fmt.Fprintf(c.stderr, "backup-worker: invalid config %s (%s):\n%s\n", path, what, indent(err.Error()))
 		return nil, false
 	}
 	return cfg, true

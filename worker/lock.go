@@ -27,14 +27,14 @@ type serviceLock struct {
 // acquireLock takes the exclusive lock on path, polling a non-blocking flock
 // until timeout (a blocking flock could not be interrupted by a signal).
 func acquireLock(ctx context.Context, path, name string, timeout time.Duration) (*serviceLock, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	// Every command that takes the lock checks the state directory first:
+	// only root may be able to plant files there (issue 10 item 5).
+	if err := ensureStateDir(filepath.Dir(path)); err != nil {
 		return nil, err
 	}
-	// O_CLOEXEC (set by os.OpenFile) keeps the descriptor, and so the lock,
-	// out of systemctl and hook child processes that might outlive us.
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := openLockFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("open lock file: %w", err)
+		return nil, err
 	}
 	start := time.Now()
 	for {
@@ -58,6 +58,31 @@ func acquireLock(ctx context.Context, path, name string, timeout time.Duration) 
 		case <-time.After(lockPollInterval):
 		}
 	}
+}
+
+// openLockFile opens or creates the lock file. O_NOFOLLOW: a symlink in its
+// place (dangling or not) is refused, never followed to create or open a
+// file elsewhere; O_NONBLOCK: a FIFO does not hang the open; the result
+// must be a regular file. O_CLOEXEC (set by os.OpenFile) keeps the
+// descriptor, and so the lock, out of systemctl and hook child processes
+// that might outlive us.
+func openLockFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o600)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("lock file %s is a symlink; refusing to follow it (remove it)", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("lock file %s is not a regular file (%s); remove it", path, fi.Mode().Type())
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // Release unlocks. The lock file itself stays: removing it would let a

@@ -48,7 +48,7 @@ func (c *cli) recover(ctx context.Context, args []string) int {
 		return exitCodeFor(ctx, err)
 	}
 	defer lock.Release()
-	units, err := readStoppedState(path)
+	units, err := readStoppedState(path, cfg.ServiceName)
 	if err != nil {
 		log.Error("cannot read state file", "error", err)
 		return ExitFailed

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/backupgen/backupgen/archive"
@@ -81,10 +82,23 @@ func estimateArchiveSize(dataBytes int64, format, dir, name string) int64 {
 	return est
 }
 
-// prepareDestination makes sure dir exists (creating it 0750), is a
-// directory and is writable (by creating and removing a private probe file).
-// It reports skip=true for a missing optional destination.
+// prepareDestination makes sure dir is usable: present (see mounts.go for
+// when a destination counts as present, and when a missing one is
+// created, 0750), a directory, and writable (by creating and removing a
+// private probe file). It reports skip=true for an optional destination
+// that is not there; it never creates one.
 func prepareDestination(dir, name string, optional bool, log *slog.Logger) (skip bool, err error) {
+	mt, err := readMountTable()
+	if err != nil {
+		return false, fmt.Errorf("destination %s: %w", dir, err)
+	}
+	if mp, ok := mt.unmountedAbove(nearestExisting(dir)); ok {
+		if optional {
+			log.Warn("optional destination not mounted; skipping it", "destination", dir, "mount_point", mp)
+			return true, nil
+		}
+		return false, fmt.Errorf("destination %s: %s is a mount point in %s but nothing is mounted there; mount it", dir, mp, fstabPath)
+	}
 	fi, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist) && optional:
@@ -93,6 +107,10 @@ func prepareDestination(dir, name string, optional bool, log *slog.Logger) (skip
 		log.Warn("optional destination missing; skipping it", "destination", dir)
 		return true, nil
 	case errors.Is(err, os.ErrNotExist):
+		if parent := nearestExisting(dir); mt.bareMountPoint(parent) {
+			return false, fmt.Errorf("destination %s does not exist, and %s is an empty directory, not a mount point: "+
+				"if a disk belongs there, mount it; otherwise create %s by hand", dir, parent, dir)
+		}
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return false, fmt.Errorf("destination %s: create: %w", dir, err)
 		}
@@ -106,6 +124,11 @@ func prepareDestination(dir, name string, optional bool, log *slog.Logger) (skip
 	if !fi.IsDir() {
 		return false, fmt.Errorf("destination %s: not a directory", dir)
 	}
+	if optional && mt.bareMountPoint(dir) {
+		log.Warn("optional destination is an empty directory, not a mount point: taken for an unmounted disk and skipped "+
+			"(put a file in it if it is meant to be a plain directory)", "destination", dir)
+		return true, nil
+	}
 	probe := filepath.Join(dir, "."+name+"-probe-"+randomSuffix())
 	f, err := os.OpenFile(probe, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -116,6 +139,114 @@ func prepareDestination(dir, name string, optional bool, log *slog.Logger) (skip
 		return false, fmt.Errorf("destination %s: remove probe file: %w", dir, err)
 	}
 	return false, nil
+}
+
+// checkBeforeStop checks what the run would otherwise trip over after
+// stopping the service: the whole config (a Runner may be given one that
+// no check-config has seen), the archive owner, and the data paths.
+func (rn *run) checkBeforeStop() *multierror.Error {
+	var errs *multierror.Error
+	if err := rn.cfg.Validate(); err != nil {
+		errs = multierror.Append(errs, err)
+	}
+	own, err := lookupOwner(rn.cfg.User, rn.cfg.Group)
+	if err != nil {
+		errs = multierror.Append(errs, fmt.Errorf("archive owner: %w", err))
+	}
+	rn.owner = own
+	// A data path reached through a symlink that the service user could
+	// have made is refused (archive's one rule, which the walk applies).
+	if err := archive.CheckDataPaths(rn.cfg.DataPaths); err != nil {
+		errs = multierror.Append(errs, err)
+	} else if err := checkDataPaths(rn.cfg.DataPaths); err != nil {
+		errs = multierror.Append(errs, err)
+	}
+	return errs
+}
+
+// checkDataPaths: every data path exists, is a directory or a regular file
+// and not a symlink (the walk does not follow one: the service's user
+// could point it anywhere), and no two are the same directory or nested,
+// also through symlinked parents or a bind mount of the same directory.
+func checkDataPaths(paths []string) error {
+	var errs *multierror.Error
+	type seen struct {
+		path, real string
+		id         fileID
+	}
+	var ok []seen
+	for _, p := range paths {
+		fi, err := os.Lstat(p)
+		switch {
+		case err != nil:
+			errs = multierror.Append(errs, fmt.Errorf("data path %s: %w", p, err))
+			continue
+		case fi.Mode()&os.ModeSymlink != 0:
+			// archive.CheckDataPaths has accepted it: only root can have
+			// made it (systemd's DynamicUser links, an admin's move).
+			if fi, err = os.Stat(p); err != nil {
+				errs = multierror.Append(errs, fmt.Errorf("data path %s: %w", p, err))
+				continue
+			}
+		}
+		switch {
+		case !fi.IsDir() && !fi.Mode().IsRegular():
+			errs = multierror.Append(errs, fmt.Errorf("data path %s is not a directory or regular file (%s)", p, fi.Mode().Type()))
+			continue
+		}
+		real, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("data path %s: %w", p, err))
+			continue
+		}
+		cur := seen{p, real, idOf(fi)}
+		for _, o := range ok {
+			switch {
+			case o.id == cur.id:
+				errs = multierror.Append(errs, fmt.Errorf("data paths %s and %s are the same directory; list it once", o.path, p))
+			case within(cur.real, o.real) || within(o.real, cur.real):
+				errs = multierror.Append(errs, fmt.Errorf("data paths %s and %s are nested (%s, %s); list only the outer one", o.path, p, o.real, cur.real))
+			}
+		}
+		ok = append(ok, cur)
+	}
+	return errs.ErrorOrNil()
+}
+
+// fileID identifies a file by device and inode.
+type fileID struct{ dev, ino uint64 }
+
+func idOf(fi os.FileInfo) fileID {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return fileID{uint64(st.Dev), uint64(st.Ino)}
+	}
+	return fileID{}
+}
+
+// within reports whether p lies strictly below dir.
+func within(p, dir string) bool {
+	return strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
+}
+
+// sameDestinations reports destinations that are one directory under two
+// names (a symlink, a bind mount): each archive would be written twice
+// over itself, and every run would end partial.
+func sameDestinations(dests []*destination) error {
+	var errs *multierror.Error
+	first := map[fileID]string{}
+	for _, d := range dests {
+		fi, err := os.Stat(d.dir)
+		if err != nil {
+			continue // reported by the destination's own checks
+		}
+		id := idOf(fi)
+		if other, dup := first[id]; dup {
+			errs = multierror.Append(errs, fmt.Errorf("destinations %s and %s are the same directory (a symlink or bind mount); list it once", other, d.dir))
+			continue
+		}
+		first[id] = d.dir
+	}
+	return errs.ErrorOrNil()
 }
 
 // freeSpace returns the bytes available to unprivileged users in dir's

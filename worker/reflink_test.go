@@ -310,7 +310,7 @@ func TestCaptureFirstReflinkFallback(t *testing.T) {
 		if method, _ := capturedWith(t, log); method != "tar" {
 			t.Errorf("capture_method %s, want tar", method)
 		}
-		if got := e.callsWithoutPolls(); !slices.Equal(got, []string{"is-active --quiet app.service", "stop app.service", "start app.service", "is-active --quiet app.service"}) {
+		if got := e.callsWithoutPolls(); !slices.Equal(got, []string{"is-active app.service", "stop app.service", "start app.service", "is-active app.service"}) {
 			t.Errorf("systemctl calls %q: want one stop and one start around both attempts", got)
 		}
 		assertOneArchive(t, e.dests[0])

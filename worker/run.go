@@ -145,8 +145,8 @@ func (r *Runner) Run(ctx context.Context) int {
 	}
 	rn := &run{Runner: r, cfg: cfg, log: r.Log.With(keyService, cfg.Name), start: time.Now()}
 
-	if err := os.MkdirAll(cfg.Backup.StateDirectory, 0o700); err != nil {
-		rn.log.Error("cannot create state directory", "error", err)
+	if err := ensureStateDir(cfg.Backup.StateDirectory); err != nil {
+		rn.log.Error("unsafe or unusable state directory; nothing was stopped", "error", err)
 		return ExitFailed
 	}
 	lock, err := acquireLock(ctx, lockFilePath(cfg.Backup.StateDirectory, cfg.Name), cfg.Name,
@@ -283,7 +283,7 @@ func (rn *run) restartUnits(ctx context.Context) {
 // operator has to look at the service first.
 func (rn *run) recoverStale(ctx context.Context) error {
 	path := stateFilePath(rn.cfg.Backup.StateDirectory, rn.cfg.Name)
-	units, err := readStoppedState(path)
+	units, err := readStoppedState(path, rn.cfg.ServiceName)
 	if err != nil {
 		return fmt.Errorf("read state file: %w", err)
 	}
@@ -315,22 +315,13 @@ func (rn *run) recoverStale(ctx context.Context) error {
 // it: each can still hold its archive; turn captureFirst off or free space).
 func (rn *run) preflight(ctx context.Context) bool {
 	cfg := rn.cfg
-	var errs *multierror.Error
-	own, err := lookupOwner(cfg.User, cfg.Group)
-	if err != nil {
-		errs = multierror.Append(errs, fmt.Errorf("archive owner: %w", err))
-	}
-	rn.owner = own
-	// A data path reached through a symlink that the service user could
-	// have made is refused here, before anything is stopped.
-	if err := archive.CheckDataPaths(cfg.DataPaths); err != nil {
-		errs = multierror.Append(errs, err)
-	}
+	errs := rn.checkBeforeStop()
+	var err error
 	if rn.key, err = loadSigningKey(cfg, true); err != nil {
 		errs = multierror.Append(errs, err)
 	}
 	size, err := dataSize(cfg.DataPaths)
-	if err != nil {
+	if err != nil && errs == nil {
 		errs = multierror.Append(errs, err)
 	}
 	failDest := func(d *destination, err error) {
@@ -352,6 +343,9 @@ func (rn *run) preflight(ctx context.Context) bool {
 		if err := removeStaleTemps(dir, cfg.Name, rn.log); err != nil {
 			rn.log.Warn("cannot remove stale temp files", keyDestination, dir, "error", err)
 		}
+	}
+	if err := sameDestinations(rn.usableDests()); err != nil {
+		errs = multierror.Append(errs, err)
 	}
 	// Free space, summed per file system: two destinations on one disk need
 	// room for two copies.

@@ -98,10 +98,10 @@ func TestRunHappyPath(t *testing.T) {
 		t.Fatalf("exit %d, want 0", code)
 	}
 	wantCalls := []string{
-		"is-active --quiet app.service",
+		"is-active app.service",
 		"stop app.service",
 		"start app.service",
-		"is-active --quiet app.service",
+		"is-active app.service",
 	}
 	if got := e.callsWithoutPolls(); !slices.Equal(got, wantCalls) {
 		t.Errorf("systemctl calls = %q, want %q", got, wantCalls)
@@ -223,7 +223,7 @@ func TestRunServiceInactiveIsNotStarted(t *testing.T) {
 	if code := e.run(e.config([]string{"app.service"}, nil)); code != ExitOK {
 		t.Fatalf("exit %d", code)
 	}
-	if got := e.calls(); !slices.Equal(got, []string{"is-active --quiet app.service"}) {
+	if got := e.calls(); !slices.Equal(got, []string{"is-active app.service"}) {
 		t.Errorf("calls = %q, want only is-active", got)
 	}
 	if e.unitState("app.service") != "inactive" {
@@ -254,14 +254,14 @@ func TestRunTwoUnitsStopInOrderStartInReverse(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	want := []string{
-		"is-active --quiet app-web.service",
+		"is-active app-web.service",
 		"stop app-web.service",
-		"is-active --quiet app-db.service",
+		"is-active app-db.service",
 		"stop app-db.service",
 		"start app-db.service",
-		"is-active --quiet app-db.service",
+		"is-active app-db.service",
 		"start app-web.service",
-		"is-active --quiet app-web.service",
+		"is-active app-web.service",
 	}
 	if got := e.callsWithoutPolls(); !slices.Equal(got, want) {
 		t.Errorf("calls =\n%q\nwant\n%q", got, want)
@@ -539,7 +539,7 @@ func TestRunStartFails(t *testing.T) {
 				}
 			}
 			// The state file keeps the unit for `recover`.
-			units, err := readStoppedState(stateFilePath(e.stateDir, "app"))
+			units, err := readStoppedState(stateFilePath(e.stateDir, "app"), []string{"app.service"})
 			if err != nil || !slices.Equal(units, []string{"app.service"}) {
 				t.Errorf("state file = %v, %v; want [app.service]", units, err)
 			}
@@ -558,8 +558,8 @@ func TestRunRecoversStaleStateFirst(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	want := []string{
-		"start app.service", "is-active --quiet app.service", // recovery of the stale state
-		"stop app.service", "start app.service", "is-active --quiet app.service",
+		"start app.service", "is-active app.service", // recovery of the stale state
+		"stop app.service", "start app.service", "is-active app.service",
 	}
 	if got := e.callsWithoutPolls(); !slices.Equal(got, want) {
 		t.Errorf("calls = %q, want %q", got, want)
@@ -591,7 +591,7 @@ func TestRecoverCommand(t *testing.T) {
 		}
 	}
 	calls := e.callsWithoutPolls()
-	want := []string{"start app-db.service", "is-active --quiet app-db.service", "start app-web.service", "is-active --quiet app-web.service"}
+	want := []string{"start app-db.service", "is-active app-db.service", "start app-web.service", "is-active app-web.service"}
 	if !slices.Equal(calls, want) {
 		t.Errorf("calls = %q, want %q", calls, want)
 	}
@@ -930,7 +930,7 @@ func TestRestore(t *testing.T) {
 		if !strings.Contains(stdout.String(), "previous data moved to "+matches[0]) {
 			t.Errorf("output does not say where the old data went:\n%s", stdout.String())
 		}
-		want := []string{"is-active --quiet app.service", "stop app.service", "start app.service", "is-active --quiet app.service"}
+		want := []string{"is-active app.service", "stop app.service", "start app.service", "is-active app.service"}
 		if got := e.callsWithoutPolls(); !slices.Equal(got, want) {
 			t.Errorf("calls = %q, want %q", got, want)
 		}

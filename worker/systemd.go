@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 )
 
@@ -13,66 +14,104 @@ import (
 // run logic does not care whether units are controlled by systemctl, a test
 // stand-in or nothing at all.
 type Systemd interface {
-	// IsActive reports whether unit is active (running or reloading).
-	IsActive(ctx context.Context, unit string) (bool, error)
+	// ActiveState returns the unit's state as `systemctl is-active` prints
+	// it (active, inactive, failed, activating, ...). A state it cannot
+	// tell is an error, never a guess.
+	ActiveState(ctx context.Context, unit string) (string, error)
 	Stop(ctx context.Context, unit string) error
 	Start(ctx context.Context, unit string) error
 }
 
+// Unit states (systemd's ActiveState). Only inactive and failed mean that
+// nothing of the unit runs: every other state may have the application
+// writing its data (activating: starting; deactivating: still stopping;
+// reloading, refreshing: running), so the worker stops the unit then
+// (`systemctl stop` waits for a stop in progress). A state missing here is
+// an error: a new systemd state, or garbage from a broken systemctl, must
+// not be taken for "not running" (issue 10 item 11).
+var (
+	statesDown = []string{"inactive", "failed"}
+	statesUp   = []string{"active", "reloading", "refreshing"}
+	statesBusy = []string{"activating", "deactivating", "maintenance"}
+)
+
+// unitRunning reports whether the unit must be stopped before its data is read.
+func unitRunning(state string) bool { return !slices.Contains(statesDown, state) }
+
+// unitUp reports whether a started unit has come up.
+func unitUp(state string) bool { return slices.Contains(statesUp, state) }
+
 // Systemctl controls units by running the systemctl found on PATH (looked up
-// on every call, so tests can put a recording stand-in first on PATH).
+// on every call, so tests can put a recording stand-in first on PATH). Unit
+// names always follow `--`, so a name can never be read as an option.
 type Systemctl struct{}
 
-// IsActive runs `systemctl is-active --quiet UNIT`: exit 0 means active, any
-// other exit status means not active (inactive, failed, activating, unknown).
-// Only a failure to run systemctl at all is an error.
-func (Systemctl) IsActive(ctx context.Context, unit string) (bool, error) {
-	err := systemctl(ctx, "is-active", "--quiet", unit)
-	if err == nil {
-		return true, nil
-	}
+// ActiveState runs `systemctl is-active -- UNIT` and reads the state it
+// prints. Its exit status is 0 for active units and 3 (4 for a unit that
+// does not exist, in some versions) otherwise; any other status, or a
+// state it does not know ("Failed to connect to bus" prints nothing and
+// exits 1), is an error: the run then fails before anything is archived.
+func (Systemctl) ActiveState(ctx context.Context, unit string) (string, error) {
+	stdout, err := systemctlOutput(ctx, "is-active", "--", unit)
+	state := strings.TrimSpace(stdout)
 	var exit *exec.ExitError
-	if errors.As(err, &exit) && ctx.Err() == nil {
-		return false, nil
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return "", err
+	case errors.As(err, &exit) && (exit.ExitCode() == 3 || exit.ExitCode() == 4):
+	default:
+		return "", fmt.Errorf("cannot tell whether %s is running: %w", unit, err)
 	}
-	return false, err
+	known := slices.Contains(statesDown, state) || slices.Contains(statesUp, state) || slices.Contains(statesBusy, state)
+	if !known || (err == nil) != unitUp(state) {
+		return "", fmt.Errorf("cannot tell whether %s is running: systemctl is-active printed %q (%v)", unit, state, exitStatus(err))
+	}
+	return state, nil
 }
 
-// Stop runs `systemctl stop UNIT`, which waits for the stop job to finish.
+func exitStatus(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
+}
+
+// Stop runs `systemctl stop -- UNIT`, which waits for the stop job to finish.
 func (Systemctl) Stop(ctx context.Context, unit string) error {
-	return systemctl(ctx, "stop", unit)
+	_, err := systemctlOutput(ctx, "stop", "--", unit)
+	return err
 }
 
-// Start runs `systemctl start UNIT`.
+// Start runs `systemctl start -- UNIT`.
 func (Systemctl) Start(ctx context.Context, unit string) error {
-	return systemctl(ctx, "start", unit)
+	_, err := systemctlOutput(ctx, "start", "--", unit)
+	return err
 }
 
-func systemctl(ctx context.Context, args ...string) error {
+// systemctlOutput runs systemctl and returns its standard output; an error
+// carries its standard error.
+func systemctlOutput(ctx context.Context, args ...string) (string, error) {
 	path, err := exec.LookPath("systemctl")
 	if err != nil {
-		return fmt.Errorf("systemctl not found on PATH: %w", err)
+		return "", fmt.Errorf("systemctl not found on PATH: %w", err)
 	}
 	cmd := exec.CommandContext(ctx, path, args...)
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
 	err = cmd.Run()
 	if err == nil {
-		return nil
+		return stdout.String(), nil
 	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("systemctl %s: %w", strings.Join(args, " "), context.Cause(ctx))
+		return stdout.String(), fmt.Errorf("systemctl %s: %w", strings.Join(args, " "), context.Cause(ctx))
 	}
 	var exit *exec.ExitError
-	if errors.As(err, &exit) {
-		msg := strings.TrimSpace(out.String())
-		if msg == "" {
-			return fmt.Errorf("systemctl %s: %w", strings.Join(args, " "), err)
-		}
-		return &systemctlError{args: args, msg: msg, err: err}
+	if msg := strings.TrimSpace(stderr.String()); errors.As(err, &exit) && msg != "" {
+		return stdout.String(), &systemctlError{args: args, msg: msg, err: err}
 	}
-	return fmt.Errorf("systemctl %s: %w", strings.Join(args, " "), err)
+	return stdout.String(), fmt.Errorf("systemctl %s: %w", strings.Join(args, " "), err)
 }
 
 type systemctlError struct {

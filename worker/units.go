@@ -39,12 +39,15 @@ type unitController struct {
 // no-op, so restarting it is always safe.
 func (c *unitController) stopAll(ctx context.Context, units []string) error {
 	for _, unit := range units {
-		active, err := c.systemd.IsActive(ctx, unit)
+		// A state that cannot be read fails the run here, before anything
+		// is archived: taking it for "not running" would back up a live
+		// application and report success.
+		state, err := c.systemd.ActiveState(ctx, unit)
 		if err != nil {
-			return fmt.Errorf("check whether %s is active: %w", unit, err)
+			return err
 		}
-		if !active {
-			c.log.Info("unit not active; leaving it stopped", "unit", unit)
+		if !unitRunning(state) {
+			c.log.Info("unit not running; leaving it stopped", "unit", unit, "state", state)
 			continue
 		}
 		c.mu.Lock()
@@ -148,8 +151,8 @@ func startAndWait(ctx context.Context, sd Systemd, log *slog.Logger, unit string
 		return fmt.Errorf("start %s: %w", unit, err)
 	}
 	for {
-		active, err := sd.IsActive(ctx, unit)
-		if err == nil && active {
+		state, err := sd.ActiveState(ctx, unit)
+		if err == nil && unitUp(state) {
 			return nil
 		}
 		select {

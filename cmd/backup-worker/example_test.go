@@ -59,10 +59,13 @@ func TestExampleBackup(t *testing.T) {
 			}
 		}
 	}
-	// The optional destination (/mnt/backup/myapp) is skipped when missing;
-	// here the disk is "mounted", so it gets a copy too.
+	// The optional destination (/mnt/backup/myapp) is skipped when missing,
+	// or when it is an empty directory outside any mount (a bare mount
+	// point). Here the disk is "mounted": its directory holds a file, as a
+	// used disk does, so it gets a copy too.
 	for _, p := range cfg.Backup.OptionalPaths {
 		os.MkdirAll(p, 0o750)
+		os.WriteFile(filepath.Join(p, "README"), []byte("backup disk\n"), 0o644)
 	}
 	b, err := cfg.Marshal()
 	if err != nil {

@@ -42,6 +42,33 @@ func TestUnitStateUnknownFailsRun(t *testing.T) {
 	}
 }
 
+// TestUnitNotFoundFailsRun: a misspelt serviceName names a unit systemd
+// does not know; `is-active` calls it "inactive", so the old run skipped
+// the stop and archived the live application's data with exit 0. The run
+// now fails before anything is archived and says to check serviceName.
+// A unit that exists but is stopped is still left alone and backed up.
+func TestUnitNotFoundFailsRun(t *testing.T) {
+	e := newTestEnv(t)
+	e.marker("app.service", "not-found")
+	if code := e.run(e.config([]string{"app.service"}, nil)); code != ExitFailed {
+		t.Fatalf("exit %d, want %d", code, ExitFailed)
+	}
+	if !strings.Contains(e.logBuf.String(), "app.service does not exist (LoadState=not-found): check serviceName") {
+		t.Errorf("the log does not say why:\n%s", e.logBuf.String())
+	}
+	assertNoArchives(t, e.dests...)
+
+	e = newTestEnv(t)
+	e.setUnit("app.service", "inactive")
+	if code := e.run(e.config([]string{"app.service"}, nil)); code != ExitOK {
+		t.Fatalf("stopped unit that exists: exit %d", code)
+	}
+	if got := e.calls(); !slices.Equal(got, []string{"is-active app.service"}) {
+		t.Errorf("calls %q: a stopped unit must be left alone", got)
+	}
+	assertOneArchive(t, e.dests[0])
+}
+
 // TestUnitBusyStatesAreStopped: a unit that is starting or stopping may be
 // writing its data: it is stopped (and started again) like an active one.
 func TestUnitBusyStatesAreStopped(t *testing.T) {

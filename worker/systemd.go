@@ -67,7 +67,27 @@ func (Systemctl) ActiveState(ctx context.Context, unit string) (string, error) {
 	if !known || (err == nil) != unitUp(state) {
 		return "", fmt.Errorf("cannot tell whether %s is running: systemctl is-active printed %q (%v)", unit, state, exitStatus(err))
 	}
+	if !unitRunning(state) {
+		if err := checkUnitExists(ctx, unit); err != nil {
+			return "", err
+		}
+	}
 	return state, nil
+}
+
+// checkUnitExists fails for a unit systemd does not know: is-active calls
+// it "inactive", so a misspelt serviceName would have the data archived
+// while the application keeps writing it, every night, with exit 0.
+func checkUnitExists(ctx context.Context, unit string) error {
+	stdout, err := systemctlOutput(ctx, "show", "-p", "LoadState", "--value", "--", unit)
+	if err != nil {
+		return fmt.Errorf("cannot tell whether %s exists: %w", unit, err)
+	}
+	if load := strings.TrimSpace(stdout); load == "not-found" {
+		return fmt.Errorf("unit %s does not exist (LoadState=not-found): check serviceName; "+
+			"backing up its data would read it while the application writes it", unit)
+	}
+	return nil
 }
 
 func exitStatus(err error) string {

@@ -485,13 +485,22 @@ func fatalf(f string, a ...any) {
 	os.Exit(1)
 }
 
-// fakeSystemctl stands in for systemctl during the backup-worker runs (the
-// bench config has no units, so it should not even be called).
+// fakeSystemctl stands in for systemctl during the backup-worker runs. It
+// keeps each unit's state in FAKE_SYSTEMCTL_DIR (active until stopped) and
+// answers is-active as systemctl does (the state on stdout, exit 3 when
+// inactive): the worker refuses a unit whose state it cannot read. Every
+// call is logged with its time (seconds since the epoch), so a target can
+// measure the downtime from the stand-in's side too.
 const fakeSystemctl = `#!/bin/sh
-echo "$*" >> "$FAKE_SYSTEMCTL_DIR/systemctl-calls.log"
+echo "$(date +%s.%N) $*" >> "$FAKE_SYSTEMCTL_DIR/systemctl-calls.log"
+unit=$(printf %s "$3" | tr -c 'A-Za-z0-9@._-' _)
+state="$FAKE_SYSTEMCTL_DIR/unit-$unit.stopped"
 case "$1" in
-is-active) exit 0 ;;
-stop|start) exit 0 ;;
+is-active)
+	if [ -e "$state" ]; then echo inactive; exit 3; fi
+	echo active; exit 0 ;;
+stop) : > "$state"; exit 0 ;;
+start) rm -f "$state"; exit 0 ;;
 esac
 exit 0
 `

@@ -52,10 +52,16 @@ check-vendor-hash:
 ##        writes bench/results.md. Installs nothing; missing tools are reported as "missing".
 ##        BENCH_TARGETS=dests,rss,downtime adds the worker targets (bench/targets.go); with
 ##        BENCH_FLAGS=-skip-main only those run, updating their section of bench/results.md.
-.PHONY: bench
+##        BENCH_TARGETS=downtime-load (bench/load.go) writes bench/out/downtime-load.md only.
+.PHONY: bench bench-downtime-load
 bench:
 	$(GO) build -o bench/out/bin/bench ./bench
 	bench/out/bin/bench $(BENCH_FLAGS)
+
+## bench-downtime-load: downtime idle vs under a CPU+I/O load, current vs old (nice 19, idle I/O)
+##        priority (issue 11 item 9); BENCH_SIZE, BENCH_TARGET_REPS; leaves bench/results.md alone.
+bench-downtime-load:
+	$(MAKE) bench BENCH_FLAGS="-skip-main -targets downtime-load $(BENCH_FLAGS)"
 
 clean:
 	rm -rf bin/

@@ -14,7 +14,9 @@
 // stand-in systemctl first on PATH; it is not comparable to a bare `tar`.
 // With -targets (BENCH_TARGETS) the worker targets of bench/targets.go are
 // measured too (three destinations vs one, peak RSS at 1x and 4x the corpus,
-// downtime with captureFirst); -skip-main measures only those and updates
+// downtime with captureFirst; downtime-load, bench/load.go: downtime idle
+// vs under a competing load, current vs old priority, written to
+// bench/out/downtime-load.md only); -skip-main measures only those and updates
 // their section of the results file in place. Runs alternate between tools within each format; the table shows the
 // median wall and CPU (user+sys, including child processes) time, the
 // largest peak RSS over the repetitions (wait4 rusage: the largest single
@@ -73,11 +75,16 @@ func main() {
 	threads := flag.Int("threads", runtime.NumCPU(), "threads for every tool (N)")
 	outDir := flag.String("out", "bench/out", "work directory (corpus cache, archives, binaries)")
 	resultsFile := flag.String("results", "bench/results.md", "Markdown results file")
-	targets := flag.String("targets", envOr("BENCH_TARGETS", ""), "worker targets to measure too (comma-separated: dests,rss,downtime; see bench/targets.go)")
+	targets := flag.String("targets", envOr("BENCH_TARGETS", ""), "worker targets to measure too (comma-separated: dests,rss,downtime,downtime-load; see bench/targets.go, bench/load.go)")
 	targetReps := flag.Int("target-reps", envInt("BENCH_TARGET_REPS", 3), "repetitions of each worker-target run (tar.xz: -xz-reps)")
 	destFormat := flag.String("dest-format", envOr("BENCH_DEST_FORMAT", "tar.gz"), "format of the three-vs-one-destinations target")
 	downtimeFormats := flag.String("downtime-formats", envOr("BENCH_DOWNTIME_FORMATS", "tar.gz,tar.xz"), "formats of the downtime target")
 	normalFormats := flag.String("downtime-normal-formats", envOr("BENCH_DOWNTIME_NORMAL_FORMATS", "tar.gz,tar.xz"), "formats of the downtime target also run in normal mode (a tar.xz run in normal mode keeps the unit down for minutes)")
+	loadFormat := flag.String("downtime-load-format", envOr("BENCH_DOWNTIME_LOAD_FORMAT", "tar.gz"), "format of the downtime-load target")
+	loadBusy := flag.Int("downtime-load-busy", envInt("BENCH_DOWNTIME_LOAD_BUSY", runtime.NumCPU()), "busy-loop processes of the downtime-load target's load")
+	loadWrite := flag.Int("downtime-load-write-mib", envInt("BENCH_DOWNTIME_LOAD_WRITE_MIB", 256), "size in MiB of the file the downtime-load writer rewrites")
+	loadTimeout := flag.Duration("downtime-load-timeout", 5*time.Minute, "kill a downtime-load run after this long (reported as a timeout)")
+	loadSchedIdle := flag.Bool("downtime-load-sched-idle", false, "downtime-load: also measure the old unit's CPUSchedulingPolicy=idle (chrt --idle)")
 	skipMain := flag.Bool("skip-main", false, "measure only -targets and update their section of the results file, keeping the main table")
 	flag.Parse()
 
@@ -119,18 +126,34 @@ func main() {
 			fatalf("-targets needs backup-worker: %s", workerNote)
 		}
 		which := map[string]bool{}
+		downtimeLoad := false
 		for _, t := range strings.Split(*targets, ",") {
 			switch t = strings.TrimSpace(t); t {
 			case "dests", "rss", "downtime":
 				which[t] = true
+			case "downtime-load":
+				downtimeLoad = true
 			default:
-				fatalf("unknown target %q (want dests, rss, downtime)", t)
+				fatalf("unknown target %q (want dests, rss, downtime, downtime-load)", t)
 			}
 		}
 		te := &targetsEnv{workerBin: workerBin, bin: bin, work: work, threads: strconv.Itoa(*threads), reps: *targetReps, xzReps: *xzReps}
-		section := runTargets(te, which, corpus, filepath.Base(corpus), size, *destFormat, strings.Split(*downtimeFormats, ","), strings.Split(*normalFormats, ","))
-		check(upsertTargets(*resultsFile, section))
-		os.Stdout.WriteString(section)
+		if len(which) > 0 {
+			section := runTargets(te, which, corpus, filepath.Base(corpus), size, *destFormat, strings.Split(*downtimeFormats, ","), strings.Split(*normalFormats, ","))
+			check(upsertTargets(*resultsFile, section))
+			os.Stdout.WriteString(section)
+		}
+		if downtimeLoad {
+			// Written under -out only: the tracked results file gets this
+			// table by hand, with the command that produced it.
+			md, err := te.downtimeLoad(corpus, filepath.Base(corpus), loadOpts{format: *loadFormat, busy: *loadBusy, writeMiB: *loadWrite,
+				timeout: *loadTimeout, schedIdle: *loadSchedIdle, warmup: time.Second})
+			check(err)
+			out := filepath.Join(work, "downtime-load.md")
+			check(os.WriteFile(out, []byte("## Downtime under load (issue 11 item 9)\n\n"+md), 0o644))
+			fmt.Fprintf(os.Stderr, "bench: wrote %s\n", out)
+			os.Stdout.WriteString(md)
+		}
 	}
 	if *skipMain {
 		doTargets()
@@ -485,13 +508,22 @@ func fatalf(f string, a ...any) {
 	os.Exit(1)
 }
 
-// fakeSystemctl stands in for systemctl during the backup-worker runs (the
-// bench config has no units, so it should not even be called).
+// fakeSystemctl stands in for systemctl during the backup-worker runs. It
+// keeps each unit's state in FAKE_SYSTEMCTL_DIR (active until stopped) and
+// answers is-active as systemctl does (the state on stdout, exit 3 when
+// inactive): the worker refuses a unit whose state it cannot read. Every
+// call is logged with its time (seconds since the epoch), so a target can
+// measure the downtime from the stand-in's side too.
 const fakeSystemctl = `#!/bin/sh
-echo "$*" >> "$FAKE_SYSTEMCTL_DIR/systemctl-calls.log"
+echo "$(date +%s.%N) $*" >> "$FAKE_SYSTEMCTL_DIR/systemctl-calls.log"
+unit=$(printf %s "$3" | tr -c 'A-Za-z0-9@._-' _)
+state="$FAKE_SYSTEMCTL_DIR/unit-$unit.stopped"
 case "$1" in
-is-active) exit 0 ;;
-stop|start) exit 0 ;;
+is-active)
+	if [ -e "$state" ]; then echo inactive; exit 3; fi
+	echo active; exit 0 ;;
+stop) : > "$state"; exit 0 ;;
+start) rm -f "$state"; exit 0 ;;
 esac
 exit 0
 `

@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 SPEC    ?= examples/homelab/backup.toml
-OUT     ?= nixos
+OUT     ?= examples/homelab/backup
 
 .PHONY: all build test generate check update-golden vet fuzz clean vendor-hash check-vendor-hash
 

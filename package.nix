@@ -33,8 +33,9 @@ let
   # What the build and its tests read: the Go module, the embedded
   # templates, the tests' testdata, and examples/ (the tests compare the
   # committed example output with a fresh render, and run and evaluate it).
-  # Everything else (flake.nix, nix/ with its Nix-only tests, nixos/, docs,
-  # CI files) stays out, so editing it does not rebuild.
+  # Everything else (flake.nix, nix/ and docs/ with their tests of Nix and
+  # Markdown files, nixos/, CI files) stays out, so editing it does not
+  # rebuild.
   source = fs.difference (fs.unions (
     [
       ./go.mod
@@ -44,7 +45,7 @@ let
       ./examples
     ]
     ++ testdata ./.
-  )) ./nix;
+  )) (fs.unions [ ./nix ./docs ]);
 in
 buildGoModule {
   pname = "backupgen";

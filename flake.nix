@@ -22,6 +22,12 @@
 
       version = self.shortRev or self.dirtyShortRev or "dev";
 
+      # The example's generated folder (from examples/homelab/backup.toml).
+      # Its helper files (core.nix, lib.nix, options.nix, cron.nix) are the
+      # same in every generated folder; the flake ships this copy, which
+      # checks.drift keeps current.
+      generated = ./examples/homelab/backup;
+
       # Both are the same build (see package.nix); only meta.mainProgram
       # differs.
       mkPackages = pkgs: {
@@ -43,11 +49,10 @@
 
       # Sets backupgen.package to this flake's worker; works without the
       # overlay.
-      nixosModules.default = import ./nixos/module.nix { inherit self; };
-      # The example's service modules (generated from
-      # examples/homelab/backup.toml); users import their own generated
+      nixosModules.default = import ./nixos/module.nix { inherit self generated; };
+      # The example's service modules; users import their own generated
       # folder instead.
-      nixosModules.example = ./nixos/default.nix;
+      nixosModules.example = generated + "/default.nix";
 
       # Helpers for modules written by hand in the generated modules' style.
       # Inside NixOS, core.nix already passes them as module arguments.
@@ -58,7 +63,7 @@
         # `backup-worker check-config`, as in the generated modules.
         mkHelpers =
           pkgs:
-          import ./nixos/lib.nix {
+          import (generated + "/lib.nix") {
             inherit pkgs;
             inherit (pkgs) lib;
             worker = self.packages.${pkgs.stdenv.hostPlatform.system}.backup-worker;
@@ -71,7 +76,7 @@
             ];
           };
         # Pure: cron or calendar expression -> list of OnCalendar values.
-        cronToOnCalendar = import ./nixos/cron.nix;
+        cronToOnCalendar = import (generated + "/cron.nix");
       };
 
       overlays.default = final: prev: mkPackages final;
@@ -124,7 +129,7 @@
 
           # The committed example output is what the spec generates.
           drift = pkgs.runCommand "backupgen-drift" { nativeBuildInputs = [ backupgen ]; } ''
-            backupgen check --spec ${./examples/homelab/backup.toml} --out ${./nixos}
+            backupgen check --spec ${./examples/homelab/backup.toml} --out ${generated}
             touch $out
           '';
 
@@ -134,7 +139,7 @@
             export HOME=$TMPDIR NIX_STATE_DIR=$TMPDIR/state NIX_STORE_DIR=$TMPDIR/store
             export NIX_LOG_DIR=$TMPDIR/log NIX_CONF_DIR=$TMPDIR/etc
             failed=$(nix-instantiate --eval --strict --json \
-              --arg nixos ${./nixos} ${./nix/tests/helpers.nix})
+              --arg generated ${generated} ${./nix/tests/helpers.nix})
             if [ "$failed" != "[]" ]; then
               echo "failed cases: $failed" >&2
               exit 1

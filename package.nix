@@ -11,63 +11,49 @@
   mainProgram ? "backupgen",
 }:
 let
-  root = toString ./.;
-  # Path relative to the repository root ("" for the root itself).
-  relative = path: builtins.substring (builtins.stringLength root + 1) (-1) (toString path);
-  hasSuffix =
-    suffix: s:
+  fs = lib.fileset;
+
+  # Every folder named testdata (golden files, fuzz corpora), wherever a
+  # package keeps one. Hidden folders (.git) are not searched.
+  testdata =
+    dir:
     let
-      n = builtins.stringLength s;
-      k = builtins.stringLength suffix;
+      entries = builtins.readDir dir;
+      search =
+        name:
+        if entries.${name} != "directory" || builtins.substring 0 1 name == "." then
+          [ ]
+        else if name == "testdata" then
+          [ (dir + "/${name}") ]
+        else
+          testdata (dir + "/${name}");
     in
-    n >= k && builtins.substring (n - k) k s == suffix;
-  under = dir: rel: rel == dir || builtins.substring 0 (builtins.stringLength dir + 1) rel == dir + "/";
-  inTestdata = rel: builtins.match "(.*/)?testdata(/.*)?" rel != null;
+    builtins.concatMap search (builtins.attrNames entries);
 
   # What the build and its tests read: the Go module, the embedded
-  # templates, the tests' testdata, and examples/ + nixos/ (the generator
-  # test compares the committed example output with a fresh render).
-  # Everything else (flake.nix, nix/, READMEs, CI files) stays out, so
-  # editing it does not rebuild.
-  keep =
-    path: type:
-    let
-      rel = relative path;
-      top = builtins.head (builtins.split "/" rel);
-    in
-    if type == "directory" then
-      !(builtins.elem top [
-        ".git"
-        ".github"
-        ".ci"
-        "nix"
-        "bin"
-        "vendor"
-      ])
-      && builtins.match "result.*" top == null
-    else
-      builtins.elem rel [
-        "go.mod"
-        "go.sum"
-      ]
-      || hasSuffix ".go" rel
-      || under "templates" rel
-      || under "examples" rel
-      || inTestdata rel
-      || under "nixos" rel
-        && !(builtins.elem rel [
-          "nixos/module.nix"
-          "nixos/README.md"
-        ]);
+  # templates, the tests' testdata, and examples/ (the tests compare the
+  # committed example output with a fresh render, and run and evaluate it).
+  # Everything else (flake.nix, nix/ and docs/ with their tests of Nix and
+  # Markdown files, nixos/, CI files) stays out, so editing it does not
+  # rebuild.
+  source = fs.difference (fs.unions (
+    [
+      ./go.mod
+      ./go.sum
+      (fs.fileFilter (file: file.hasExt "go") ./.)
+      ./templates
+      ./examples
+    ]
+    ++ testdata ./.
+  )) (fs.unions [ ./nix ./docs ]);
 in
 buildGoModule {
   pname = "backupgen";
   inherit version;
 
-  src = builtins.path {
-    path = ./.;
-    name = "backupgen-source";
-    filter = keep;
+  src = fs.toSource {
+    root = ./.;
+    fileset = source;
   };
 
   # One source of truth, refreshed by `make vendor-hash`.

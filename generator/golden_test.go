@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -88,9 +89,59 @@ func writeTreeForTest(t *testing.T, dir string, files []File) {
 	}
 }
 
+// constantDir holds the files every generated folder shares (helperFiles),
+// stored once instead of in every case's want/.
+const constantDir = "testdata/_constant"
+
+// exampleOut is the example's generated folder, relative to the project
+// root: examples/<name>/backup.toml generates examples/<name>/backup/.
+const exampleOut = "examples/homelab/backup"
+
+// splitConstant separates the shared helper files from a case's own files.
+func splitConstant(files map[string]string) (constant, own map[string]string) {
+	constant, own = map[string]string{}, map[string]string{}
+	for p, c := range files {
+		if slices.Contains(helperFiles, p) {
+			constant[p] = c
+		} else {
+			own[p] = c
+		}
+	}
+	return constant, own
+}
+
+// goldenConstant returns the constant files from testdata/_constant; with
+// -update it first rewrites that folder from a fresh render, once.
+func goldenConstant(t *testing.T) map[string]string {
+	t.Helper()
+	if *update {
+		version, err := HelpersVersion()
+		if err != nil {
+			t.Fatal(err)
+		}
+		helpers, err := renderHelpers(version)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var files []File
+		for _, name := range helperFiles {
+			files = append(files, File{Path: name, Content: helpers[name]})
+		}
+		writeTreeForTest(t, constantDir, files)
+	}
+	return readTree(t, constantDir)
+}
+
 // TestGolden renders every case and compares with want/ (valid specs) or
-// stderr.txt (invalid specs).
+// stderr.txt (invalid specs); the helper files every case shares are
+// compared with testdata/_constant/. -update rewrites want/ and
+// stderr.txt from scratch, so a file the generator no longer produces is
+// deleted.
 func TestGolden(t *testing.T) {
+	constant := goldenConstant(t)
+	if len(constant) != len(helperFiles) {
+		t.Fatalf("%s holds %d files, want %q; run go test ./generator -update", constantDir, len(constant), helperFiles)
+	}
 	for _, dir := range caseDirs(t) {
 		t.Run(filepath.Base(dir), func(t *testing.T) {
 			data, err := os.ReadFile(filepath.Join(dir, "spec.toml"))
@@ -98,19 +149,11 @@ func TestGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			files, genErr := Generate("spec.toml", data, goldenOptions)
+			gotConstant, got := splitConstant(filesToMap(files))
 			wantDir := filepath.Join(dir, "want")
 			stderrFile := filepath.Join(dir, "stderr.txt")
 			if *update {
-				os.RemoveAll(wantDir)
-				os.Remove(stderrFile)
-				if genErr != nil {
-					if err := os.WriteFile(stderrFile, []byte(genErr.Error()+"\n"), 0o644); err != nil {
-						t.Fatal(err)
-					}
-				} else {
-					writeTreeForTest(t, wantDir, files)
-				}
-				return
+				updateCase(t, wantDir, stderrFile, got, genErr)
 			}
 			if want, err := os.ReadFile(stderrFile); err == nil {
 				if genErr == nil {
@@ -127,21 +170,72 @@ func TestGolden(t *testing.T) {
 			if genErr != nil {
 				t.Fatalf("Generate: %v", genErr)
 			}
-			if diff := cmp.Diff(readTree(t, wantDir), filesToMap(files)); diff != "" {
+			if diff := cmp.Diff(readTree(t, wantDir), got); diff != "" {
 				t.Errorf("output mismatch (-want +got); run go test ./generator -update:\n%s", diff)
+			}
+			if diff := cmp.Diff(constant, gotConstant); diff != "" {
+				t.Errorf("helper files differ from %s (-want +got); run go test ./generator -update:\n%s", constantDir, diff)
 			}
 		})
 	}
 }
 
-// TestExamples checks that the committed output of every example spec is
-// what the spec generates now. examples/<name>/backup.toml writes to the
-// folder named by its "--out" comment; the homelab example writes nixos/.
-func TestExamples(t *testing.T) {
-	examples := map[string]string{
-		"../examples/homelab/backup.toml": "../nixos",
+// updateCase replaces a case's golden files: want/ without the constant
+// files for a valid spec, stderr.txt for an invalid one, never both.
+func updateCase(t *testing.T, wantDir, stderrFile string, own map[string]string, genErr error) {
+	t.Helper()
+	if err := os.RemoveAll(wantDir); err != nil {
+		t.Fatal(err)
 	}
-	for spec, out := range examples {
+	if err := os.Remove(stderrFile); err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	if genErr != nil {
+		if err := os.WriteFile(stderrFile, []byte(genErr.Error()+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	var files []File
+	for p, c := range own {
+		files = append(files, File{Path: p, Content: []byte(c)})
+	}
+	writeTreeForTest(t, wantDir, files)
+}
+
+// TestGoldenUpdateRemovesStale: a golden file the generator no longer
+// produces is deleted by -update, and a stale stderr.txt goes when the
+// spec becomes valid.
+func TestGoldenUpdateRemovesStale(t *testing.T) {
+	dir := t.TempDir()
+	wantDir, stderrFile := filepath.Join(dir, "want"), filepath.Join(dir, "stderr.txt")
+	writeTreeForTest(t, wantDir, []File{{Path: "modules/gone.nix", Content: []byte("# old\n")}, {Path: "default.nix", Content: []byte("old")}})
+	if err := os.WriteFile(stderrFile, []byte("old diagnostics\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	updateCase(t, wantDir, stderrFile, map[string]string{"default.nix": "new"}, nil)
+	if diff := cmp.Diff(map[string]string{"default.nix": "new"}, readTree(t, wantDir)); diff != "" {
+		t.Errorf("want/ after update (-want +got):\n%s", diff)
+	}
+	if _, err := os.Stat(stderrFile); !os.IsNotExist(err) {
+		t.Errorf("stale stderr.txt survived the update: %v", err)
+	}
+}
+
+// TestExamples checks that the committed output of every example is what
+// its spec generates now: examples/<name>/backup.toml generates
+// examples/<name>/backup/, a folder of generated files only. -update
+// rewrites the folder, stale files included.
+func TestExamples(t *testing.T) {
+	specs, err := filepath.Glob("../examples/*/backup.toml")
+	if err != nil || len(specs) == 0 {
+		t.Fatalf("no examples/*/backup.toml (%v)", err)
+	}
+	if !slices.Contains(specs, "../"+filepath.FromSlash(exampleOut)+".toml") {
+		t.Fatalf("%s.toml, which the tests and the flake use, is not among %q", exampleOut, specs)
+	}
+	for _, spec := range specs {
+		out := strings.TrimSuffix(spec, ".toml")
 		data, err := os.ReadFile(spec)
 		if err != nil {
 			t.Fatal(err)
@@ -150,26 +244,10 @@ func TestExamples(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", spec, err)
 		}
-		got := filesToMap(files)
 		if *update {
-			for p, c := range got {
-				full := filepath.Join(out, filepath.FromSlash(p))
-				if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
+			writeTreeForTest(t, out, files)
 		}
-		// Only generated files count: nixos/ also holds hand-written ones.
-		want := map[string]string{}
-		for p, c := range readTree(t, out) {
-			if strings.Contains(c[:min(len(c), 256)], strings.TrimSuffix(Header, ".")) {
-				want[p] = c
-			}
-		}
-		if diff := cmp.Diff(want, got); diff != "" {
+		if diff := cmp.Diff(readTree(t, out), filesToMap(files)); diff != "" {
 			t.Errorf("%s is stale against %s (-want +got); run make generate:\n%s", out, spec, diff)
 		}
 	}
@@ -198,9 +276,33 @@ func TestDeterministic(t *testing.T) {
 			t.Errorf("%s: files are not sorted by path", dir)
 		}
 		for _, f := range a {
-			if !strings.Contains(string(f.Content[:min(len(f.Content), 120)]), strings.TrimSuffix(Header, ".")) {
+			if !IsGenerated(f.Content) {
 				t.Errorf("%s: %s lacks the generated header", dir, f.Path)
 			}
+		}
+	}
+}
+
+// TestIsGenerated: the header within the first HeaderWindow bytes, in a
+// Nix/unit comment or a JSON "_comment", marks a file as generated;
+// anything else is hand-written.
+func TestIsGenerated(t *testing.T) {
+	cases := []struct {
+		name    string
+		content string
+		want    bool
+	}{
+		{"nix comment", "# " + Header + "\n{ }\n", true},
+		{"json comment", "{\n  \"_comment\": \"generated by backupgen, do not edit\",\n  \"name\": \"x\"\n}\n", true},
+		{"after a first line", "#!/bin/sh\n# " + Header + "\n", true},
+		{"hand-written", "{ config, ... }:\n{ }\n", false},
+		{"empty", "", false},
+		{"header too deep", strings.Repeat("#\n", HeaderWindow) + "# " + Header + "\n", false},
+		{"a different generator", "# generated by nix/vendor-hash.sh (make vendor-hash), do not edit.\n", false},
+	}
+	for _, c := range cases {
+		if got := IsGenerated([]byte(c.content)); got != c.want {
+			t.Errorf("%s: IsGenerated = %v, want %v", c.name, got, c.want)
 		}
 	}
 }

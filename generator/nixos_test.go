@@ -203,10 +203,13 @@ func writeNix(t *testing.T, name, text string) string {
 // complete hosts themselves.
 func emptyHost(t *testing.T) string { return writeNix(t, "empty.nix", "{ }\n") }
 
-// exampleDefault is the committed example folder's default.nix.
-func exampleDefault(t *testing.T) string {
-	return filepath.Join(projectRoot(t), "nixos", "default.nix")
+// exampleFile is a file of the example's committed output folder.
+func exampleFile(t *testing.T, name string) string {
+	return filepath.Join(projectRoot(t), filepath.FromSlash(exampleOut), name)
 }
+
+// exampleDefault is the committed example folder's default.nix.
+func exampleDefault(t *testing.T) string { return exampleFile(t, "default.nix") }
 
 const exampleNS = "modules.services.virtualization"
 
@@ -414,11 +417,10 @@ func TestNixOSModulesAgreeWithGo(t *testing.T) {
 // calls them directly, with no type and no check-config in the way.
 func TestNixOSRefusesInjection(t *testing.T) {
 	my := exampleNS + ".myapp"
-	root := projectRoot(t)
 	direct := func(call string) string {
 		return writeNix(t, "direct.nix", `{ pkgs, ... }:
 let
-  h = import `+root+`/nixos/lib.nix { worker = pkgs.backup-worker; writeText = pkgs.writeText; };
+  h = import `+exampleFile(t, "lib.nix")+` { worker = pkgs.backup-worker; writeText = pkgs.writeText; };
   args = { name = "myapp"; serviceName = "docker-myapp.service"; dataPaths = [ "/var/lib/myapp" ];
     user = "root"; group = "root"; backupConfig.paths = [ "/var/backups/x\nr /etc/important" ]; };
 in
@@ -535,7 +537,7 @@ func TestNixOSBackupDisabled(t *testing.T) {
 func TestNixOSHandWrittenHelpers(t *testing.T) {
 	host := writeNix(t, "host.nix", `{ pkgs, lib, ... }:
 let
-  h = import `+projectRoot(t)+`/nixos/lib.nix {
+  h = import `+exampleFile(t, "lib.nix")+` {
     inherit pkgs lib;
     worker = pkgs.backup-worker;
     writeText = pkgs.writeText;
@@ -615,7 +617,7 @@ dataPaths = ["/var/lib/old"]
 		}
 	}
 	// One version twice is fine: the same folder imported by two paths.
-	r := nixosEval(t, exampleDefault(t), filepath.Join(projectRoot(t), "nixos", "core.nix"), exampleHost(t, ""))
+	r := nixosEval(t, exampleDefault(t), exampleFile(t, "core.nix"), exampleHost(t, ""))
 	if r.rc != 0 {
 		t.Errorf("one version imported twice: exit %d\n%s", r.rc, r.stderr)
 	}
@@ -877,7 +879,7 @@ func TestNixRulesAgreeWithGo(t *testing.T) {
   path = map (x: h.pathProblem x == null) xs;
   name = map (x: h.nameProblem x == null) xs;
   unit = map (x: h.unitProblem x == null) xs;
-}`, nixString(filepath.Join(projectRoot(t), "nixos", "lib.nix")), nixString(in))
+}`, nixString(exampleFile(t, "lib.nix")), nixString(in))
 	out, err := exec.Command(nix, "--eval", "--strict", "--json", "-E", expr).CombinedOutput()
 	if err != nil {
 		t.Fatalf("nix-instantiate: %v\n%s", err, out)

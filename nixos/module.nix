@@ -2,8 +2,10 @@
 # core.nix, with backupgen.package defaulting to this flake's worker, so
 # neither the overlay nor a backup-worker in pkgs is needed.
 #
-# flake.nix: nixosModules.default = import ./nixos/module.nix { inherit self; };
-{ self }:
+# flake.nix: nixosModules.default = import ./nixos/module.nix { inherit self generated; };
+# where `generated` is a folder backupgen wrote (the example's): its
+# core.nix and lib.nix are the helpers every generated folder shares.
+{ self, generated }:
 { lib, pkgs, ... }:
 let
   system = pkgs.stdenv.hostPlatform.system;
@@ -15,12 +17,12 @@ in
   key = "backupgen-flake-module";
   _file = ./module.nix;
 
-  imports = [ ./core.nix ];
+  imports = [ (generated + "/core.nix") ];
 
   # The helpers this flake ships: core.nix asserts that the copy in use
   # (the first core.nix imported) is this one, so a generated folder from
   # another backupgen version does not silently meet the flake's helpers.
-  backupgen.helpers."backupgen flake (nixosModules.default)" = (import ./lib.nix { }).version;
+  backupgen.helpers."backupgen flake (nixosModules.default)" = (import (generated + "/lib.nix") { }).version;
 
   backupgen.package = lib.mkDefault (
     self.packages.${system}.backup-worker

@@ -69,7 +69,7 @@ func TestNixOSScheduleRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		files := filepath.Join(dir, "files-"+strings.NewReplacer(" ", "_", "*", "x", "?", "q", "/", "_").Replace(schedule))
-		cmd := exec.Command(harness, "--compact", "--files-dir", files, "../nixos/default.nix", host)
+		cmd := exec.Command(harness, "--compact", "--files-dir", files, "../examples/homelab/backup/default.nix", host)
 		out, err := cmd.Output()
 		var stderr string
 		if ee, ok := err.(*exec.ExitError); ok {

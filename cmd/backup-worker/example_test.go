@@ -13,11 +13,11 @@ import (
 )
 
 // TestExampleBackup runs the worker with the config that backupgen
-// generated for the example's myapp service (nixos/etc/backupgen/myapp.json),
+// generated for the example's myapp service (examples/homelab/backup/etc/backupgen/myapp.json),
 // every absolute path moved under a scratch root: a real backup of both data
 // paths into both destinations, checked with GNU tar.
 func TestExampleBackup(t *testing.T) {
-	cfg, err := config.Load("../../nixos/etc/backupgen/myapp.json")
+	cfg, err := config.Load("../../examples/homelab/backup/etc/backupgen/myapp.json")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -15,18 +16,19 @@ import (
 	"github.com/backupgen/backupgen/generator"
 )
 
-// isGenerated reports whether a file on disk was written by backupgen: its
-// first lines carry the header. Only such files are ever removed as stale,
-// so hand-written files in the output folder are left alone.
+// isGenerated reports whether a file on disk was written by backupgen
+// (generator.IsGenerated on its first bytes). Only such files are ever
+// removed as stale, so hand-written files in the output folder are left
+// alone.
 func isGenerated(path string) bool {
 	f, err := os.Open(path)
 	if err != nil {
 		return false
 	}
 	defer f.Close()
-	head := make([]byte, 256)
-	n, _ := f.Read(head)
-	return bytes.Contains(head[:n], []byte(strings.TrimSuffix(generator.Header, ".")))
+	head := make([]byte, generator.HeaderWindow)
+	n, _ := io.ReadFull(f, head)
+	return generator.IsGenerated(head[:n])
 }
 
 // staleFiles lists generated files under out that files does not contain.

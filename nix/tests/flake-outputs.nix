@@ -2,16 +2,18 @@
 # nixpkgs or network, and checks their shape. Evaluates to the failed
 # cases, so [ ] means every case passed:
 #
-#   nix-instantiate --eval --strict --json -E 'import ./nix/tests/flake-outputs.nix { }'
+#   nix-instantiate --eval --strict --json -E 'import ./nix/tests/flake-outputs.nix { nixpkgsLib = ../shared/nixos-eval/inputs/nixpkgs-lib; }'
 #
 # Reading the filtered package source copies it into the store: the Go
 # test (nix/nix_test.go) points Nix at a private temporary store.
 {
   root ? ../..,
+  # The real nixpkgs lib folder (for lib.fileset); see stub-nixpkgs.nix.
+  nixpkgsLib,
 }:
 let
   flake = import (root + "/flake.nix");
-  nixpkgs = import ./stub-nixpkgs.nix;
+  nixpkgs = import ./stub-nixpkgs.nix { inherit nixpkgsLib; };
   # What Nix passes as `self`: the outputs plus the source's attributes.
   self =
     outputs
@@ -56,7 +58,7 @@ let
 
   src = backupgen.src;
   srcTop = builtins.readDir src;
-  srcNixos = builtins.readDir (src + "/nixos");
+  inherit (nixpkgs) lib;
 
   helpers = outputs.lib.mkHelpers pkgs;
   service = helpers.mkBackupService {
@@ -171,34 +173,41 @@ let
     }
     {
       name = "source: what the build and tests read";
-      expr = map (n: srcTop ? ${n}) [
-        "go.mod"
-        "go.sum"
-        "cmd"
-        "templates"
-        "examples"
-        "nixos"
-      ]
-      ++ [
-        (builtins.readDir (src + "/generator") ? testdata)
-        (builtins.readDir (src + "/templates/nix") ? "cron.nix")
-        (srcNixos ? "core.nix")
-      ];
-      expected = [
-        true
-        true
-        true
-        true
-        true
-        true
-        true
-        true
-        true
-      ];
+      expr = {
+        top = builtins.attrNames srcTop;
+        testdata = map (d: builtins.pathExists (src + "/${d}/testdata")) [
+          "generator"
+          "schedule"
+        ];
+        goFile = builtins.pathExists (src + "/cmd/backupgen/main.go");
+        template = builtins.pathExists (src + "/templates/nix/cron.nix");
+        example = builtins.pathExists (src + "/examples/homelab/backup/core.nix");
+      };
+      expected = {
+        # The Go packages (directories holding .go files), go.mod, go.sum,
+        # templates/ and examples/; nothing else at the top.
+        top = builtins.attrNames (
+          lib.filterAttrs (
+            n: t:
+            builtins.elem n [
+              "go.mod"
+              "go.sum"
+            ]
+            || t == "directory" && !(builtins.elem n [ ".ci" ".git" "bin" "docs" "nix" "nixos" "scripts" "vendor" ])
+          ) (builtins.readDir root)
+        );
+        testdata = [
+          true
+          true
+        ];
+        goFile = true;
+        template = true;
+        example = true;
+      };
     }
     {
       name = "source: nothing else";
-      expr = builtins.filter (n: srcTop ? ${n}) [
+      expr = builtins.filter (n: builtins.pathExists (src + "/${n}")) [
         ".git"
         ".ci"
         ".gitignore"
@@ -206,21 +215,21 @@ let
         "flake.lock"
         "package.nix"
         "nix"
+        "nixos"
+        "docs"
+        "scripts"
         "Makefile"
         "README.md"
+        "bench/results.md"
         "bin"
         "vendor"
-      ]
-      ++ builtins.filter (n: srcNixos ? ${n}) [
-        "module.nix"
-        "README.md"
       ];
       expected = [ ];
     }
     {
       name = "nixosModules.default: imports core.nix";
       expr = map toString flakeModule.imports;
-      expected = [ (toString (root + "/nixos/core.nix")) ];
+      expected = [ (toString (root + "/examples/homelab/backup/core.nix")) ];
     }
     {
       name = "nixosModules.default: backupgen.package defaults to this flake's worker";
@@ -249,7 +258,7 @@ let
     {
       name = "nixosModules.example: the generated example folder";
       expr = toString outputs.nixosModules.example;
-      expected = toString (root + "/nixos/default.nix");
+      expected = toString (root + "/examples/homelab/backup/default.nix");
     }
     {
       name = "lib: cronToOnCalendar is pure";
@@ -284,7 +293,7 @@ let
     {
       name = "nixosModules.default: records the helpers version it ships, for core.nix's assertion";
       expr = flakeModule.backupgen.helpers."backupgen flake (nixosModules.default)";
-      expected = (import (root + "/nixos/lib.nix") { }).version;
+      expected = (import (root + "/examples/homelab/backup/lib.nix") { }).version;
     }
     {
       name = "lib: nothing under packages";
@@ -363,7 +372,7 @@ let
       name = "checks: drift runs backupgen check on the example";
       expr = {
         inputs = outputs.checks.${system}.drift.nativeBuildInputs == [ backupgen ];
-        command = contains "backupgen check --spec [^ ]*-backup.toml --out [^ ]*-nixos\n.*" outputs.checks.${system}.drift.buildCommand;
+        command = contains "backupgen check --spec [^ ]*-backup.toml --out [^ ]*-backup\n.*" outputs.checks.${system}.drift.buildCommand;
       };
       expected = {
         inputs = true;

@@ -1,27 +1,29 @@
-# Evaluation tests of the helpers in nixos/lib.nix and nixos/cron.nix, in
+# Evaluation tests of the generated helpers lib.nix and cron.nix (the
+# example's copy, examples/homelab/backup/), in
 # the style of nixpkgs' lib/tests: a list of { name; expr; expected; }.
 # Evaluates to the failed cases, so [ ] means every case passed:
 #
-#   nix-instantiate --eval --strict --json --arg nixos ./nixos nix/tests/helpers.nix
+#   nix-instantiate --eval --strict --json --arg generated ./examples/homelab/backup nix/tests/helpers.nix
 #
 # Builtins only, no nixpkgs. One case uses lib.nix's default writeText
 # (builtins.toFile); with --readonly-mode nothing is written to the store.
 {
-  # The folder holding lib.nix and cron.nix; the flake check passes a copy.
-  nixos ? ../../nixos,
+  # A generated folder holding lib.nix and cron.nix; the flake check
+  # passes a copy.
+  generated ? ../../examples/homelab/backup,
 }:
 let
   worker = "/nix/store/00000000000000000000000000000000-backup-worker";
   exe = "${worker}/bin/backup-worker";
 
-  helpers = import (nixos + "/lib.nix") {
+  helpers = import (generated + "/lib.nix") {
     inherit worker;
     writeText = name: text: "/fake/${name}";
     checkConfig = name: file: "/checked${file}";
   };
   # The defaults of lib.nix's optional arguments.
-  plainHelpers = import (nixos + "/lib.nix") { inherit worker; };
-  cron = import (nixos + "/cron.nix");
+  plainHelpers = import (generated + "/lib.nix") { inherit worker; };
+  cron = import (generated + "/cron.nix");
   inherit (helpers)
     mkBackupService
     mkBackupTimer
@@ -286,7 +288,7 @@ let
     {
       name = "the container runtime's CLI is on the PATH only with pkgs";
       expr = map (p: p.name) (
-        (import (nixos + "/lib.nix") {
+        (import (generated + "/lib.nix") {
           inherit worker;
           pkgs.docker = {
             name = "docker";

@@ -1,8 +1,11 @@
 # A stand-in for the nixpkgs flake, just enough to evaluate flake.nix's
-# outputs with builtins only (no network, no nixpkgs checkout). Derivations
-# are attribute sets with type = "derivation" and a fake outPath; builders
-# return their arguments, so tests can inspect what package.nix passes to
-# buildGoModule.
+# outputs without network or a nixpkgs checkout. Derivations are attribute
+# sets with type = "derivation" and a fake outPath; builders return their
+# arguments, so tests can inspect what package.nix passes to
+# buildGoModule. `lib` is the real nixpkgs lib (package.nix filters its
+# source with lib.fileset), from a folder the caller names: nix/nix_test.go
+# passes the copy bundled with ../shared/nixos-eval.
+{ nixpkgsLib }:
 let
   systems = [
     "x86_64-linux"
@@ -20,14 +23,23 @@ let
       drvPath = "/nix/store/00000000000000000000000000000000-${name}.drv";
     };
 
-  # Only what package.nix uses.
-  lib = {
-    platforms.linux = [
-      "x86_64-linux"
-      "aarch64-linux"
-      "riscv64-linux"
-    ];
+  # The bundled lib targets Nix >= 2.18; Debian's nix-instantiate (2.8)
+  # lacks builtins.readFileType, which lib.fileset calls. Importing the
+  # lib in a scope that adds it (and hands the same scope to nested
+  # imports) is enough there; a newer Nix uses the lib as it is.
+  readFileType =
+    p: if toString p == "/" then "directory" else (builtins.readDir (dirOf p)).${baseNameOf p};
+  scope = {
+    builtins = builtins // {
+      inherit readFileType;
+    };
+    import = scopedImport scope;
   };
+  lib =
+    if builtins ? readFileType then
+      import nixpkgsLib
+    else
+      scopedImport scope (nixpkgsLib + "/default.nix");
 
   mkPkgs =
     system:

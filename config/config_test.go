@@ -132,11 +132,7 @@ func problems(t *testing.T, c Config) []string {
 	if err == nil {
 		return nil
 	}
-	var out []string
-	for _, line := range strings.Split(err.Error(), "\n") {
-		out = append(out, line)
-	}
-	return out
+	return strings.Split(err.Error(), "\n")
 }
 
 func expectProblem(t *testing.T, what string, c Config, key, msg string) {

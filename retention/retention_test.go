@@ -190,7 +190,7 @@ func TestPlanInvariants(t *testing.T) {
 		if len(sorted) > 0 && removed[sorted[0].Name] {
 			t.Fatalf("policy %+v: newest %s removed", p, sorted[0].Name)
 		}
-		var past, goodPast []Archive // not in the future; and of those not known bad
+		var goodPast []Archive // not in the future and not known bad
 		for _, a := range sorted {
 			if a.Time.After(now) {
 				if removed[a.Name] {
@@ -198,7 +198,6 @@ func TestPlanInvariants(t *testing.T) {
 				}
 				continue
 			}
-			past = append(past, a)
 			if !isBad(a) {
 				goodPast = append(goodPast, a)
 			}

@@ -113,8 +113,6 @@ type destination struct {
 	guard string
 }
 
-func (d *destination) finalPath() string { return filepath.Join(d.dir, d.base) }
-
 // path returns the path of name in the destination.
 func (d *destination) path(name string) string { return filepath.Join(d.dir, name) }
 

@@ -112,25 +112,11 @@ const (
 	checksumInvalid  = "invalid"  // the .sha256 is unreadable or names another file
 )
 
-// checkChecksum reports the state of path's .sha256; with verify it re-reads
-// the archive and compares. Every file is opened as openRegular does.
-func checkChecksum(ctx context.Context, path string, verify bool) (string, error) {
-	c := inspectArchive(ctx, nil, path, verify, nil)
-	return c.checksum, c.err
-}
-
-// verifyArchive checks the checksum (when a .sha256 exists) and parses the
-// whole archive, both through one descriptor. A missing .sha256 is not an
-// error (a crash between the renames of the write protocol leaves one),
-// but is reported. The signature is not looked at (see checkTrust).
-func verifyArchive(ctx context.Context, path, format string) (string, error) {
-	c := verifyArchiveKey(ctx, nil, path, format)
-	return c.checksum, c.err
-}
-
-// verifyArchiveKey is verifyArchive with the signature checked against key:
-// c.err covers the checksum and the structure, c.signature and c.sigErr
-// the signature.
+// verifyArchiveKey checks the checksum (when a .sha256 exists; a missing
+// one is reported, not an error: a crash between the links of the write
+// protocol leaves one) and parses the whole archive, both through one
+// descriptor, and checks the signature against key. c.err covers the
+// checksum and the structure, c.signature and c.sigErr the signature.
 func verifyArchiveKey(ctx context.Context, key *hostkey.Key, path, format string) archiveCheck {
 	return inspectArchive(ctx, key, path, true, func(f *os.File, size int64) error {
 		_, err := archive.VerifyAt(ctx, f, size, format)

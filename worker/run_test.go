@@ -268,21 +268,6 @@ func TestRunTwoUnitsStopInOrderStartInReverse(t *testing.T) {
 	}
 }
 
-// failingAfter writes limit bytes through, then fails like a broken source.
-type failingAfter struct {
-	w     io.Writer
-	limit int
-	n     int
-}
-
-func (f *failingAfter) Write(p []byte) (int, error) {
-	if f.n+len(p) > f.limit {
-		return 0, errors.New("injected read error")
-	}
-	f.n += len(p)
-	return f.w.Write(p)
-}
-
 func TestRunArchiveFailsMidway(t *testing.T) {
 	t.Run("injected", func(t *testing.T) {
 		e := newTestEnv(t)

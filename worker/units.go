@@ -75,13 +75,6 @@ func (c *unitController) stopAll(ctx context.Context, units []string) error {
 	return nil
 }
 
-// stoppedUnits returns a copy of the units this run stopped.
-func (c *unitController) stoppedUnits() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.stopped)
-}
-
 // restart starts the stopped units in reverse order, once; later calls
 // return the first result. It ignores cancellation of ctx (a SIGTERM must
 // not leave the service down) and bounds each unit by the start timeout.

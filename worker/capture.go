@@ -64,12 +64,6 @@ func (rn *run) archiveDataPaths(ctx context.Context, w io.Writer, opts archive.O
 	return rn.writeArchive(ctx, w, rn.cfg.DataPaths, opts)
 }
 
-// Test seams for the reflink capture.
-var (
-	cloneData = archive.Clone
-	writeTree = archive.WriteTree
-)
-
 // Capture methods, logged as capture_method.
 const (
 	captureReflink = "reflink"
@@ -86,7 +80,7 @@ func (rn *run) archiveCapture(ctx context.Context, w io.Writer, opts archive.Opt
 			return archive.Stats{}, fmt.Errorf("open capture: %w", err)
 		}
 		defer release()
-		st, err := writeTree(ctx, w, roots, opts)
+		st, err := rn.writeTree(ctx, w, roots, opts)
 		return withCaptureChanges(st, rn.stats), err
 	}
 	// Read through the descriptor the capture was written with (pread),
@@ -211,7 +205,7 @@ func (rn *run) captureClone(ctx context.Context) (done, ok bool) {
 	t0 := time.Now()
 	prog := &archive.Progress{}
 	stopProgress := rn.startProgress(ctx, "capturing", rn.dataSize, prog)
-	st, err := cloneData(ctx, dir, rn.cfg.DataPaths, rn.captureOptions(prog))
+	st, err := rn.cloneData(ctx, dir, rn.cfg.DataPaths, rn.captureOptions(prog))
 	stopProgress()
 	if err != nil {
 		// archive.Clone removed its partial copy; make sure of it.

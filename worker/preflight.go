@@ -87,8 +87,8 @@ func estimateArchiveSize(dataBytes int64, format, dir, name string) int64 {
 // created, 0750), a directory, and writable (by creating and removing a
 // private probe file). It reports skip=true for an optional destination
 // that is not there; it never creates one.
-func prepareDestination(dir, name string, optional bool, log *slog.Logger) (skip bool, err error) {
-	mt, err := readMountTable()
+func prepareDestination(s *seams, dir, name string, optional bool, log *slog.Logger) (skip bool, err error) {
+	mt, err := readMountTable(s.mountinfoPath, s.fstabPath)
 	if err != nil {
 		return false, fmt.Errorf("destination %s: %w", dir, err)
 	}
@@ -97,7 +97,7 @@ func prepareDestination(dir, name string, optional bool, log *slog.Logger) (skip
 			log.Warn("optional destination not mounted; skipping it", "destination", dir, "mount_point", mp)
 			return true, nil
 		}
-		return false, fmt.Errorf("destination %s: %s is a mount point in %s but nothing is mounted there; mount it", dir, mp, fstabPath)
+		return false, fmt.Errorf("destination %s: %s is a mount point in %s but nothing is mounted there; mount it", dir, mp, mt.fstab)
 	}
 	fi, err := os.Stat(dir)
 	switch {

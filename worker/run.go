@@ -75,14 +75,56 @@ type Runner struct {
 	// Now returns the current time (default time.Now).
 	Now func() time.Time
 
-	// Test seams.
+	seams
+}
+
+// seams are the Runner's test seams, the only ones in the package (no
+// package variable, so tests can run in parallel). Zero values mean the
+// real thing.
+type seams struct {
 	writeArchive     archiveWriter
 	captureData      archiveWriter
 	convertCapture   archiveConverter
+	cloneData        func(ctx context.Context, dir string, paths []string, opts archive.Options) (archive.Stats, error)
+	writeTree        func(ctx context.Context, w io.Writer, roots []archive.Root, opts archive.Options) (archive.Stats, error)
 	afterStop        func(ctx context.Context)
 	progressTTY      func() bool   // default stderrIsTerminal
 	progressInterval time.Duration // 0: 1 s on a terminal, 30 s logged
 	progressOut      io.Writer     // terminal progress (default os.Stderr)
+	activePoll       time.Duration // how often a started unit is checked for "active" (default 200 ms)
+	fstabPath        string        // default /etc/fstab
+	mountinfoPath    string        // default /proc/self/mountinfo
+}
+
+// withDefaults fills the unset seams with the real implementations.
+func (s *seams) withDefaults() {
+	if s.writeArchive == nil {
+		s.writeArchive = archive.Write
+	}
+	if s.captureData == nil {
+		s.captureData = archive.Capture
+	}
+	if s.convertCapture == nil {
+		s.convertCapture = archive.Convert
+	}
+	if s.cloneData == nil {
+		s.cloneData = archive.Clone
+	}
+	if s.writeTree == nil {
+		s.writeTree = archive.WriteTree
+	}
+	if s.progressTTY == nil {
+		s.progressTTY = stderrIsTerminal
+	}
+	if s.activePoll == 0 {
+		s.activePoll = defaultActivePoll
+	}
+	if s.fstabPath == "" {
+		s.fstabPath = "/etc/fstab"
+	}
+	if s.mountinfoPath == "" {
+		s.mountinfoPath = "/proc/self/mountinfo"
+	}
 }
 
 // run is the state of one Runner.Run call.
@@ -131,18 +173,7 @@ func (r *Runner) Run(ctx context.Context) int {
 	if r.Systemd == nil {
 		r.Systemd = Systemctl{}
 	}
-	if r.writeArchive == nil {
-		r.writeArchive = archive.Write
-	}
-	if r.captureData == nil {
-		r.captureData = archive.Capture
-	}
-	if r.convertCapture == nil {
-		r.convertCapture = archive.Convert
-	}
-	if r.progressTTY == nil {
-		r.progressTTY = stderrIsTerminal
-	}
+	r.seams.withDefaults()
 	rn := &run{Runner: r, cfg: cfg, log: r.Log.With(keyService, cfg.Name), start: time.Now()}
 
 	if err := ensureStateDir(cfg.Backup.StateDirectory); err != nil {
@@ -224,6 +255,7 @@ func (rn *run) execute(ctx context.Context) {
 		stateFile:    stateFilePath(cfg.Backup.StateDirectory, cfg.Name),
 		stopTimeout:  time.Duration(cfg.Backup.StopTimeoutSec) * time.Second,
 		startTimeout: time.Duration(cfg.Backup.StartTimeoutSec) * time.Second,
+		poll:         rn.activePoll,
 	}
 	// The capture (captureFirst) never outlives the run, whatever happens.
 	defer rn.removeCapture()
@@ -292,7 +324,7 @@ func (rn *run) recoverStale(ctx context.Context) error {
 	}
 	rn.log.Warn("an earlier run left units stopped; starting them first", "state_file", path, "units", strings.Join(units, ","))
 	timeout := time.Duration(rn.cfg.Backup.StartTimeoutSec) * time.Second
-	if err := startUnits(context.WithoutCancel(ctx), rn.Systemd, rn.log, units, timeout, path); err != nil {
+	if err := startUnits(context.WithoutCancel(ctx), rn.Systemd, rn.log, units, timeout, rn.activePoll, path); err != nil {
 		return fmt.Errorf("units left stopped by an earlier run could not be started; not backing up: %w", err)
 	}
 	return nil
@@ -331,7 +363,7 @@ func (rn *run) preflight(ctx context.Context) bool {
 	for _, dir := range cfg.Backup.Paths {
 		d := &destination{dir: dir, name: cfg.Name, optional: cfg.Backup.IsOptional(dir)}
 		rn.dests = append(rn.dests, d)
-		skip, err := prepareDestination(dir, cfg.Name, d.optional, rn.log)
+		skip, err := prepareDestination(&rn.seams, dir, cfg.Name, d.optional, rn.log)
 		if skip {
 			d.status = "skipped"
 			continue

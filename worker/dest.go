@@ -18,6 +18,7 @@ import (
 	"github.com/backupgen/backupgen/archive"
 	"github.com/backupgen/backupgen/config"
 	"github.com/backupgen/backupgen/internal/hostkey"
+	"github.com/hashicorp/go-multierror"
 	"golang.org/x/sys/unix"
 )
 
@@ -103,7 +104,7 @@ type destination struct {
 	sum           []byte
 	primaryFailed atomic.Bool
 
-	status string // "ok", "skipped", "failed", "interrupted"
+	state  destState
 	err    error
 	pruned int // archives removed
 	count  int // archives of this service after pruning
@@ -113,6 +114,39 @@ type destination struct {
 	guard string
 }
 
+// destState is where a destination stands in a run.
+type destState int
+
+const (
+	// destUsable: passed preflight (or not yet checked), not written yet.
+	destUsable destState = iota
+	// destSkipped: optional and not there; not a failure.
+	destSkipped
+	// destFailed: err says why; never holds this run's archive.
+	destFailed
+	// destInterrupted: the run was interrupted before this one committed.
+	destInterrupted
+	// destCommitted: holds this run's verified archive under its final name.
+	destCommitted
+)
+
+// String is the state as the run summary shows it.
+func (s destState) String() string {
+	switch s {
+	case destUsable:
+		return "not written"
+	case destSkipped:
+		return "skipped"
+	case destFailed:
+		return "failed"
+	case destInterrupted:
+		return "interrupted"
+	case destCommitted:
+		return "ok"
+	}
+	return fmt.Sprintf("destState(%d)", int(s))
+}
+
 // path returns the path of name in the destination.
 func (d *destination) path(name string) string { return filepath.Join(d.dir, name) }
 
@@ -120,7 +154,7 @@ func (d *destination) path(name string) string { return filepath.Join(d.dir, nam
 func (d *destination) fail(err error) {
 	if d.err == nil {
 		d.err = err
-		d.status = "failed"
+		d.state = destFailed
 	}
 }
 
@@ -339,7 +373,7 @@ func (d *destination) finish(ctx context.Context, want []byte, own owner, format
 	if err := d.commit(own); err != nil {
 		return nil, err
 	}
-	d.status = "ok"
+	d.state = destCommitted
 	return sum, nil
 }
 
@@ -421,19 +455,19 @@ func (d *destination) abort() error {
 	if d.dirf == nil {
 		return nil
 	}
-	var errs []error
+	var errs *multierror.Error
 	for _, p := range []*string{&d.tmp, &d.sumTmp, &d.sigTmp} {
 		if *p == "" {
 			continue
 		}
 		if err := unix.Unlinkat(int(d.dirf.Fd()), *p, 0); err != nil && err != unix.ENOENT {
-			errs = append(errs, &os.PathError{Op: "remove", Path: filepath.Join(d.dir, *p), Err: err})
+			errs = multierror.Append(errs, &os.PathError{Op: "remove", Path: filepath.Join(d.dir, *p), Err: err})
 		}
 		*p = ""
 	}
 	d.dirf.Close()
 	d.dirf = nil
-	return errors.Join(errs...)
+	return listErr(errs)
 }
 
 // writeSideTemp creates name in dirf (root's, 0600) with data, fsynced, and

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/backupgen/backupgen/config"
+	"github.com/hashicorp/go-multierror"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,6 +39,17 @@ func syncDir(dir string) error {
 	return nil
 }
 
+// listErr is errs as the user sees a list (one line each, as
+// config.Validate's), or nil when empty. Every list of errors in the worker
+// is a go-multierror made into an error here or with config.ListFormat.
+func listErr(errs *multierror.Error) error {
+	if errs == nil {
+		return nil
+	}
+	errs.ErrorFormat = config.ListFormat
+	return errs
+}
+
 // owner is a resolved uid/gid pair; -1 means "leave as is".
 type owner struct {
 	uid, gid int
@@ -45,14 +58,14 @@ type owner struct {
 // lookupOwner resolves user and group names (or numeric ids) with os/user.
 func lookupOwner(userName, groupName string) (owner, error) {
 	o := owner{uid: -1, gid: -1}
-	var errs []error
+	var errs *multierror.Error
 	if userName != "" {
 		if id, err := strconv.Atoi(userName); err == nil && id >= 0 {
 			o.uid = id
 		} else if u, err := user.Lookup(userName); err == nil {
 			o.uid, _ = strconv.Atoi(u.Uid)
 		} else {
-			errs = append(errs, fmt.Errorf("user %q: %w", userName, err))
+			errs = multierror.Append(errs, fmt.Errorf("user %q: %w", userName, err))
 		}
 	}
 	if groupName != "" {
@@ -61,10 +74,10 @@ func lookupOwner(userName, groupName string) (owner, error) {
 		} else if g, err := user.LookupGroup(groupName); err == nil {
 			o.gid, _ = strconv.Atoi(g.Gid)
 		} else {
-			errs = append(errs, fmt.Errorf("group %q: %w", groupName, err))
+			errs = multierror.Append(errs, fmt.Errorf("group %q: %w", groupName, err))
 		}
 	}
-	return o, errors.Join(errs...)
+	return o, listErr(errs)
 }
 
 // setOwnerMode applies owner and mode to an open file. chown is skipped when

@@ -365,7 +365,7 @@ func (rn *run) preflight(ctx context.Context) bool {
 		rn.dests = append(rn.dests, d)
 		skip, err := prepareDestination(&rn.seams, dir, cfg.Name, d.optional, rn.log)
 		if skip {
-			d.status = "skipped"
+			d.state = destSkipped
 			continue
 		}
 		if err != nil {
@@ -446,7 +446,7 @@ func (rn *run) preflight(ctx context.Context) bool {
 		for _, d := range rn.dests {
 			if d.err != nil {
 				errs = multierror.Append(errs, fmt.Errorf("destination %s: %w", d.dir, d.err))
-			} else if d.status == "skipped" {
+			} else if d.state == destSkipped {
 				errs = multierror.Append(errs, fmt.Errorf("destination %s: optional and missing", d.dir))
 			}
 		}
@@ -489,7 +489,7 @@ func (rn *run) pickName(usable []*destination) string {
 func (rn *run) usableDests() []*destination {
 	var out []*destination
 	for _, d := range rn.dests {
-		if d.status == "" {
+		if d.state == destUsable {
 			out = append(out, d)
 		}
 	}
@@ -585,7 +585,7 @@ func (rn *run) writeArchives(ctx context.Context, produce archiveProducer) bool 
 		for _, d := range active {
 			d.abort()
 			if ctx.Err() != nil {
-				d.status = "interrupted"
+				d.state = destInterrupted
 			} else {
 				d.fail(errors.New("archive aborted"))
 			}
@@ -652,14 +652,14 @@ func (rn *run) writeArchives(ctx context.Context, produce archiveProducer) bool 
 		if errs[i] != nil {
 			d.abort()
 			if ctx.Err() != nil {
-				d.status = "interrupted"
+				d.state = destInterrupted
 				continue
 			}
 			d.fail(errs[i])
 			rn.log.Error("destination failed", keyDestination, d.dir, "error", errs[i])
 			continue
 		}
-		if d.status == "ok" {
+		if d.state == destCommitted {
 			committed++
 			how := "streamed"
 			if d.primary != nil {
@@ -690,7 +690,7 @@ func (rn *run) prune(ctx context.Context) {
 		rn.warn(empty + "; the archive was committed, but pruning was skipped in every destination")
 	}
 	for _, d := range rn.dests {
-		if d.status != "ok" {
+		if d.state != destCommitted {
 			continue
 		}
 		// The archive just written was verified by this run: not read again.
@@ -711,7 +711,7 @@ func (rn *run) prune(ctx context.Context) {
 		res, err := pruneDir(ctx, rn.key, d.dir, cfg.Name, config.ArchiveExt(cfg.Backup.Format), policy, good, rn.Now(), false, rn.log)
 		d.pruned, d.count = len(res.removed), len(res.kept)
 		if err != nil {
-			d.status = "failed"
+			d.state = destFailed
 			d.err = fmt.Errorf("prune: %w", err)
 			rn.log.Error("pruning failed", keyDestination, d.dir, "error", err)
 		}
@@ -732,17 +732,14 @@ func (rn *run) finish(ctx context.Context) int {
 	var destAttrs []any
 	var counts []destinationCount
 	for _, d := range rn.dests {
-		status := d.status
-		if status == "" {
-			status = "not written"
-		}
+		status := d.state.String()
 		if d.err != nil {
 			status = "failed: " + d.err.Error()
-			if d.status == "interrupted" {
+			if d.state == destInterrupted {
 				status = "interrupted"
 			}
 		}
-		if d.status == "ok" {
+		if d.state == destCommitted {
 			archiveSize = d.size
 			written += d.size
 			if d.pruned > 0 {
@@ -822,9 +819,9 @@ func (rn *run) outcome(ctx context.Context) (int, string) {
 	ok, failed := 0, 0
 	for _, d := range rn.dests {
 		switch {
-		case d.status == "ok":
+		case d.state == destCommitted:
 			ok++
-		case d.status != "skipped":
+		case d.state != destSkipped:
 			failed++
 		}
 	}
@@ -846,7 +843,7 @@ func (rn *run) allErrors() error {
 		errs = multierror.Append(errs, rn.errs.Errors...)
 	}
 	for _, d := range rn.dests {
-		if d.err != nil && d.status != "interrupted" {
+		if d.err != nil && d.state != destInterrupted {
 			errs = multierror.Append(errs, fmt.Errorf("destination %s: %w", d.dir, d.err))
 		}
 	}

@@ -128,6 +128,28 @@ func sameFileSystem(dir string, dataPaths []string) bool {
 	return true
 }
 
+// captureOrStream is phase 5's first half. Normally the archive is
+// streamed straight from the data paths while the units are stopped. With
+// captureFirst, the data is captured first (capture), the units are
+// started again at once, and the archive is compressed from the capture.
+// It returns what produces the archive stream, or false when the capture
+// failed or the run was interrupted.
+func (rn *run) captureOrStream(ctx context.Context) (archiveProducer, bool) {
+	if !rn.cfg.Backup.CaptureFirst {
+		return archiveProducer{"archiving", rn.archiveDataPaths}, true
+	}
+	ok := rn.capture(ctx)
+	// The data paths are no longer read: the service comes back now,
+	// before the slow part (compression, fan-out, verification).
+	rn.restartUnits(ctx)
+	if !ok || ctx.Err() != nil {
+		return archiveProducer{}, false
+	}
+	rn.log.Info("data captured and units started again; compressing the capture",
+		"downtime", rn.units.Downtime().Round(time.Millisecond))
+	return archiveProducer{"compressing", rn.archiveCapture}, true
+}
+
 // capture captures the data paths into the staging destination: as a
 // reflink copy when preflight found it on the data's file system and the
 // file system supports it, otherwise as an uncompressed tar. It reports

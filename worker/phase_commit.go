@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 )
 
@@ -29,12 +28,10 @@ func (rn *run) finishAll(ctx context.Context) []error {
 	// Each copy reads its primary through a duplicate of the descriptor
 	// the primary was written through (never its name: see dest.go),
 	// taken before the primary can commit and close it.
-	srcs := make([]*os.File, len(active))
+	srcs := make([]CopySource, len(active))
 	for i, d := range active {
 		if d.primary != nil && d.primary.err == nil {
-			if srcs[i], errs[i] = dupFile(d.primary.file); errs[i] != nil {
-				errs[i] = fmt.Errorf("duplicate the descriptor of %s to copy it: %w", d.primary.file.Name(), errs[i])
-			}
+			srcs[i], errs[i] = d.primary.up.(Copier).CopySource()
 		}
 	}
 	for i, d := range active {
@@ -46,7 +43,7 @@ func (rn *run) finishAll(ctx context.Context) []error {
 						d.failPrimary()
 					}
 				}()
-				_, err = d.finish(ctx, set.streamSum, rn.owner, cfg.Backup.Format, sc)
+				_, err = d.finish(ctx, set.streamSum, cfg.Backup.Format, sc)
 				return err
 			})
 		case d.primary == nil:
@@ -57,7 +54,7 @@ func (rn *run) finishAll(ctx context.Context) []error {
 			src := srcs[i]
 			goSafe(&wg, &errs[i], func() error {
 				defer src.Close()
-				return d.copyFromPrimary(ctx, src, rn.owner, cfg.Backup.Format, sc)
+				return d.copyFromPrimary(ctx, src, cfg.Backup.Format, sc)
 			})
 		}
 	}

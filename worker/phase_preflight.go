@@ -40,13 +40,13 @@ func (rn *run) preflight(ctx context.Context) bool {
 	if err != nil && errs == nil {
 		errs = multierror.Append(errs, err)
 	}
-	rn.openDestinations()
+	rn.openDestinations(ctx)
 	if err := sameDestinations(rn.usableDests()); err != nil {
 		errs = multierror.Append(errs, err)
 	}
-	room := rn.checkRoom(size)
+	room := rn.checkRoom(ctx, size)
 	if cfg.Backup.CaptureFirst && errs == nil {
-		if err := rn.pickStaging(size, room); err != nil {
+		if err := rn.pickStaging(ctx, size, room); err != nil {
 			errs = multierror.Append(errs, err)
 		}
 	}
@@ -70,16 +70,17 @@ func (rn *run) failDest(d *destination, err error) {
 	rn.log.Error("destination unusable; backing up to the others", keyDestination, d.dir, "error", err)
 }
 
-// openDestinations makes a destination of every configured path and
-// checks that it is there and writable (prepareDestination); an optional
-// one that is absent is skipped. Stale temp files of a killed run are
-// removed from each usable one.
-func (rn *run) openDestinations() {
+// openDestinations makes a destination of every configured path (a local
+// directory) and checks that it is there and writable; an optional one
+// that is absent is skipped. What a killed run left uncommitted is removed
+// from each usable one.
+func (rn *run) openDestinations(ctx context.Context) {
 	cfg := rn.cfg
 	for _, dir := range cfg.Backup.Paths {
 		d := &destination{dir: dir, name: cfg.Name, optional: cfg.Backup.IsOptional(dir)}
+		d.store = &localDir{dir: dir, name: cfg.Name, optional: d.optional, owner: rn.owner, seams: &rn.seams, log: rn.log}
 		rn.dests = append(rn.dests, d)
-		skip, err := prepareDestination(&rn.seams, dir, cfg.Name, d.optional, rn.log)
+		skip, err := d.store.Prepare(ctx)
 		if skip {
 			d.state = destSkipped
 			continue
@@ -88,13 +89,13 @@ func (rn *run) openDestinations() {
 			rn.failDest(d, err)
 			continue
 		}
-		if err := removeStaleTemps(dir, cfg.Name, rn.log); err != nil {
+		if err := d.store.CleanStale(ctx); err != nil {
 			rn.log.Warn("cannot remove stale temp files", keyDestination, dir, "error", err)
 		}
 	}
 }
 
-// fsNeed is the room the archives need on one file system.
+// fsNeed is the room the archives need in one store (file system).
 type fsNeed struct {
 	avail uint64
 	need  int64
@@ -105,14 +106,17 @@ type fsNeed struct {
 // the archives it will receive: free space is summed per file system, so
 // two destinations on one disk need room for two copies. It returns the
 // need per device, for pickStaging.
-func (rn *run) checkRoom(size int64) map[uint64]*fsNeed {
-	byDev := map[uint64]*fsNeed{}
-	var devs []uint64
+func (rn *run) checkRoom(ctx context.Context, size int64) map[string]*fsNeed {
+	byDev := map[string]*fsNeed{}
+	var devs []string
 	for _, d := range rn.usableDests() {
-		avail, dev, err := freeSpace(d.dir)
+		avail, dev, err := d.store.FreeSpace(ctx)
 		if err != nil {
 			rn.failDest(d, err)
 			continue
+		}
+		if dev == "" {
+			dev = "(" + d.dir + ")" // shares its room with no other
 		}
 		n := byDev[dev]
 		if n == nil {
@@ -147,9 +151,12 @@ func (rn *run) checkRoom(size int64) map[uint64]*fsNeed {
 // reflink copy is tried there; the tar capture is its fallback, so the
 // room is needed either way). None: the run fails before anything is
 // stopped.
-func (rn *run) pickStaging(size int64, room map[uint64]*fsNeed) error {
+func (rn *run) pickStaging(ctx context.Context, size int64, room map[string]*fsNeed) error {
 	for _, d := range rn.usableDests() {
-		if avail, dev, err := freeSpace(d.dir); err == nil && room[dev] != nil &&
+		if _, local := d.store.(*localDir); !local {
+			continue // the capture is a local file or directory
+		}
+		if avail, dev, err := d.store.FreeSpace(ctx); err == nil && room[dev] != nil &&
 			uint64(room[dev].need)+uint64(size) <= avail {
 			if rn.staging == nil {
 				rn.staging = d

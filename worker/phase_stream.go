@@ -21,21 +21,25 @@ type archiveSet struct {
 	streamSum []byte         // SHA-256 of the stream (fan-out only)
 }
 
-// openArchives creates the temp file in every usable destination and
-// groups the destinations by file system. It fails the run when none
-// could be created.
-func (rn *run) openArchives() bool {
+// openArchives creates the uncommitted archive in every usable
+// destination and groups the destinations by store (Copier: the local file
+// system). It fails the run when none could be created.
+func (rn *run) openArchives(ctx context.Context) bool {
 	set := &archiveSet{}
-	primaryOf := map[uint64]*destination{}
+	primaryOf := map[string]*destination{}
 	for _, d := range rn.usableDests() {
 		d.base, d.key = rn.base, rn.key
-		if err := d.create(); err != nil {
+		if err := d.create(ctx); err != nil {
 			d.fail(fmt.Errorf("create temp file: %w", err))
 			rn.log.Error("destination failed", keyDestination, d.dir, "error", err)
 			continue
 		}
 		set.active = append(set.active, d)
-		dev, ok := fileDevice(d.file)
+		var dev string
+		var ok bool
+		if c, isCopier := d.up.(Copier); isCopier {
+			dev, ok = c.StoreKey()
+		}
 		if p := primaryOf[dev]; ok && p != nil {
 			d.primary = p
 			if p.verified == nil {
@@ -73,13 +77,13 @@ func (rn *run) stream(ctx context.Context, produce archiveProducer) error {
 	var fo *fanout
 	var buf *bufio.Writer
 	if len(set.primaries) == 1 {
-		out = set.primaries[0].file
+		out = set.primaries[0].up.Writer()
 	} else {
 		var pnames []string
 		var writers []io.Writer
 		for _, d := range set.primaries {
 			pnames = append(pnames, d.dir)
-			writers = append(writers, d)
+			writers = append(writers, d.up.Writer())
 		}
 		fo = newFanout(ctx, rn.log, pnames, writers)
 		buf = bufio.NewWriterSize(fo, 1<<20)

@@ -126,7 +126,7 @@ func (rn *run) execute(ctx context.Context) {
 	}
 	// 5. capture or stream (capture.go, phase_stream.go)
 	produce, ok := rn.captureOrStream(ctx)
-	if !ok || !rn.openArchives() {
+	if !ok || !rn.openArchives(ctx) {
 		return
 	}
 	err := rn.stream(ctx, produce)

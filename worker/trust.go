@@ -97,7 +97,7 @@ func inspectArchive(ctx context.Context, key *hostkey.Key, path string, hash boo
 	}
 	sum := claimed
 	if hash {
-		if c.sum, err = hashAt(ctx, af, c.size); err != nil {
+		if c.sum, err = hashAt(ctx, af, af.Name(), c.size); err != nil {
 			c.checksum, c.err = checksumInvalid, err
 			return c
 		}

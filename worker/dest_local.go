@@ -98,20 +98,31 @@ func (l *localDir) Open(ctx context.Context, name string) (ArchiveReader, error)
 	if !l.ownName(name) {
 		return nil, fmt.Errorf("%s: not an archive name of %s", name, l.name)
 	}
-	f, fi, err := openRegular(filepath.Join(l.dir, name))
-	if err != nil {
-		return nil, err
-	}
-	return sizedFile{f, fi.Size()}, nil
+	return openLocalArchive(filepath.Join(l.dir, name))
 }
 
-// sizedFile is an open archive file and its size at open.
-type sizedFile struct {
+// localArchive is an archive file opened as openRegular does, and its
+// size at open.
+type localArchive struct {
 	*os.File
 	size int64
 }
 
-func (f sizedFile) Size() int64 { return f.size }
+// openLocalArchive opens the archive at path (see openRegular).
+func openLocalArchive(path string) (*localArchive, error) {
+	f, fi, err := openRegular(path)
+	if err != nil {
+		return nil, err
+	}
+	return &localArchive{f, fi.Size()}, nil
+}
+
+func (a *localArchive) Size() int64 { return a.size }
+
+// ReadSide reads NAME.ext as readSmallFile does.
+func (a *localArchive) ReadSide(ext string, limit int64) ([]byte, error) {
+	return readSmallFile(a.File.Name()+ext, limit)
+}
 
 // Remove removes the archive, then its .sha256 and .sig (those that are
 // regular files), and fsyncs the directory. An archive name that is not a
@@ -124,7 +135,7 @@ func (l *localDir) Remove(ctx context.Context, name string) error {
 	if !retention.IsRegularFile(p) {
 		return fmt.Errorf("%s: refused: %w", p, errNotRegular)
 	}
-	if err := os.Remove(p); err != nil {
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	var errs *multierror.Error
@@ -138,8 +149,15 @@ func (l *localDir) Remove(ctx context.Context, name string) error {
 	if err := syncDir(l.dir); err != nil {
 		errs = multierror.Append(errs, err)
 	}
-	return listErr(errs)
+	if errs != nil {
+		return fmt.Errorf("%w: %w", errSideFiles, listErr(errs))
+	}
+	return nil
 }
+
+// errSideFiles: Remove removed the archive, but not everything beside it
+// (or could not fsync the directory).
+var errSideFiles = errors.New("archive removed, but not its side files")
 
 // CleanStale is removeStaleTemps (preflight.go).
 func (l *localDir) CleanStale(ctx context.Context) error {

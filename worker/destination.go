@@ -61,6 +61,12 @@ type ArchiveReader interface {
 	io.ReaderAt
 	io.Closer
 	Size() int64
+	// Name names the archive in messages.
+	Name() string
+	// ReadSide reads the file beside the archive with suffix ext
+	// (".sha256", ".sig"), at most limit bytes; os.ErrNotExist when there
+	// is none.
+	ReadSide(ext string, limit int64) ([]byte, error)
 }
 
 // Upload is one uncommitted archive. The run writes the stream to Writer,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -118,7 +119,7 @@ const (
 // descriptor, and checks the signature against key. c.err covers the
 // checksum and the structure, c.signature and c.sigErr the signature.
 func verifyArchiveKey(ctx context.Context, key *hostkey.Key, path, format string) archiveCheck {
-	return inspectArchive(ctx, key, path, true, func(f *os.File, size int64) error {
+	return inspectArchive(ctx, key, path, true, func(f io.ReaderAt, size int64) error {
 		_, err := archive.VerifyAt(ctx, f, size, format)
 		return err
 	})
@@ -344,7 +345,8 @@ func (c *cli) prune(ctx context.Context, args []string) int {
 			fmt.Fprintf(c.stdout, "%s: optional destination missing, skipped\n", dir)
 			continue
 		}
-		res, err := pruneDir(ctx, key, dir, cfg.Name, config.ArchiveExt(cfg.Backup.Format), policy, nil, time.Now(), *dryRun, log)
+		store := &localDir{dir: dir, name: cfg.Name, log: log}
+		res, err := pruneDir(ctx, key, store, config.ArchiveExt(cfg.Backup.Format), policy, nil, time.Now(), *dryRun, log)
 		verb := "removed"
 		if *dryRun {
 			verb = "would remove"

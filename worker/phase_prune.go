@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"time"
@@ -46,7 +44,7 @@ func (rn *run) prune(ctx context.Context) {
 		} else if prev != "" {
 			good = append(good, prev)
 		}
-		res, err := pruneDir(ctx, rn.key, d.dir, cfg.Name, config.ArchiveExt(cfg.Backup.Format), policy, good, rn.Now(), false, rn.log)
+		res, err := pruneDir(ctx, rn.key, d.store, config.ArchiveExt(cfg.Backup.Format), policy, good, rn.Now(), false, rn.log)
 		d.pruned, d.count = len(res.removed), len(res.kept)
 		if err != nil {
 			d.state = destFailed
@@ -71,10 +69,10 @@ type badArchive struct {
 	untrusted bool
 }
 
-// pruneDir applies policy to the archives of service name in dir. Only
-// regular files matching the service's exact naming pattern are considered;
-// each is re-checked with Lstat just before removal. The .sha256 beside a
-// removed archive goes with it.
+// pruneDir applies policy to the service's archives with extension ext in
+// store: only those it lists (regular files matching the service's exact
+// naming pattern) are considered; Remove re-checks each just before
+// removal and takes the .sha256 and .sig along.
 //
 // An archive counts towards MinKeep, KeepLast and MaxAge only if it is
 // trusted (trust.go: its content matches its .sha256 and its signature
@@ -84,10 +82,17 @@ type badArchive struct {
 // moments ago). An archive that fails the check is never removed (it is
 // evidence of a problem, or an archive the admin has to judge) and is
 // logged as a warning.
-func pruneDir(ctx context.Context, key *hostkey.Key, dir, name, ext string, policy retention.Policy, goodNames []string, now time.Time, dryRun bool, log *slog.Logger) (pruneResult, error) {
-	archives, err := retention.Scan(dir, name, ext)
+func pruneDir(ctx context.Context, key *hostkey.Key, store Destination, ext string, policy retention.Policy, goodNames []string, now time.Time, dryRun bool, log *slog.Logger) (pruneResult, error) {
+	dir := store.String()
+	stored, err := store.List(ctx)
 	if err != nil {
 		return pruneResult{}, err
+	}
+	var archives []retention.Archive
+	for _, a := range stored {
+		if config.ArchiveExt(a.Format) == ext {
+			archives = append(archives, a.Archive)
+		}
 	}
 	for i := range archives {
 		if slices.Contains(goodNames, archives[i].Name) {
@@ -96,7 +101,7 @@ func pruneDir(ctx context.Context, key *hostkey.Key, dir, name, ext string, poli
 	}
 	reasons := map[string]archiveCheck{}
 	policy.Verify = func(a retention.Archive) bool {
-		c := inspectArchive(ctx, key, filepath.Join(dir, a.Name), true, nil)
+		c := inspectStored(ctx, key, store, a.Name, true, nil)
 		if c.trusted() {
 			return true
 		}
@@ -133,29 +138,20 @@ func pruneDir(ctx context.Context, key *hostkey.Key, dir, name, ext string, poli
 	}
 	var errs *multierror.Error
 	for _, a := range remove {
-		p := filepath.Join(dir, a.Name)
-		if !retention.IsRegularFile(p) {
+		err := store.Remove(ctx, a.Name)
+		switch {
+		case errors.Is(err, errNotRegular):
+			// Replaced by something else since it was listed: not ours.
 			continue
-		}
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		case err != nil && !errors.Is(err, errSideFiles):
 			errs = multierror.Append(errs, err)
 			res.kept = append(res.kept, a)
 			continue
+		case err != nil:
+			errs = multierror.Append(errs, err)
 		}
 		res.removed = append(res.removed, a)
 		log.Info("pruned archive", keyDestination, dir, keyArchive, a.Name)
-		for _, side := range []string{p + ".sha256", p + ".sig"} {
-			if retention.IsRegularFile(side) {
-				if err := os.Remove(side); err != nil && !errors.Is(err, os.ErrNotExist) {
-					errs = multierror.Append(errs, err)
-				}
-			}
-		}
-	}
-	if len(res.removed) > 0 {
-		if err := syncDir(dir); err != nil {
-			errs = multierror.Append(errs, err)
-		}
 	}
 	sort.SliceStable(res.kept, func(i, j int) bool { return res.kept[i].Time.After(res.kept[j].Time) })
 	return res, errs.ErrorOrNil()

@@ -146,7 +146,8 @@ func (c *cli) list(ctx context.Context, args []string) int {
 	var errs *multierror.Error
 	untrusted := 0
 	for _, dir := range cfg.Backup.Paths {
-		archives, err := scanAllFormats(dir, cfg.Name)
+		store := &localDir{dir: dir, name: cfg.Name, log: c.log}
+		archives, err := store.List(ctx)
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) && cfg.Backup.IsOptional(dir) {
 				fmt.Fprintf(tw, "%s\t(missing, optional)\t\t\t\t\n", dir)
@@ -160,7 +161,8 @@ func (c *cli) list(ctx context.Context, args []string) int {
 			fmt.Fprintf(tw, "%s\t(no archives)\t\t\t\t\n", dir)
 		}
 		for _, a := range archives {
-			ck := inspectArchive(ctx, key, a.path(), *verify, nil)
+			path := filepath.Join(dir, a.Name)
+			ck := inspectStored(ctx, key, store, a.Name, *verify, nil)
 			size := "?"
 			if ck.err == nil || ck.size > 0 {
 				size = humanBytes(ck.size)
@@ -170,7 +172,7 @@ func (c *cli) list(ctx context.Context, args []string) int {
 				state += " (" + ck.err.Error() + ")"
 			}
 			if state == checksumMismatch {
-				errs = multierror.Append(errs, fmt.Errorf("%s: %w", a.path(), ck.err))
+				errs = multierror.Append(errs, fmt.Errorf("%s: %w", path, ck.err))
 			}
 			sig := ck.signature
 			if sig != signatureOK {
@@ -178,7 +180,7 @@ func (c *cli) list(ctx context.Context, args []string) int {
 				sig += " (untrusted)"
 			}
 			if *verify && ck.signature == signatureBad {
-				errs = multierror.Append(errs, fmt.Errorf("%s: %w", a.path(), ck.sigErr))
+				errs = multierror.Append(errs, fmt.Errorf("%s: %w", path, ck.sigErr))
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", dir, a.Name, size, age(now, a.Time), state, sig)
 		}
@@ -235,7 +237,7 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 		}
 	} else {
 		for _, dir := range cfg.Backup.Paths {
-			archives, err := scanAllFormats(dir, cfg.Name)
+			stored, err := (&localDir{dir: dir, name: cfg.Name, log: c.log}).List(ctx)
 			if err != nil {
 				if errors.Is(err, os.ErrNotExist) && cfg.Backup.IsOptional(dir) {
 					fmt.Fprintf(c.stdout, "SKIP %s (optional destination missing)\n", dir)
@@ -245,15 +247,17 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 				errs = multierror.Append(errs, err)
 				continue
 			}
-			if len(archives) == 0 {
+			if len(stored) == 0 {
 				fmt.Fprintf(c.stdout, "FAILED %s: no archives of %s\n", dir, cfg.Name)
 				errs = multierror.Append(errs, fmt.Errorf("%s: no archives", dir))
 				continue
 			}
 			if !*all {
-				archives = archives[:1]
+				stored = stored[:1]
 			}
-			targets = append(targets, archives...)
+			for _, a := range stored {
+				targets = append(targets, destArchive{Archive: a.Archive, dir: dir, format: a.Format})
+			}
 		}
 	}
 	key, err := loadSigningKey(cfg, *adopt)

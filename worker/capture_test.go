@@ -308,6 +308,7 @@ func TestProgressTerminal(t *testing.T) {
 // TestStructureCheckOnce: the full parse runs until one copy passes, then
 // not again; a copy that fails to parse does not mark the stream good.
 func TestStructureCheckOnce(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.tar.gz")
 	if err := os.WriteFile(bad, []byte("not gzip"), 0o600); err != nil {

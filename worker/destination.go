@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 
+	"github.com/backupgen/backupgen/config"
 	"github.com/backupgen/backupgen/retention"
 )
 
@@ -47,6 +48,22 @@ type Destination interface {
 	// uncommitted. The caller holds the service lock, so nothing of a run
 	// in progress is touched.
 	CleanStale(ctx context.Context) error
+}
+
+// listFormat lists the service's archives in store whose extension is
+// ext, newest first.
+func listFormat(ctx context.Context, store Destination, ext string) ([]retention.Archive, error) {
+	stored, err := store.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []retention.Archive
+	for _, a := range stored {
+		if config.ArchiveExt(a.Format) == ext {
+			out = append(out, a.Archive)
+		}
+	}
+	return out, nil
 }
 
 // StoredArchive is a committed archive as List reports it.

@@ -124,7 +124,7 @@ func (rn *run) checkRoom(ctx context.Context, size int64) map[string]*fsNeed {
 			byDev[dev] = n
 			devs = append(devs, dev)
 		}
-		n.need += estimateArchiveSize(size, rn.cfg.Backup.Format, d.dir, rn.cfg.Name)
+		n.need += estimateArchiveSize(ctx, d.store, size, rn.cfg.Backup.Format)
 		n.dests = append(n.dests, d)
 	}
 	for _, dev := range devs {

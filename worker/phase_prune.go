@@ -33,12 +33,12 @@ func (rn *run) prune(ctx context.Context) {
 		good := []string{rn.base}
 		if empty != "" {
 			d.guard = "empty"
-			d.count = rn.countArchives(d)
+			d.count = rn.countArchives(ctx, d)
 			continue
 		}
 		if why, prev := rn.shrunk(ctx, d); why != "" {
 			d.guard = "shrunk"
-			d.count = rn.countArchives(d)
+			d.count = rn.countArchives(ctx, d)
 			rn.warn(fmt.Sprintf("%s: %s; the archive was committed, but pruning was skipped there", d.dir, why))
 			continue
 		} else if prev != "" {
@@ -84,15 +84,9 @@ type badArchive struct {
 // logged as a warning.
 func pruneDir(ctx context.Context, key *hostkey.Key, store Destination, ext string, policy retention.Policy, goodNames []string, now time.Time, dryRun bool, log *slog.Logger) (pruneResult, error) {
 	dir := store.String()
-	stored, err := store.List(ctx)
+	archives, err := listFormat(ctx, store, ext)
 	if err != nil {
 		return pruneResult{}, err
-	}
-	var archives []retention.Archive
-	for _, a := range stored {
-		if config.ArchiveExt(a.Format) == ext {
-			archives = append(archives, a.Archive)
-		}
 	}
 	for i := range archives {
 		if slices.Contains(goodNames, archives[i].Name) {

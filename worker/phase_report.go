@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/backupgen/backupgen/config"
 	"github.com/hashicorp/go-multierror"
 )
 
@@ -176,11 +175,7 @@ func (rn *run) allErrors() error {
 			errs = multierror.Append(errs, fmt.Errorf("destination %s: %w", d.dir, d.err))
 		}
 	}
-	if errs == nil {
-		return nil
-	}
-	errs.ErrorFormat = config.ListFormat
-	return errs
+	return listErr(errs)
 }
 
 // humanBytes formats n with binary units.

@@ -244,8 +244,7 @@ func (rs *restorer) inPlace(ctx context.Context, path string) (code int) {
 		}
 	}
 	if errs != nil {
-		errs.ErrorFormat = config.ListFormat
-		rs.log.Error("restore incomplete", "error", errs)
+		rs.log.Error("restore incomplete", "error", listErr(errs))
 		return ExitFailed
 	}
 	rs.log.Info("restored in place", keyArchive, path)

@@ -7,7 +7,7 @@ import (
 	"sync"
 )
 
-// commit is phase 6 (see the protocol in dest.go): each primary is
+// commit is phase 7 (see the protocol in dest.go): each primary is
 // fsynced, verified (against the stream's SHA-256 and by a full parse) and
 // committed under its final name with its .sha256 and .sig; each copy is
 // filled from its primary, then does the same. It reports whether at least

@@ -16,7 +16,11 @@ import (
 	"github.com/hashicorp/go-multierror"
 )
 
-// Runner runs one backup of one service.
+// Runner runs one backup of one service, in phases (execute): 1 lock,
+// 2 recover what a killed run left, 3 preflight, 4 stop, 5 capture or
+// stream, 6 start, 7 commit, 8 prune, 9 report. Destinations are reached
+// through the Destination interface only, except that a captureFirst
+// capture is staged in a local one.
 type Runner struct {
 	Config  *config.Config
 	Systemd Systemd
@@ -104,9 +108,9 @@ func (rn *run) executeSafely(ctx context.Context) {
 
 // execute runs phases 2 to 8 of one backup; each phase has its own file.
 // A phase that fails records why (fatal, or the destination's state) and
-// the run stops there. Units are started again (phase 7) as soon as the
-// data paths are no longer read: before the archives are committed, and,
-// whatever happens, by the deferred restartUnits.
+// the run stops there. The units are started again (6) as soon as the data
+// paths are no longer read, before the slow commit (7), and, whatever
+// happens, by the deferred restartUnits.
 func (rn *run) execute(ctx context.Context) {
 	// Whatever happens below, no temp file of this run survives it.
 	defer rn.abortAll()
@@ -130,7 +134,7 @@ func (rn *run) execute(ctx context.Context) {
 		return
 	}
 	err := rn.stream(ctx, produce)
-	// 7. start (phase_start.go): the data paths are no longer read, so the
+	// 6. start (phase_start.go): the data paths are no longer read, so the
 	// service comes back before the slow part (copies, fsync,
 	// verification, pruning). The capture is no longer needed either.
 	rn.restartUnits(ctx)
@@ -139,7 +143,7 @@ func (rn *run) execute(ctx context.Context) {
 		rn.streamFailed(ctx, err)
 		return
 	}
-	// 6. commit (phase_commit.go)
+	// 7. commit (phase_commit.go)
 	if !rn.commit(ctx) {
 		return
 	}

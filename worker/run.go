@@ -19,8 +19,9 @@ import (
 // Runner runs one backup of one service, in phases (execute): 1 lock,
 // 2 recover what a killed run left, 3 preflight, 4 stop, 5 capture or
 // stream, 6 start, 7 commit, 8 prune, 9 report. Destinations are reached
-// through the Destination interface only, except that a captureFirst
-// capture is staged in a local one.
+// through the Destination interface, except for three local checks of
+// preflight (no two paths name one directory; the archive name is free;
+// where a captureFirst capture is staged, which is a local directory).
 type Runner struct {
 	Config  *config.Config
 	Systemd Systemd

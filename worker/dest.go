@@ -19,7 +19,12 @@ import (
 	"github.com/backupgen/backupgen/internal/hostkey"
 )
 
-// Destination write protocol (one destination directory, one archive):
+// Destination write protocol (one destination directory, one archive).
+// The run drives it through the Destination interface: step 1 is Create,
+// 2 Writer (and Copier for copies), 3 Stored, 5 Seal, 6 Commit; steps 2
+// (grouping by store) and 4 are the run's (phase_stream.go,
+// phase_commit.go, finish below). The local directory (localDir,
+// dest_local.go) does it like this:
 //
 //  1. open the destination directory once (dirf); create
 //     .NAME-TS.EXT.tmp-RANDOM in it (openat, O_EXCL|O_NOFOLLOW, read-write,
@@ -71,10 +76,11 @@ import (
 //
 // So the final archive name only ever points at complete, fsynced and
 // verified content. A crash between the moves leaves an archive without
-// its .sha256 or .sig (list shows "missing"; it is untrusted), never a checksum for an absent or
-// partial archive. On any failure the temp files are removed and no final
+// its .sha256 or .sig (list shows "missing"; it is untrusted), never a
+// checksum for an absent or partial archive. On any failure the temp files are removed and no final
 // name appears; temp files left by a killed run are removed by the next
-// run's preflight (staleTempRE).
+// run's preflight (staleTempRE, CleanStale).
+
 // destination is one destination's part in a run: its Destination and
 // what the run did with it.
 type destination struct {

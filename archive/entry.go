@@ -89,7 +89,7 @@ func tarEntry(h *tar.Header) xentry {
 	switch h.Typeflag {
 	case tar.TypeDir:
 		e.typ = xDir
-	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
+	case tar.TypeReg, tar.TypeGNUSparse: // tar.Reader turns the legacy '\x00' type into TypeReg
 		e.typ = xFile
 		e.sparse = h.Typeflag == tar.TypeGNUSparse
 	case tar.TypeSymlink:

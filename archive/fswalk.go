@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strings"
 	"syscall"
-	"time"
 )
 
 // The walk of the data paths (Write, Capture, Clone) goes through directory
@@ -42,23 +41,6 @@ type walkNode struct {
 func (n *walkNode) isDir() bool     { return n.st.Mode&syscall.S_IFMT == syscall.S_IFDIR }
 func (n *walkNode) isRegular() bool { return n.st.Mode&syscall.S_IFMT == syscall.S_IFREG }
 func (n *walkNode) isSymlink() bool { return n.st.Mode&syscall.S_IFMT == syscall.S_IFLNK }
-func (n *walkNode) info() fs.FileInfo {
-	return &statInfo{name: path.Base(n.path), st: n.st}
-}
-
-// statInfo is an fs.FileInfo of a syscall.Stat_t (Sys returns it, so
-// statSys works on it).
-type statInfo struct {
-	name string
-	st   syscall.Stat_t
-}
-
-func (s *statInfo) Name() string       { return s.name }
-func (s *statInfo) Size() int64        { return int64(s.st.Size) }
-func (s *statInfo) ModTime() time.Time { return statMtime(&s.st) }
-func (s *statInfo) IsDir() bool        { return s.st.Mode&syscall.S_IFMT == syscall.S_IFDIR }
-func (s *statInfo) Sys() any           { return &s.st }
-func (s *statInfo) Mode() fs.FileMode  { return statMode(uint32(s.st.Mode)) }
 
 // statMode converts st_mode to an fs.FileMode as os.Lstat does.
 func statMode(m uint32) fs.FileMode {

@@ -67,12 +67,12 @@ func TestRoundTrip(t *testing.T) {
 			}
 
 			t.Run("tool", func(t *testing.T) {
-				tool, args := toolCommand(format, arch, "")
+				tool, _ := toolCommand(format, arch, "")
 				requireTool(t, tool)
 				requireTool(t, compressorTool(format))
 				dst := filepath.Join(dir, "tool")
 				must(t, os.Mkdir(dst, 0o755))
-				tool, args = toolCommand(format, arch, dst)
+				tool, args := toolCommand(format, arch, dst)
 				if out, err := exec.Command(tool, args...).CombinedOutput(); err != nil {
 					t.Fatalf("%s %v: %v\n%s", tool, args, err, out)
 				}

@@ -37,18 +37,17 @@ const (
 func zipWindow(threads int) int { return 2*threads + 2 }
 
 type zipJob struct {
-	fh       *zip.FileHeader
-	raw      bool // a chunk of a regular file
-	first    bool
-	last     bool
-	body     []byte // stored content (symlink target)
-	in       *[]byte
-	dict     []byte
-	out      *bytes.Buffer
-	crc      uint32 // last chunk: the file's CRC-32 and size
-	size     int64
-	done     chan struct{}
-	inPooled bool
+	fh    *zip.FileHeader
+	raw   bool // a chunk of a regular file
+	first bool
+	last  bool
+	body  []byte // stored content (symlink target)
+	in    *[]byte
+	dict  []byte
+	out   *bytes.Buffer
+	crc   uint32 // last chunk: the file's CRC-32 and size
+	size  int64
+	done  chan struct{}
 }
 
 type zipSink struct {
@@ -182,7 +181,12 @@ func (s *zipSink) writeJob(j *zipJob, cur *io.Writer, compressed *int64) error {
 		fh.CRC32 = j.crc
 		fh.CompressedSize64 = uint64(*compressed)
 		fh.UncompressedSize64 = uint64(j.size)
+		// zip.Writer writes the 32-bit sizes of a CreateRaw entry into the
+		// central directory as given (it fills them itself only for
+		// CreateHeader entries), so they must be set here.
+		//lint:ignore SA1019 read by zip.Writer.Close for raw entries
 		fh.CompressedSize = uint32(min(fh.CompressedSize64, 0xffffffff))
+		//lint:ignore SA1019 read by zip.Writer.Close for raw entries
 		fh.UncompressedSize = uint32(min(fh.UncompressedSize64, 0xffffffff))
 		if fh.CompressedSize64 >= 0xffffffff || fh.UncompressedSize64 >= 0xffffffff {
 			fh.ReaderVersion = 45 // zip64, as zip.Writer sets it for its own entries
@@ -271,6 +275,9 @@ func prepareRawHeader(fh *zip.FileHeader) {
 	}
 	fh.CreatorVersion = fh.CreatorVersion&0xff00 | 20
 	fh.ReaderVersion = 20
+	// zip.Writer writes the MS-DOS time fields of a CreateRaw entry as
+	// given; only CreateHeader derives them from Modified.
+	//lint:ignore SA1019 written as-is by zip.Writer for raw entries
 	fh.ModifiedDate, fh.ModifiedTime = msDosTime(fh.Modified)
 	var mb [9]byte
 	binary.LittleEndian.PutUint16(mb[0:], 0x5455)

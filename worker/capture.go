@@ -64,12 +64,6 @@ func (rn *run) archiveDataPaths(ctx context.Context, w io.Writer, opts archive.O
 	return rn.writeArchive(ctx, w, rn.cfg.DataPaths, opts)
 }
 
-// Test seams for the reflink capture.
-var (
-	cloneData = archive.Clone
-	writeTree = archive.WriteTree
-)
-
 // Capture methods, logged as capture_method.
 const (
 	captureReflink = "reflink"
@@ -86,7 +80,7 @@ func (rn *run) archiveCapture(ctx context.Context, w io.Writer, opts archive.Opt
 			return archive.Stats{}, fmt.Errorf("open capture: %w", err)
 		}
 		defer release()
-		st, err := writeTree(ctx, w, roots, opts)
+		st, err := rn.writeTree(ctx, w, roots, opts)
 		return withCaptureChanges(st, rn.stats), err
 	}
 	// Read through the descriptor the capture was written with (pread),
@@ -132,6 +126,28 @@ func sameFileSystem(dir string, dataPaths []string) bool {
 		}
 	}
 	return true
+}
+
+// captureOrStream is phase 5's first half. Normally the archive is
+// streamed straight from the data paths while the units are stopped. With
+// captureFirst, the data is captured first (capture), the units are
+// started again at once, and the archive is compressed from the capture.
+// It returns what produces the archive stream, or false when the capture
+// failed or the run was interrupted.
+func (rn *run) captureOrStream(ctx context.Context) (archiveProducer, bool) {
+	if !rn.cfg.Backup.CaptureFirst {
+		return archiveProducer{"archiving", rn.archiveDataPaths}, true
+	}
+	ok := rn.capture(ctx)
+	// The data paths are no longer read: the service comes back now,
+	// before the slow part (compression, fan-out, verification).
+	rn.restartUnits(ctx)
+	if !ok || ctx.Err() != nil {
+		return archiveProducer{}, false
+	}
+	rn.log.Info("data captured and units started again; compressing the capture",
+		"downtime", rn.units.Downtime().Round(time.Millisecond))
+	return archiveProducer{"compressing", rn.archiveCapture}, true
 }
 
 // capture captures the data paths into the staging destination: as a
@@ -211,7 +227,7 @@ func (rn *run) captureClone(ctx context.Context) (done, ok bool) {
 	t0 := time.Now()
 	prog := &archive.Progress{}
 	stopProgress := rn.startProgress(ctx, "capturing", rn.dataSize, prog)
-	st, err := cloneData(ctx, dir, rn.cfg.DataPaths, rn.captureOptions(prog))
+	st, err := rn.cloneData(ctx, dir, rn.cfg.DataPaths, rn.captureOptions(prog))
 	stopProgress()
 	if err != nil {
 		// archive.Clone removed its partial copy; make sure of it.

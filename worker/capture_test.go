@@ -168,8 +168,8 @@ func TestCaptureFirstCleanup(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			e := newTestEnv(t)
 			e.setUnit("app.service", "active")
+			noReflink(&e.seams) // the cases inject into the tar capture
 			r := e.runner(e.config([]string{"app.service"}, captureFirst("tar.gz")))
-			noReflink(t) // the cases inject into the tar capture
 			e.runCaptureFault(r, c.want, "capture file", func(cancel context.CancelFunc, saw *bool) { c.set(e, r, cancel, saw) })
 			for _, d := range e.dests {
 				if got := destFiles(t, d); len(got) != 0 {
@@ -250,9 +250,9 @@ func TestCaptureFirstStaleCaptureRemoved(t *testing.T) {
 // TestProgressLogged: without a terminal, progress lines with files and
 // bytes are logged at the (test-shortened) interval, in both modes.
 func TestProgressLogged(t *testing.T) {
-	noReflink(t) // the capture seam below is the tar capture's
 	for _, capture := range []bool{false, true} {
 		e := newTestEnv(t)
+		noReflink(&e.seams) // the capture seam below is the tar capture's
 		r := e.runner(e.config(nil, func(m map[string]any) { backupSettings(m)["captureFirst"] = capture }))
 		r.progressInterval = 5 * time.Millisecond
 		slow := func(ctx context.Context, w io.Writer, paths []string, opts archive.Options) (archive.Stats, error) {
@@ -308,6 +308,7 @@ func TestProgressTerminal(t *testing.T) {
 // TestStructureCheckOnce: the full parse runs until one copy passes, then
 // not again; a copy that fails to parse does not mark the stream good.
 func TestStructureCheckOnce(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.tar.gz")
 	if err := os.WriteFile(bad, []byte("not gzip"), 0o600); err != nil {

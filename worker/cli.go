@@ -1,8 +1,11 @@
-// Package worker is backup-worker: it backs up one service described by a
-// config.Config (stop the service if it runs, archive its data paths, write
-// the archive to every destination, prune, start the service again) and
-// offers the maintenance commands around it (recover, list, verify, prune,
-// restore, check-config).
+// Package worker runs one backup job: for the service a config.Config
+// describes, it stops the service's units if they run, archives the data
+// paths into every destination, starts the units again and prunes (the
+// Runner; run.go lists the phases, one file each). It also holds the
+// maintenance commands around it (recover, list, verify, prune, restore,
+// check-config) and Main, which the backup-worker program calls.
+// Destinations are reached through the Destination interface
+// (destination.go); localDir is the local directory.
 //
 // Exit codes:
 //

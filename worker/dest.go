@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -18,10 +17,14 @@ import (
 	"github.com/backupgen/backupgen/archive"
 	"github.com/backupgen/backupgen/config"
 	"github.com/backupgen/backupgen/internal/hostkey"
-	"golang.org/x/sys/unix"
 )
 
-// Destination write protocol (one destination directory, one archive):
+// Destination write protocol (one destination directory, one archive).
+// The run drives it through the Destination interface: step 1 is Create,
+// 2 Writer (and Copier for copies), 3 Stored, 5 Seal, 6 Commit; steps 2
+// (grouping by store) and 4 are the run's (phase_stream.go,
+// phase_commit.go, finish below). The local directory (localDir,
+// dest_local.go) does it like this:
 //
 //  1. open the destination directory once (dirf); create
 //     .NAME-TS.EXT.tmp-RANDOM in it (openat, O_EXCL|O_NOFOLLOW, read-write,
@@ -73,10 +76,13 @@ import (
 //
 // So the final archive name only ever points at complete, fsynced and
 // verified content. A crash between the moves leaves an archive without
-// its .sha256 or .sig (list shows "missing"; it is untrusted), never a checksum for an absent or
-// partial archive. On any failure the temp files are removed and no final
+// its .sha256 or .sig (list shows "missing"; it is untrusted), never a
+// checksum for an absent or partial archive. On any failure the temp files are removed and no final
 // name appears; temp files left by a killed run are removed by the next
-// run's preflight (staleTempRE).
+// run's preflight (staleTempRE, CleanStale).
+
+// destination is one destination's part in a run: its Destination and
+// what the run did with it.
 type destination struct {
 	dir      string
 	name     string // service name
@@ -84,12 +90,10 @@ type destination struct {
 	optional bool
 	key      *hostkey.Key // signs the archive (step 5)
 
-	// dirf is the destination directory, opened once; tmp, sumTmp and
-	// sigTmp are temp names in it ("" when absent), file, sumFile and
-	// sigFile the descriptors created under them.
-	dirf                   *os.File
-	tmp, sumTmp, sigTmp    string
-	file, sumFile, sigFile *os.File
+	// store is where the archive goes; up is this run's uncommitted
+	// archive in it (nil before Create and after Commit or Abort).
+	store Destination
+	up    Upload
 
 	// primary is the destination this one is copied from (step 2), nil
 	// for a primary. A primary with copies fires copyable when they may
@@ -103,7 +107,7 @@ type destination struct {
 	sum           []byte
 	primaryFailed atomic.Bool
 
-	status string // "ok", "skipped", "failed", "interrupted"
+	state  destState
 	err    error
 	pruned int // archives removed
 	count  int // archives of this service after pruning
@@ -113,7 +117,38 @@ type destination struct {
 	guard string
 }
 
-func (d *destination) finalPath() string { return filepath.Join(d.dir, d.base) }
+// destState is where a destination stands in a run.
+type destState int
+
+const (
+	// destUsable: passed preflight (or not yet checked), not written yet.
+	destUsable destState = iota
+	// destSkipped: optional and not there; not a failure.
+	destSkipped
+	// destFailed: err says why; never holds this run's archive.
+	destFailed
+	// destInterrupted: the run was interrupted before this one committed.
+	destInterrupted
+	// destCommitted: holds this run's verified archive under its final name.
+	destCommitted
+)
+
+// String is the state as the run summary shows it.
+func (s destState) String() string {
+	switch s {
+	case destUsable:
+		return "not written"
+	case destSkipped:
+		return "skipped"
+	case destFailed:
+		return "failed"
+	case destInterrupted:
+		return "interrupted"
+	case destCommitted:
+		return "ok"
+	}
+	return fmt.Sprintf("destState(%d)", int(s))
+}
 
 // path returns the path of name in the destination.
 func (d *destination) path(name string) string { return filepath.Join(d.dir, name) }
@@ -122,116 +157,18 @@ func (d *destination) path(name string) string { return filepath.Join(d.dir, nam
 func (d *destination) fail(err error) {
 	if d.err == nil {
 		d.err = err
-		d.status = "failed"
+		d.state = destFailed
 	}
 }
 
-// openDir opens a destination directory for the *at calls. The configured
-// path itself is the admin's (it may be a symlink to a mount); everything
-// inside it is the service user's and is only reached through this
-// descriptor.
-func openDir(dir string) (*os.File, error) {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
-	}
-	return os.NewFile(uintptr(fd), dir), nil
-}
-
-// createAt creates a new private file name in dirf: O_EXCL|O_NOFOLLOW, so
-// an existing name (a symlink planted by the user included) is an error,
-// never followed; read-write, so it can be verified through the same
-// descriptor.
-func createAt(dirf *os.File, name string) (*os.File, error) {
-	fd, err := unix.Openat(int(dirf.Fd()), name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return nil, &os.PathError{Op: "create", Path: filepath.Join(dirf.Name(), name), Err: err}
-	}
-	return os.NewFile(uintptr(fd), filepath.Join(dirf.Name(), name)), nil
-}
-
-// create opens the destination directory and the private temp file.
-func (d *destination) create() error {
-	dirf, err := openDir(d.dir)
+// create starts the uncommitted archive (step 1).
+func (d *destination) create(ctx context.Context) error {
+	up, err := d.store.Create(ctx, d.base)
 	if err != nil {
 		return err
 	}
-	name := "." + d.base + ".tmp-" + randomSuffix()
-	f, err := createAt(dirf, name)
-	if err != nil {
-		dirf.Close()
-		return err
-	}
-	d.dirf, d.tmp, d.file = dirf, name, f
+	d.up = up
 	return nil
-}
-
-// Write makes destination an io.Writer for the fan-out.
-func (d *destination) Write(p []byte) (int, error) { return d.file.Write(p) }
-
-// copyChunk bounds each copy_file_range round, so cancellation is noticed
-// between rounds.
-const copyChunk = 64 << 20
-
-// copyFrom fills the temp file with the first size bytes of src (a
-// duplicate of the primary's temp file descriptor) with copy_file_range(2)
-// at explicit offsets: a reflink or an in-kernel copy, and no shared file
-// offset between the copies of one primary. Where the kernel refuses, a
-// pread/pwrite copy does the same.
-func (d *destination) copyFrom(ctx context.Context, src *os.File, size int64) error {
-	var off int64
-	for off < size {
-		if err := ctx.Err(); err != nil {
-			return context.Cause(ctx)
-		}
-		roff, woff := off, off
-		n, err := unix.CopyFileRange(int(src.Fd()), &roff, int(d.file.Fd()), &woff, int(min(copyChunk, size-off)), 0)
-		switch {
-		case errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL):
-			return copyAt(ctx, d.file, src, off, size)
-		case err != nil:
-			return err
-		case n == 0:
-			return fmt.Errorf("source ended at %d of %d bytes", off, size)
-		}
-		off += int64(n)
-	}
-	return nil
-}
-
-// copyAt copies bytes [off, size) from src to dst with pread/pwrite.
-func copyAt(ctx context.Context, dst, src *os.File, off, size int64) error {
-	buf := make([]byte, 1<<20)
-	for off < size {
-		if err := ctx.Err(); err != nil {
-			return context.Cause(ctx)
-		}
-		n, err := src.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
-		if n > 0 {
-			if _, werr := dst.WriteAt(buf[:n], off); werr != nil {
-				return werr
-			}
-			off += int64(n)
-		}
-		if err == io.EOF && off < size {
-			return fmt.Errorf("source ended at %d of %d bytes", off, size)
-		}
-		if err != nil && err != io.EOF {
-			return err
-		}
-	}
-	return nil
-}
-
-// dupFile returns an independent descriptor of f's open file (dup(2)): a
-// copy reads the primary's temp file through it, whatever becomes of the
-// primary's own descriptor or of the temp name.
-func dupFile(f *os.File) (*os.File, error) {
-	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	return os.NewFile(uintptr(fd), f.Name()), nil
 }
 
 // signal is a one-shot broadcast between a primary and its copies.
@@ -269,7 +206,7 @@ func (d *destination) failPrimary() {
 // copyFromPrimary is steps 2–6 for a copy: wait until the primary may be
 // copied, copy it from src (a duplicate of the primary's temp file
 // descriptor), then finish.
-func (d *destination) copyFromPrimary(ctx context.Context, src *os.File, own owner, format string, sc *structureCheck) error {
+func (d *destination) copyFromPrimary(ctx context.Context, src CopySource, format string, sc *structureCheck) error {
 	p := d.primary
 	if err := p.copyable.wait(ctx); err != nil {
 		return err
@@ -277,10 +214,10 @@ func (d *destination) copyFromPrimary(ctx context.Context, src *os.File, own own
 	if p.primaryFailed.Load() {
 		return fmt.Errorf("the copy in %s, on the same file system, failed", p.dir)
 	}
-	if err := d.copyFrom(ctx, src, p.size); err != nil {
+	if err := d.up.(Copier).CopyFrom(ctx, src, p.size); err != nil {
 		return fmt.Errorf("copy from %s: %w", p.dir, err)
 	}
-	_, err := d.finish(ctx, nil, own, format, sc)
+	_, err := d.finish(ctx, nil, format, sc)
 	return err
 }
 
@@ -289,20 +226,16 @@ func (d *destination) copyFromPrimary(ctx context.Context, src *os.File, own own
 // for a single primary whose stream was not hashed. It returns the copy's
 // verified SHA-256. A primary fires copyable and verified on the way (on
 // failure, the caller calls failPrimary).
-func (d *destination) finish(ctx context.Context, want []byte, own owner, format string, sc *structureCheck) ([]byte, error) {
-	f := d.file
-	if err := f.Sync(); err != nil {
-		return nil, fmt.Errorf("fsync: %w", err)
-	}
-	fi, err := f.Stat()
+func (d *destination) finish(ctx context.Context, want []byte, format string, sc *structureCheck) ([]byte, error) {
+	f, size, err := d.up.Stored(ctx)
 	if err != nil {
 		return nil, err
 	}
-	d.size = fi.Size()
+	d.size = size
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
 	}
-	sum, err := hashAt(ctx, f, d.size)
+	sum, err := hashAt(ctx, f, d.path(d.base)+" (uncommitted)", d.size)
 	if err != nil {
 		return nil, fmt.Errorf("verify: re-read: %w", err)
 	}
@@ -324,7 +257,7 @@ func (d *destination) finish(ctx context.Context, want []byte, own owner, format
 	}
 	// The checksum and signature are written before the parse so that a
 	// primary's copies can start (see copyable) while it is parsed.
-	if err := d.writeSideFiles(sum); err != nil {
+	if err := d.seal(ctx, sum); err != nil {
 		return nil, err
 	}
 	d.copyable.fire()
@@ -338,50 +271,20 @@ func (d *destination) finish(ctx context.Context, want []byte, own owner, format
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
 	}
-	if err := d.commit(own); err != nil {
+	if err := d.up.Commit(ctx); err != nil {
 		return nil, err
 	}
-	d.status = "ok"
+	d.up = nil
+	d.state = destCommitted
 	return sum, nil
 }
 
-// writeSideFiles writes the checksum and signature temp files (step 5).
-func (d *destination) writeSideFiles(sum []byte) error {
-	var err error
-	d.sumTmp, d.sumFile, err = writeSideTemp(d.dirf, "."+d.base+".sha256.tmp-"+randomSuffix(), []byte(checksumLine(sum, d.base)))
-	if err != nil {
-		return fmt.Errorf("write checksum: %w", err)
-	}
+// seal writes the checksum and the signature beside the archive (step 5).
+func (d *destination) seal(ctx context.Context, sum []byte) error {
 	if d.key == nil {
 		return errors.New("no signing key")
 	}
-	d.sigTmp, d.sigFile, err = writeSideTemp(d.dirf, "."+d.base+".sig.tmp-"+randomSuffix(), d.key.SignatureFile(d.base, sum, d.size))
-	if err != nil {
-		return fmt.Errorf("write signature: %w", err)
-	}
-	return nil
-}
-
-// commit is step 6.
-func (d *destination) commit(own owner) error {
-	for _, c := range []struct {
-		f     *os.File
-		tmp   *string
-		final string
-	}{{d.file, &d.tmp, d.base}, {d.sumFile, &d.sumTmp, d.base + ".sha256"}, {d.sigFile, &d.sigTmp, d.base + ".sig"}} {
-		if err := setOwnerMode(c.f, own, 0o640); err != nil {
-			return fmt.Errorf("commit %s: set owner and mode: %w", c.final, err)
-		}
-		if err := linkFile(d.dirf, c.f, *c.tmp, c.final); err != nil {
-			return fmt.Errorf("commit: %w", err)
-		}
-		// The temp name may point elsewhere by now (the user's doing);
-		// it is removed either way, it is nothing of ours any more.
-		unix.Unlinkat(int(d.dirf.Fd()), *c.tmp, 0)
-		*c.tmp = ""
-	}
-	d.closeFiles()
-	return syncDirFile(d.dirf)
+	return d.up.Seal(ctx, []byte(checksumLine(sum, d.base)), d.key.SignatureFile(d.base, sum, d.size))
 }
 
 // structureCheck parses the archive fully once for all copies of one
@@ -395,7 +298,7 @@ type structureCheck struct {
 // verify parses the first size bytes of f unless a copy with the same
 // SHA-256 parsed already; always when force is set (a copy with no hash to
 // compare).
-func (sc *structureCheck) verify(ctx context.Context, f *os.File, size int64, format string, force bool) error {
+func (sc *structureCheck) verify(ctx context.Context, f io.ReaderAt, size int64, format string, force bool) error {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if sc.ok && !force {
@@ -408,52 +311,14 @@ func (sc *structureCheck) verify(ctx context.Context, f *os.File, size int64, fo
 	return nil
 }
 
-func (d *destination) closeFiles() {
-	for _, f := range []**os.File{&d.file, &d.sumFile, &d.sigFile} {
-		if *f != nil {
-			(*f).Close()
-			*f = nil
-		}
-	}
-}
-
-// abort closes and removes whatever temp files the destination still has.
+// abort removes whatever the destination still has uncommitted.
 func (d *destination) abort() error {
-	d.closeFiles()
-	if d.dirf == nil {
+	if d.up == nil {
 		return nil
 	}
-	var errs []error
-	for _, p := range []*string{&d.tmp, &d.sumTmp, &d.sigTmp} {
-		if *p == "" {
-			continue
-		}
-		if err := unix.Unlinkat(int(d.dirf.Fd()), *p, 0); err != nil && err != unix.ENOENT {
-			errs = append(errs, &os.PathError{Op: "remove", Path: filepath.Join(d.dir, *p), Err: err})
-		}
-		*p = ""
-	}
-	d.dirf.Close()
-	d.dirf = nil
-	return errors.Join(errs...)
-}
-
-// writeSideTemp creates name in dirf (root's, 0600) with data, fsynced, and
-// returns it open for commit.
-func writeSideTemp(dirf *os.File, name string, data []byte) (string, *os.File, error) {
-	f, err := createAt(dirf, name)
-	if err != nil {
-		return "", nil, err
-	}
-	if _, err = f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if err != nil {
-		f.Close()
-		unix.Unlinkat(int(dirf.Fd()), name, 0)
-		return "", nil, err
-	}
-	return name, f, nil
+	err := d.up.Abort()
+	d.up = nil
+	return err
 }
 
 // checksumLine is one line in sha256sum's format: "<hex>  <name>\n" (two

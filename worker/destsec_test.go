@@ -89,7 +89,7 @@ func TestTempSwapRace(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newTestEnv(t)
 			// No reflink copy: the tar capture is the one under test.
-			noReflink(t)
+			noReflink(&e.seams)
 			secret, others := e.rootOnlyTargets()
 			// Enough data that the stream, copy and verification take a while.
 			e.writeFile(filepath.Join(e.dataPaths[0], "big.bin"), randomBytes(t, 2<<20), 0o600)

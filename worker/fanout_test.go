@@ -28,6 +28,7 @@ func (w *limitedWriter) Write(p []byte) (int, error) {
 }
 
 func TestFanoutDropsFailingDestination(t *testing.T) {
+	t.Parallel()
 	good := &limitedWriter{limit: 1 << 30}
 	full := &limitedWriter{limit: 100, err: errors.New("no space left on device")}
 	fo := newFanout(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil)), []string{"good", "full"}, []io.Writer{good, full})
@@ -52,6 +53,7 @@ func TestFanoutDropsFailingDestination(t *testing.T) {
 }
 
 func TestFanoutFailsWhenAllDestinationsFail(t *testing.T) {
+	t.Parallel()
 	a := &limitedWriter{limit: 10, err: errors.New("EIO")}
 	b := &limitedWriter{limit: 20, err: errors.New("read-only file system")}
 	fo := newFanout(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil)), []string{"a", "b"}, []io.Writer{a, b})
@@ -71,6 +73,7 @@ func TestFanoutFailsWhenAllDestinationsFail(t *testing.T) {
 }
 
 func TestFanoutStopsOnCancel(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	fo := newFanout(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), []string{"a"}, []io.Writer{io.Discard})
 	defer fo.Close()
@@ -85,6 +88,7 @@ type panicWriter struct{}
 func (panicWriter) Write([]byte) (int, error) { panic("boom") }
 
 func TestFanoutPanickingWriterIsAnError(t *testing.T) {
+	t.Parallel()
 	var good bytes.Buffer
 	fo := newFanout(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil)), []string{"good", "bad"}, []io.Writer{&good, panicWriter{}})
 	defer fo.Close()

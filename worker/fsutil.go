@@ -1,16 +1,20 @@
 package worker
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"syscall"
 
+	"github.com/backupgen/backupgen/config"
+	"github.com/hashicorp/go-multierror"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,6 +41,17 @@ func syncDir(dir string) error {
 	return nil
 }
 
+// listErr is errs as the user sees a list (one line each, as
+// config.Validate's), or nil when empty. Every list of errors in the worker
+// is a go-multierror made into an error here or with config.ListFormat.
+func listErr(errs *multierror.Error) error {
+	if errs == nil {
+		return nil
+	}
+	errs.ErrorFormat = config.ListFormat
+	return errs
+}
+
 // owner is a resolved uid/gid pair; -1 means "leave as is".
 type owner struct {
 	uid, gid int
@@ -45,14 +60,14 @@ type owner struct {
 // lookupOwner resolves user and group names (or numeric ids) with os/user.
 func lookupOwner(userName, groupName string) (owner, error) {
 	o := owner{uid: -1, gid: -1}
-	var errs []error
+	var errs *multierror.Error
 	if userName != "" {
 		if id, err := strconv.Atoi(userName); err == nil && id >= 0 {
 			o.uid = id
 		} else if u, err := user.Lookup(userName); err == nil {
 			o.uid, _ = strconv.Atoi(u.Uid)
 		} else {
-			errs = append(errs, fmt.Errorf("user %q: %w", userName, err))
+			errs = multierror.Append(errs, fmt.Errorf("user %q: %w", userName, err))
 		}
 	}
 	if groupName != "" {
@@ -61,10 +76,10 @@ func lookupOwner(userName, groupName string) (owner, error) {
 		} else if g, err := user.LookupGroup(groupName); err == nil {
 			o.gid, _ = strconv.Atoi(g.Gid)
 		} else {
-			errs = append(errs, fmt.Errorf("group %q: %w", groupName, err))
+			errs = multierror.Append(errs, fmt.Errorf("group %q: %w", groupName, err))
 		}
 	}
-	return o, errors.Join(errs...)
+	return o, listErr(errs)
 }
 
 // setOwnerMode applies owner and mode to an open file. chown is skipped when
@@ -194,4 +209,81 @@ func pathDevice(path string) (uint64, error) {
 		return 0, fmt.Errorf("stat %s: %w", path, err)
 	}
 	return uint64(st.Dev), nil
+}
+
+// openDir opens a destination directory for the *at calls. The configured
+// path itself is the admin's (it may be a symlink to a mount); everything
+// inside it is the service user's and is only reached through this
+// descriptor.
+func openDir(dir string) (*os.File, error) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	return os.NewFile(uintptr(fd), dir), nil
+}
+
+// createAt creates a new private file name in dirf: O_EXCL|O_NOFOLLOW, so
+// an existing name (a symlink planted by the user included) is an error,
+// never followed; read-write, so it can be verified through the same
+// descriptor.
+func createAt(dirf *os.File, name string) (*os.File, error) {
+	fd, err := unix.Openat(int(dirf.Fd()), name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, &os.PathError{Op: "create", Path: filepath.Join(dirf.Name(), name), Err: err}
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(dirf.Name(), name)), nil
+}
+
+// copyAt copies bytes [off, size) from src to dst with pread/pwrite.
+func copyAt(ctx context.Context, dst *os.File, src io.ReaderAt, off, size int64) error {
+	buf := make([]byte, 1<<20)
+	for off < size {
+		if err := ctx.Err(); err != nil {
+			return context.Cause(ctx)
+		}
+		n, err := src.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
+		if n > 0 {
+			if _, werr := dst.WriteAt(buf[:n], off); werr != nil {
+				return werr
+			}
+			off += int64(n)
+		}
+		if err == io.EOF && off < size {
+			return fmt.Errorf("source ended at %d of %d bytes", off, size)
+		}
+		if err != nil && err != io.EOF {
+			return err
+		}
+	}
+	return nil
+}
+
+// dupFile returns an independent descriptor of f's open file (dup(2)): a
+// copy reads the primary's temp file through it, whatever becomes of the
+// primary's own descriptor or of the temp name.
+func dupFile(f *os.File) (*os.File, error) {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
+}
+
+// writeSideTemp creates name in dirf (root's, 0600) with data, fsynced, and
+// returns it open for commit.
+func writeSideTemp(dirf *os.File, name string, data []byte) (string, *os.File, error) {
+	f, err := createAt(dirf, name)
+	if err != nil {
+		return "", nil, err
+	}
+	if _, err = f.Write(data); err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		f.Close()
+		unix.Unlinkat(int(dirf.Fd()), name, 0)
+		return "", nil, err
+	}
+	return name, f, nil
 }

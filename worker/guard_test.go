@@ -238,6 +238,7 @@ func TestLockAndStateFilesNotFollowed(t *testing.T) {
 // TestEnsureStateDir: the ownership and mode rules on the state directory
 // and its ancestors.
 func TestEnsureStateDir(t *testing.T) {
+	t.Parallel()
 	uid, gid := nobodyIDs(t)
 	root := t.TempDir()
 	must(t, os.Chmod(root, 0o755))

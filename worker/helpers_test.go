@@ -29,6 +29,7 @@ type testEnv struct {
 	dataPaths []string
 	dests     []string
 	logBuf    *syncBuffer
+	seams     seams // copied into every runner
 }
 
 type syncBuffer struct {
@@ -70,7 +71,9 @@ func newTestEnv(t *testing.T) *testEnv {
 	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
 	t.Setenv("FAKE_SYSTEMCTL_DIR", e.sysDir)
 	t.Setenv("JOURNAL_STREAM", "")
-	activePollInterval = 10 * time.Millisecond
+	e.seams.activePoll = 10 * time.Millisecond
+	// Progress is logged (as under systemd), never drawn on a terminal.
+	e.seams.progressTTY = func() bool { return false }
 
 	// Two data paths: a directory tree and a second directory.
 	d1 := filepath.Join(root, "data", "app")
@@ -161,8 +164,7 @@ func (e *testEnv) runner(cfg *config.Config) *Runner {
 		Systemd:    Systemctl{},
 		Log:        slog.New(slog.NewTextHandler(e.logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		HookOutput: e.logBuf,
-		// Progress is logged (as under systemd), never drawn on a terminal.
-		progressTTY: func() bool { return false },
+		seams:      e.seams,
 	}
 }
 

@@ -36,23 +36,19 @@ import (
 // So a plain folder deeper down, meant as an optional destination, needs
 // one file in it (any file; the run's archives do that after the first run).
 
-// fstabPath and mountinfoPath are variables for tests.
-var (
-	fstabPath     = "/etc/fstab"
-	mountinfoPath = "/proc/self/mountinfo"
-)
-
 // mountTable knows which directories are mount points now and which ones
 // fstab declares.
 type mountTable struct {
 	mounted  map[string]bool // from mountinfo
 	declared map[string]bool // from fstab
+	fstab    string          // the fstab read, for messages
 }
 
-// readMountTable reads mountinfo and fstab; either may be missing (a
-// container without fstab), which leaves its part empty.
-func readMountTable() (*mountTable, error) {
-	mt := &mountTable{mounted: map[string]bool{}, declared: map[string]bool{}}
+// readMountTable reads mountinfo and fstab (normally /proc/self/mountinfo
+// and /etc/fstab); either may be missing (a container without fstab),
+// which leaves its part empty.
+func readMountTable(mountinfoPath, fstabPath string) (*mountTable, error) {
+	mt := &mountTable{mounted: map[string]bool{}, declared: map[string]bool{}, fstab: fstabPath}
 	if err := readFields(mountinfoPath, 4, mt.mounted); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("read %s: %w", mountinfoPath, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -59,7 +60,7 @@ func (c *cli) recover(ctx context.Context, args []string) int {
 	}
 	log.Warn("starting units left stopped by an interrupted backup", "units", strings.Join(units, ","))
 	timeout := time.Duration(cfg.Backup.StartTimeoutSec) * time.Second
-	if err := startUnits(context.WithoutCancel(ctx), Systemctl{}, log, units, timeout, path); err != nil {
+	if err := startUnits(context.WithoutCancel(ctx), Systemctl{}, log, units, timeout, 0, path); err != nil {
 		log.Error("recover failed", "error", err)
 		return ExitFailed
 	}
@@ -112,27 +113,13 @@ const (
 	checksumInvalid  = "invalid"  // the .sha256 is unreadable or names another file
 )
 
-// checkChecksum reports the state of path's .sha256; with verify it re-reads
-// the archive and compares. Every file is opened as openRegular does.
-func checkChecksum(ctx context.Context, path string, verify bool) (string, error) {
-	c := inspectArchive(ctx, nil, path, verify, nil)
-	return c.checksum, c.err
-}
-
-// verifyArchive checks the checksum (when a .sha256 exists) and parses the
-// whole archive, both through one descriptor. A missing .sha256 is not an
-// error (a crash between the renames of the write protocol leaves one),
-// but is reported. The signature is not looked at (see checkTrust).
-func verifyArchive(ctx context.Context, path, format string) (string, error) {
-	c := verifyArchiveKey(ctx, nil, path, format)
-	return c.checksum, c.err
-}
-
-// verifyArchiveKey is verifyArchive with the signature checked against key:
-// c.err covers the checksum and the structure, c.signature and c.sigErr
-// the signature.
+// verifyArchiveKey checks the checksum (when a .sha256 exists; a missing
+// one is reported, not an error: a crash between the links of the write
+// protocol leaves one) and parses the whole archive, both through one
+// descriptor, and checks the signature against key. c.err covers the
+// checksum and the structure, c.signature and c.sigErr the signature.
 func verifyArchiveKey(ctx context.Context, key *hostkey.Key, path, format string) archiveCheck {
-	return inspectArchive(ctx, key, path, true, func(f *os.File, size int64) error {
+	return inspectArchive(ctx, key, path, true, func(f io.ReaderAt, size int64) error {
 		_, err := archive.VerifyAt(ctx, f, size, format)
 		return err
 	})
@@ -159,7 +146,8 @@ func (c *cli) list(ctx context.Context, args []string) int {
 	var errs *multierror.Error
 	untrusted := 0
 	for _, dir := range cfg.Backup.Paths {
-		archives, err := scanAllFormats(dir, cfg.Name)
+		store := &localDir{dir: dir, name: cfg.Name, log: c.log}
+		archives, err := store.List(ctx)
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) && cfg.Backup.IsOptional(dir) {
 				fmt.Fprintf(tw, "%s\t(missing, optional)\t\t\t\t\n", dir)
@@ -173,7 +161,8 @@ func (c *cli) list(ctx context.Context, args []string) int {
 			fmt.Fprintf(tw, "%s\t(no archives)\t\t\t\t\n", dir)
 		}
 		for _, a := range archives {
-			ck := inspectArchive(ctx, key, a.path(), *verify, nil)
+			path := filepath.Join(dir, a.Name)
+			ck := inspectStored(ctx, key, store, a.Name, *verify, nil)
 			size := "?"
 			if ck.err == nil || ck.size > 0 {
 				size = humanBytes(ck.size)
@@ -183,7 +172,7 @@ func (c *cli) list(ctx context.Context, args []string) int {
 				state += " (" + ck.err.Error() + ")"
 			}
 			if state == checksumMismatch {
-				errs = multierror.Append(errs, fmt.Errorf("%s: %w", a.path(), ck.err))
+				errs = multierror.Append(errs, fmt.Errorf("%s: %w", path, ck.err))
 			}
 			sig := ck.signature
 			if sig != signatureOK {
@@ -191,7 +180,7 @@ func (c *cli) list(ctx context.Context, args []string) int {
 				sig += " (untrusted)"
 			}
 			if *verify && ck.signature == signatureBad {
-				errs = multierror.Append(errs, fmt.Errorf("%s: %w", a.path(), ck.sigErr))
+				errs = multierror.Append(errs, fmt.Errorf("%s: %w", path, ck.sigErr))
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", dir, a.Name, size, age(now, a.Time), state, sig)
 		}
@@ -248,7 +237,7 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 		}
 	} else {
 		for _, dir := range cfg.Backup.Paths {
-			archives, err := scanAllFormats(dir, cfg.Name)
+			stored, err := (&localDir{dir: dir, name: cfg.Name, log: c.log}).List(ctx)
 			if err != nil {
 				if errors.Is(err, os.ErrNotExist) && cfg.Backup.IsOptional(dir) {
 					fmt.Fprintf(c.stdout, "SKIP %s (optional destination missing)\n", dir)
@@ -258,15 +247,17 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 				errs = multierror.Append(errs, err)
 				continue
 			}
-			if len(archives) == 0 {
+			if len(stored) == 0 {
 				fmt.Fprintf(c.stdout, "FAILED %s: no archives of %s\n", dir, cfg.Name)
 				errs = multierror.Append(errs, fmt.Errorf("%s: no archives", dir))
 				continue
 			}
 			if !*all {
-				archives = archives[:1]
+				stored = stored[:1]
 			}
-			targets = append(targets, archives...)
+			for _, a := range stored {
+				targets = append(targets, destArchive{Archive: a.Archive, dir: dir, format: a.Format})
+			}
 		}
 	}
 	key, err := loadSigningKey(cfg, *adopt)
@@ -358,7 +349,8 @@ func (c *cli) prune(ctx context.Context, args []string) int {
 			fmt.Fprintf(c.stdout, "%s: optional destination missing, skipped\n", dir)
 			continue
 		}
-		res, err := pruneDir(ctx, key, dir, cfg.Name, config.ArchiveExt(cfg.Backup.Format), policy, nil, time.Now(), *dryRun, log)
+		store := &localDir{dir: dir, name: cfg.Name, log: log}
+		res, err := pruneDir(ctx, key, store, config.ArchiveExt(cfg.Backup.Format), policy, nil, time.Now(), *dryRun, log)
 		verb := "removed"
 		if *dryRun {
 			verb = "would remove"

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -67,16 +68,17 @@ func dataSize(paths []string) (int64, error) {
 //
 // Existing archives are not counted as freed: pruning happens only after the
 // new archive is safely written.
-func estimateArchiveSize(dataBytes int64, format, dir, name string) int64 {
+func estimateArchiveSize(ctx context.Context, store Destination, dataBytes int64, format string) int64 {
 	factor, ok := formatSizeFactor[format]
 	if !ok {
 		factor = 1.0
 	}
 	est := int64(float64(dataBytes) * factor)
-	archives, err := retention.Scan(dir, name, config.ArchiveExt(format))
+	archives, err := listFormat(ctx, store, config.ArchiveExt(format))
 	if err == nil && len(archives) > 0 {
-		if fi, err := os.Stat(filepath.Join(dir, archives[0].Name)); err == nil {
-			est = min(est, fi.Size()+fi.Size()/10)
+		if r, err := store.Open(ctx, archives[0].Name); err == nil {
+			est = min(est, r.Size()+r.Size()/10)
+			r.Close()
 		}
 	}
 	return est
@@ -87,8 +89,8 @@ func estimateArchiveSize(dataBytes int64, format, dir, name string) int64 {
 // created, 0750), a directory, and writable (by creating and removing a
 // private probe file). It reports skip=true for an optional destination
 // that is not there; it never creates one.
-func prepareDestination(dir, name string, optional bool, log *slog.Logger) (skip bool, err error) {
-	mt, err := readMountTable()
+func prepareDestination(s *seams, dir, name string, optional bool, log *slog.Logger) (skip bool, err error) {
+	mt, err := readMountTable(s.mountinfoPath, s.fstabPath)
 	if err != nil {
 		return false, fmt.Errorf("destination %s: %w", dir, err)
 	}
@@ -97,7 +99,7 @@ func prepareDestination(dir, name string, optional bool, log *slog.Logger) (skip
 			log.Warn("optional destination not mounted; skipping it", "destination", dir, "mount_point", mp)
 			return true, nil
 		}
-		return false, fmt.Errorf("destination %s: %s is a mount point in %s but nothing is mounted there; mount it", dir, mp, fstabPath)
+		return false, fmt.Errorf("destination %s: %s is a mount point in %s but nothing is mounted there; mount it", dir, mp, mt.fstab)
 	}
 	fi, err := os.Stat(dir)
 	switch {

@@ -95,9 +95,7 @@ func TestFstabMountPointNotMounted(t *testing.T) {
 	fstab := filepath.Join(e.root, "fstab")
 	escaped := strings.ReplaceAll(disk, " ", `\040`)
 	must(t, os.WriteFile(fstab, []byte("# test\nUUID=1234 / ext4 defaults 0 1\nLABEL=usb "+escaped+" ext4 noauto,nofail 0 2\n"), 0o644))
-	old := fstabPath
-	fstabPath = fstab
-	t.Cleanup(func() { fstabPath = old })
+	e.seams.fstabPath = fstab
 
 	e.dests = []string{disk}
 	cfg := e.config([]string{"app.service"}, nil)

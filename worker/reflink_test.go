@@ -151,26 +151,23 @@ func reflinkEnv(t *testing.T) (e *testEnv, xfs string) {
 	return e, xfs
 }
 
-// setCloneData replaces the clone seam for one test.
-func setCloneData(t *testing.T, f func(ctx context.Context, dir string, paths []string, opts archive.Options) (archive.Stats, error)) {
-	old := cloneData
-	cloneData = f
-	t.Cleanup(func() { cloneData = old })
+// setCloneData replaces the clone seam in s (a testEnv's, for the runners
+// it makes next, or one Runner's).
+func setCloneData(s *seams, f func(ctx context.Context, dir string, paths []string, opts archive.Options) (archive.Stats, error)) {
+	s.cloneData = f
 }
 
 // noReflink makes every reflink copy report ErrCloneUnsupported, for tests
 // of the tar capture that must not depend on the file system under /tmp
 // (btrfs, XFS, overlayfs on them support reflinks).
-func noReflink(t *testing.T) {
-	setCloneData(t, func(ctx context.Context, dir string, paths []string, opts archive.Options) (archive.Stats, error) {
+func noReflink(s *seams) {
+	setCloneData(s, func(ctx context.Context, dir string, paths []string, opts archive.Options) (archive.Stats, error) {
 		return archive.Stats{}, fmt.Errorf("test: %w", archive.ErrCloneUnsupported)
 	})
 }
 
-func setWriteTree(t *testing.T, f func(ctx context.Context, w io.Writer, roots []archive.Root, opts archive.Options) (archive.Stats, error)) {
-	old := writeTree
-	writeTree = f
-	t.Cleanup(func() { writeTree = old })
+func setWriteTree(s *seams, f func(ctx context.Context, w io.Writer, roots []archive.Root, opts archive.Options) (archive.Stats, error)) {
+	s.writeTree = f
 }
 
 var captureLineRE = regexp.MustCompile(`msg="data captured" service=app capture=(\S+) capture_method=(\w+)`)
@@ -202,7 +199,7 @@ func TestCaptureFirstReflink(t *testing.T) {
 			e.setUnit("app.service", "active")
 			t.Setenv("FAKE_SYSTEMCTL_LS", e.dests[1])
 			inspected := false
-			setCloneData(t, func(ctx context.Context, dir string, paths []string, opts archive.Options) (archive.Stats, error) {
+			setCloneData(&e.seams, func(ctx context.Context, dir string, paths []string, opts archive.Options) (archive.Stats, error) {
 				st, err := archive.Clone(ctx, dir, paths, opts)
 				if err != nil {
 					return st, err
@@ -322,7 +319,7 @@ func TestCaptureFirstReflinkFallback(t *testing.T) {
 	t.Run("destination on another file system", func(t *testing.T) {
 		e, _ := reflinkEnv(t)
 		e.dests = e.dests[:1] // not on the XFS
-		setCloneData(t, func(ctx context.Context, dir string, paths []string, opts archive.Options) (archive.Stats, error) {
+		setCloneData(&e.seams, func(ctx context.Context, dir string, paths []string, opts archive.Options) (archive.Stats, error) {
 			t.Error("clone tried across file systems")
 			return archive.Stats{}, archive.ErrCloneUnsupported
 		})
@@ -353,10 +350,10 @@ func TestCaptureFirstReflinkCleanup(t *testing.T) {
 	cases := []struct {
 		name string
 		want int
-		set  func(t *testing.T, e *testEnv, cancel func(), saw *bool)
+		set  func(t *testing.T, e *testEnv, r *Runner, cancel func(), saw *bool)
 	}{
-		{"compression fails", ExitFailed, func(t *testing.T, e *testEnv, _ func(), saw *bool) {
-			setWriteTree(t, func(ctx context.Context, w io.Writer, roots []archive.Root, opts archive.Options) (archive.Stats, error) {
+		{"compression fails", ExitFailed, func(t *testing.T, e *testEnv, r *Runner, _ func(), saw *bool) {
+			setWriteTree(&r.seams, func(ctx context.Context, w io.Writer, roots []archive.Root, opts archive.Options) (archive.Stats, error) {
 				if _, err := w.Write(make([]byte, 3<<20)); err != nil {
 					return archive.Stats{}, err
 				}
@@ -364,28 +361,28 @@ func TestCaptureFirstReflinkCleanup(t *testing.T) {
 				return archive.Stats{}, errors.New("injected compression failure")
 			})
 		}},
-		{"interrupted while compressing", ExitInterrupted, func(t *testing.T, e *testEnv, cancel func(), saw *bool) {
-			setWriteTree(t, func(ctx context.Context, w io.Writer, roots []archive.Root, opts archive.Options) (archive.Stats, error) {
+		{"interrupted while compressing", ExitInterrupted, func(t *testing.T, e *testEnv, r *Runner, cancel func(), saw *bool) {
+			setWriteTree(&r.seams, func(ctx context.Context, w io.Writer, roots []archive.Root, opts archive.Options) (archive.Stats, error) {
 				*saw = cloneExists(t, e.dests[1])
 				return archive.WriteTree(ctx, &cancelAfter{w: w, after: 1000, cancel: cancel}, roots, opts)
 			})
 		}},
-		{"interrupted while cloning", ExitInterrupted, func(t *testing.T, e *testEnv, cancel func(), saw *bool) {
-			setCloneData(t, func(ctx context.Context, dir string, paths []string, opts archive.Options) (archive.Stats, error) {
+		{"interrupted while cloning", ExitInterrupted, func(t *testing.T, e *testEnv, r *Runner, cancel func(), saw *bool) {
+			setCloneData(&r.seams, func(ctx context.Context, dir string, paths []string, opts archive.Options) (archive.Stats, error) {
 				*saw = true
 				cancel()
 				return archive.Clone(ctx, dir, paths, opts)
 			})
 		}},
-		{"clone fails", ExitFailed, func(t *testing.T, e *testEnv, _ func(), saw *bool) {
-			setCloneData(t, func(ctx context.Context, dir string, paths []string, opts archive.Options) (archive.Stats, error) {
+		{"clone fails", ExitFailed, func(t *testing.T, e *testEnv, r *Runner, _ func(), saw *bool) {
+			setCloneData(&r.seams, func(ctx context.Context, dir string, paths []string, opts archive.Options) (archive.Stats, error) {
 				st, err := archive.Clone(ctx, dir, paths, opts)
 				*saw = err == nil && cloneExists(t, e.dests[1])
 				return st, errors.New("injected clone failure")
 			})
 		}},
-		{"unsupported after a partial clone: tar capture", ExitOK, func(t *testing.T, e *testEnv, _ func(), saw *bool) {
-			setCloneData(t, func(ctx context.Context, dir string, paths []string, opts archive.Options) (archive.Stats, error) {
+		{"unsupported after a partial clone: tar capture", ExitOK, func(t *testing.T, e *testEnv, r *Runner, _ func(), saw *bool) {
+			setCloneData(&r.seams, func(ctx context.Context, dir string, paths []string, opts archive.Options) (archive.Stats, error) {
 				st, err := archive.Clone(ctx, dir, paths, opts)
 				*saw = err == nil && cloneExists(t, e.dests[1])
 				return st, fmt.Errorf("injected: %w", archive.ErrCloneUnsupported)
@@ -397,7 +394,7 @@ func TestCaptureFirstReflinkCleanup(t *testing.T) {
 			e, _ := reflinkEnv(t)
 			e.setUnit("app.service", "active")
 			r := e.runner(e.config([]string{"app.service"}, captureFirst("tar.gz")))
-			e.runCaptureFault(r, c.want, "clone", func(cancel context.CancelFunc, saw *bool) { c.set(t, e, cancel, saw) })
+			e.runCaptureFault(r, c.want, "clone", func(cancel context.CancelFunc, saw *bool) { c.set(t, e, r, cancel, saw) })
 			for _, d := range e.dests {
 				if c.want == ExitOK {
 					assertOneArchive(t, d)

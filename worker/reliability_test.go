@@ -256,7 +256,7 @@ func TestPruneInterruptedRemovesNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	var logBuf bytes.Buffer
-	res, err := pruneDir(ctx, e.key(), dest, "app", "tar.gz", retention.Policy{KeepLast: 1, MinKeep: 1}, nil,
+	res, err := pruneDir(ctx, e.key(), &localDir{dir: dest, name: "app"}, "tar.gz", retention.Policy{KeepLast: 1, MinKeep: 1}, nil,
 		time.Date(2024, 2, 1, 0, 0, 0, 0, time.UTC), false, newLogger(&logBuf, 0))
 	if err == nil || !strings.Contains(err.Error(), "prune interrupted") {
 		t.Errorf("err = %v, want prune interrupted", err)

@@ -71,10 +71,10 @@ func readSmallFile(path string, limit int64) ([]byte, error) {
 	return data, nil
 }
 
-// hashAt hashes the first size bytes of f with pread, so the caller's file
+// hashAt hashes the first size bytes of f (named name in errors) with pread, so the caller's file
 // offset is neither used nor moved, honouring cancellation between reads.
 // Fewer than size bytes is an error (the file was truncated under us).
-func hashAt(ctx context.Context, f *os.File, size int64) ([]byte, error) {
+func hashAt(ctx context.Context, f io.ReaderAt, name string, size int64) ([]byte, error) {
 	h := sha256.New()
 	buf := make([]byte, 1<<20)
 	var off int64
@@ -86,7 +86,7 @@ func hashAt(ctx context.Context, f *os.File, size int64) ([]byte, error) {
 		h.Write(buf[:n])
 		off += int64(n)
 		if err == io.EOF && off < size {
-			return nil, fmt.Errorf("%s: shorter than its %d bytes", f.Name(), size)
+			return nil, fmt.Errorf("%s: shorter than its %d bytes", name, size)
 		}
 		if err != nil && err != io.EOF {
 			return nil, err

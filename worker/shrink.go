@@ -58,7 +58,7 @@ func (rn *run) shrunk(ctx context.Context, d *destination) (why, prev string) {
 	if ratio <= 0 {
 		return "", ""
 	}
-	archives, err := retention.Scan(d.dir, rn.cfg.Name, config.ArchiveExt(rn.cfg.Backup.Format))
+	archives, err := listFormat(ctx, d.store, config.ArchiveExt(rn.cfg.Backup.Format))
 	if err != nil {
 		return "", ""
 	}
@@ -67,7 +67,7 @@ func (rn *run) shrunk(ctx context.Context, d *destination) (why, prev string) {
 		if !a.Time.Before(own) || ctx.Err() != nil {
 			continue
 		}
-		c := inspectArchive(ctx, rn.key, d.path(a.Name), true, nil)
+		c := inspectStored(ctx, rn.key, d.store, a.Name, true, nil)
 		if !c.trusted() {
 			continue
 		}
@@ -82,8 +82,8 @@ func (rn *run) shrunk(ctx context.Context, d *destination) (why, prev string) {
 
 // countArchives counts the service's archives in d (for the metrics) when
 // pruning was skipped.
-func (rn *run) countArchives(d *destination) int {
-	as, err := retention.Scan(d.dir, rn.cfg.Name, config.ArchiveExt(rn.cfg.Backup.Format))
+func (rn *run) countArchives(ctx context.Context, d *destination) int {
+	as, err := listFormat(ctx, d.store, config.ArchiveExt(rn.cfg.Backup.Format))
 	if err != nil {
 		return 0
 	}

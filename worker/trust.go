@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -71,18 +72,32 @@ func (c archiveCheck) reason() error {
 // checked against the .sha256's claim only. Every file is opened as
 // openRegular does. With f non-nil, the open archive is handed to it
 // (for a structure check of the same file) when it was hashed.
-func inspectArchive(ctx context.Context, key *hostkey.Key, path string, hash bool, f func(*os.File, int64) error) archiveCheck {
-	c := archiveCheck{checksum: checksumInvalid, signature: signatureUnchecked}
-	af, fi, err := openRegular(path)
+func inspectArchive(ctx context.Context, key *hostkey.Key, path string, hash bool, f func(io.ReaderAt, int64) error) archiveCheck {
+	af, err := openLocalArchive(path)
 	if err != nil {
-		c.err = err
-		return c
+		return archiveCheck{checksum: checksumInvalid, signature: signatureUnchecked, err: err}
 	}
 	defer af.Close()
-	c.size = fi.Size()
-	base := filepath.Base(path)
+	return inspectOpen(ctx, key, af, filepath.Base(path), hash, f)
+}
+
+// inspectStored is inspectArchive for the archive name in a Destination.
+func inspectStored(ctx context.Context, key *hostkey.Key, d Destination, name string, hash bool, f func(io.ReaderAt, int64) error) archiveCheck {
+	af, err := d.Open(ctx, name)
+	if err != nil {
+		return archiveCheck{checksum: checksumInvalid, signature: signatureUnchecked, err: err}
+	}
+	defer af.Close()
+	return inspectOpen(ctx, key, af, name, hash, f)
+}
+
+// inspectOpen is inspectArchive on the open archive af, named base.
+func inspectOpen(ctx context.Context, key *hostkey.Key, af ArchiveReader, base string, hash bool, f func(io.ReaderAt, int64) error) archiveCheck {
+	c := archiveCheck{checksum: checksumInvalid, signature: signatureUnchecked}
+	c.size = af.Size()
+	path := af.Name()
 	var claimed []byte
-	data, err := readSmallFile(path+".sha256", maxSideFile)
+	data, err := af.ReadSide(".sha256", maxSideFile)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		c.checksum = checksumMissing
@@ -97,7 +112,7 @@ func inspectArchive(ctx context.Context, key *hostkey.Key, path string, hash boo
 	}
 	sum := claimed
 	if hash {
-		if c.sum, err = hashAt(ctx, af, c.size); err != nil {
+		if c.sum, err = hashAt(ctx, af, af.Name(), c.size); err != nil {
 			c.checksum, c.err = checksumInvalid, err
 			return c
 		}
@@ -111,15 +126,15 @@ func inspectArchive(ctx context.Context, key *hostkey.Key, path string, hash boo
 			}
 		}
 	}
-	c.checkSignature(key, path, base, sum)
+	c.checkSignature(key, af, base, sum)
 	if f != nil && hash && c.err == nil {
 		c.err = f(af, c.size)
 	}
 	return c
 }
 
-func (c *archiveCheck) checkSignature(key *hostkey.Key, path, base string, sum []byte) {
-	data, err := readSmallFile(path+".sig", hostkey.MaxSigFile)
+func (c *archiveCheck) checkSignature(key *hostkey.Key, af ArchiveReader, base string, sum []byte) {
+	data, err := af.ReadSide(".sig", hostkey.MaxSigFile)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		c.signature = signatureMissing
@@ -167,7 +182,7 @@ func loadSigningKey(cfg *config.Config, create bool) (*hostkey.Key, error) {
 // parse in full; an existing valid signature is left alone, a bad one is
 // replaced.
 func adoptArchive(ctx context.Context, key *hostkey.Key, path, format string, own owner) (string, error) {
-	c := inspectArchive(ctx, key, path, true, func(f *os.File, size int64) error {
+	c := inspectArchive(ctx, key, path, true, func(f io.ReaderAt, size int64) error {
 		_, err := archive.VerifyAt(ctx, f, size, format)
 		return err
 	})

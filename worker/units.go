@@ -11,8 +11,8 @@ import (
 	"github.com/hashicorp/go-multierror"
 )
 
-// activePollInterval is how often a started unit is checked for "active".
-var activePollInterval = 200 * time.Millisecond
+// defaultActivePoll is how often a started unit is checked for "active".
+const defaultActivePoll = 200 * time.Millisecond
 
 // unitController stops the service's units and starts again exactly the ones
 // it stopped. Every stop is recorded in the state file before it happens.
@@ -22,6 +22,7 @@ type unitController struct {
 	stateFile    string
 	stopTimeout  time.Duration
 	startTimeout time.Duration
+	poll         time.Duration // see startUnits
 
 	mu      sync.Mutex
 	stopped []string // in stop order; started in reverse
@@ -75,13 +76,6 @@ func (c *unitController) stopAll(ctx context.Context, units []string) error {
 	return nil
 }
 
-// stoppedUnits returns a copy of the units this run stopped.
-func (c *unitController) stoppedUnits() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.stopped)
-}
-
 // restart starts the stopped units in reverse order, once; later calls
 // return the first result. It ignores cancellation of ctx (a SIGTERM must
 // not leave the service down) and bounds each unit by the start timeout.
@@ -98,7 +92,7 @@ func (c *unitController) restart(ctx context.Context) error {
 	if len(c.stopped) == 0 {
 		return nil
 	}
-	c.restartErr = startUnits(context.WithoutCancel(ctx), c.systemd, c.log, c.stopped, c.startTimeout, c.stateFile)
+	c.restartErr = startUnits(context.WithoutCancel(ctx), c.systemd, c.log, c.stopped, c.startTimeout, c.poll, c.stateFile)
 	return c.restartErr
 }
 
@@ -117,12 +111,16 @@ func (c *unitController) Downtime() time.Duration {
 // active. Every unit is attempted even if an earlier one fails. The state
 // file is removed only when all of them are active again; otherwise it is
 // rewritten to list just the units still down, for `recover` to retry.
-func startUnits(ctx context.Context, sd Systemd, log *slog.Logger, units []string, timeout time.Duration, stateFile string) error {
+// poll is how often a started unit is checked for "active" (0: 200 ms).
+func startUnits(ctx context.Context, sd Systemd, log *slog.Logger, units []string, timeout, poll time.Duration, stateFile string) error {
+	if poll == 0 {
+		poll = defaultActivePoll
+	}
 	var errs *multierror.Error
 	var down []string
 	for i := len(units) - 1; i >= 0; i-- {
 		unit := units[i]
-		if err := startAndWait(ctx, sd, log, unit, timeout); err != nil {
+		if err := startAndWait(ctx, sd, log, unit, timeout, poll); err != nil {
 			log.Error("unit did not come back", "unit", unit, "error", err)
 			errs = multierror.Append(errs, err)
 			down = append([]string{unit}, down...)
@@ -143,7 +141,7 @@ func startUnits(ctx context.Context, sd Systemd, log *slog.Logger, units []strin
 // startAndWait runs start and then polls is-active until the unit is active
 // or the timeout passes: `systemctl start` returns early for Type=simple
 // units, and a unit that crashes right away would otherwise look fine.
-func startAndWait(ctx context.Context, sd Systemd, log *slog.Logger, unit string, timeout time.Duration) error {
+func startAndWait(ctx context.Context, sd Systemd, log *slog.Logger, unit string, timeout, poll time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	log.Info("starting unit", "unit", unit)
@@ -161,7 +159,7 @@ func startAndWait(ctx context.Context, sd Systemd, log *slog.Logger, unit string
 				return fmt.Errorf("start %s: not active after %s: %w", unit, timeout, err)
 			}
 			return fmt.Errorf("start %s: not active after %s", unit, timeout)
-		case <-time.After(activePollInterval):
+		case <-time.After(poll):
 		}
 	}
 }

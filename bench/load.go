@@ -42,13 +42,12 @@ import (
 )
 
 type loadOpts struct {
-	format     string
-	busy       int // busy-loop processes
-	writeMiB   int // size of the file the writer rewrites
-	timeout    time.Duration
-	schedIdle  bool // add the old unit's CPUSchedulingPolicy=idle row
-	warmup     time.Duration
-	outputFile string
+	format    string
+	busy      int // busy-loop processes
+	writeMiB  int // size of the file the writer rewrites
+	timeout   time.Duration
+	schedIdle bool // add the old unit's CPUSchedulingPolicy=idle row
+	warmup    time.Duration
 }
 
 // loadCase is one column × row cell of the table.

@@ -40,7 +40,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/backupgen/backupgen/archive"
+	"github.com/backupgen/backupgen/internal/archive"
 )
 
 type tool struct {

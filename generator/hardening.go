@@ -4,7 +4,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/backupgen/backupgen/config"
+	"github.com/backupgen/backupgen/internal/config"
 )
 
 // Setting is one unit-file setting, rendered as Key=Value in the plain

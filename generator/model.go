@@ -5,8 +5,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/backupgen/backupgen/config"
-	"github.com/backupgen/backupgen/schedule"
+	"github.com/backupgen/backupgen/internal/config"
+	"github.com/backupgen/backupgen/internal/schedule"
 )
 
 // Built-in defaults, used where neither [defaults] nor a service sets a key.

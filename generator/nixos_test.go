@@ -22,7 +22,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
-	"github.com/backupgen/backupgen/config"
+	"github.com/backupgen/backupgen/internal/config"
 	"github.com/backupgen/backupgen/internal/testtool"
 )
 

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"text/template"
 
-	"github.com/backupgen/backupgen/config"
+	"github.com/backupgen/backupgen/internal/config"
 	"github.com/backupgen/backupgen/templates"
 )
 

@@ -8,8 +8,8 @@ import (
 
 	"github.com/hashicorp/go-multierror"
 
-	"github.com/backupgen/backupgen/config"
-	"github.com/backupgen/backupgen/schedule"
+	"github.com/backupgen/backupgen/internal/config"
+	"github.com/backupgen/backupgen/internal/schedule"
 )
 
 var (

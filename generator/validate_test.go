@@ -12,7 +12,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/hashicorp/go-multierror"
 
-	"github.com/backupgen/backupgen/config"
+	"github.com/backupgen/backupgen/internal/config"
 )
 
 // twoServices is a valid spec the tests below append to or edit.

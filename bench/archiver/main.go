@@ -15,9 +15,9 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/backupgen/backupgen/archive"
+	"github.com/backupgen/backupgen/internal/archive"
 
-	"github.com/backupgen/backupgen/worker"
+	"github.com/backupgen/backupgen/internal/worker"
 )
 
 func main() {

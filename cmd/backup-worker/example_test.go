@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/backupgen/backupgen/config"
+	"github.com/backupgen/backupgen/internal/config"
 )
 
 // TestExampleBackup runs the worker with the config that backupgen
@@ -78,7 +78,7 @@ func TestExampleBackup(t *testing.T) {
 	fakeBin, sysDir := under("fakebin"), under("systemd")
 	os.MkdirAll(fakeBin, 0o755)
 	os.MkdirAll(sysDir, 0o755)
-	script, _ := os.ReadFile("../../worker/testdata/systemctl")
+	script, _ := os.ReadFile("../../internal/worker/testdata/systemctl")
 	os.WriteFile(filepath.Join(fakeBin, "systemctl"), script, 0o755)
 	unit := cfg.ServiceName[0]
 	os.WriteFile(filepath.Join(sysDir, unit+".state"), []byte("active\n"), 0o644)

@@ -10,7 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/backupgen/backupgen/worker"
+	"github.com/backupgen/backupgen/internal/worker"
 )
 
 // version is set at build time: -ldflags "-X main.version=1.2.3".

@@ -45,7 +45,7 @@ func setup(t *testing.T, units []string) *e2e {
 			t.Fatal(err)
 		}
 	}
-	script, err := os.ReadFile(filepath.Join("..", "..", "worker", "testdata", "systemctl"))
+	script, err := os.ReadFile(filepath.Join("..", "..", "internal", "worker", "testdata", "systemctl"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/backupgen/backupgen/archive"
+	"github.com/backupgen/backupgen/internal/archive"
 )
 
 // editConfig rewrites the test's config file through mutate.

@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/backupgen/backupgen/generator"
-	"github.com/backupgen/backupgen/schedule"
+	"github.com/backupgen/backupgen/internal/schedule"
 )
 
 // Exit codes.

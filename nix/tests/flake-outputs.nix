@@ -177,7 +177,7 @@ let
         top = builtins.attrNames srcTop;
         testdata = map (d: builtins.pathExists (src + "/${d}/testdata")) [
           "generator"
-          "schedule"
+          "internal/schedule"
         ];
         goFile = builtins.pathExists (src + "/cmd/backupgen/main.go");
         template = builtins.pathExists (src + "/templates/nix/cron.nix");

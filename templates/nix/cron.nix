@@ -9,7 +9,7 @@
 #
 # This mirrors schedule/schedule.go byte for byte (see its package
 # documentation for the output format and the day-of-month/day-of-week
-# rule); both are tested against schedule/testdata/cases.json. Only builtins
+# rule); both are tested against internal/schedule/testdata/cases.json. Only builtins
 # are used, so evaluating it needs no nixpkgs.
 let
   b = builtins;

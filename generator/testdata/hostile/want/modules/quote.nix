@@ -53,7 +53,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.quote" = "60a1da6bffcf426d"; }
+    { backupgen.helpers."modules.services.virtualization.quote" = "e699d6dfc18d03da"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

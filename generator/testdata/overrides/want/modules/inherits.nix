@@ -53,7 +53,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."hosts.backups.inherits" = "60a1da6bffcf426d"; }
+    { backupgen.helpers."hosts.backups.inherits" = "e699d6dfc18d03da"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

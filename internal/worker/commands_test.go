@@ -1,0 +1,306 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/backupgen/backupgen/internal/archive"
+	"github.com/backupgen/backupgen/internal/config"
+)
+
+// Tests of the maintenance commands: prune, list, verify, restore,
+// check-config.
+
+func TestPruneNeverTouchesForeignFiles(t *testing.T) {
+	e := newTestEnv(t)
+	dest := e.dests[0]
+	e.dests = e.dests[:1]
+	own := []string{"app-20200101T000000Z.tar.gz", "app-20210101T000000Z.tar.gz"}
+	foreign := []string{
+		"app-db-20190101T000000Z.tar.gz",        // other service whose name starts with "app"
+		"app-db-20190101T000000Z.tar.gz.sha256", // its checksum
+		"app-20190101T000000Z.tar.xz",           // our name, other format
+		"notes.txt",
+		"app-20190101T000000Z.tar.gz.bak",
+	}
+	for _, n := range append(slices.Clone(own), foreign...) {
+		e.writeFile(filepath.Join(dest, n), []byte(n), 0o644)
+	}
+	e.writeFile(filepath.Join(dest, own[0]+".sha256"), []byte("x  "+own[0]+"\n"), 0o644)
+	// A directory and a symlink named exactly like old archives.
+	dirLike := "app-20180101T000000Z.tar.gz"
+	if err := os.MkdirAll(filepath.Join(dest, dirLike, "inside"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	linkLike := "app-20170101T000000Z.tar.gz"
+	target := filepath.Join(e.root, "precious")
+	e.writeFile(target, []byte("precious"), 0o644)
+	if err := os.Symlink(target, filepath.Join(dest, linkLike)); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.config(nil, func(m map[string]any) {
+		b := backupSettings(m)
+		b["retentionSnapshots"] = 1
+		b["maxRetentionDays"] = 1
+	})
+	if code := e.run(cfg); code != ExitOK {
+		t.Fatalf("exit %d", code)
+	}
+	files := destFiles(t, dest)
+	for _, n := range own {
+		if slices.Contains(files, n) {
+			t.Errorf("old archive %s not pruned", n)
+		}
+	}
+	if slices.Contains(files, own[0]+".sha256") {
+		t.Error("checksum of pruned archive left behind")
+	}
+	for _, n := range append(foreign, dirLike, linkLike) {
+		if !slices.Contains(files, n) {
+			t.Errorf("foreign %s was removed", n)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dest, dirLike, "inside")); err != nil {
+		t.Error("directory named like an archive was touched")
+	}
+	if b, _ := os.ReadFile(target); string(b) != "precious" {
+		t.Error("symlink target touched")
+	}
+	if got := archivesIn(t, dest, "tar.gz"); len(got) != 3 { // new one + dir + symlink
+		t.Errorf("archives now %v", got)
+	}
+
+	// The prune command agrees: nothing more to remove.
+	var stdout, stderr bytes.Buffer
+	cfgPath := filepath.Join(e.root, "config.json")
+	if code := Main(context.Background(), "test", []string{"prune", "--config", cfgPath, "--dry-run"}, &stdout, &stderr); code != ExitOK {
+		t.Fatalf("prune --dry-run: exit %d\n%s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "1 kept, 0 would remove") {
+		t.Errorf("prune --dry-run said:\n%s", stdout.String())
+	}
+}
+
+func TestPruneCommandDryRun(t *testing.T) {
+	e := newTestEnv(t)
+	dest := e.dests[0]
+	e.dests = e.dests[:1]
+	for _, n := range []string{"app-20200101T000000Z.tar.gz", "app-20210101T000000Z.tar.gz", "app-20220101T000000Z.tar.gz"} {
+		e.writeSummedArchive(dest, n)
+	}
+	cfgPath := e.configFile(nil, func(m map[string]any) {
+		backupSettings(m)["retentionSnapshots"] = 2
+	})
+	var stdout, stderr bytes.Buffer
+	if code := Main(context.Background(), "test", []string{"prune", "--config", cfgPath, "--dry-run"}, &stdout, &stderr); code != ExitOK {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "would remove "+filepath.Join(dest, "app-20200101T000000Z.tar.gz")) {
+		t.Errorf("dry run output:\n%s", stdout.String())
+	}
+	if len(archivesIn(t, dest, "tar.gz")) != 3 {
+		t.Error("dry run deleted something")
+	}
+	stdout.Reset()
+	if code := Main(context.Background(), "test", []string{"prune", "--config", cfgPath}, &stdout, &stderr); code != ExitOK {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if got := archivesIn(t, dest, "tar.gz"); !slices.Equal(got, []string{"app-20210101T000000Z.tar.gz", "app-20220101T000000Z.tar.gz"}) {
+		t.Errorf("after prune: %v", got)
+	}
+}
+
+func TestListAndVerifyCommands(t *testing.T) {
+	e := newTestEnv(t)
+	cfgPath := e.configFile(nil, nil)
+	cfg, _ := config.Load(cfgPath)
+	if code := e.run(cfg); code != ExitOK {
+		t.Fatalf("run: exit %d", code)
+	}
+	archiveName := archivesIn(t, e.dests[0], "tar.gz")[0]
+	var stdout, stderr bytes.Buffer
+	if code := Main(context.Background(), "test", []string{"list", "--config", cfgPath, "--verify"}, &stdout, &stderr); code != ExitOK {
+		t.Fatalf("list: exit %d\n%s", code, stderr.String())
+	}
+	if strings.Count(stdout.String(), archiveName) != 2 || !strings.Contains(stdout.String(), " ok") {
+		t.Errorf("list output:\n%s", stdout.String())
+	}
+	stdout.Reset()
+	if code := Main(context.Background(), "test", []string{"verify", "--config", cfgPath}, &stdout, &stderr); code != ExitOK {
+		t.Fatalf("verify: exit %d\n%s%s", code, stdout.String(), stderr.String())
+	}
+	if strings.Count(stdout.String(), "OK ") != 2 {
+		t.Errorf("verify output:\n%s", stdout.String())
+	}
+
+	// Corrupt one copy (same size, one byte flipped).
+	bad := filepath.Join(e.dests[1], archiveName)
+	b, _ := os.ReadFile(bad)
+	b[len(b)/2] ^= 0xff
+	os.WriteFile(bad, b, 0o640)
+	stdout.Reset()
+	if code := Main(context.Background(), "test", []string{"verify", "--config", cfgPath}, &stdout, &stderr); code != ExitFailed {
+		t.Fatalf("verify of corrupt archive: exit %d, want 1\n%s", code, stdout.String())
+	}
+	if !strings.Contains(stdout.String(), "FAILED "+bad) {
+		t.Errorf("verify output:\n%s", stdout.String())
+	}
+	stdout.Reset()
+	if code := Main(context.Background(), "test", []string{"list", "--config", cfgPath, "--verify"}, &stdout, &stderr); code != ExitFailed {
+		t.Errorf("list --verify of corrupt archive: exit %d", code)
+	}
+	if !strings.Contains(stdout.String(), "mismatch") {
+		t.Errorf("list output:\n%s", stdout.String())
+	}
+	stdout.Reset()
+	os.Remove(filepath.Join(e.dests[0], archiveName+".sha256"))
+	Main(context.Background(), "test", []string{"list", "--config", cfgPath}, &stdout, &stderr)
+	if !strings.Contains(stdout.String(), "missing") || !strings.Contains(stdout.String(), "present") {
+		t.Errorf("list output:\n%s", stdout.String())
+	}
+}
+
+func TestRestore(t *testing.T) {
+	e := newTestEnv(t)
+	e.setUnit("app.service", "active")
+	cfgPath := e.configFile([]string{"app.service"}, nil)
+	cfg, _ := config.Load(cfgPath)
+	if code := e.run(cfg); code != ExitOK {
+		t.Fatalf("run: exit %d", code)
+	}
+	archivePath := filepath.Join(e.dests[0], archivesIn(t, e.dests[0], "tar.gz")[0])
+	// Keep a pristine copy of the data to compare against.
+	pristine := filepath.Join(e.root, "pristine")
+	for _, dp := range e.dataPaths {
+		out := filepath.Join(pristine, archive.EntryName(dp))
+		os.MkdirAll(filepath.Dir(out), 0o755)
+		if b, err := exec.Command("cp", "-a", dp, out).CombinedOutput(); err != nil {
+			t.Fatalf("cp: %v %s", err, b)
+		}
+	}
+
+	t.Run("to target", func(t *testing.T) {
+		target := filepath.Join(e.root, "restored")
+		var stdout, stderr bytes.Buffer
+		code := Main(context.Background(), "test", []string{"restore", "--config", cfgPath, "--archive", archivePath, "--target", target}, &stdout, &stderr)
+		if code != ExitOK {
+			t.Fatalf("exit %d\n%s", code, stderr.String())
+		}
+		for _, dp := range e.dataPaths {
+			assertSameTree(t, dp, filepath.Join(target, archive.EntryName(dp)))
+		}
+		// Non-empty target refused.
+		if code := Main(context.Background(), "test", []string{"restore", "--config", cfgPath, "--archive", archivePath, "--target", target}, &stdout, &stderr); code != ExitFailed {
+			t.Errorf("restore into non-empty target: exit %d, want 1", code)
+		}
+	})
+
+	t.Run("in place", func(t *testing.T) {
+		os.Truncate(filepath.Join(e.dataPaths[0], "db.sqlite"), 10)
+		e.writeFile(filepath.Join(e.dataPaths[0], "new-since-backup.txt"), []byte("new"), 0o644)
+		os.RemoveAll(e.dataPaths[1])
+		var stdout, stderr bytes.Buffer
+		if code := Main(context.Background(), "test", []string{"restore", "--config", cfgPath, "--archive", archivePath}, &stdout, &stderr); code != ExitUsage {
+			t.Fatalf("restore in place without --yes: exit %d, want 2", code)
+		}
+		os.Remove(filepath.Join(e.sysDir, "calls.log"))
+		code := Main(context.Background(), "test", []string{"restore", "--config", cfgPath, "--archive", archivePath, "--yes"}, &stdout, &stderr)
+		t.Log(stderr.String())
+		if code != ExitOK {
+			t.Fatalf("exit %d", code)
+		}
+		for _, dp := range e.dataPaths {
+			assertSameTree(t, filepath.Join(pristine, archive.EntryName(dp)), dp)
+		}
+		// The old data was moved aside, not deleted.
+		matches, _ := filepath.Glob(e.dataPaths[0] + ".pre-restore-*")
+		if len(matches) != 1 {
+			t.Fatalf("moved-aside data: %v", matches)
+		}
+		if b, _ := os.ReadFile(filepath.Join(matches[0], "new-since-backup.txt")); string(b) != "new" {
+			t.Error("moved-aside data incomplete")
+		}
+		if !strings.Contains(stdout.String(), "previous data moved to "+matches[0]) {
+			t.Errorf("output does not say where the old data went:\n%s", stdout.String())
+		}
+		want := []string{"is-active app.service", "stop app.service", "start app.service", "is-active app.service"}
+		if got := e.callsWithoutPolls(); !slices.Equal(got, want) {
+			t.Errorf("calls = %q, want %q", got, want)
+		}
+		// No staging directories left.
+		for _, dp := range e.dataPaths {
+			if m, _ := filepath.Glob(filepath.Join(filepath.Dir(dp), ".*.restore-*")); len(m) > 0 {
+				t.Errorf("staging left: %v", m)
+			}
+		}
+	})
+
+	t.Run("corrupt archive refused", func(t *testing.T) {
+		bad := filepath.Join(e.root, "bad", filepath.Base(archivePath))
+		os.MkdirAll(filepath.Dir(bad), 0o755)
+		b, _ := os.ReadFile(archivePath)
+		b[len(b)/2] ^= 0xff
+		os.WriteFile(bad, b, 0o600)
+		sum, _ := os.ReadFile(archivePath + ".sha256")
+		os.WriteFile(bad+".sha256", sum, 0o600)
+		os.Remove(filepath.Join(e.sysDir, "calls.log"))
+		var stdout, stderr bytes.Buffer
+		code := Main(context.Background(), "test", []string{"restore", "--config", cfgPath, "--archive", bad, "--yes"}, &stdout, &stderr)
+		if code != ExitFailed {
+			t.Fatalf("exit %d, want 1", code)
+		}
+		if !strings.Contains(stderr.String(), "refusing to restore") {
+			t.Errorf("stderr: %s", stderr.String())
+		}
+		if got := e.calls(); len(got) != 0 {
+			t.Errorf("units touched for a bad archive: %q", got)
+		}
+	})
+}
+
+func TestCheckConfigAndHelp(t *testing.T) {
+	e := newTestEnv(t)
+	good := e.configFile(nil, nil)
+	var stdout, stderr bytes.Buffer
+	if code := Main(context.Background(), "test", []string{"check-config", good}, &stdout, &stderr); code != ExitOK || stdout.String() != "ok\n" {
+		t.Errorf("check-config good: exit %d, %q", code, stdout.String())
+	}
+	bad := filepath.Join(e.root, "bad.json")
+	os.WriteFile(bad, []byte(`{"name":"bad name","dataPaths":["rel"],"user":"","group":"g","backup":{"paths":["/x"],"format":"rar"}}`), 0o644)
+	stdout.Reset()
+	stderr.Reset()
+	if code := Main(context.Background(), "test", []string{"check-config", bad}, &stdout, &stderr); code != ExitUsage {
+		t.Errorf("check-config bad: exit %d, want 2", code)
+	}
+	for _, want := range []string{"name", "dataPaths[0]", "user", "backup.format"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("problems lack %q:\n%s", want, stderr.String())
+		}
+	}
+	if code := Main(context.Background(), "test", []string{"run", "--config", bad}, &stdout, &stderr); code != ExitUsage {
+		t.Errorf("run with bad config: exit %d, want 2", code)
+	}
+	if code := Main(context.Background(), "test", []string{"run"}, &stdout, &stderr); code != ExitUsage {
+		t.Errorf("run without --config: exit %d, want 2", code)
+	}
+	for _, cmd := range []string{"run", "recover", "list", "verify", "prune", "restore", "check-config"} {
+		stdout.Reset()
+		if code := Main(context.Background(), "test", []string{cmd, "--help"}, &stdout, &stderr); code != ExitOK {
+			t.Errorf("%s --help: exit %d", cmd, code)
+		}
+		if !strings.Contains(stdout.String(), "Exit codes:") || !strings.Contains(stdout.String(), "130") {
+			t.Errorf("%s --help lacks exit codes:\n%s", cmd, stdout.String())
+		}
+	}
+	stdout.Reset()
+	Main(context.Background(), "1.2.3", []string{"--version"}, &stdout, &stderr)
+	if stdout.String() != "backup-worker 1.2.3\n" {
+		t.Errorf("--version: %q", stdout.String())
+	}
+}

@@ -1,0 +1,361 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/backupgen/backupgen/internal/archive"
+	"github.com/backupgen/backupgen/internal/config"
+	"github.com/backupgen/backupgen/internal/hostkey"
+)
+
+// Destination write protocol (one destination directory, one archive).
+// The run drives it through the Destination interface: step 1 is Create,
+// 2 Writer (and Copier for copies), 3 Stored, 5 Seal, 6 Commit; steps 2
+// (grouping by store) and 4 are the run's (phase_stream.go,
+// phase_commit.go, finish below). The local directory (localDir,
+// dest_local.go) does it like this:
+//
+//  1. open the destination directory once (dirf); create
+//     .NAME-TS.EXT.tmp-RANDOM in it (openat, O_EXCL|O_NOFOLLOW, read-write,
+//     mode 0600, root's): private from the first byte, and never a name
+//     that prune, list or a user would take for an archive. Every later
+//     step works on that descriptor, never on the name: the directory
+//     belongs to the service user, who can rename, unlink or replace the
+//     temp name (with a symlink to /etc/shadow, or to another service's
+//     archive) at any moment;
+//  2. fill it. The destinations are grouped by file system: the first of
+//     each file system (a primary) receives the archive stream — directly
+//     when there is one primary, else through the fan-out (one writer per
+//     primary, concurrently) — and every other destination on that file
+//     system (a copy) is filled from its primary's temp file descriptor
+//     with copy_file_range(2) at explicit offsets once the stream is
+//     complete: a reflink on file
+//     systems that share extents (XFS, btrfs), an in-kernel copy elsewhere.
+//     Compression runs once and no user-space copy of the archive is made
+//     per extra destination; a copy runs while its primary is parsed (step
+//     4), which uses one core. Destinations on one file system share its
+//     fate anyway (full, read-only, failing), so streaming to each of them
+//     would buy no isolation; a copy whose primary fails fails with it;
+//  3. fsync;
+//  4. verify the temp file: re-read it through its descriptor (pread) and
+//     hash it with SHA-256. A primary fed by the fan-out must match the
+//     SHA-256 of the stream; a copy must match its primary's verified
+//     SHA-256. Then the archive is parsed in full through the descriptor
+//     (archive.VerifyAt: every entry, every checksum of the compression
+//     format) — on one copy only (structureCheck): a copy whose
+//     SHA-256 equals that of a copy that parsed has the same bytes, so
+//     parsing it again would only repeat the decompression. A single
+//     primary's stream is written straight to its file (a native
+//     compressor writes it itself), so there is no stream hash: that
+//     primary is always the one parsed, and its re-read hash is the
+//     archive's. If the parse fails on one primary, the next is parsed in
+//     its turn, so a read error in one copy does not condemn the others;
+//  5. write the checksum and the signature (internal/hostkey: the host
+//     key signs the final name, SHA-256 and size) the same way:
+//     .NAME-TS.EXT.sha256.tmp-RANDOM and .NAME-TS.EXT.sig.tmp-RANDOM, 0600,
+//     fsync. The files stay root's and 0600 until step 6, so the service
+//     user cannot change a byte between the hash and the signature;
+//  6. for the archive, then the checksum, then the signature: fchown to the
+//     configured user:group, fchmod 0640, and link the descriptor to its
+//     final name (linkat, never replacing an existing file), unlink the
+//     temp name; fsync the directory. What gets committed is the inode the
+//     worker wrote, whatever the temp name points to by then. The user may
+//     still alter the archive after the fchown: its signature then no
+//     longer matches and the archive is untrusted (trust.go).
+//
+// So the final archive name only ever points at complete, fsynced and
+// verified content. A crash between the moves leaves an archive without
+// its .sha256 or .sig (list shows "missing"; it is untrusted), never a
+// checksum for an absent or partial archive. On any failure the temp files are removed and no final
+// name appears; temp files left by a killed run are removed by the next
+// run's preflight (staleTempRE, CleanStale).
+
+// destination is one destination's part in a run: its Destination and
+// what the run did with it.
+type destination struct {
+	dir      string
+	name     string // service name
+	base     string // final archive base name NAME-TS.EXT
+	optional bool
+	key      *hostkey.Key // signs the archive (step 5)
+
+	// store is where the archive goes; up is this run's uncommitted
+	// archive in it (nil before Create and after Commit or Abort).
+	store Destination
+	up    Upload
+
+	// primary is the destination this one is copied from (step 2), nil
+	// for a primary. A primary with copies fires copyable when they may
+	// start: its temp file is complete and its checksum file written, so
+	// a copy can no longer take space the primary still needs. It fires
+	// verified when its verification (step 4) has ended; sum is then its
+	// SHA-256, or nil if it failed. A failing primary fires both.
+	primary       *destination
+	copyable      *signal
+	verified      *signal
+	sum           []byte
+	primaryFailed atomic.Bool
+
+	state  destState
+	err    error
+	pruned int // archives removed
+	count  int // archives of this service after pruning
+	size   int64
+	// guard says why pruning was skipped in this destination (shrink.go),
+	// "" when it was not.
+	guard string
+}
+
+// destState is where a destination stands in a run.
+type destState int
+
+const (
+	// destUsable: passed preflight (or not yet checked), not written yet.
+	destUsable destState = iota
+	// destSkipped: optional and not there; not a failure.
+	destSkipped
+	// destFailed: err says why; never holds this run's archive.
+	destFailed
+	// destInterrupted: the run was interrupted before this one committed.
+	destInterrupted
+	// destCommitted: holds this run's verified archive under its final name.
+	destCommitted
+)
+
+// String is the state as the run summary shows it.
+func (s destState) String() string {
+	switch s {
+	case destUsable:
+		return "not written"
+	case destSkipped:
+		return "skipped"
+	case destFailed:
+		return "failed"
+	case destInterrupted:
+		return "interrupted"
+	case destCommitted:
+		return "ok"
+	}
+	return fmt.Sprintf("destState(%d)", int(s))
+}
+
+// path returns the path of name in the destination.
+func (d *destination) path(name string) string { return filepath.Join(d.dir, name) }
+
+// fail records the first error of the destination.
+func (d *destination) fail(err error) {
+	if d.err == nil {
+		d.err = err
+		d.state = destFailed
+	}
+}
+
+// create starts the uncommitted archive (step 1).
+func (d *destination) create(ctx context.Context) error {
+	up, err := d.store.Create(ctx, d.base)
+	if err != nil {
+		return err
+	}
+	d.up = up
+	return nil
+}
+
+// signal is a one-shot broadcast between a primary and its copies.
+type signal struct {
+	once sync.Once
+	ch   chan struct{}
+}
+
+func newSignal() *signal { return &signal{ch: make(chan struct{})} }
+
+// fire releases every waiter; later calls do nothing. A nil signal (a
+// primary without copies) ignores it.
+func (s *signal) fire() {
+	if s != nil {
+		s.once.Do(func() { close(s.ch) })
+	}
+}
+
+func (s *signal) wait(ctx context.Context) error {
+	select {
+	case <-s.ch:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// failPrimary releases a failed primary's copies, which then fail too.
+func (d *destination) failPrimary() {
+	d.primaryFailed.Store(true)
+	d.copyable.fire()
+	d.verified.fire()
+}
+
+// copyFromPrimary is steps 2–6 for a copy: wait until the primary may be
+// copied, copy it from src (a duplicate of the primary's temp file
+// descriptor), then finish.
+func (d *destination) copyFromPrimary(ctx context.Context, src CopySource, format string, sc *structureCheck) error {
+	p := d.primary
+	if err := p.copyable.wait(ctx); err != nil {
+		return err
+	}
+	if p.primaryFailed.Load() {
+		return fmt.Errorf("the copy in %s, on the same file system, failed", p.dir)
+	}
+	if err := d.up.(Copier).CopyFrom(ctx, src, p.size); err != nil {
+		return fmt.Errorf("copy from %s: %w", p.dir, err)
+	}
+	_, err := d.finish(ctx, nil, format, sc)
+	return err
+}
+
+// finish runs steps 3–6 of the protocol. want is the SHA-256 the copy must
+// have (the stream's), or nil for a copy (it must match its primary's) and
+// for a single primary whose stream was not hashed. It returns the copy's
+// verified SHA-256. A primary fires copyable and verified on the way (on
+// failure, the caller calls failPrimary).
+func (d *destination) finish(ctx context.Context, want []byte, format string, sc *structureCheck) ([]byte, error) {
+	f, size, err := d.up.Stored(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d.size = size
+	if err := ctx.Err(); err != nil {
+		return nil, context.Cause(ctx)
+	}
+	sum, err := hashAt(ctx, f, d.path(d.base)+" (uncommitted)", d.size)
+	if err != nil {
+		return nil, fmt.Errorf("verify: re-read: %w", err)
+	}
+	if want != nil && !bytes.Equal(sum, want) {
+		return nil, fmt.Errorf("verify: written copy has SHA-256 %x, the stream had %x", sum, want)
+	}
+	if p := d.primary; p != nil {
+		// The copy was hashed while its primary was parsed; now it
+		// needs the primary's verdict.
+		if err := p.verified.wait(ctx); err != nil {
+			return nil, err
+		}
+		if p.sum == nil {
+			return nil, fmt.Errorf("the copy in %s, on the same file system, failed verification", p.dir)
+		}
+		if !bytes.Equal(sum, p.sum) {
+			return nil, fmt.Errorf("verify: written copy has SHA-256 %x, the copy in %s had %x", sum, p.dir, p.sum)
+		}
+	}
+	// The checksum and signature are written before the parse so that a
+	// primary's copies can start (see copyable) while it is parsed.
+	if err := d.seal(ctx, sum); err != nil {
+		return nil, err
+	}
+	d.copyable.fire()
+	if err := sc.verify(ctx, f, d.size, format, want == nil && d.primary == nil); err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	if d.verified != nil {
+		d.sum = sum
+		d.verified.fire()
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, context.Cause(ctx)
+	}
+	if err := d.up.Commit(ctx); err != nil {
+		return nil, err
+	}
+	d.up = nil
+	d.state = destCommitted
+	return sum, nil
+}
+
+// seal writes the checksum and the signature beside the archive (step 5).
+func (d *destination) seal(ctx context.Context, sum []byte) error {
+	if d.key == nil {
+		return errors.New("no signing key")
+	}
+	return d.up.Seal(ctx, []byte(checksumLine(sum, d.base)), d.key.SignatureFile(d.base, sum, d.size))
+}
+
+// structureCheck parses the archive fully once for all copies of one
+// stream (see step 4 above). Only call verify for a copy whose SHA-256 was
+// checked against the stream's.
+type structureCheck struct {
+	mu sync.Mutex
+	ok bool
+}
+
+// verify parses the first size bytes of f unless a copy with the same
+// SHA-256 parsed already; always when force is set (a copy with no hash to
+// compare).
+func (sc *structureCheck) verify(ctx context.Context, f io.ReaderAt, size int64, format string, force bool) error {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.ok && !force {
+		return nil
+	}
+	if _, err := archive.VerifyAt(ctx, f, size, format); err != nil {
+		return err
+	}
+	sc.ok = true
+	return nil
+}
+
+// abort removes whatever the destination still has uncommitted.
+func (d *destination) abort() error {
+	if d.up == nil {
+		return nil
+	}
+	err := d.up.Abort()
+	d.up = nil
+	return err
+}
+
+// checksumLine is one line in sha256sum's format: "<hex>  <name>\n" (two
+// spaces: text mode), so `sha256sum -c NAME.sha256` works in the directory.
+func checksumLine(sum []byte, base string) string {
+	return hex.EncodeToString(sum) + "  " + base + "\n"
+}
+
+// parseChecksum returns the digest data (a sha256sum-format file, read
+// from path) gives for base.
+func parseChecksum(data []byte, path, base string) ([]byte, error) {
+	for _, line := range strings.Split(string(data), "\n") {
+		hexSum, name, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		name = strings.TrimPrefix(strings.TrimPrefix(name, " "), "*")
+		if name != base {
+			continue
+		}
+		sum, err := hex.DecodeString(hexSum)
+		if err != nil || len(sum) != sha256.Size {
+			return nil, fmt.Errorf("%s: malformed checksum line", path)
+		}
+		return sum, nil
+	}
+	return nil, fmt.Errorf("%s: no checksum for %s", path, base)
+}
+
+// staleTempRE matches temp, capture (captureFirst) and probe files a killed
+// run of service name may have left in a destination; nothing else is ever
+// removed as "stale".
+func staleTempRE(name string) *regexp.Regexp {
+	exts := make([]string, len(config.Formats))
+	for i, f := range config.Formats {
+		exts[i] = regexp.QuoteMeta(config.ArchiveExt(f))
+	}
+	return regexp.MustCompile(`^\.` + regexp.QuoteMeta(name) +
+		`-(\d{8}T\d{6}Z\.((` + strings.Join(exts, "|") + `)(\.sha256|\.sig)?|capture)\.tmp|probe)-[0-9a-f]{8}$`)
+}

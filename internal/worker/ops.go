@@ -1,0 +1,389 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/backupgen/backupgen/internal/archive"
+	"github.com/backupgen/backupgen/internal/config"
+	"github.com/backupgen/backupgen/internal/hostkey"
+	"github.com/backupgen/backupgen/internal/retention"
+	"github.com/hashicorp/go-multierror"
+	"github.com/spf13/pflag"
+)
+
+// recover starts the units listed in the state file of a run that was
+// killed before it could start them itself. It is meant for the backup
+// unit's ExecStopPost, so "nothing to do" is the common, successful case.
+func (c *cli) recover(ctx context.Context, args []string) int {
+	var common commonFlags
+	fs := pflag.NewFlagSet("recover", pflag.ContinueOnError)
+	if done, code := c.parse(fs, "recover --config FILE", args, &common); done {
+		return code
+	}
+	cfg, ok := c.loadConfig(common.config)
+	if !ok {
+		return ExitUsage
+	}
+	log := c.log.With(keyService, cfg.Name)
+	path := stateFilePath(cfg.Backup.StateDirectory, cfg.Name)
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		log.Info("nothing to recover")
+		return ExitOK
+	}
+	// Waiting for the lock keeps a manual `recover` from starting units in
+	// the middle of a running backup. A killed run holds no lock: flock
+	// dies with its process.
+	lock, err := acquireLock(ctx, lockFilePath(cfg.Backup.StateDirectory, cfg.Name), cfg.Name,
+		time.Duration(cfg.Backup.LockTimeoutSec)*time.Second)
+	if err != nil {
+		log.Error("cannot recover", "error", err)
+		return exitCodeFor(ctx, err)
+	}
+	defer lock.Release()
+	units, err := readStoppedState(path, cfg.ServiceName)
+	if err != nil {
+		log.Error("cannot read state file", "error", err)
+		return ExitFailed
+	}
+	if units == nil {
+		log.Info("nothing to recover")
+		return ExitOK
+	}
+	log.Warn("starting units left stopped by an interrupted backup", "units", strings.Join(units, ","))
+	timeout := time.Duration(cfg.Backup.StartTimeoutSec) * time.Second
+	if err := startUnits(context.WithoutCancel(ctx), Systemctl{}, log, units, timeout, 0, path); err != nil {
+		log.Error("recover failed", "error", err)
+		return ExitFailed
+	}
+	log.Info("recovered", "units", strings.Join(units, ","))
+	return ExitOK
+}
+
+// formatOf returns the archive format of a file name by its extension.
+func formatOf(name string) (string, bool) {
+	for _, f := range config.Formats {
+		if strings.HasSuffix(name, "."+config.ArchiveExt(f)) {
+			return f, true
+		}
+	}
+	return "", false
+}
+
+// destArchive is an archive found in a destination.
+type destArchive struct {
+	retention.Archive
+	dir    string
+	format string
+}
+
+func (a destArchive) path() string { return filepath.Join(a.dir, a.Name) }
+
+// scanAllFormats lists the service's archives in dir in every known format
+// (the format may have changed over time), newest first.
+func scanAllFormats(dir, name string) ([]destArchive, error) {
+	var out []destArchive
+	for _, f := range config.Formats {
+		as, err := retention.Scan(dir, name, config.ArchiveExt(f))
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range as {
+			out = append(out, destArchive{Archive: a, dir: dir, format: f})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.After(out[j].Time) })
+	return out, nil
+}
+
+// Checksum states reported by list and verify.
+const (
+	checksumOK       = "ok"       // verified against the file's content
+	checksumPresent  = "present"  // a well-formed .sha256 exists (not verified)
+	checksumMissing  = "missing"  // no .sha256 beside the archive
+	checksumMismatch = "mismatch" // the content does not match
+	checksumInvalid  = "invalid"  // the .sha256 is unreadable or names another file
+)
+
+// verifyArchiveKey checks the checksum (when a .sha256 exists; a missing
+// one is reported, not an error: a crash between the links of the write
+// protocol leaves one) and parses the whole archive, both through one
+// descriptor, and checks the signature against key. c.err covers the
+// checksum and the structure, c.signature and c.sigErr the signature.
+func verifyArchiveKey(ctx context.Context, key *hostkey.Key, path, format string) archiveCheck {
+	return inspectArchive(ctx, key, path, true, func(f io.ReaderAt, size int64) error {
+		_, err := archive.VerifyAt(ctx, f, size, format)
+		return err
+	})
+}
+
+func (c *cli) list(ctx context.Context, args []string) int {
+	var common commonFlags
+	fs := pflag.NewFlagSet("list", pflag.ContinueOnError)
+	verify := fs.Bool("verify", false, "re-read every archive and compare it with its .sha256 and .sig (shows mismatch)")
+	if done, code := c.parse(fs, "list --config FILE [--verify]", args, &common); done {
+		return code
+	}
+	cfg, ok := c.loadConfig(common.config)
+	if !ok {
+		return ExitUsage
+	}
+	key, keyErr := loadSigningKey(cfg, false)
+	if keyErr != nil {
+		fmt.Fprintf(c.stderr, "backup-worker list: signatures not checked: %v\n", keyErr)
+	}
+	now := time.Now()
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DESTINATION\tARCHIVE\tSIZE\tAGE\tCHECKSUM\tSIGNATURE")
+	var errs *multierror.Error
+	untrusted := 0
+	for _, dir := range cfg.Backup.Paths {
+		store := &localDir{dir: dir, name: cfg.Name, log: c.log}
+		archives, err := store.List(ctx)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) && cfg.Backup.IsOptional(dir) {
+				fmt.Fprintf(tw, "%s\t(missing, optional)\t\t\t\t\n", dir)
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t(error: %v)\t\t\t\t\n", dir, err)
+			errs = multierror.Append(errs, err)
+			continue
+		}
+		if len(archives) == 0 {
+			fmt.Fprintf(tw, "%s\t(no archives)\t\t\t\t\n", dir)
+		}
+		for _, a := range archives {
+			path := filepath.Join(dir, a.Name)
+			ck := inspectStored(ctx, key, store, a.Name, *verify, nil)
+			size := "?"
+			if ck.err == nil || ck.size > 0 {
+				size = humanBytes(ck.size)
+			}
+			state := ck.checksum
+			if ck.err != nil && state != checksumMismatch {
+				state += " (" + ck.err.Error() + ")"
+			}
+			if state == checksumMismatch {
+				errs = multierror.Append(errs, fmt.Errorf("%s: %w", path, ck.err))
+			}
+			sig := ck.signature
+			if sig != signatureOK {
+				untrusted++
+				sig += " (untrusted)"
+			}
+			if *verify && ck.signature == signatureBad {
+				errs = multierror.Append(errs, fmt.Errorf("%s: %w", path, ck.sigErr))
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", dir, a.Name, size, age(now, a.Time), state, sig)
+		}
+	}
+	tw.Flush()
+	if untrusted > 0 {
+		fmt.Fprintf(c.stdout, "%d archive(s) untrusted: not counted for retention, never pruned, restored only with --trust-unsigned; adopt ones you vouch for with `backup-worker verify --adopt`\n", untrusted)
+	}
+	if errs != nil {
+		return exitCodeFor(ctx, errs)
+	}
+	return ExitOK
+}
+
+// age renders how long ago t was, coarsely.
+func age(now, t time.Time) string {
+	d := now.Sub(t)
+	if d < 0 {
+		return "in the future"
+	}
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+}
+
+func (c *cli) verify(ctx context.Context, args []string) int {
+	var common commonFlags
+	fs := pflag.NewFlagSet("verify", pflag.ContinueOnError)
+	all := fs.Bool("all", false, "verify every archive, not only the newest per destination")
+	adopt := fs.Bool("adopt", false, "sign the selected archives that verify but are unsigned (written before signing existed): only for archives you vouch for")
+	if done, code := c.parse(fs, "verify --config FILE [--all] [--adopt] [ARCHIVE...]", args, &common); done {
+		return code
+	}
+	cfg, ok := c.loadConfig(common.config)
+	if !ok {
+		return ExitUsage
+	}
+	var targets []destArchive
+	var errs *multierror.Error
+	if fs.NArg() > 0 {
+		for _, p := range fs.Args() {
+			format, ok := formatOf(p)
+			if !ok {
+				fmt.Fprintf(c.stderr, "backup-worker verify: %s: unknown archive extension (want one of %s)\n", p, strings.Join(config.Formats, ", "))
+				return ExitUsage
+			}
+			targets = append(targets, destArchive{Archive: retention.Archive{Name: filepath.Base(p)}, dir: filepath.Dir(p), format: format})
+		}
+	} else {
+		for _, dir := range cfg.Backup.Paths {
+			stored, err := (&localDir{dir: dir, name: cfg.Name, log: c.log}).List(ctx)
+			if err != nil {
+				if errors.Is(err, os.ErrNotExist) && cfg.Backup.IsOptional(dir) {
+					fmt.Fprintf(c.stdout, "SKIP %s (optional destination missing)\n", dir)
+					continue
+				}
+				fmt.Fprintf(c.stdout, "FAILED %s: %v\n", dir, err)
+				errs = multierror.Append(errs, err)
+				continue
+			}
+			if len(stored) == 0 {
+				fmt.Fprintf(c.stdout, "FAILED %s: no archives of %s\n", dir, cfg.Name)
+				errs = multierror.Append(errs, fmt.Errorf("%s: no archives", dir))
+				continue
+			}
+			if !*all {
+				stored = stored[:1]
+			}
+			for _, a := range stored {
+				targets = append(targets, destArchive{Archive: a.Archive, dir: dir, format: a.Format})
+			}
+		}
+	}
+	key, err := loadSigningKey(cfg, *adopt)
+	if err != nil {
+		fmt.Fprintf(c.stderr, "backup-worker verify: signatures not checked: %v\n", err)
+		if *adopt {
+			return ExitFailed
+		}
+	}
+	var own owner
+	if *adopt {
+		if own, err = lookupOwner(cfg.User, cfg.Group); err != nil {
+			fmt.Fprintf(c.stderr, "backup-worker verify: %v\n", err)
+			return ExitFailed
+		}
+	}
+	for _, a := range targets {
+		if err := c.verifyOne(ctx, key, a, *adopt, own); err != nil {
+			errs = multierror.Append(errs, err)
+		}
+	}
+	if errs != nil {
+		return exitCodeFor(ctx, errs)
+	}
+	return ExitOK
+}
+
+// verifyOne verifies (or adopts) one archive and prints the verdict.
+func (c *cli) verifyOne(ctx context.Context, key *hostkey.Key, a destArchive, adopt bool, own owner) error {
+	if adopt {
+		how, err := adoptArchive(ctx, key, a.path(), a.format, own)
+		if err != nil {
+			fmt.Fprintf(c.stdout, "FAILED %s: %v\n", a.path(), err)
+			return err
+		}
+		fmt.Fprintf(c.stdout, "OK %s (%s)\n", a.path(), how)
+		return nil
+	}
+	ck := verifyArchiveKey(ctx, key, a.path(), a.format)
+	if ck.err != nil {
+		fmt.Fprintf(c.stdout, "FAILED %s: %v\n", a.path(), ck.err)
+		return ck.err
+	}
+	if ck.signature != signatureOK {
+		err := fmt.Errorf("%s: %w", a.path(), ck.reason())
+		fmt.Fprintf(c.stdout, "UNTRUSTED %s: %v\n", a.path(), ck.reason())
+		return err
+	}
+	note := ""
+	if ck.checksum == checksumMissing {
+		note = " (no .sha256; structure verified only)"
+	}
+	fmt.Fprintf(c.stdout, "OK %s%s\n", a.path(), note)
+	return nil
+}
+
+func (c *cli) prune(ctx context.Context, args []string) int {
+	var common commonFlags
+	fs := pflag.NewFlagSet("prune", pflag.ContinueOnError)
+	dryRun := fs.Bool("dry-run", false, "print what would be deleted, delete nothing")
+	if done, code := c.parse(fs, "prune --config FILE [--dry-run]", args, &common); done {
+		return code
+	}
+	cfg, ok := c.loadConfig(common.config)
+	if !ok {
+		return ExitUsage
+	}
+	log := c.log.With(keyService, cfg.Name)
+	if !*dryRun {
+		lock, err := acquireLock(ctx, lockFilePath(cfg.Backup.StateDirectory, cfg.Name), cfg.Name,
+			time.Duration(cfg.Backup.LockTimeoutSec)*time.Second)
+		if err != nil {
+			log.Error("cannot prune", "error", err)
+			return exitCodeFor(ctx, err)
+		}
+		defer lock.Release()
+	}
+	policy := retention.PolicyFromConfig(cfg.Backup.MaxRetentionDays, cfg.Backup.RetentionSnapshots, cfg.Backup.MinKeepOrDefault())
+	fmt.Fprintf(c.stdout, "policy: %s\n", policy)
+	// Without the key nothing is trusted, so nothing counts and nothing is
+	// removed: pruning is safe, merely useless, until the key is back.
+	key, keyErr := loadSigningKey(cfg, false)
+	if keyErr != nil {
+		log.Warn("signatures cannot be checked; every archive is untrusted and kept", "error", keyErr)
+	}
+	var errs *multierror.Error
+	for _, dir := range cfg.Backup.Paths {
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) && cfg.Backup.IsOptional(dir) {
+			fmt.Fprintf(c.stdout, "%s: optional destination missing, skipped\n", dir)
+			continue
+		}
+		store := &localDir{dir: dir, name: cfg.Name, log: log}
+		res, err := pruneDir(ctx, key, store, config.ArchiveExt(cfg.Backup.Format), policy, nil, time.Now(), *dryRun, log)
+		verb := "removed"
+		if *dryRun {
+			verb = "would remove"
+		}
+		for _, a := range res.removed {
+			fmt.Fprintf(c.stdout, "%s %s\n", verb, filepath.Join(dir, a.Name))
+		}
+		nBad, nUntrusted := 0, 0
+		for _, a := range res.bad {
+			what := "bad"
+			if a.untrusted {
+				what = "untrusted"
+				nUntrusted++
+			} else {
+				nBad++
+			}
+			fmt.Fprintf(c.stdout, "%s, kept %s: %v\n", what, filepath.Join(dir, a.Name), a.reason)
+		}
+		badNote := ""
+		if len(res.bad) > 0 {
+			badNote = fmt.Sprintf(" (%d of them bad)", nBad)
+			if nUntrusted > 0 {
+				badNote = fmt.Sprintf(" (%d of them bad, %d untrusted)", nBad, nUntrusted)
+			}
+		}
+		fmt.Fprintf(c.stdout, "%s: %d kept%s, %d %s\n", dir, len(res.kept), badNote, len(res.removed), verb)
+		if err != nil {
+			fmt.Fprintf(c.stdout, "%s: error: %v\n", dir, err)
+			errs = multierror.Append(errs, err)
+		}
+	}
+	if errs != nil {
+		return exitCodeFor(ctx, errs)
+	}
+	return ExitOK
+}

@@ -60,12 +60,10 @@ const (
 
 type xattr struct{ name, value string }
 
-const (
-	recXattr      = "SCHILY.xattr."
-	recACLAccess  = "SCHILY.acl.access"
-	recACLDefault = "SCHILY.acl.default"
-	recGNUSparse  = "GNU.sparse."
-)
+// recGNUSparse prefixes the PAX records of a sparse file (format 1.0);
+// the xattr and ACL record keys are richmeta.go's pax* constants, shared
+// by the writer.
+const recGNUSparse = "GNU.sparse."
 
 func fileMode(m int64) fs.FileMode {
 	mode := fs.FileMode(m & 0o777)
@@ -107,11 +105,11 @@ func tarEntry(h *tar.Header) xentry {
 	}
 	for k, v := range h.PAXRecords {
 		switch {
-		case strings.HasPrefix(k, recXattr):
-			e.xattrs = append(e.xattrs, xattr{strings.TrimPrefix(k, recXattr), v})
-		case k == recACLAccess:
+		case strings.HasPrefix(k, paxXattr):
+			e.xattrs = append(e.xattrs, xattr{strings.TrimPrefix(k, paxXattr), v})
+		case k == paxACLAccess:
 			e.aclText[0] = v
-		case k == recACLDefault:
+		case k == paxACLDefault:
 			e.aclText[1] = v
 		case strings.HasPrefix(k, recGNUSparse) && e.typ == xFile:
 			e.sparse = true
@@ -228,7 +226,7 @@ func (c *checker) checkEntry(e *xentry) (string, error) {
 	}
 	for i, text := range e.aclText {
 		if e.acls[i], err = parseACL(text); err != nil {
-			return "", fmt.Errorf("%q: %s: %w", name, []string{recACLAccess, recACLDefault}[i], err)
+			return "", fmt.Errorf("%q: %s: %w", name, []string{paxACLAccess, paxACLDefault}[i], err)
 		}
 	}
 	c.seen[h] = e.typ

@@ -4,24 +4,12 @@ package archive
 
 import (
 	"syscall"
-	"unsafe"
 )
 
-// setxattrFd sets one extended attribute on an open file or directory.
+// setxattrFd sets one extended attribute on an open file or directory (the
+// restore side's name for fsetxattr; xattr_other.go stubs it elsewhere).
 func setxattrFd(fd uintptr, name string, value []byte) error {
-	p, err := syscall.BytePtrFromString(name)
-	if err != nil {
-		return err
-	}
-	var v unsafe.Pointer
-	if len(value) > 0 {
-		v = unsafe.Pointer(&value[0])
-	}
-	_, _, e := syscall.Syscall6(syscall.SYS_FSETXATTR, fd, uintptr(unsafe.Pointer(p)), uintptr(v), uintptr(len(value)), 0, 0)
-	if e != 0 {
-		return e
-	}
-	return nil
+	return fsetxattr(int(fd), name, value)
 }
 
 // mknod creates a device node or fifo (kind as in xentry.special).

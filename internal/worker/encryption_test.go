@@ -3,6 +3,9 @@ package worker
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
 	"io"
 	"os"
 	"os/exec"
@@ -15,11 +18,14 @@ import (
 	"github.com/backupgen/backupgen/internal/archive"
 	"github.com/backupgen/backupgen/internal/config"
 	"github.com/backupgen/backupgen/internal/testtool"
+	"golang.org/x/crypto/ssh"
 )
 
 // encKeys are the keys of an encrypted test: an age X25519 identity and
-// an ssh-ed25519 key made by the real ssh-keygen, each with its public
-// key (recipient) and a file holding its private key (identity).
+// an ssh-ed25519 key made by the real ssh-keygen (by x/crypto/ssh where it
+// is missing, e.g. in the Nix build's sandbox; TestEncryptedRunRoundTrip
+// requires the real one), each with its public key (recipient) and a file
+// holding its private key (identity).
 type encKeys struct {
 	x25519Pub, x25519File string
 	sshPub, sshFile       string
@@ -28,7 +34,6 @@ type encKeys struct {
 
 func newEncKeys(t *testing.T, dir string) encKeys {
 	t.Helper()
-	sshKeygen := testtool.Require(t, "ssh-keygen", "openssh-client")
 	var k encKeys
 	id, err := ageenc.GenerateX25519Identity()
 	if err != nil {
@@ -41,8 +46,12 @@ func newEncKeys(t *testing.T, dir string) encKeys {
 	k.wrongFile = filepath.Join(dir, "wrong.key")
 	writeSecret(t, k.wrongFile, wrong.String()+"\n")
 	k.sshFile = filepath.Join(dir, "id_ed25519")
-	if out, err := exec.Command(sshKeygen, "-q", "-t", "ed25519", "-N", "", "-C", "restore@test", "-f", k.sshFile).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	if sshKeygen, err := exec.LookPath("ssh-keygen"); err == nil {
+		if out, err := exec.Command(sshKeygen, "-q", "-t", "ed25519", "-N", "", "-C", "restore@test", "-f", k.sshFile).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v\n%s", err, out)
+		}
+	} else {
+		goSSHKey(t, k.sshFile)
 	}
 	pub, err := os.ReadFile(k.sshFile + ".pub")
 	if err != nil {
@@ -50,6 +59,25 @@ func newEncKeys(t *testing.T, dir string) encKeys {
 	}
 	k.sshPub = strings.TrimSpace(string(pub))
 	return k
+}
+
+// goSSHKey writes an OpenSSH ed25519 key pair as ssh-keygen does.
+func goSSHKey(t *testing.T, path string) {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "restore@test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeSecret(t, path, string(pem.EncodeToMemory(block)))
+	writeSecret(t, path+".pub", string(ssh.MarshalAuthorizedKey(sp)))
 }
 
 func writeSecret(t *testing.T, path, s string) {
@@ -114,6 +142,7 @@ func decryptWithLibrary(t *testing.T, path, identityFile string) []byte {
 // ssh-ed25519 identity decrypts: the run's archive is plain age to every
 // recipient, readable with standard tools.
 func TestEncryptedRunRoundTrip(t *testing.T) {
+	testtool.Require(t, "ssh-keygen", "openssh-client")
 	tarBin := testtool.Require(t, "tar", "tar")
 	testtool.Require(t, "zstd", "zstd")
 	e := newTestEnv(t)

@@ -771,7 +771,7 @@ func TestReadmeDefaults(t *testing.T) {
 		"backup.persistent": fmt.Sprint(d.Backup.Persistent), "backup.randomizedDelaySec": fmt.Sprint(d.Backup.RandomizedDelaySec),
 		"backup.timeoutStartSec": fmt.Sprint(d.Backup.TimeoutStartSec), "backup.onFailure": list(d.Backup.OnFailure),
 		"backup.captureFirst": fmt.Sprint(d.Backup.CaptureFirst), "backup.preBackup": str(d.Backup.PreBackup),
-		"backup.postBackup": str(d.Backup.PostBackup),
+		"backup.postBackup":            str(d.Backup.PostBackup),
 		"backup.encryption.recipients": list(d.Backup.Recipients),
 	}
 	row := regexp.MustCompile("(?m)^\\| (`[^|]*`) \\| [^|]* \\| `([^`]*)` \\|")

@@ -3,6 +3,7 @@ package config
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/rsa"
 	"strings"
 	"testing"
 
@@ -32,6 +33,13 @@ func TestValidateEncryption(t *testing.T) {
 	c := validBase()
 	c.Backup.Encryption = &Encryption{Recipients: []string{x, s}, RecipientsFile: "/etc/backup/recipients"}
 	expectValid(t, "x25519 + ssh-ed25519 + file", c)
+	rk, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp, _ := ssh.NewPublicKey(&rk.PublicKey)
+	c.Backup.Encryption = &Encryption{Recipients: []string{strings.TrimSpace(string(ssh.MarshalAuthorizedKey(rp)))}}
+	expectValid(t, "ssh-rsa", c)
 	if !c.Backup.Encrypted() || c.Backup.RunExt() != "tar.gz.age" {
 		t.Errorf("Encrypted %v, RunExt %q", c.Backup.Encrypted(), c.Backup.RunExt())
 	}

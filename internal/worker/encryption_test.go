@@ -463,3 +463,73 @@ func TestEncryptedFanOutEncryptsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// captureFirst: the capture is compressed and encrypted after the units
+// are started again; the staging name stays one preflight cleans up.
+func TestEncryptedCaptureFirst(t *testing.T) {
+	e := newTestEnv(t)
+	k := newEncKeys(t, filepath.Join(e.root, "keys"))
+	e.setUnit("app.service", "active")
+	cfg, _ := config.Load(e.encryptedConfig(k, func(b map[string]any) { b["captureFirst"] = true }))
+	if code := e.run(cfg); code != ExitOK {
+		t.Fatalf("run: exit %d", code)
+	}
+	for _, d := range e.dests {
+		got := archivesIn(t, d, "tar.zst.age")
+		if len(got) != 1 {
+			t.Fatalf("%s: %v", d, destFiles(t, d))
+		}
+		if _, err := archive.VerifyTar(context.Background(), bytes.NewReader(decryptWithLibrary(t, filepath.Join(d, got[0]), k.x25519File)), "tar.zst"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertNoTemps(t, e.dests...)
+}
+
+// SIGTERM while the encrypted stream is written: the encryptor and the
+// plaintext parse stop, nothing is committed, no temp file is left, the
+// unit runs again (and the run does not hang on the parse's goroutine).
+func TestEncryptedRunInterrupted(t *testing.T) {
+	e := newTestEnv(t)
+	k := newEncKeys(t, filepath.Join(e.root, "keys"))
+	e.setUnit("app.service", "active")
+	cfg, _ := config.Load(e.encryptedConfig(k, nil))
+	r := e.runner(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r.writeArchive = func(ctx context.Context, w io.Writer, paths []string, opts archive.Options) (archive.Stats, error) {
+		return archive.Write(ctx, &cancelAfter{w: w, after: 1000, cancel: cancel}, paths, opts)
+	}
+	done := make(chan int)
+	go func() { done <- r.Run(ctx) }()
+	select {
+	case code := <-done:
+		if code != ExitInterrupted {
+			t.Fatalf("exit %d, want %d\n%s", code, ExitInterrupted, e.logBuf.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the run hung after the interruption")
+	}
+	assertNoArchives(t, e.dests...)
+	assertNoTemps(t, e.dests...)
+	if e.unitState("app.service") != "active" {
+		t.Error("unit not restarted")
+	}
+}
+
+// What a killed encrypted run leaves (.NAME-TS.EXT.age.tmp-…, and its
+// .sha256/.sig temps) is removed by the next run, like any stale temp.
+func TestEncryptedStaleTempsCleaned(t *testing.T) {
+	e := newTestEnv(t)
+	k := newEncKeys(t, filepath.Join(e.root, "keys"))
+	e.dests = e.dests[:1]
+	stale := []string{".app-20260101T000000Z.tar.zst.age.tmp-0123abcd", ".app-20260101T000000Z.tar.zst.age.sha256.tmp-0123abcd"}
+	for _, n := range stale {
+		e.writeFile(filepath.Join(e.dests[0], n), []byte("partial"), 0o600)
+	}
+	cfg, _ := config.Load(e.encryptedConfig(k, nil))
+	if code := e.run(cfg); code != ExitOK {
+		t.Fatalf("run: exit %d", code)
+	}
+	assertNoTemps(t, e.dests...)
+}

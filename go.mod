@@ -1,8 +1,9 @@
 module github.com/backupgen/backupgen
 
-go 1.23
+go 1.23.0
 
 require (
+	filippo.io/age v1.2.1
 	github.com/BurntSushi/toml v1.6.0
 	github.com/bmatcuk/doublestar/v4 v4.10.4
 	github.com/dsnet/compress v0.0.1
@@ -13,9 +14,11 @@ require (
 	github.com/pmezard/go-difflib v1.0.0
 	github.com/spf13/pflag v1.1.0
 	github.com/ulikunitz/xz v0.5.17
+	golang.org/x/crypto v0.36.0
+	golang.org/x/sys v0.31.0
 )
 
 require (
+	filippo.io/edwards25519 v1.1.0 // indirect
 	github.com/hashicorp/errwrap v1.0.0 // indirect
-	golang.org/x/sys v0.30.0 // indirect
 )

@@ -86,6 +86,21 @@ type BackupModel struct {
 	CaptureFirst       bool
 	PreBackup          string
 	PostBackup         string
+	// Encryption: Recipients and RecipientsFile ("" = none); encrypted when
+	// either is set.
+	Recipients     []string
+	RecipientsFile string
+}
+
+// Encrypted reports whether the service's archives are encrypted.
+func (b BackupModel) Encrypted() bool { return len(b.Recipients) > 0 || b.RecipientsFile != "" }
+
+// encryption is the worker config's backup.encryption (nil: none).
+func (b BackupModel) encryption() *config.Encryption {
+	if !b.Encrypted() {
+		return nil
+	}
+	return &config.Encryption{Recipients: b.Recipients, RecipientsFile: b.RecipientsFile}
 }
 
 // UnitBase is the name shared by the backup service and timer.
@@ -174,6 +189,7 @@ func (s ServiceModel) WorkerConfig() config.Config {
 			Threads:            s.Backup.Threads,
 			CaptureFirst:       s.Backup.CaptureFirst,
 			StateDirectory:     s.StateDirectory(),
+			Encryption:         s.Backup.encryption(),
 		},
 	}
 }
@@ -232,6 +248,8 @@ func resolveService(d ServiceSettings, svc Service) ServiceModel {
 			CaptureFirst:       pick(b.CaptureFirst, db.CaptureFirst, false),
 			PreBackup:          pick(b.PreBackup, db.PreBackup, ""),
 			PostBackup:         pick(b.PostBackup, db.PostBackup, ""),
+			Recipients:         pickList(b.Encryption.Recipients, db.Encryption.Recipients, nil),
+			RecipientsFile:     pick(b.Encryption.RecipientsFile, db.Encryption.RecipientsFile, ""),
 		},
 	}
 	if s.Description == "" {

@@ -771,7 +771,8 @@ func TestReadmeDefaults(t *testing.T) {
 		"backup.persistent": fmt.Sprint(d.Backup.Persistent), "backup.randomizedDelaySec": fmt.Sprint(d.Backup.RandomizedDelaySec),
 		"backup.timeoutStartSec": fmt.Sprint(d.Backup.TimeoutStartSec), "backup.onFailure": list(d.Backup.OnFailure),
 		"backup.captureFirst": fmt.Sprint(d.Backup.CaptureFirst), "backup.preBackup": str(d.Backup.PreBackup),
-		"backup.postBackup": str(d.Backup.PostBackup),
+		"backup.postBackup":            str(d.Backup.PostBackup),
+		"backup.encryption.recipients": list(d.Backup.Recipients),
 	}
 	row := regexp.MustCompile("(?m)^\\| (`[^|]*`) \\| [^|]* \\| `([^`]*)` \\|")
 	got := map[string]string{}
@@ -900,5 +901,52 @@ func TestNixRulesAgreeWithGo(t *testing.T) {
 				t.Errorf("%s %q: Nix accepts=%v, Go accepts=%v", rule, s, got[rule][i], want[rule])
 			}
 		}
+	}
+}
+
+// TestNixOSEncryption: a host sets backup.encryption on a generated
+// module; the worker config carries the recipients and the file, which
+// check-config accepts, and the unit passes the file with
+// LoadCredential=age-recipients (the worker reads it there). A malformed
+// recipient fails evaluation at the option, and zip cannot be encrypted.
+func TestNixOSEncryption(t *testing.T) {
+	my := exampleNS + ".myapp"
+	const x25519 = "age1l2lf4j7k8p7cvfwuj2tfys5ntvnc35dvfmcvr0ce55prwhta0p0qverdwn"
+	const sshKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJKgLu11wzbR8XLrnLJBNRcLYsUeTcwleJxf47o9nIaS offsite@backup"
+	set := my + `.backup.encryption.recipients = [ "` + x25519 + `" "` + sshKey + `" ];
+  ` + my + `.backup.encryption.recipientsFile = "/etc/backup/age-recipients";`
+	r := nixosEval(t, "--verify", exampleDefault(t), exampleHost(t, set))
+	if r.rc != 0 {
+		t.Fatalf("exit %d\n%s", r.rc, r.stderr)
+	}
+	file := r.workerConfigFile(t, "myapp-backup.service")
+	checkConfig(t, file)
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &config.Encryption{Recipients: []string{x25519, sshKey}, RecipientsFile: "/etc/backup/age-recipients"}
+	if diff := cmp.Diff(want, cfg.Backup.Encryption); diff != "" {
+		t.Errorf("encryption (-want +got):\n%s", diff)
+	}
+	if !cfg.Backup.Encrypted() {
+		t.Error("not encrypted")
+	}
+	if unit := r.unit("myapp-backup.service"); !strings.Contains(unit, "LoadCredential=age-recipients:/etc/backup/age-recipients\n") {
+		t.Errorf("no LoadCredential= in\n%s", unit)
+	}
+	// The other services are not encrypted: no key in their JSON.
+	other, err := config.Load(r.workerConfigFile(t, "immich-backup.service"))
+	if err != nil || other.Backup.Encryption != nil || strings.Contains(r.unit("immich-backup.service"), "LoadCredential") {
+		t.Errorf("immich: %v %+v", err, other.Backup.Encryption)
+	}
+
+	r = nixosEval(t, exampleDefault(t), exampleHost(t, my+`.backup.encryption.recipients = [ "age1notakey" ];`))
+	if r.rc == 0 || !strings.Contains(r.stderr, "age recipient") || !strings.Contains(r.stderr, "encryption.recipients") {
+		t.Errorf("bad recipient: exit %d\n%s", r.rc, r.stderr)
+	}
+	r = nixosEval(t, exampleDefault(t), exampleHost(t, my+`.backup.format = "zip"; `+my+`.backup.encryption.recipients = [ "`+x25519+`" ];`))
+	if r.rc == 0 || !strings.Contains(r.stderr, "cannot be encrypted") {
+		t.Errorf("zip + encryption: exit %d\n%s", r.rc, r.stderr)
 	}
 }

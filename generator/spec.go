@@ -68,6 +68,14 @@ type BackupSettings struct {
 	CaptureFirst       *bool    `toml:"captureFirst"`
 	PreBackup          *string  `toml:"preBackup"`
 	PostBackup         *string  `toml:"postBackup"`
+	// Encryption is [services.backup.encryption] (config.Encryption).
+	Encryption EncryptionSettings `toml:"encryption"`
+}
+
+// EncryptionSettings mirror the module's backup.encryption.* options.
+type EncryptionSettings struct {
+	Recipients     []string `toml:"recipients"`
+	RecipientsFile *string  `toml:"recipientsFile"`
 }
 
 // keyDoc says, in the spec's words, what a key holds and gives an example
@@ -105,6 +113,9 @@ var keyDocs = map[string]keyDoc{
 	"captureFirst":       {"true or false", "true"},
 	"preBackup":          {"a shell command", `"podman exec db pg_dumpall > /var/lib/myapp/dump.sql"`},
 	"postBackup":         {"a shell command", `"echo $BACKUP_RESULT"`},
+	"encryption":         {"a table", "(a [services.backup.encryption] header, or encryption = { recipients = [...] })"},
+	"recipients":         {"a list of age recipients (age1… or ssh-ed25519/ssh-rsa public keys)", `["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]`},
+	"recipientsFile":     {"an absolute path to a file of age recipients", `"/etc/backup/age-recipients"`},
 }
 
 // multilineKeys hold shell scripts, where a newline or tab is legitimate;

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -206,5 +207,30 @@ func TestSpecArgument(t *testing.T) {
 	}
 	if code, _, _ := run(t, "validate", "--spec", exampleSpec, exampleSpec); code != 0 {
 		t.Errorf("validate --spec A A: exit %d", code)
+	}
+}
+
+// backupgen validate places a malformed age recipient at its line and
+// column, and accepts the spec once it is fixed.
+func TestValidateEncryptionRecipient(t *testing.T) {
+	const good = "age1l2lf4j7k8p7cvfwuj2tfys5ntvnc35dvfmcvr0ce55prwhta0p0qverdwn"
+	spec := `[[services]]
+name = "vault"
+serviceName = "vault.service"
+dataPaths = ["/var/lib/vault"]
+
+[services.backup.encryption]
+recipients = ["` + good + `", "age1typo"]
+`
+	path := filepath.Join(t.TempDir(), "backup.toml")
+	os.WriteFile(path, []byte(spec), 0o644)
+	code, _, stderr := run(t, "validate", "--spec", path)
+	want := `backup.toml:7:` + fmt.Sprint(len(`recipients = ["`+good+`", `)+1) + `: services[0].backup.encryption.recipients[1]: "age1typo": not a valid age X25519 recipient`
+	if code != 1 || !strings.Contains(stderr, want) {
+		t.Fatalf("exit %d, want 1 and %q in:\n%s", code, want, stderr)
+	}
+	os.WriteFile(path, []byte(strings.Replace(spec, `, "age1typo"`, "", 1)), 0o644)
+	if code, stdout, stderr := run(t, "validate", "--spec", path); code != 0 || !strings.Contains(stdout, "ok (1 services)") {
+		t.Fatalf("fixed spec: exit %d\n%s%s", code, stdout, stderr)
 	}
 }

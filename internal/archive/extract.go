@@ -45,7 +45,11 @@ type ExtractOptions struct {
 	// at random; its file is hashed in full after extracting, which proves
 	// only that the file held those bytes at the end.
 	Digest hash.Hash
-	Logger *slog.Logger
+	// Decrypt, when set, turns the file's bytes (after Digest saw them)
+	// into the archive stream: an encrypted archive is decrypted as it is
+	// extracted, and Digest is of the ciphertext. Tar formats only.
+	Decrypt func(io.Reader) (io.Reader, error)
+	Logger  *slog.Logger
 }
 
 // Owner is a numeric user and group.
@@ -134,20 +138,32 @@ func ExtractDir(ctx context.Context, path, format string, dir *os.File, opts Ext
 		return st, fmt.Errorf("archive: extract: %w", err)
 	}
 	defer f.Close()
+	if format == FormatZip && opts.Decrypt != nil {
+		return st, errors.New("archive: extract: an encrypted zip cannot be extracted")
+	}
 	if format == FormatZip {
 		err = x.zip(f)
 		if err == nil && opts.Digest != nil {
 			_, err = io.CopyBuffer(opts.Digest, onlyReader{io.NewSectionReader(f, 0, 1<<62)}, x.buf)
 		}
 	} else {
-		var r io.Reader = f
+		var raw io.Reader = f
 		if opts.Digest != nil {
-			r = io.TeeReader(f, opts.Digest)
+			raw = io.TeeReader(f, opts.Digest)
 		}
-		br := bufio.NewReaderSize(r, 1<<20)
-		err = x.tar(br, format)
-		if err == nil && opts.Digest != nil {
-			_, err = io.CopyBuffer(io.Discard, onlyReader{br}, x.buf) // the rest of the file, e.g. trailing bytes
+		r := raw
+		if opts.Decrypt != nil {
+			r, err = opts.Decrypt(bufio.NewReaderSize(raw, 1<<20))
+		}
+		if err == nil {
+			br := bufio.NewReaderSize(r, 1<<20)
+			err = x.tar(br, format)
+			if err == nil && opts.Digest != nil {
+				_, err = io.CopyBuffer(io.Discard, onlyReader{br}, x.buf) // the rest of the file, e.g. trailing bytes
+			}
+		}
+		if err == nil && opts.Digest != nil && opts.Decrypt != nil {
+			_, err = io.CopyBuffer(io.Discard, onlyReader{raw}, x.buf) // whatever the decryption left unread
 		}
 	}
 	if err == nil {

@@ -116,6 +116,10 @@ type Backup struct {
 	// warns (default 0.5; 0 turns off this check, never the check for
 	// empty data).
 	MinSizeRatio *float64 `json:"minSizeRatio,omitempty"`
+
+	// Encryption, when it names recipients, encrypts every archive with
+	// age (see encryption.go).
+	Encryption *Encryption `json:"encryption,omitempty"`
 }
 
 // Units is a list of systemd unit names that decodes from a JSON string or
@@ -341,6 +345,7 @@ func (c *Config) Validate() error {
 		v.add("backup.minSizeRatio", "%v: must be between 0 (size check off) and 1", *r)
 	}
 	v.errs = appendScheduleErrors(v.errs, b)
+	v.encryption(b)
 	for i, pat := range b.Exclude {
 		if _, err := ParseExclude(pat); err != nil {
 			v.add(fmt.Sprintf("backup.exclude[%d]", i), "%q: %v", pat, err)

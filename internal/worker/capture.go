@@ -103,6 +103,7 @@ func withCaptureChanges(st, capture archive.Stats) archive.Stats {
 
 // captureName returns a fresh staging file name in dir for archive base.
 func captureName(base, format string) string {
+	base = strings.TrimSuffix(base, config.EncryptedSuffix)
 	return "." + strings.TrimSuffix(base, "."+config.ArchiveExt(format)) + ".capture.tmp-" + randomSuffix()
 }
 

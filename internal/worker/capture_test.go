@@ -335,19 +335,19 @@ func TestStructureCheckOnce(t *testing.T) {
 	}
 	badF, badN := open(bad)
 	goodF, goodN := open(good)
-	if err := sc.verify(context.Background(), badF, badN, "tar.gz", false); err == nil {
+	if err := sc.verify(context.Background(), badF, badN, "tar.gz", false, false); err == nil {
 		t.Fatal("bad copy passed")
 	}
-	if err := sc.verify(context.Background(), goodF, goodN, "tar.gz", false); err != nil {
+	if err := sc.verify(context.Background(), goodF, goodN, "tar.gz", false, false); err != nil {
 		t.Fatal(err)
 	}
 	// Once a copy parsed, byte-identical copies (checked by SHA-256 before
 	// verify is called) are not parsed again.
-	if err := sc.verify(context.Background(), badF, badN, "tar.gz", false); err != nil {
+	if err := sc.verify(context.Background(), badF, badN, "tar.gz", false, false); err != nil {
 		t.Errorf("parsed again after a good copy: %v", err)
 	}
 	// A copy with no hash to compare is parsed whatever came before.
-	if err := sc.verify(context.Background(), badF, badN, "tar.gz", true); err == nil {
+	if err := sc.verify(context.Background(), badF, badN, "tar.gz", true, false); err == nil {
 		t.Error("forced parse of a bad copy passed")
 	}
 }

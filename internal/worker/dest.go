@@ -261,7 +261,13 @@ func (d *destination) finish(ctx context.Context, want []byte, format string, sc
 		return nil, err
 	}
 	d.copyable.fire()
-	if err := sc.verify(ctx, f, d.size, format, want == nil && d.primary == nil); err != nil {
+	// An encrypted archive cannot be parsed without an identity: its
+	// plaintext was parsed while it was produced, and this copy matched
+	// the SHA-256 of the ciphertext (want; see encryption.go).
+	if isEncryptedName(d.base) && want == nil && d.primary == nil {
+		return nil, errors.New("verify: an encrypted archive without the ciphertext's SHA-256")
+	}
+	if err := sc.verify(ctx, f, d.size, format, want == nil && d.primary == nil, isEncryptedName(d.base)); err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
 	if d.verified != nil {
@@ -298,7 +304,11 @@ type structureCheck struct {
 // verify parses the first size bytes of f unless a copy with the same
 // SHA-256 parsed already; always when force is set (a copy with no hash to
 // compare).
-func (sc *structureCheck) verify(ctx context.Context, f io.ReaderAt, size int64, format string, force bool) error {
+// encrypted: nothing is parsed (see finish).
+func (sc *structureCheck) verify(ctx context.Context, f io.ReaderAt, size int64, format string, force, encrypted bool) error {
+	if encrypted {
+		return nil
+	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if sc.ok && !force {
@@ -357,5 +367,5 @@ func staleTempRE(name string) *regexp.Regexp {
 		exts[i] = regexp.QuoteMeta(config.ArchiveExt(f))
 	}
 	return regexp.MustCompile(`^\.` + regexp.QuoteMeta(name) +
-		`-(\d{8}T\d{6}Z\.((` + strings.Join(exts, "|") + `)(\.sha256|\.sig)?|capture)\.tmp|probe)-[0-9a-f]{8}$`)
+		`-(\d{8}T\d{6}Z\.((` + strings.Join(exts, "|") + `)(` + regexp.QuoteMeta(config.EncryptedSuffix) + `)?(\.sha256|\.sig)?|capture)\.tmp|probe)-[0-9a-f]{8}$`)
 }

@@ -77,7 +77,7 @@ func (l *localDir) List(ctx context.Context) ([]StoredArchive, error) {
 	}
 	out := make([]StoredArchive, len(found))
 	for i, a := range found {
-		out[i] = StoredArchive{Archive: a.Archive, Format: a.format}
+		out[i] = StoredArchive{Archive: a.Archive, Format: a.format, Encrypted: a.encrypted}
 	}
 	return out, nil
 }
@@ -88,7 +88,11 @@ func (l *localDir) ownName(name string) bool {
 	if !ok {
 		return false
 	}
-	_, ok = retention.ParseName(l.name, config.ArchiveExt(format), name)
+	ext := config.ArchiveExt(format)
+	if isEncryptedName(name) {
+		ext += config.EncryptedSuffix
+	}
+	_, ok = retention.ParseName(l.name, ext, name)
 	return ok
 }
 

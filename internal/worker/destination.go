@@ -51,7 +51,8 @@ type Destination interface {
 }
 
 // listFormat lists the service's archives in store whose extension is
-// ext, newest first.
+// ext, encrypted (ext.age) or not, newest first: turning encryption on or
+// off leaves one series of archives for retention.
 func listFormat(ctx context.Context, store Destination, ext string) ([]retention.Archive, error) {
 	stored, err := store.List(ctx)
 	if err != nil {
@@ -69,7 +70,10 @@ func listFormat(ctx context.Context, store Destination, ext string) ([]retention
 // StoredArchive is a committed archive as List reports it.
 type StoredArchive struct {
 	retention.Archive
+	// Format is the archive format (of the plaintext when Encrypted).
 	Format string
+	// Encrypted: the name ends in .age (config.EncryptedSuffix).
+	Encrypted bool
 }
 
 // ArchiveReader reads a committed archive at explicit offsets (the archive

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	ageenc "filippo.io/age"
 	"fmt"
 	"io"
 	"os"
@@ -68,8 +69,11 @@ func (c *cli) recover(ctx context.Context, args []string) int {
 	return ExitOK
 }
 
-// formatOf returns the archive format of a file name by its extension.
+// formatOf returns the archive format of a file name by its extension
+// (an encrypted archive's is that of its plaintext: NAME-TS.tar.zst.age is
+// tar.zst; see isEncryptedName).
 func formatOf(name string) (string, bool) {
+	name = strings.TrimSuffix(name, config.EncryptedSuffix)
 	for _, f := range config.Formats {
 		if strings.HasSuffix(name, "."+config.ArchiveExt(f)) {
 			return f, true
@@ -81,23 +85,31 @@ func formatOf(name string) (string, bool) {
 // destArchive is an archive found in a destination.
 type destArchive struct {
 	retention.Archive
-	dir    string
-	format string
+	dir       string
+	format    string
+	encrypted bool // NAME-TS.EXT.age
 }
 
 func (a destArchive) path() string { return filepath.Join(a.dir, a.Name) }
 
 // scanAllFormats lists the service's archives in dir in every known format
-// (the format may have changed over time), newest first.
+// (the format may have changed over time), encrypted or not (encryption
+// may have been turned on or off), newest first.
 func scanAllFormats(dir, name string) ([]destArchive, error) {
 	var out []destArchive
 	for _, f := range config.Formats {
-		as, err := retention.Scan(dir, name, config.ArchiveExt(f))
-		if err != nil {
-			return nil, err
-		}
-		for _, a := range as {
-			out = append(out, destArchive{Archive: a, dir: dir, format: f})
+		for _, enc := range []bool{false, true} {
+			ext := config.ArchiveExt(f)
+			if enc {
+				ext += config.EncryptedSuffix
+			}
+			as, err := retention.Scan(dir, name, ext)
+			if err != nil {
+				return nil, err
+			}
+			for _, a := range as {
+				out = append(out, destArchive{Archive: a, dir: dir, format: f, encrypted: enc})
+			}
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.After(out[j].Time) })
@@ -118,11 +130,26 @@ const (
 // protocol leaves one) and parses the whole archive, both through one
 // descriptor, and checks the signature against key. c.err covers the
 // checksum and the structure, c.signature and c.sigErr the signature.
-func verifyArchiveKey(ctx context.Context, key *hostkey.Key, path, format string) archiveCheck {
-	return inspectArchive(ctx, key, path, true, func(f io.ReaderAt, size int64) error {
+// An encrypted archive (NAME-TS.EXT.age) is decrypted with ids and its
+// plaintext parsed; without ids only its checksum and signature are
+// checked (c.structure is false).
+func verifyArchiveKey(ctx context.Context, key *hostkey.Key, path, format string, ids []ageenc.Identity) archiveCheck {
+	if isEncryptedName(path) {
+		if ids == nil {
+			return inspectArchive(ctx, key, path, true, nil)
+		}
+		c := inspectArchive(ctx, key, path, true, func(f io.ReaderAt, size int64) error {
+			return verifyEncrypted(ctx, f, size, format, ids)
+		})
+		c.structure = c.err == nil && c.sum != nil
+		return c
+	}
+	c := inspectArchive(ctx, key, path, true, func(f io.ReaderAt, size int64) error {
 		_, err := archive.VerifyAt(ctx, f, size, format)
 		return err
 	})
+	c.structure = c.err == nil && c.sum != nil
+	return c
 }
 
 func (c *cli) list(ctx context.Context, args []string) int {
@@ -217,12 +244,21 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 	fs := pflag.NewFlagSet("verify", pflag.ContinueOnError)
 	all := fs.Bool("all", false, "verify every archive, not only the newest per destination")
 	adopt := fs.Bool("adopt", false, "sign the selected archives that verify but are unsigned (written before signing existed): only for archives you vouch for")
-	if done, code := c.parse(fs, "verify --config FILE [--all] [--adopt] [ARCHIVE...]", args, &common); done {
+	identity := fs.String("identity", "", "age identity `FILE` (age-keygen output, or an unencrypted ssh-ed25519/ssh-rsa private key): decrypt encrypted (.age) archives and parse them in full; without it only their checksum and signature are checked")
+	if done, code := c.parse(fs, "verify --config FILE [--all] [--adopt] [--identity FILE] [ARCHIVE...]", args, &common); done {
 		return code
 	}
 	cfg, ok := c.loadConfig(common.config)
 	if !ok {
 		return ExitUsage
+	}
+	var ids []ageenc.Identity
+	if *identity != "" {
+		var err error
+		if ids, err = loadIdentities(*identity); err != nil {
+			fmt.Fprintf(c.stderr, "backup-worker verify: %v\n", err)
+			return ExitUsage
+		}
 	}
 	var targets []destArchive
 	var errs *multierror.Error
@@ -233,7 +269,7 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 				fmt.Fprintf(c.stderr, "backup-worker verify: %s: unknown archive extension (want one of %s)\n", p, strings.Join(config.Formats, ", "))
 				return ExitUsage
 			}
-			targets = append(targets, destArchive{Archive: retention.Archive{Name: filepath.Base(p)}, dir: filepath.Dir(p), format: format})
+			targets = append(targets, destArchive{Archive: retention.Archive{Name: filepath.Base(p)}, dir: filepath.Dir(p), format: format, encrypted: isEncryptedName(p)})
 		}
 	} else {
 		for _, dir := range cfg.Backup.Paths {
@@ -256,7 +292,7 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 				stored = stored[:1]
 			}
 			for _, a := range stored {
-				targets = append(targets, destArchive{Archive: a.Archive, dir: dir, format: a.Format})
+				targets = append(targets, destArchive{Archive: a.Archive, dir: dir, format: a.Format, encrypted: a.Encrypted})
 			}
 		}
 	}
@@ -275,7 +311,7 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 		}
 	}
 	for _, a := range targets {
-		if err := c.verifyOne(ctx, key, a, *adopt, own); err != nil {
+		if err := c.verifyOne(ctx, key, a, *adopt, own, ids); err != nil {
 			errs = multierror.Append(errs, err)
 		}
 	}
@@ -286,9 +322,9 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 }
 
 // verifyOne verifies (or adopts) one archive and prints the verdict.
-func (c *cli) verifyOne(ctx context.Context, key *hostkey.Key, a destArchive, adopt bool, own owner) error {
+func (c *cli) verifyOne(ctx context.Context, key *hostkey.Key, a destArchive, adopt bool, own owner, ids []ageenc.Identity) error {
 	if adopt {
-		how, err := adoptArchive(ctx, key, a.path(), a.format, own)
+		how, err := adoptArchive(ctx, key, a.path(), a.format, own, ids)
 		if err != nil {
 			fmt.Fprintf(c.stdout, "FAILED %s: %v\n", a.path(), err)
 			return err
@@ -296,7 +332,7 @@ func (c *cli) verifyOne(ctx context.Context, key *hostkey.Key, a destArchive, ad
 		fmt.Fprintf(c.stdout, "OK %s (%s)\n", a.path(), how)
 		return nil
 	}
-	ck := verifyArchiveKey(ctx, key, a.path(), a.format)
+	ck := verifyArchiveKey(ctx, key, a.path(), a.format, ids)
 	if ck.err != nil {
 		fmt.Fprintf(c.stdout, "FAILED %s: %v\n", a.path(), ck.err)
 		return ck.err
@@ -307,8 +343,13 @@ func (c *cli) verifyOne(ctx context.Context, key *hostkey.Key, a destArchive, ad
 		return err
 	}
 	note := ""
-	if ck.checksum == checksumMissing {
+	switch {
+	case ck.checksum == checksumMissing:
 		note = " (no .sha256; structure verified only)"
+	case a.encrypted && !ck.structure:
+		note = " (encrypted: checksum and signature verified; give --identity FILE to decrypt and parse it)"
+	case a.encrypted:
+		note = " (decrypted and parsed)"
 	}
 	fmt.Fprintf(c.stdout, "OK %s%s\n", a.path(), note)
 	return nil

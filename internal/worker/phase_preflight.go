@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/backupgen/backupgen/internal/config"
 	"github.com/backupgen/backupgen/internal/retention"
 	"github.com/hashicorp/go-multierror"
 )
@@ -34,6 +33,9 @@ func (rn *run) preflight(ctx context.Context) bool {
 	errs := rn.checkBeforeStop()
 	var err error
 	if rn.key, err = loadSigningKey(cfg, true); err != nil {
+		errs = multierror.Append(errs, err)
+	}
+	if rn.recipients, err = loadRecipients(cfg); err != nil {
 		errs = multierror.Append(errs, err)
 	}
 	size, err := dataSize(cfg.DataPaths)
@@ -195,7 +197,7 @@ func (rn *run) noDestination() error {
 // exists in a destination (two runs in one second must not collide).
 func (rn *run) pickName(usable []*destination) string {
 	t := rn.Now().UTC().Truncate(time.Second)
-	ext := config.ArchiveExt(rn.cfg.Backup.Format)
+	ext := rn.cfg.Backup.RunExt()
 	for i := 0; ; i++ {
 		base := retention.FileName(rn.cfg.Name, ext, t)
 		taken := false

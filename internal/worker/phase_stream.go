@@ -66,7 +66,9 @@ func (rn *run) openArchives(ctx context.Context) bool {
 }
 
 // stream writes the archive stream (produce) to the primaries and returns
-// the producer's error. One primary: the archive goes straight into its
+// the producer's error. Encrypted (encryption.go), the producer writes to
+// the encryptor, which writes the ciphertext to what is described next,
+// and streamSum is the ciphertext's SHA-256 even for one primary. One primary: the archive goes straight into its
 // file (a native compressor writes it itself). Several: through the
 // fan-out, which hashes the stream and writes the primaries concurrently;
 // batching the archiver's small writes keeps its per-write handoff cheap.
@@ -89,6 +91,17 @@ func (rn *run) stream(ctx context.Context, produce archiveProducer) error {
 		buf = bufio.NewWriterSize(fo, 1<<20)
 		out = buf
 	}
+	var enc *encryptingStream
+	if rn.recipients != nil {
+		var err error
+		if enc, err = newEncryptingStream(ctx, out, rn.recipients, cfg.Backup.Format); err != nil {
+			if fo != nil {
+				fo.Close()
+			}
+			return err
+		}
+		out = enc
+	}
 	prog := &archive.Progress{}
 	stopProgress := rn.startProgress(ctx, produce.phase, rn.dataSize, prog)
 	stats, err := produce.run(ctx, out, archive.Options{
@@ -101,6 +114,13 @@ func (rn *run) stream(ctx context.Context, produce archiveProducer) error {
 		SkipDirs: rn.skipDirs(),
 	})
 	stopProgress()
+	if enc != nil {
+		if err == nil {
+			set.streamSum, err = enc.finish()
+		} else {
+			enc.abort(err)
+		}
+	}
 	if fo != nil {
 		if err == nil {
 			err = buf.Flush()
@@ -111,6 +131,8 @@ func (rn *run) stream(ctx context.Context, produce archiveProducer) error {
 	if err != nil || fo == nil {
 		return err
 	}
+	// Encrypted: streamSum is already the ciphertext's, which is what
+	// the fan-out hashed too.
 	set.streamSum = fo.Sum()
 	for i, d := range set.primaries {
 		if err := fo.sinkErr(i); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	ageenc "filippo.io/age"
 	"fmt"
 	"io"
 	"log/slog"
@@ -31,11 +32,24 @@ func (c *cli) restore(ctx context.Context, args []string) int {
 	allowSpecial := fs.Bool("allow-special", false, "also restore setuid/setgid bits, device nodes, fifos and extended attributes outside user.* "+
 		"(e.g. security.capability); without it they are skipped with a warning. Only for archives nobody else could have written: "+
 		"the service's user can write its destinations")
-	if done, code := c.parse(fs, "restore --config FILE --archive PATH [--target DIR] [--yes] [--allow-special] [--trust-unsigned]", args, &common); done {
+	identity := fs.String("identity", "", "age identity `FILE` (age-keygen output, or an unencrypted ssh-ed25519/ssh-rsa private key); required for an encrypted (.age) archive")
+	if done, code := c.parse(fs, "restore --config FILE --archive PATH [--target DIR] [--yes] [--allow-special] [--trust-unsigned] [--identity FILE]", args, &common); done {
 		return code
 	}
 	if *archivePath == "" || fs.NArg() > 0 {
 		fmt.Fprintln(c.stderr, "backup-worker restore: --archive PATH is required (and no other arguments)")
+		return ExitUsage
+	}
+	var ids []ageenc.Identity
+	switch {
+	case *identity != "":
+		var err error
+		if ids, err = loadIdentities(*identity); err != nil {
+			fmt.Fprintf(c.stderr, "backup-worker restore: %v\n", err)
+			return ExitUsage
+		}
+	case isEncryptedName(*archivePath):
+		fmt.Fprintf(c.stderr, "backup-worker restore: %s is encrypted: give --identity FILE (a private key of one of its recipients)\n", *archivePath)
 		return ExitUsage
 	}
 	cfg, ok := c.loadConfig(common.config)
@@ -48,7 +62,7 @@ func (c *cli) restore(ctx context.Context, args []string) int {
 		return ExitUsage
 	}
 	rs := &restorer{cfg: cfg, log: c.log.With(keyService, cfg.Name), systemd: Systemctl{}, out: c.stdout, now: time.Now,
-		allowSpecial: *allowSpecial, trustUnsigned: *trustUnsigned}
+		allowSpecial: *allowSpecial, trustUnsigned: *trustUnsigned, ids: ids}
 	if *target != "" {
 		return rs.toTarget(ctx, *archivePath, *target)
 	}
@@ -74,6 +88,8 @@ type restorer struct {
 	// allowSpecial: restore setuid/setgid bits, devices, fifos and
 	// privileged xattrs (archive.ExtractOptions.AllowSpecial).
 	allowSpecial bool
+	// ids decrypt an encrypted (.age) archive (--identity).
+	ids []ageenc.Identity
 	// digest is the SHA-256 of the archive as check read it; every
 	// extraction must read exactly these bytes (extract).
 	digest []byte
@@ -89,6 +105,9 @@ func (rs *restorer) check(ctx context.Context, path string) (format string, lock
 	format, ok := formatOf(path)
 	if !ok {
 		return "", nil, fmt.Errorf("%s: unknown archive extension (want one of %s)", path, strings.Join(config.Formats, ", "))
+	}
+	if isEncryptedName(path) && rs.ids == nil {
+		return "", nil, fmt.Errorf("%s is encrypted: give --identity FILE", path)
 	}
 	lock, err = acquireLock(ctx, lockFilePath(rs.cfg.Backup.StateDirectory, rs.cfg.Name), rs.cfg.Name,
 		time.Duration(rs.cfg.Backup.LockTimeoutSec)*time.Second)
@@ -258,6 +277,11 @@ func (rs *restorer) inPlace(ctx context.Context, path string) (code int) {
 func (rs *restorer) extract(ctx context.Context, path, format string, dir *os.File, opts archive.ExtractOptions) (archive.Stats, error) {
 	h := sha256.New()
 	opts.Digest = h
+	if isEncryptedName(path) {
+		// The ciphertext is hashed (it is what check hashed), then
+		// decrypted in the stream.
+		opts.Decrypt = func(r io.Reader) (io.Reader, error) { return decryptReader(r, rs.ids) }
+	}
 	st, err := archive.ExtractDir(ctx, path, format, dir, opts)
 	if err == nil && !bytes.Equal(h.Sum(nil), rs.digest) {
 		err = fmt.Errorf("archive %s changed after it was verified; refusing it", path)
@@ -266,13 +290,14 @@ func (rs *restorer) extract(ctx context.Context, path, format string, dir *os.Fi
 }
 
 // trust reads the archive once, through one descriptor: its SHA-256 (kept
-// in rs.digest for the extraction to match), its full structure, its
+// in rs.digest for the extraction to match), its full structure (an
+// encrypted archive is decrypted with rs.ids to parse it), its
 // .sha256 and its signature by this host's key. Reading these separately
 // would let the archive's owner swap the file between two reads, so a
 // forged archive could pass the signature check and be extracted.
 func (rs *restorer) trust(ctx context.Context, path, format string) error {
 	key, keyErr := loadSigningKey(rs.cfg, false)
-	c := verifyArchiveKey(ctx, key, path, format)
+	c := verifyArchiveKey(ctx, key, path, format, rs.ids)
 	if c.err != nil {
 		return c.err
 	}

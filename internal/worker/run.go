@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	ageenc "filippo.io/age"
 	"fmt"
 	"io"
 	"log/slog"
@@ -41,9 +42,10 @@ type run struct {
 	log   *slog.Logger
 	start time.Time
 
-	errs        *multierror.Error // failures of the run as a whole
-	warnings    []string          // see warn
-	key         *hostkey.Key      // signs the archives (preflight loads it)
+	errs        *multierror.Error  // failures of the run as a whole
+	warnings    []string           // see warn
+	key         *hostkey.Key       // signs the archives (preflight loads it)
+	recipients  []ageenc.Recipient // encrypt the archive to these (nil: not encrypted)
 	dests       []*destination
 	archives    *archiveSet // this run's uncommitted archives (stream phase)
 	owner       owner

@@ -62,7 +62,7 @@ func (rn *run) shrunk(ctx context.Context, d *destination) (why, prev string) {
 	if err != nil {
 		return "", ""
 	}
-	own, _ := retention.ParseName(rn.cfg.Name, config.ArchiveExt(rn.cfg.Backup.Format), rn.base)
+	own, _ := retention.ParseName(rn.cfg.Name, rn.cfg.Backup.RunExt(), rn.base)
 	for _, a := range archives {
 		if !a.Time.Before(own) || ctx.Err() != nil {
 			continue

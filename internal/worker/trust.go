@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	ageenc "filippo.io/age"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 
-	"github.com/backupgen/backupgen/internal/archive"
 	"github.com/backupgen/backupgen/internal/config"
 	"github.com/backupgen/backupgen/internal/hostkey"
 	"golang.org/x/sys/unix"
@@ -41,6 +41,7 @@ type archiveCheck struct {
 	signature string // signatureOK, ...
 	size      int64
 	sum       []byte // the content's SHA-256, when hashed
+	structure bool   // the archive was parsed in full (decrypted if encrypted)
 	err       error  // why the checksum (or the structure) is not ok
 	sigErr    error  // why the signature is bad
 }
@@ -181,11 +182,14 @@ func loadSigningKey(cfg *config.Config, create bool) (*hostkey.Key, error) {
 // (verify --adopt): its content must match its .sha256 (when present) and
 // parse in full; an existing valid signature is left alone, a bad one is
 // replaced.
-func adoptArchive(ctx context.Context, key *hostkey.Key, path, format string, own owner) (string, error) {
-	c := inspectArchive(ctx, key, path, true, func(f io.ReaderAt, size int64) error {
-		_, err := archive.VerifyAt(ctx, f, size, format)
-		return err
-	})
+//
+// An encrypted archive is adopted only when it was decrypted with ids and
+// parsed: a signature vouches for its content.
+func adoptArchive(ctx context.Context, key *hostkey.Key, path, format string, own owner, ids []ageenc.Identity) (string, error) {
+	if isEncryptedName(path) && ids == nil {
+		return "", errors.New("not adopted: an encrypted archive is adopted only once decrypted and parsed: give --identity FILE")
+	}
+	c := verifyArchiveKey(ctx, key, path, format, ids)
 	if c.trusted() {
 		return "already signed", nil
 	}

@@ -27,6 +27,7 @@ let
   account = checkedStr "user or group name" helpers.accountProblem;
   pattern = checkedStr "glob relative to each data path" helpers.excludeProblem;
   schedule = checkedStr "cron schedule or systemd calendar expression" helpers.scheduleProblem;
+  recipient = checkedStr "age recipient: age1… or an ssh-ed25519/ssh-rsa public key" helpers.recipientProblem;
   ratio = types.addCheck types.number (x: x >= 0) // {
     description = "non-negative number";
   };
@@ -161,6 +162,18 @@ let
             type = types.str;
             default = d.backup.postBackup;
             description = "Shell command run after every backup, with BACKUP_RESULT set.";
+          };
+          encryption = {
+            recipients = mkOption {
+              type = types.listOf recipient;
+              default = d.backup.encryption.recipients;
+              description = "Encrypt every archive with age to these public keys (age1… X25519 keys, ssh-ed25519 or ssh-rsa public keys); archives are named NAME-TS.EXT.age. The host needs no private key; restore with `backup-worker restore --identity FILE`.";
+            };
+            recipientsFile = mkOption {
+              type = types.nullOr types.path;
+              default = d.backup.encryption.recipientsFile;
+              description = "A file of age recipients, one per line (# comments allowed), passed to the unit with LoadCredential=age-recipients; added to recipients. Public keys only: it may be in the Nix store.";
+            };
           };
           dumpDirectory = mkOption {
             type = types.bool;

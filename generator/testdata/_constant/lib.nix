@@ -47,7 +47,7 @@ let
   # A stamp of these helpers (lib.nix, options.nix, cron.nix, core.nix as
   # rendered): core.nix asserts that every module in an evaluation was
   # generated for the helpers it gets.
-  version = "e699d6dfc18d03da";
+  version = "8b9c583a3c4ae72f";
 
   # The built-in defaults, rendered from backupgen's Go definition
   # (generator.Defaults); a hand-written backupConfig may leave any key out.
@@ -78,6 +78,10 @@ let
       postBackup = "";
       dumpDirectory = false;
       timerConfig = { };
+      encryption = {
+        recipients = [ ];
+        recipientsFile = null;
+      };
     };
   };
 
@@ -227,6 +231,18 @@ let
     else
       "is not a cron schedule or systemd calendar expression";
   hookProblem = s: if builtins.isString s then null else "is not a string";
+  # The shape of an age recipient; config.ParseRecipient (check-config, the
+  # run) decodes it fully.
+  recipientProblem =
+    s:
+    if matches "age1[02-9ac-hj-np-z]{58}" s || matches "ssh-(ed25519|rsa) AAAA[A-Za-z0-9+/]+=*( [^[:cntrl:]]*)?" s then
+      null
+    else
+      "is not an age recipient: an age1… X25519 key, or an ssh-ed25519 or ssh-rsa public key";
+  # A recipients file: a path value (copied to the store: public keys) or
+  # an absolute path string.
+  recipientsFileProblem = f: if f == null || builtins.isPath f then null else pathProblem f;
+  recipientsFileString = f: if builtins.isPath f then "${f}" else f;
 
   # Unit settings such as RequiresMountsFor= and ReadWritePaths= split on
   # spaces and expand % specifiers: quote each path so it stays one literal
@@ -287,7 +303,9 @@ let
       backup = builtins.mapAttrs (key: _: get key) defaults.backup // {
         paths = map (expandName name) (get "paths");
         optionalPaths = map (expandName name) (get "optionalPaths");
+        encryption = defaults.backup.encryption // (get "encryption");
       };
+      encrypted = backup.encryption.recipients != [ ] || backup.encryption.recipientsFile != null;
       units = toList serviceName;
       each = key: problem: list: concatMap (i: let p = problem (builtins.elemAt list i); in if p == null then [ ] else [ "${key}[${toString i}] ${builtins.toJSON (builtins.elemAt list i)} ${p}" ]) (builtins.genList (i: i) (builtins.length list));
       one = key: problem: v: let p = problem v; in if p == null then [ ] else [ "${key} ${builtins.toJSON v} ${p}" ];
@@ -321,13 +339,16 @@ let
           "captureFirst"
           "dumpDirectory"
         ]
-        ++ one "backup.minSizeRatio" (v: if (builtins.isFloat v || builtins.isInt v) && v >= 0 then null else "must be a non-negative number") backup.minSizeRatio;
+        ++ one "backup.minSizeRatio" (v: if (builtins.isFloat v || builtins.isInt v) && v >= 0 then null else "must be a non-negative number") backup.minSizeRatio
+        ++ each "backup.encryption.recipients" recipientProblem backup.encryption.recipients
+        ++ one "backup.encryption.recipientsFile" recipientsFileProblem backup.encryption.recipientsFile
+        ++ (if encrypted && backup.format == "zip" then [ "backup.format \"zip\" cannot be encrypted (backup.encryption is set); use a tar format" ] else [ ]);
     in
     if problems != [ ] then
       throw "backupgen: service ${builtins.toJSON name}:\n  ${builtins.concatStringsSep "\n  " problems}"
     else
       {
-        inherit name user group backup description;
+        inherit name user group backup description encrypted;
         serviceName = units;
         dataPaths = dataPaths ++ (if backup.dumpDirectory then [ (dumpDirectory name) ] else [ ]);
         hooks = backup.preBackup != "" || backup.postBackup != "";
@@ -367,7 +388,22 @@ let
       # check-config validates the timer's schedule with the same parser.
       onCalendar = cronToOnCalendar r.backup.schedule;
       stateDirectory = stateDirectory r.name;
-    };
+    }
+    // (
+      if r.encrypted then
+        {
+          encryption =
+            { inherit (r.backup.encryption) recipients; }
+            // (
+              if r.backup.encryption.recipientsFile != null then
+                { recipientsFile = recipientsFileString r.backup.encryption.recipientsFile; }
+              else
+                { }
+            );
+        }
+      else
+        { }
+    );
   };
 
   # Problems throw as soon as the result is looked at, not only when a
@@ -415,6 +451,13 @@ let
           TimeoutStartSec = r.backup.timeoutStartSec;
           ReadWritePaths = map (p: "-" + systemdQuote p) (r.backup.paths ++ hookPaths);
         }
+        // (
+          # The worker reads $CREDENTIALS_DIRECTORY/age-recipients.
+          if r.backup.encryption.recipientsFile != null then
+            { LoadCredential = [ "age-recipients:${systemdValue (recipientsFileString r.backup.encryption.recipientsFile)}" ]; }
+          else
+            { }
+        )
         // (
           if r.backup.dumpDirectory then
             {
@@ -517,6 +560,7 @@ let
       accountProblem
       excludeProblem
       scheduleProblem
+      recipientProblem
       runtimePackages
       dumpDirectory
       ;

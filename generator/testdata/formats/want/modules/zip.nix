@@ -48,12 +48,16 @@ in
         captureFirst = false;
         preBackup = "";
         postBackup = "";
+        encryption = {
+          recipients = [ ];
+          recipientsFile = null;
+        };
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.zip" = "e699d6dfc18d03da"; }
+    { backupgen.helpers."modules.services.virtualization.zip" = "8b9c583a3c4ae72f"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -48,12 +48,16 @@ in
         captureFirst = true;
         preBackup = "echo pre";
         postBackup = "echo \"done: \$BACKUP_RESULT\"";
+        encryption = {
+          recipients = [ ];
+          recipientsFile = null;
+        };
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."hosts.backups.overrides" = "e699d6dfc18d03da"; }
+    { backupgen.helpers."hosts.backups.overrides" = "8b9c583a3c4ae72f"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -1,0 +1,243 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"strings"
+	"sync"
+
+	ageenc "filippo.io/age"
+	"filippo.io/age/agessh"
+	"github.com/backupgen/backupgen/internal/archive"
+	"github.com/backupgen/backupgen/internal/config"
+)
+
+// Encryption (backup.encryption). The archive stream is encrypted with age
+// once, before the fan-out, so every destination (whatever its kind)
+// receives the same ciphertext, and its .sha256 and .sig are of the
+// ciphertext: list, verify, prune and the trust checks need no identity.
+//
+// The host holds public keys only, so the written archive cannot be
+// decrypted to parse it (step 4 of the write protocol in dest.go). What is
+// verified instead:
+//   - the plaintext stream is parsed in full while it is produced, before
+//     it is encrypted (plainCheck: every entry, every checksum of the
+//     compression format), so an archiver or compressor bug is caught
+//     exactly as by the parse of an unencrypted archive;
+//   - the ciphertext is hashed as it leaves the encryptor, and every
+//     destination's copy, re-read after fsync, must have that SHA-256:
+//     what was written is what was encrypted.
+//
+// Only the age encryption itself is taken on trust (filippo.io/age;
+// `backup-worker verify --identity FILE` decrypts and parses a stored
+// archive end to end). zip is refused with encryption (config): its
+// central directory is at the end, so it can be neither parsed while it is
+// produced nor extracted from a decrypting stream.
+
+// ageCredential is the LoadCredential= name of backup.encryption.recipientsFile.
+const ageCredential = "age-recipients"
+
+// loadRecipients returns the recipients of the config (nil: not encrypted).
+// A recipients file is read through the credential when systemd passed it.
+func loadRecipients(cfg *config.Config) ([]ageenc.Recipient, error) {
+	if !cfg.Backup.Encrypted() {
+		return nil, nil
+	}
+	e := cfg.Backup.Encryption
+	var out []ageenc.Recipient
+	for i, s := range e.Recipients {
+		r, err := config.ParseRecipient(s)
+		if err != nil {
+			return nil, fmt.Errorf("backup.encryption.recipients[%d]: %w", i, err)
+		}
+		out = append(out, r)
+	}
+	if e.RecipientsFile != "" {
+		data, err := readCredential(ageCredential, e.RecipientsFile)
+		if err != nil {
+			return nil, fmt.Errorf("backup.encryption.recipientsFile: %w", err)
+		}
+		rs, err := config.ParseRecipientsFile(data, e.RecipientsFile)
+		if err != nil {
+			return nil, fmt.Errorf("backup.encryption.recipientsFile: %w", err)
+		}
+		out = append(out, rs...)
+	}
+	return out, nil
+}
+
+// loadIdentities reads an identity file for verify/restore: age identities
+// (AGE-SECRET-KEY-1…, one per line, as age-keygen writes them) or an
+// unencrypted OpenSSH private key (ssh-ed25519 or ssh-rsa).
+func loadIdentities(path string) ([]ageenc.Identity, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
+	}
+	if bytes.Contains(data, []byte("PRIVATE KEY-----")) {
+		id, err := agessh.ParseIdentity(data)
+		if err != nil {
+			return nil, fmt.Errorf("identity %s: %w (passphrase-protected keys are not supported)", path, err)
+		}
+		return []ageenc.Identity{id}, nil
+	}
+	ids, err := ageenc.ParseIdentities(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("identity %s: %w", path, err)
+	}
+	return ids, nil
+}
+
+// decryptReader returns the plaintext of the age file r with ids.
+func decryptReader(r io.Reader, ids []ageenc.Identity) (io.Reader, error) {
+	pr, err := ageenc.Decrypt(r, ids...)
+	if err != nil {
+		var noMatch *ageenc.NoIdentityMatchError
+		if errors.As(err, &noMatch) {
+			return nil, fmt.Errorf("decrypt: the identity is not one of the archive's recipients")
+		}
+		return nil, fmt.Errorf("decrypt: %w", err)
+	}
+	return pr, nil
+}
+
+// isEncryptedName reports whether an archive file name is an encrypted one.
+func isEncryptedName(name string) bool { return strings.HasSuffix(name, config.EncryptedSuffix) }
+
+// verifyEncrypted decrypts the age file in f (size bytes) with ids and
+// parses the plaintext archive in full.
+func verifyEncrypted(ctx context.Context, f io.ReaderAt, size int64, format string, ids []ageenc.Identity) error {
+	pr, err := decryptReader(io.NewSectionReader(f, 0, size), ids)
+	if err != nil {
+		return err
+	}
+	_, err = archive.VerifyTar(ctx, pr, format)
+	return err
+}
+
+// encryptingStream is the writer the producer writes the plaintext archive
+// to when archives are encrypted: it encrypts it to out (the primary's
+// writer, or the fan-out), hashes the ciphertext, and feeds the plaintext
+// to plainCheck.
+type encryptingStream struct {
+	enc    io.WriteCloser
+	sum    hash.Hash
+	check  *plainCheck
+	closed bool
+}
+
+func newEncryptingStream(ctx context.Context, out io.Writer, recipients []ageenc.Recipient, format string) (*encryptingStream, error) {
+	h := sha256.New()
+	enc, err := ageenc.Encrypt(io.MultiWriter(out, h), recipients...)
+	if err != nil {
+		return nil, fmt.Errorf("encrypt: %w", err)
+	}
+	return &encryptingStream{enc: enc, sum: h, check: newPlainCheck(ctx, format)}, nil
+}
+
+// Write hands p to the parse (which copies it) and encrypts it.
+func (s *encryptingStream) Write(p []byte) (int, error) {
+	if err := s.check.feed(p); err != nil {
+		return 0, err
+	}
+	return s.enc.Write(p)
+}
+
+// finish writes the last encrypted chunk and waits for the parse: its
+// verdict on the plaintext, then the ciphertext's SHA-256.
+func (s *encryptingStream) finish() ([]byte, error) {
+	s.closed = true
+	if err := s.enc.Close(); err != nil {
+		s.check.abort(err)
+		return nil, fmt.Errorf("encrypt: %w", err)
+	}
+	if err := s.check.wait(); err != nil {
+		return nil, fmt.Errorf("verify the archive before encryption: %w", err)
+	}
+	return s.sum.Sum(nil), nil
+}
+
+// abort stops the parse after a failed stream.
+func (s *encryptingStream) abort(err error) {
+	if !s.closed {
+		s.closed = true
+		s.check.abort(err)
+	}
+}
+
+// plainCheck parses the plaintext archive (archive.VerifyTar) in its own
+// goroutine while it is produced. Writes are copied and queued, so the
+// producer waits for the parse only when it falls a few MiB behind.
+type plainCheck struct {
+	pw    *io.PipeWriter
+	q     chan []byte
+	done  chan struct{}
+	err   error // the parse's verdict, set before done closes
+	once  sync.Once
+	wdone chan struct{}
+	werr  error
+}
+
+const plainCheckQueue = 16 // chunks of at most the producer's write size
+
+func newPlainCheck(ctx context.Context, format string) *plainCheck {
+	pr, pw := io.Pipe()
+	c := &plainCheck{pw: pw, q: make(chan []byte, plainCheckQueue), done: make(chan struct{}), wdone: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		_, c.err = archive.VerifyTar(ctx, pr, format)
+		if c.err == nil {
+			// VerifyTar reads to the compressor's end; anything after
+			// it would be in the archive too.
+			if n, _ := io.Copy(io.Discard, pr); n > 0 {
+				c.err = fmt.Errorf("%d bytes after the end of the compressed stream", n)
+			}
+		}
+		pr.CloseWithError(errors.New("parse ended"))
+	}()
+	go func() {
+		defer close(c.wdone)
+		for p := range c.q {
+			if c.werr == nil {
+				_, c.werr = pw.Write(p)
+			}
+		}
+		pw.Close()
+	}()
+	return c
+}
+
+// feed queues a copy of p; it fails once the parse has failed, which
+// stops the stream early.
+func (c *plainCheck) feed(p []byte) error {
+	select {
+	case <-c.done:
+		if c.err != nil {
+			return fmt.Errorf("verify the archive before encryption: %w", c.err)
+		}
+		return errors.New("verify the archive before encryption: data after the end of the archive")
+	default:
+	}
+	c.q <- bytes.Clone(p)
+	return nil
+}
+
+// wait ends the input and returns the parse's verdict.
+func (c *plainCheck) wait() error {
+	c.once.Do(func() { close(c.q) })
+	<-c.wdone
+	<-c.done
+	return c.err
+}
+
+// abort ends the parse with err and waits for it.
+func (c *plainCheck) abort(err error) {
+	c.pw.CloseWithError(err)
+	c.wait()
+}

@@ -14,6 +14,7 @@ import (
 
 	ageenc "filippo.io/age"
 	"filippo.io/age/agessh"
+
 	"github.com/backupgen/backupgen/internal/archive"
 	"github.com/backupgen/backupgen/internal/config"
 )

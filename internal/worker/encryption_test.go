@@ -15,10 +15,11 @@ import (
 	"time"
 
 	ageenc "filippo.io/age"
+	"golang.org/x/crypto/ssh"
+
 	"github.com/backupgen/backupgen/internal/archive"
 	"github.com/backupgen/backupgen/internal/config"
 	"github.com/backupgen/backupgen/internal/testtool"
-	"golang.org/x/crypto/ssh"
 )
 
 // encKeys are the keys of an encrypted test: an age X25519 identity and

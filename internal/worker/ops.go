@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"errors"
-	ageenc "filippo.io/age"
 	"fmt"
 	"io"
 	"os"
@@ -13,12 +12,14 @@ import (
 	"text/tabwriter"
 	"time"
 
+	ageenc "filippo.io/age"
+	"github.com/hashicorp/go-multierror"
+	"github.com/spf13/pflag"
+
 	"github.com/backupgen/backupgen/internal/archive"
 	"github.com/backupgen/backupgen/internal/config"
 	"github.com/backupgen/backupgen/internal/hostkey"
 	"github.com/backupgen/backupgen/internal/retention"
-	"github.com/hashicorp/go-multierror"
-	"github.com/spf13/pflag"
 )
 
 // recover starts the units listed in the state file of a run that was

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	ageenc "filippo.io/age"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,11 +14,13 @@ import (
 	"syscall"
 	"time"
 
+	ageenc "filippo.io/age"
+	"github.com/hashicorp/go-multierror"
+	"github.com/spf13/pflag"
+
 	"github.com/backupgen/backupgen/internal/archive"
 	"github.com/backupgen/backupgen/internal/config"
 	"github.com/backupgen/backupgen/internal/retention"
-	"github.com/hashicorp/go-multierror"
-	"github.com/spf13/pflag"
 )
 
 func (c *cli) restore(ctx context.Context, args []string) int {

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	ageenc "filippo.io/age"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,10 +10,12 @@ import (
 	"sync"
 	"time"
 
+	ageenc "filippo.io/age"
+	"github.com/hashicorp/go-multierror"
+
 	"github.com/backupgen/backupgen/internal/archive"
 	"github.com/backupgen/backupgen/internal/config"
 	"github.com/backupgen/backupgen/internal/hostkey"
-	"github.com/hashicorp/go-multierror"
 )
 
 // Runner runs one backup of one service, in phases (execute): 1 lock,

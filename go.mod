@@ -1,6 +1,6 @@
 module github.com/backupgen/backupgen
 
-go 1.23
+go 1.26.0
 
 require (
 	github.com/BurntSushi/toml v1.6.0
@@ -10,12 +10,15 @@ require (
 	github.com/hashicorp/go-multierror v1.1.1
 	github.com/klauspost/compress v1.17.11
 	github.com/klauspost/pgzip v1.2.6
+	github.com/pkg/sftp v1.13.12
 	github.com/pmezard/go-difflib v1.0.0
 	github.com/spf13/pflag v1.1.0
 	github.com/ulikunitz/xz v0.5.17
+	golang.org/x/crypto v0.59.0
+	golang.org/x/sys v0.50.0
 )
 
 require (
 	github.com/hashicorp/errwrap v1.0.0 // indirect
-	golang.org/x/sys v0.30.0 // indirect
+	github.com/kr/fs v0.1.0 // indirect
 )

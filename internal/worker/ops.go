@@ -146,8 +146,12 @@ func (c *cli) list(ctx context.Context, args []string) int {
 	var errs *multierror.Error
 	untrusted := 0
 	for _, dir := range cfg.Backup.Paths {
-		store := &localDir{dir: dir, name: cfg.Name, log: c.log}
-		archives, err := store.List(ctx)
+		store, err := openStore(cfg, dir, false, owner{uid: -1, gid: -1}, nil, c.log)
+		var archives []StoredArchive
+		if err == nil {
+			defer closeStore(store)
+			archives, err = store.List(ctx)
+		}
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) && cfg.Backup.IsOptional(dir) {
 				fmt.Fprintf(tw, "%s\t(missing, optional)\t\t\t\t\n", dir)
@@ -237,7 +241,12 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 		}
 	} else {
 		for _, dir := range cfg.Backup.Paths {
-			stored, err := (&localDir{dir: dir, name: cfg.Name, log: c.log}).List(ctx)
+			store, err := openStore(cfg, dir, false, owner{uid: -1, gid: -1}, nil, c.log)
+			var stored []StoredArchive
+			if err == nil {
+				defer closeStore(store)
+				stored, err = store.List(ctx)
+			}
 			if err != nil {
 				if errors.Is(err, os.ErrNotExist) && cfg.Backup.IsOptional(dir) {
 					fmt.Fprintf(c.stdout, "SKIP %s (optional destination missing)\n", dir)
@@ -349,7 +358,12 @@ func (c *cli) prune(ctx context.Context, args []string) int {
 			fmt.Fprintf(c.stdout, "%s: optional destination missing, skipped\n", dir)
 			continue
 		}
-		store := &localDir{dir: dir, name: cfg.Name, log: log}
+		store, err := openStore(cfg, dir, false, owner{uid: -1, gid: -1}, nil, log)
+		if err != nil {
+			errs = multierror.Append(errs, err)
+			continue
+		}
+		defer closeStore(store)
 		res, err := pruneDir(ctx, key, store, config.ArchiveExt(cfg.Backup.Format), policy, nil, time.Now(), *dryRun, log)
 		verb := "removed"
 		if *dryRun {

@@ -1,0 +1,43 @@
+package worker
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// maxCredential bounds what readCredential reads: keys and known_hosts
+// files are small, and a path pointing at a device must not fill memory.
+const maxCredential = 1 << 20
+
+// readCredential returns the secret the unit passed with
+// LoadCredential=name (in $CREDENTIALS_DIRECTORY, private to the unit's
+// processes), or else the file fallbackPath from the config. Errors name
+// the file, never its content.
+func readCredential(name, fallbackPath string) ([]byte, error) {
+	p := fallbackPath
+	if dir := os.Getenv("CREDENTIALS_DIRECTORY"); dir != "" {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			p = filepath.Join(dir, name)
+		}
+	}
+	if p == "" {
+		return nil, fmt.Errorf("credential %s: no file given", name)
+	}
+	// Not readSmallFile: sops-nix and agenix paths are symlinks, and the
+	// file is root's configuration, not something a service user plants.
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("credential %s: %w", name, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxCredential+1))
+	if err != nil {
+		return nil, fmt.Errorf("credential %s: %w", name, err)
+	}
+	if len(data) > maxCredential {
+		return nil, fmt.Errorf("credential %s: %s is larger than %d bytes", name, p, maxCredential)
+	}
+	return data, nil
+}

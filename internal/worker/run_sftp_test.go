@@ -1,0 +1,211 @@
+package worker
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// sftpEnv is a test environment whose second destination is directory
+// "r" on a real sshd; remoteDir is where its archives land on this
+// machine (PATH/HOSTNAME/SERVICE).
+func sftpEnv(t *testing.T) (*testEnv, *sshServer, string) {
+	srv := startSSHD(t)
+	e := newTestEnv(t)
+	e.dests[1] = srv.url("r")
+	return e, srv, filepath.Join(srv.root, "r", "testhost", "app")
+}
+
+// withSFTP adds the backup.sftp settings and the host name to a config.
+func withSFTP(srv *sshServer, more func(b map[string]any)) func(m map[string]any) {
+	return func(m map[string]any) {
+		b := backupSettings(m)
+		b["hostName"] = "testhost"
+		b["sftp"] = map[string]any{"privateKeyFile": srv.keyFile, "knownHostsFile": srv.knownHostsFile}
+		if more != nil {
+			more(b)
+		}
+	}
+}
+
+// TestRunLocalAndSFTP: a full run to a local directory and an SFTP server
+// commits the same archive, its .sha256 and .sig in both, with nothing
+// else left on the server; a second run prunes on both.
+func TestRunLocalAndSFTP(t *testing.T) {
+	for _, readBack := range []bool{true, false} {
+		t.Run(map[bool]string{true: "read-back", false: "no read-back"}[readBack], func(t *testing.T) {
+			e, srv, remote := sftpEnv(t)
+			e.setUnit("app.service", "active")
+			cfg := e.config([]string{"app.service"}, withSFTP(srv, func(b map[string]any) {
+				b["sftp"].(map[string]any)["verifyReadBack"] = readBack
+				b["retentionSnapshots"] = 1
+			}))
+			if code := e.run(cfg); code != ExitOK {
+				t.Fatalf("exit %d, want 0", code)
+			}
+			local := archivesIn(t, e.dests[0], "tar.gz")
+			if len(local) != 1 {
+				t.Fatalf("local holds %v", local)
+			}
+			base := local[0]
+			if got, want := destFiles(t, remote), []string{base, base + ".sha256", base + ".sig"}; !slices.Equal(got, want) {
+				t.Fatalf("server holds %q, want %q", got, want)
+			}
+			for _, side := range []string{"", ".sha256", ".sig"} {
+				a, _ := os.ReadFile(filepath.Join(e.dests[0], base+side))
+				b, _ := os.ReadFile(filepath.Join(remote, base+side))
+				if len(a) == 0 || !bytes.Equal(a, b) {
+					t.Fatalf("%s%s differs between the local and the remote copy", base, side)
+				}
+			}
+			if fi, err := os.Stat(filepath.Join(remote, base)); err != nil || fi.Mode().Perm() != 0o600 {
+				t.Fatalf("remote archive mode %v (%v), want 0600", fi.Mode(), err)
+			}
+			// A second run one second later: both destinations prune
+			// the first archive.
+			e.logBuf = &syncBuffer{}
+			r := e.runner(cfg)
+			r.Now = func() time.Time { return time.Now().Add(2 * time.Second) }
+			if code := r.Run(t.Context()); code != ExitOK {
+				t.Fatalf("second run: exit %d\n%s", code, e.logBuf.String())
+			}
+			second := archivesIn(t, e.dests[0], "tar.gz")
+			if len(second) != 1 || second[0] == base {
+				t.Fatalf("local holds %v after the second run, want only the new archive", second)
+			}
+			if got := destFiles(t, remote); !slices.Equal(got, []string{second[0], second[0] + ".sha256", second[0] + ".sig"}) {
+				t.Fatalf("server holds %q after the second run", got)
+			}
+		})
+	}
+}
+
+// TestRunSFTPServerKilledMidUpload: the server dies while the archive is
+// uploaded. The local copy is committed and pruned, the run ends partial,
+// nothing appears under a final name on the server; the next run (server
+// back) removes the temp file and commits there.
+func TestRunSFTPServerKilledMidUpload(t *testing.T) {
+	e, srv, remote := sftpEnv(t)
+	e.setUnit("app.service", "active")
+	// Incompressible data, so the upload takes a while.
+	e.writeFile(filepath.Join(e.dataPaths[0], "big.bin"), randomBytes(t, 48<<20), 0o600)
+	old := "app-20200101T000000Z.tar.zst"
+	e.writeFile(filepath.Join(e.dests[0], old), []byte("old archive"), 0o640)
+	cfg := e.config([]string{"app.service"}, withSFTP(srv, func(b map[string]any) {
+		b["format"] = "tar.zst"
+		b["retentionSnapshots"] = 1
+	}))
+	killed := make(chan string, 1)
+	go func() {
+		defer close(killed)
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			entries, _ := os.ReadDir(remote)
+			for _, en := range entries {
+				if fi, err := en.Info(); err == nil && strings.Contains(en.Name(), ".tmp-") && fi.Size() > 4<<20 {
+					srv.kill()
+					killed <- en.Name()
+					return
+				}
+			}
+		}
+	}()
+	code := e.run(cfg)
+	tmp := <-killed
+	if tmp == "" {
+		t.Fatal("the upload never reached 4 MiB; the server was not killed")
+	}
+	if code != ExitPartial {
+		t.Fatalf("exit %d, want 3 (partial)", code)
+	}
+	if e.unitState("app.service") != "active" {
+		t.Error("unit not started again")
+	}
+	local := archivesIn(t, e.dests[0], "tar.zst")
+	if len(local) != 1 || local[0] == old {
+		t.Fatalf("local holds %v, want the new archive only (old one pruned)", local)
+	}
+	if got := destFiles(t, remote); !slices.Equal(got, []string{tmp}) {
+		t.Fatalf("server holds %q, want only the temp file %s (no final name)", got, tmp)
+	}
+	// The server is back: the next run removes the stale temp file and
+	// commits there too.
+	srv.start()
+	e.logBuf = &syncBuffer{}
+	r := e.runner(cfg)
+	r.Now = func() time.Time { return time.Now().Add(2 * time.Second) }
+	if code := r.Run(t.Context()); code != ExitOK {
+		t.Fatalf("second run: exit %d\n%s", code, e.logBuf.String())
+	}
+	got := destFiles(t, remote)
+	if slices.Contains(got, tmp) || len(got) != 3 {
+		t.Fatalf("server holds %q after the next run, want one committed archive and no temp file", got)
+	}
+	if !strings.Contains(e.logBuf.String(), "removed temp file left by an interrupted run") {
+		t.Error("the next run did not report the stale temp file it removed")
+	}
+}
+
+// TestRunSFTPUnknownHostKey: a server whose host key is not the one in
+// known_hosts is refused at preflight: as the only destination, the run
+// fails before anything is stopped; beside a local one, it is left out
+// and the run ends partial.
+func TestRunSFTPUnknownHostKey(t *testing.T) {
+	e, srv, remote := sftpEnv(t)
+	e.setUnit("app.service", "active")
+	other := writeEd25519(t, filepath.Join(t.TempDir(), "other"))
+	srv.writeKnownHosts(t, other.PublicKey())
+	only := e.config([]string{"app.service"}, withSFTP(srv, func(b map[string]any) {
+		b["paths"] = []string{srv.url("r")}
+	}))
+	if code := e.run(only); code != ExitFailed {
+		t.Fatalf("exit %d, want 1 (failed)", code)
+	}
+	if calls := e.calls(); slices.ContainsFunc(calls, func(c string) bool { return strings.HasPrefix(c, "stop") }) {
+		t.Fatalf("a unit was stopped: %q", calls)
+	}
+	if !strings.Contains(e.logBuf.String(), "key mismatch") {
+		t.Error("the log does not say the host key did not match")
+	}
+	e.logBuf = &syncBuffer{}
+	if code := e.run(e.config([]string{"app.service"}, withSFTP(srv, nil))); code != ExitPartial {
+		t.Fatalf("with a local destination too: exit %d, want 3 (partial)", code)
+	}
+	assertOneArchive(t, e.dests[0])
+	if _, err := os.Stat(remote); !os.IsNotExist(err) {
+		t.Fatalf("something was created on the refused server: %v", err)
+	}
+}
+
+// TestRunSFTPUnreachable: a server that does not answer at preflight is
+// left out before anything is stopped; the local destination gets the
+// archive and the run ends partial. Alone, it fails the run with no unit
+// stopped.
+func TestRunSFTPUnreachable(t *testing.T) {
+	e, srv, _ := sftpEnv(t)
+	e.setUnit("app.service", "active")
+	srv.kill()
+	start := time.Now()
+	only := e.config([]string{"app.service"}, withSFTP(srv, func(b map[string]any) {
+		b["paths"] = []string{srv.url("r")}
+	}))
+	if code := e.run(only); code != ExitFailed {
+		t.Fatalf("exit %d, want 1 (failed)", code)
+	}
+	t.Logf("preflight gave up after %v", time.Since(start))
+	if calls := e.calls(); slices.ContainsFunc(calls, func(c string) bool { return strings.HasPrefix(c, "stop") }) {
+		t.Fatalf("a unit was stopped: %q", calls)
+	}
+	e.logBuf = &syncBuffer{}
+	if code := e.run(e.config([]string{"app.service"}, withSFTP(srv, nil))); code != ExitPartial {
+		t.Fatalf("with a local destination too: exit %d, want 3 (partial)", code)
+	}
+	assertOneArchive(t, e.dests[0])
+	log := e.logBuf.String()
+	if i, j := strings.Index(log, "destination unusable"), strings.Index(log, "stopping"); i < 0 || (j >= 0 && j < i) {
+		t.Error("the server was not left out before the unit was stopped")
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
+	"strings"
 
 	"github.com/backupgen/backupgen/internal/config"
 )
@@ -30,4 +32,14 @@ func closeStore(d Destination) {
 	if c, ok := d.(io.Closer); ok {
 		c.Close()
 	}
+}
+
+// joinDest names archive name in destination dir for messages: a path
+// in a local directory, URL/NAME in a remote store (filepath.Join would
+// fold the URL's "//").
+func joinDest(dir, name string) string {
+	if config.IsRemote(dir) {
+		return strings.TrimSuffix(dir, "/") + "/" + name
+	}
+	return filepath.Join(dir, name)
 }

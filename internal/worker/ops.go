@@ -83,6 +83,9 @@ type destArchive struct {
 	retention.Archive
 	dir    string
 	format string
+	// store is set for an archive found through a remote Destination
+	// (verify reads it there, see verifyRemote).
+	store Destination
 }
 
 func (a destArchive) path() string { return filepath.Join(a.dir, a.Name) }
@@ -165,7 +168,7 @@ func (c *cli) list(ctx context.Context, args []string) int {
 			fmt.Fprintf(tw, "%s\t(no archives)\t\t\t\t\n", dir)
 		}
 		for _, a := range archives {
-			path := filepath.Join(dir, a.Name)
+			path := joinDest(dir, a.Name)
 			ck := inspectStored(ctx, key, store, a.Name, *verify, nil)
 			size := "?"
 			if ck.err == nil || ck.size > 0 {
@@ -265,7 +268,11 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 				stored = stored[:1]
 			}
 			for _, a := range stored {
-				targets = append(targets, destArchive{Archive: a.Archive, dir: dir, format: a.Format})
+				da := destArchive{Archive: a.Archive, dir: dir, format: a.Format}
+				if _, local := store.(*localDir); !local {
+					da.store = store
+				}
+				targets = append(targets, da)
 			}
 		}
 	}
@@ -296,6 +303,9 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 
 // verifyOne verifies (or adopts) one archive and prints the verdict.
 func (c *cli) verifyOne(ctx context.Context, key *hostkey.Key, a destArchive, adopt bool, own owner) error {
+	if a.store != nil {
+		return c.verifyRemote(ctx, key, a, adopt)
+	}
 	if adopt {
 		how, err := adoptArchive(ctx, key, a.path(), a.format, own)
 		if err != nil {
@@ -370,7 +380,7 @@ func (c *cli) prune(ctx context.Context, args []string) int {
 			verb = "would remove"
 		}
 		for _, a := range res.removed {
-			fmt.Fprintf(c.stdout, "%s %s\n", verb, filepath.Join(dir, a.Name))
+			fmt.Fprintf(c.stdout, "%s %s\n", verb, joinDest(dir, a.Name))
 		}
 		nBad, nUntrusted := 0, 0
 		for _, a := range res.bad {
@@ -381,7 +391,7 @@ func (c *cli) prune(ctx context.Context, args []string) int {
 			} else {
 				nBad++
 			}
-			fmt.Fprintf(c.stdout, "%s, kept %s: %v\n", what, filepath.Join(dir, a.Name), a.reason)
+			fmt.Fprintf(c.stdout, "%s, kept %s: %v\n", what, joinDest(dir, a.Name), a.reason)
 		}
 		badNote := ""
 		if len(res.bad) > 0 {

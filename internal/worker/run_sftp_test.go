@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/backupgen/backupgen/internal/config"
 )
 
 // sftpEnv is a test environment whose second destination is directory
@@ -207,5 +209,74 @@ func TestRunSFTPUnreachable(t *testing.T) {
 	log := e.logBuf.String()
 	if i, j := strings.Index(log, "destination unusable"), strings.Index(log, "stopping"); i < 0 || (j >= 0 && j < i) {
 		t.Error("the server was not left out before the unit was stopped")
+	}
+}
+
+// TestSFTPCommands: list --verify, verify, prune --dry-run and prune work
+// on an SFTP destination; another host's archives and a foreign file
+// under the prefix are never touched, and a corrupted remote archive
+// fails verify.
+func TestSFTPCommands(t *testing.T) {
+	e, srv, remote := sftpEnv(t)
+	cfgPath := e.configFile(nil, withSFTP(srv, func(b map[string]any) { b["retentionSnapshots"] = 1 }))
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		r := e.runner(cfg)
+		// The second run at the real time: prune keeps archives from
+		// the future out of the count.
+		r.Now = func() time.Time { return time.Now().Add(time.Duration(i-1) * 2 * time.Second) }
+		if code := r.Run(t.Context()); code != ExitOK {
+			t.Fatalf("run %d: exit %d\n%s", i, code, e.logBuf.String())
+		}
+	}
+	// Another host's archive of the same service, and a foreign file.
+	otherHost := filepath.Join(srv.root, "r", "otherhost", "app", "app-20200101T000000Z.tar.gz")
+	e.writeFile(otherHost, []byte("theirs"), 0o600)
+	e.writeFile(filepath.Join(remote, "notes.txt"), []byte("not ours"), 0o600)
+	archives := archivesIn(t, remote, "tar.gz")
+	if len(archives) != 1 {
+		t.Fatalf("server holds %v after two runs with retentionSnapshots=1", archives)
+	}
+	main := func(args ...string) (int, string) {
+		var stdout, stderr bytes.Buffer
+		code := Main(t.Context(), "test", append(args, "--config", cfgPath), &stdout, &stderr)
+		return code, stdout.String() + stderr.String()
+	}
+	if code, out := main("list", "--verify"); code != ExitOK || !strings.Contains(out, srv.url("r")) || strings.Count(out, archives[0]) != 2 {
+		t.Fatalf("list --verify: exit %d\n%s", code, out)
+	}
+	if code, out := main("verify"); code != ExitOK || !strings.Contains(out, "OK "+srv.url("r")+"/"+archives[0]) {
+		t.Fatalf("verify: exit %d\n%s", code, out)
+	}
+	// An older archive of ours, valid and signed: prune removes it,
+	// nothing else.
+	old := "app-20210101T000000Z.tar.gz"
+	valid, err := os.ReadFile(filepath.Join(remote, archives[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.writeSignedArchive(remote, old, valid)
+	if code, out := main("prune", "--dry-run"); code != ExitOK || !strings.Contains(out, "would remove "+srv.url("r")+"/"+old) {
+		t.Fatalf("prune --dry-run: exit %d\n%s", code, out)
+	}
+	if code, out := main("prune"); code != ExitOK {
+		t.Fatalf("prune: exit %d\n%s", code, out)
+	}
+	if got := destFiles(t, remote); !slices.Equal(got, []string{archives[0], archives[0] + ".sha256", archives[0] + ".sig", "notes.txt"}) {
+		t.Fatalf("server holds %q after prune", got)
+	}
+	if _, err := os.Stat(otherHost); err != nil {
+		t.Fatalf("another host's archive was touched: %v", err)
+	}
+	// A flipped byte on the server: verify fails.
+	p := filepath.Join(remote, archives[0])
+	data, _ := os.ReadFile(p)
+	data[len(data)/2] ^= 0xff
+	e.writeFile(p, data, 0o600)
+	if code, out := main("verify"); code == ExitOK || !strings.Contains(out, "FAILED") {
+		t.Fatalf("verify of a corrupted remote archive: exit %d\n%s", code, out)
 	}
 }

@@ -16,12 +16,7 @@ const maxCredential = 1 << 20
 // processes), or else the file fallbackPath from the config. Errors name
 // the file, never its content.
 func readCredential(name, fallbackPath string) ([]byte, error) {
-	p := fallbackPath
-	if dir := os.Getenv("CREDENTIALS_DIRECTORY"); dir != "" {
-		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
-			p = filepath.Join(dir, name)
-		}
-	}
+	p := credentialFile(name, fallbackPath)
 	if p == "" {
 		return nil, fmt.Errorf("credential %s: no file given", name)
 	}
@@ -40,4 +35,16 @@ func readCredential(name, fallbackPath string) ([]byte, error) {
 		return nil, fmt.Errorf("credential %s: %s is larger than %d bytes", name, p, maxCredential)
 	}
 	return data, nil
+}
+
+// credentialFile is the file readCredential reads: $CREDENTIALS_DIRECTORY/
+// name when the unit passed it, else fallbackPath. For libraries that
+// take a file name (knownhosts).
+func credentialFile(name, fallbackPath string) string {
+	if dir := os.Getenv("CREDENTIALS_DIRECTORY"); dir != "" {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			return filepath.Join(dir, name)
+		}
+	}
+	return fallbackPath
 }

@@ -52,3 +52,29 @@ func TestSFTPContract(t *testing.T) {
 		}
 	})
 }
+
+// TestSFTPCredentialsDirectory: with $CREDENTIALS_DIRECTORY set (the unit's
+// LoadCredential=), the key and known_hosts come from there, not from the
+// configured paths.
+func TestSFTPCredentialsDirectory(t *testing.T) {
+	srv := startSSHD(t)
+	creds := t.TempDir()
+	for name, from := range map[string]string{"sftp-key": srv.keyFile, "sftp-known-hosts": srv.knownHostsFile} {
+		data, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(creds, name), string(data))
+	}
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
+	d := srv.dest(t, "creds", "app")
+	d.keyFile, d.knownHosts = "/nonexistent/key", "/nonexistent/known_hosts"
+	if _, err := d.Prepare(t.Context()); err != nil {
+		t.Fatalf("Prepare with the credentials directory: %v", err)
+	}
+	d.Close()
+	t.Setenv("CREDENTIALS_DIRECTORY", t.TempDir())
+	if _, err := d.Prepare(t.Context()); err == nil || !strings.Contains(err.Error(), "credential sftp-key") {
+		t.Fatalf("Prepare without credentials = %v, want the missing key named", err)
+	}
+}

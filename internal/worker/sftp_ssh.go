@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"time"
 
@@ -43,27 +42,14 @@ func (d *sftpDest) sshConfig() (*ssh.ClientConfig, error) {
 	}, nil
 }
 
-// knownHostsCallback parses the known_hosts credential. knownhosts reads
-// files, so the bytes go to a private temp file first (the credential may
-// come from $CREDENTIALS_DIRECTORY or the configured path alike).
+// knownHostsCallback parses the known_hosts credential (knownhosts reads
+// files by name: the credential's file, no copy of it).
 func knownHostsCallback(fallback string) (ssh.HostKeyCallback, error) {
-	data, err := readCredential("sftp-known-hosts", fallback)
-	if err != nil {
-		return nil, err
+	p := credentialFile("sftp-known-hosts", fallback)
+	if p == "" {
+		return nil, errors.New("credential sftp-known-hosts: no file given")
 	}
-	f, err := os.CreateTemp("", "backup-worker-known-hosts-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(f.Name())
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return nil, err
-	}
-	cb, err := knownhosts.New(f.Name())
+	cb, err := knownhosts.New(p)
 	if err != nil {
 		return nil, fmt.Errorf("credential sftp-known-hosts: %w", err)
 	}

@@ -68,6 +68,17 @@ type BackupSettings struct {
 	CaptureFirst       *bool    `toml:"captureFirst"`
 	PreBackup          *string  `toml:"preBackup"`
 	PostBackup         *string  `toml:"postBackup"`
+	// HostName keys the archives in a shared remote store; empty: the
+	// machine's host name.
+	HostName *string      `toml:"hostName"`
+	SFTP     SFTPSettings `toml:"sftp"`
+}
+
+// SFTPSettings mirror the module's backup.sftp.* options.
+type SFTPSettings struct {
+	PrivateKeyFile *string `toml:"privateKeyFile"`
+	KnownHostsFile *string `toml:"knownHostsFile"`
+	VerifyReadBack *bool   `toml:"verifyReadBack"`
 }
 
 // keyDoc says, in the spec's words, what a key holds and gives an example
@@ -86,7 +97,7 @@ var keyDocs = map[string]keyDoc{
 	"enable":             {"true or false", "true"},
 	"user":               {"a user name", `"myapp"`},
 	"group":              {"a group name", `"myapp"`},
-	"paths":              {"a list of absolute destination paths", `["/var/backups/{name}"]`},
+	"paths":              {"a list of absolute destination paths or sftp:// URLs", `["/var/backups/{name}", "sftp://backup@nas/srv/backups"]`},
 	"optionalPaths":      {"a list of destinations from paths that may be missing", `["/mnt/usb/{name}"]`},
 	"schedule":           {"a cron or systemd calendar expression", `"0 2 * * *"`},
 	"format":             {"an archive format name", `"tar.zst"`},
@@ -105,6 +116,11 @@ var keyDocs = map[string]keyDoc{
 	"captureFirst":       {"true or false", "true"},
 	"preBackup":          {"a shell command", `"podman exec db pg_dumpall > /var/lib/myapp/dump.sql"`},
 	"postBackup":         {"a shell command", `"echo $BACKUP_RESULT"`},
+	"hostName":           {"a host name", `"web1"`},
+	"sftp":               {"a table", "(a [services.backup.sftp] or [defaults.backup.sftp] header on its own line)"},
+	"privateKeyFile":     {"an absolute path, outside the Nix store", `"/run/secrets/backup-ssh-key"`},
+	"knownHostsFile":     {"an absolute path", `"/etc/backupgen/known_hosts"`},
+	"verifyReadBack":     {"true or false", "true"},
 }
 
 // multilineKeys hold shell scripts, where a newline or tab is legitimate;

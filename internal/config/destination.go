@@ -87,6 +87,11 @@ func (v *validator) sftp(s SFTP) {
 			v.add(f.key, "required with an sftp:// destination")
 		} else if why := ValidPath(f.p); why != "" {
 			v.add(f.key, "%q: %s", f.p, why)
+		} else if strings.ContainsAny(f.p, " \t\"'\\:%;") {
+			// The unit passes it as LoadCredential=ID:PATH, unquoted.
+			v.add(f.key, "%q: must not hold spaces, quotes, backslashes, ':', '%%' or ';' (it is passed with LoadCredential=)", f.p)
+		} else if f.key == "backup.sftp.privateKeyFile" && strings.HasPrefix(f.p, "/nix/store/") {
+			v.add(f.key, "%q: a secret in the Nix store is readable by every user; point at a file outside it (sops-nix, agenix)", f.p)
 		}
 	}
 }

@@ -47,7 +47,7 @@ let
   # A stamp of these helpers (lib.nix, options.nix, cron.nix, core.nix as
   # rendered): core.nix asserts that every module in an evaluation was
   # generated for the helpers it gets.
-  version = "e699d6dfc18d03da";
+  version = "bf4446709c5cf63b";
 
   # The built-in defaults, rendered from backupgen's Go definition
   # (generator.Defaults); a hand-written backupConfig may leave any key out.
@@ -78,6 +78,12 @@ let
       postBackup = "";
       dumpDirectory = false;
       timerConfig = { };
+      hostName = "";
+      sftp = {
+        privateKeyFile = "";
+        knownHostsFile = "";
+        verifyReadBack = true;
+      };
     };
   };
 
@@ -155,6 +161,29 @@ let
   concatMap = f: list: builtins.concatLists (map f list);
   hasControl = s: !(matches "[^[:cntrl:]]*" s);
 
+  # A destination with "://" is a remote store (config.IsRemote); the rest
+  # of its checks are the worker's (check-config).
+  isRemote = p: builtins.isString p && matches ".*://.*" p;
+  sftpProblem =
+    p:
+    if hasControl p then
+      "contains a control character (newline, tab, ...)"
+    else if matches "sftp://[^:@/]+@[^@/]+(:[0-9]+)?/[^?#]+" p then
+      null
+    else
+      "is not a local path or sftp://USER@HOST[:PORT]/PATH";
+  localPaths = builtins.filter (p: !(isRemote p));
+  # LoadCredential= of the unit: the secrets of the remote destinations.
+  credentials =
+    backup:
+    if anyOf (hasPrefix "sftp://") backup.paths then
+      builtins.filter (c: c != null) [
+        (if backup.sftp.privateKeyFile == null || backup.sftp.privateKeyFile == "" then null else "sftp-key:${backup.sftp.privateKeyFile}")
+        (if backup.sftp.knownHostsFile == null || backup.sftp.knownHostsFile == "" then null else "sftp-known-hosts:${backup.sftp.knownHostsFile}")
+      ]
+    else
+      [ ];
+
   # "{name}" in a destination is the service's name.
   expandName = name: p: builtins.replaceStrings [ "{name}" ] [ name ] p;
 
@@ -181,6 +210,8 @@ let
     p:
     if !builtins.isString p then
       "is not a string"
+    else if isRemote p then
+      sftpProblem p
     else if matches ".*[{][A-Za-z_][A-Za-z0-9_]*[}].*" (expandName "x" p) then
       "holds an unknown placeholder: the only one is {name}"
     else
@@ -287,6 +318,8 @@ let
       backup = builtins.mapAttrs (key: _: get key) defaults.backup // {
         paths = map (expandName name) (get "paths");
         optionalPaths = map (expandName name) (get "optionalPaths");
+        # A hand-written backupConfig may give only some of the keys.
+        sftp = defaults.backup.sftp // (if backupConfig ? sftp && backupConfig.sftp != null then backupConfig.sftp else { });
       };
       units = toList serviceName;
       each = key: problem: list: concatMap (i: let p = problem (builtins.elemAt list i); in if p == null then [ ] else [ "${key}[${toString i}] ${builtins.toJSON (builtins.elemAt list i)} ${p}" ]) (builtins.genList (i: i) (builtins.length list));
@@ -336,7 +369,8 @@ let
             backupConfig.extraPackages
           else
             runtimePackages units;
-        required = builtins.filter (p: !(builtins.elem p backup.optionalPaths)) backup.paths;
+        required = builtins.filter (p: !(builtins.elem p backup.optionalPaths)) (localPaths backup.paths);
+        remote = localPaths backup.paths != backup.paths;
       };
 
   # The JSON the worker reads; the same shape as config.Config in Go.
@@ -367,7 +401,19 @@ let
       # check-config validates the timer's schedule with the same parser.
       onCalendar = cronToOnCalendar r.backup.schedule;
       stateDirectory = stateDirectory r.name;
-    };
+    }
+    // (if r.backup.hostName == "" then { } else { inherit (r.backup) hostName; })
+    // (
+      # Only with an sftp:// destination, as generator.WorkerConfig.
+      if anyOf (hasPrefix "sftp://") r.backup.paths then
+        {
+          sftp = {
+            inherit (r.backup.sftp) privateKeyFile knownHostsFile verifyReadBack;
+          };
+        }
+      else
+        { }
+    );
   };
 
   # Problems throw as soon as the result is looked at, not only when a
@@ -413,7 +459,7 @@ let
           RuntimeDirectory = "backup-worker/${r.name}";
           RuntimeDirectoryPreserve = "yes";
           TimeoutStartSec = r.backup.timeoutStartSec;
-          ReadWritePaths = map (p: "-" + systemdQuote p) (r.backup.paths ++ hookPaths);
+          ReadWritePaths = map (p: "-" + systemdQuote p) (localPaths r.backup.paths ++ hookPaths);
         }
         // (
           if r.backup.dumpDirectory then
@@ -425,8 +471,20 @@ let
             }
           else
             { }
-        );
-    };
+        )
+        // (if credentials r.backup == [ ] then { } else { LoadCredential = credentials r.backup; });
+    }
+    # A remote destination needs the network up (the worker still leaves
+    # out one it cannot reach, before anything is stopped).
+    // (
+      if r.remote then
+        {
+          wants = [ "network-online.target" ];
+          after = [ "network-online.target" ];
+        }
+      else
+        { }
+    );
 
   mkBackupTimer =
     {
@@ -491,7 +549,7 @@ let
     if problems != [ ] then
       throw "backupgen: mkBackupDirectories:\n  ${builtins.concatStringsSep "\n  " problems}"
     else
-      map rule (builtins.filter (p: !(builtins.elem p optional)) paths);
+      map rule (builtins.filter (p: !(builtins.elem p optional)) (localPaths paths));
 
   helpers = {
     inherit

@@ -48,12 +48,18 @@ in
         captureFirst = false;
         preBackup = "";
         postBackup = "";
+        hostName = "";
+        sftp = {
+          privateKeyFile = "";
+          knownHostsFile = "";
+          verifyReadBack = true;
+        };
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.vaultwarden" = "e699d6dfc18d03da"; }
+    { backupgen.helpers."modules.services.virtualization.vaultwarden" = "bf4446709c5cf63b"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -48,12 +48,18 @@ in
         captureFirst = false;
         preBackup = "";
         postBackup = "";
+        hostName = "";
+        sftp = {
+          privateKeyFile = "";
+          knownHostsFile = "";
+          verifyReadBack = true;
+        };
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."my_org.backups.\"2fa\"" = "e699d6dfc18d03da"; }
+    { backupgen.helpers."my_org.backups.\"2fa\"" = "bf4446709c5cf63b"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -48,12 +48,18 @@ in
         captureFirst = true;
         preBackup = "echo pre";
         postBackup = "echo \"done: \$BACKUP_RESULT\"";
+        hostName = "";
+        sftp = {
+          privateKeyFile = "";
+          knownHostsFile = "";
+          verifyReadBack = true;
+        };
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."hosts.backups.overrides" = "e699d6dfc18d03da"; }
+    { backupgen.helpers."hosts.backups.overrides" = "bf4446709c5cf63b"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -280,3 +280,32 @@ func TestSFTPCommands(t *testing.T) {
 		t.Fatalf("verify of a corrupted remote archive: exit %d\n%s", code, out)
 	}
 }
+
+// TestRunSFTPOnly: the SFTP destination as the run's only one (the stream
+// goes straight to the upload, no fan-out hash): committed, read back and
+// parsed, or with verifyReadBack off, confirmed by size and stream hash.
+func TestRunSFTPOnly(t *testing.T) {
+	for _, format := range []string{"tar.zst", "zip"} {
+		for _, readBack := range []bool{true, false} {
+			e, srv, remote := sftpEnv(t)
+			cfg := e.config(nil, withSFTP(srv, func(b map[string]any) {
+				b["paths"] = []string{srv.url("r")}
+				b["format"] = format
+				b["sftp"].(map[string]any)["verifyReadBack"] = readBack
+			}))
+			if code := e.run(cfg); code != ExitOK {
+				t.Fatalf("%s, readBack %v: exit %d", format, readBack, code)
+			}
+			if got := archivesIn(t, remote, format); len(got) != 1 {
+				t.Fatalf("%s, readBack %v: server holds %v", format, readBack, destFiles(t, remote))
+			}
+			if code, out := func() (int, string) {
+				var stdout, stderr bytes.Buffer
+				code := Main(t.Context(), "test", []string{"verify", "--config", filepath.Join(e.root, "config.json")}, &stdout, &stderr)
+				return code, stdout.String() + stderr.String()
+			}(); code != ExitOK {
+				t.Fatalf("%s, readBack %v: verify: exit %d\n%s", format, readBack, code, out)
+			}
+		}
+	}
+}

@@ -85,6 +85,10 @@ func newSFTPDest(cfg *config.Config, raw string, dest config.Destination, log *s
 
 func (d *sftpDest) String() string { return d.url }
 
+// LightTrust: without verifyReadBack, the archives kept are not re-read
+// on every run either (see lightTruster).
+func (d *sftpDest) LightTrust() bool { return !d.readBack }
+
 // sftpClient returns the connection, dialling it first if there is none
 // (or the last one dropped).
 func (d *sftpDest) sftpClient(ctx context.Context) (*sftp.Client, error) {

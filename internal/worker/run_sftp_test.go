@@ -309,3 +309,49 @@ func TestRunSFTPOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestSFTPRetentionReadsBackOnlyWithVerifyReadBack: retention re-reads the
+// archives it counts on an SFTP destination only with verifyReadBack (the
+// default). An older archive with a flipped byte (same size, valid
+// signature over its original content) is caught with it: not counted,
+// kept as evidence, warned about. Without it (a metered link) the
+// signature is checked against the .sha256 and the server's size only,
+// nothing is downloaded, and the archive counts.
+func TestSFTPRetentionReadsBackOnlyWithVerifyReadBack(t *testing.T) {
+	for _, readBack := range []bool{true, false} {
+		e, srv, remote := sftpEnv(t)
+		e.dests = e.dests[1:]
+		cfg := e.config(nil, withSFTP(srv, func(b map[string]any) {
+			b["retentionSnapshots"] = 2
+			b["minSizeRatio"] = 0
+			b["sftp"].(map[string]any)["verifyReadBack"] = readBack
+		}))
+		if code := e.run(cfg); code != ExitOK {
+			t.Fatalf("readBack %v: first run: exit %d", readBack, code)
+		}
+		first := archivesIn(t, remote, "tar.gz")[0]
+		// Turn the first archive into an older one, then flip a byte.
+		old := "app-20210101T000000Z.tar.gz"
+		data, err := os.ReadFile(filepath.Join(remote, first))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.writeSignedArchive(remote, old, data)
+		for _, side := range []string{"", ".sha256", ".sig"} {
+			os.Remove(filepath.Join(remote, first+side))
+		}
+		data[len(data)/2] ^= 0xff
+		e.writeFile(filepath.Join(remote, old), data, 0o600)
+
+		e.logBuf = &syncBuffer{}
+		if code := e.run(cfg); code != ExitOK && code != ExitWarning {
+			t.Fatalf("readBack %v: second run: exit %d", readBack, code)
+		}
+		if _, err := os.Stat(filepath.Join(remote, old)); err != nil {
+			t.Fatalf("readBack %v: the old archive is gone: %v", readBack, err)
+		}
+		if caught := strings.Contains(e.logBuf.String(), "failed its checksum check"); caught != readBack {
+			t.Errorf("readBack %v: corrupted archive caught = %v", readBack, caught)
+		}
+	}
+}

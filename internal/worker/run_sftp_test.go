@@ -355,3 +355,36 @@ func TestSFTPRetentionReadsBackOnlyWithVerifyReadBack(t *testing.T) {
 		}
 	}
 }
+
+// TestRunSFTPWrongKey: a client key the server does not accept is refused
+// at preflight, at once (no retries), before anything is stopped; the
+// error names the login, never the key.
+func TestRunSFTPWrongKey(t *testing.T) {
+	e, srv, _ := sftpEnv(t)
+	e.setUnit("app.service", "active")
+	writeEd25519(t, srv.keyFile) // a fresh key, not in authorized_keys
+	key, err := os.ReadFile(srv.keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	only := e.config([]string{"app.service"}, withSFTP(srv, func(b map[string]any) {
+		b["paths"] = []string{srv.url("r")}
+	}))
+	start := time.Now()
+	if code := e.run(only); code != ExitFailed {
+		t.Fatalf("exit %d, want 1 (failed)", code)
+	}
+	if d := time.Since(start); d > sftpRetryDelay {
+		t.Errorf("refused after %v: a rejected key must not be retried", d)
+	}
+	if calls := e.calls(); slices.ContainsFunc(calls, func(c string) bool { return strings.HasPrefix(c, "stop") }) {
+		t.Fatalf("a unit was stopped: %q", calls)
+	}
+	log := e.logBuf.String()
+	if !strings.Contains(log, "unable to authenticate") {
+		t.Error("the log does not say the login was refused")
+	}
+	if body := strings.Split(string(key), "\n")[1]; strings.Contains(log, body) {
+		t.Error("the log holds key material")
+	}
+}

@@ -1,6 +1,6 @@
 module github.com/backupgen/backupgen
 
-go 1.23.0
+go 1.25.0
 
 require (
 	filippo.io/age v1.2.1
@@ -11,14 +11,16 @@ require (
 	github.com/hashicorp/go-multierror v1.1.1
 	github.com/klauspost/compress v1.17.11
 	github.com/klauspost/pgzip v1.2.6
+	github.com/pkg/sftp v1.13.12
 	github.com/pmezard/go-difflib v1.0.0
 	github.com/spf13/pflag v1.1.0
 	github.com/ulikunitz/xz v0.5.17
-	golang.org/x/crypto v0.36.0
-	golang.org/x/sys v0.31.0
+	golang.org/x/crypto v0.54.0
+	golang.org/x/sys v0.47.0
 )
 
 require (
 	filippo.io/edwards25519 v1.1.0 // indirect
 	github.com/hashicorp/errwrap v1.0.0 // indirect
+	github.com/kr/fs v0.1.0 // indirect
 )

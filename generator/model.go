@@ -90,6 +90,9 @@ type BackupModel struct {
 	// either is set.
 	Recipients     []string
 	RecipientsFile string
+	// HostName: "" is the machine's host name (the worker asks).
+	HostName string
+	SFTP     SFTPModel
 }
 
 // Encrypted reports whether the service's archives are encrypted.
@@ -101,6 +104,13 @@ func (b BackupModel) encryption() *config.Encryption {
 		return nil
 	}
 	return &config.Encryption{Recipients: b.Recipients, RecipientsFile: b.RecipientsFile}
+}
+
+// SFTPModel is the resolved backup.sftp.* settings.
+type SFTPModel struct {
+	PrivateKeyFile string
+	KnownHostsFile string
+	VerifyReadBack bool
 }
 
 // UnitBase is the name shared by the backup service and timer.
@@ -117,17 +127,68 @@ func (s ServiceModel) ModuleFile() string { return "modules/" + s.Name + ".nix" 
 // ExecStopPost recovery can read what the worker recorded.
 func (s ServiceModel) StateDirectory() string { return "/run/backup-worker/" + s.Name }
 
-// RequiredDestinations are the destinations that are not optional: the
-// only ones tmpfiles may create (an optional one is a mount point of a
-// removable disk, and creating it would put backups on the root disk).
+// RequiredDestinations are the local destinations that are not optional:
+// the only ones tmpfiles may create (an optional one is a mount point of a
+// removable disk, and creating it would put backups on the root disk). A
+// remote destination is never a local path.
 func (s ServiceModel) RequiredDestinations() []string {
 	var out []string
-	for _, p := range s.Backup.Paths {
+	for _, p := range s.LocalDestinations() {
 		if !contains(s.Backup.OptionalPaths, p) {
 			out = append(out, p)
 		}
 	}
 	return out
+}
+
+// LocalDestinations are the destinations that are local directories (the
+// unit's ReadWritePaths=).
+func (s ServiceModel) LocalDestinations() []string {
+	var out []string
+	for _, p := range s.Backup.Paths {
+		if !config.IsRemote(p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// HasRemote reports whether a destination is remote: the unit then wants
+// network-online.target.
+func (s ServiceModel) HasRemote() bool { return len(s.LocalDestinations()) < len(s.Backup.Paths) }
+
+// Credential is one LoadCredential= of the unit: the worker reads the file
+// as $CREDENTIALS_DIRECTORY/ID.
+type Credential struct{ ID, Path string }
+
+// Credentials are the files the unit passes to the worker: the SSH key
+// and known_hosts of the sftp:// destinations, and the age recipients
+// file (not secret, but read the same way). lib.nix's credentials is the
+// same list.
+func (s ServiceModel) Credentials() []Credential {
+	var out []Credential
+	if s.hasKind("sftp") {
+		if p := s.Backup.SFTP.PrivateKeyFile; p != "" {
+			out = append(out, Credential{"sftp-key", p})
+		}
+		if p := s.Backup.SFTP.KnownHostsFile; p != "" {
+			out = append(out, Credential{"sftp-known-hosts", p})
+		}
+	}
+	if p := s.Backup.RecipientsFile; p != "" {
+		out = append(out, Credential{"age-recipients", p})
+	}
+	return out
+}
+
+// hasKind reports whether a destination is of kind (config.Destination).
+func (s ServiceModel) hasKind(kind string) bool {
+	for _, p := range s.Backup.Paths {
+		if d, err := config.ParseDestination(p); err == nil && d.Kind == kind {
+			return true
+		}
+	}
+	return false
 }
 
 // MountPaths are the paths the unit needs mounted (RequiresMountsFor=): the
@@ -190,7 +251,23 @@ func (s ServiceModel) WorkerConfig() config.Config {
 			CaptureFirst:       s.Backup.CaptureFirst,
 			StateDirectory:     s.StateDirectory(),
 			Encryption:         s.Backup.encryption(),
+			HostName:           s.Backup.HostName,
+			SFTP:               s.sftpConfig(),
 		},
+	}
+}
+
+// sftpConfig is backup.sftp for the worker: left out (zero) without an
+// sftp:// destination, so the JSON of other services does not change.
+func (s ServiceModel) sftpConfig() config.SFTP {
+	if !s.hasKind("sftp") {
+		return config.SFTP{}
+	}
+	readBack := s.Backup.SFTP.VerifyReadBack
+	return config.SFTP{
+		PrivateKeyFile: s.Backup.SFTP.PrivateKeyFile,
+		KnownHostsFile: s.Backup.SFTP.KnownHostsFile,
+		VerifyReadBack: &readBack,
 	}
 }
 
@@ -250,6 +327,12 @@ func resolveService(d ServiceSettings, svc Service) ServiceModel {
 			PostBackup:         pick(b.PostBackup, db.PostBackup, ""),
 			Recipients:         pickList(b.Encryption.Recipients, db.Encryption.Recipients, nil),
 			RecipientsFile:     pick(b.Encryption.RecipientsFile, db.Encryption.RecipientsFile, ""),
+			HostName:           pick(b.HostName, db.HostName, ""),
+			SFTP: SFTPModel{
+				PrivateKeyFile: pick(b.SFTP.PrivateKeyFile, db.SFTP.PrivateKeyFile, ""),
+				KnownHostsFile: pick(b.SFTP.KnownHostsFile, db.SFTP.KnownHostsFile, ""),
+				VerifyReadBack: pick(b.SFTP.VerifyReadBack, db.SFTP.VerifyReadBack, true),
+			},
 		},
 	}
 	if s.Description == "" {

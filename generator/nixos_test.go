@@ -950,3 +950,58 @@ func TestNixOSEncryption(t *testing.T) {
 		t.Errorf("zip + encryption: exit %d\n%s", r.rc, r.stderr)
 	}
 }
+
+// TestNixOSRemoteDestination: with an sftp:// destination, the NixOS unit
+// (evaluated with real nixpkgs) and the plain unit both want the network,
+// pass the key and known_hosts with LoadCredential= (never their content),
+// and neither mounts, creates nor opens the URL as a path.
+func TestNixOSRemoteDestination(t *testing.T) {
+	outDir := validCases(t, goldenOptions)["remote"]
+	data, _ := os.ReadFile(filepath.Join("testdata", "remote", "spec.toml"))
+	spec, err := Validate("spec.toml", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := buildModel(spec, goldenOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := nixosEval(t, "--verify", filepath.Join(outDir, "default.nix"), caseHost(t, m))
+	if r.rc != 0 {
+		t.Fatalf("exit %d\n%s", r.rc, r.stderr)
+	}
+	plain, err := os.ReadFile(filepath.Join(outDir, "etc/systemd/system/app-backup.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, unit := range map[string]string{"NixOS": r.unit("app-backup.service"), "plain": string(plain)} {
+		for _, want := range []string{
+			"LoadCredential=sftp-key:/run/secrets/backup-ssh-key",
+			"LoadCredential=sftp-known-hosts:/etc/backupgen/known_hosts",
+			"Wants=network-online.target",
+			"After=network-online.target",
+		} {
+			if !strings.Contains(unit, want) {
+				t.Errorf("%s unit lacks %s:\n%s", name, want, unit)
+			}
+		}
+		for _, line := range strings.Split(unit, "\n") {
+			if strings.Contains(line, "sftp:") && !strings.HasPrefix(line, "LoadCredential=") {
+				t.Errorf("%s unit uses the URL as a path: %s", name, line)
+			}
+		}
+	}
+	rules, _ := r.get("systemd", "tmpfiles", "rules").([]any)
+	for _, x := range rules {
+		if strings.Contains(x.(string), "sftp") {
+			t.Errorf("tmpfiles rule for the remote destination: %s", x)
+		}
+	}
+	cfg, err := config.Load(r.workerConfigFile(t, "metered-backup.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Backup.HostName != "web1" || cfg.Backup.SFTP.VerifyReadBackOrDefault() || cfg.Backup.SFTP.KnownHostsFile != "/etc/backupgen/known_hosts" {
+		t.Errorf("NixOS worker config: %+v", cfg.Backup)
+	}
+}

@@ -70,12 +70,23 @@ type BackupSettings struct {
 	PostBackup         *string  `toml:"postBackup"`
 	// Encryption is [services.backup.encryption] (config.Encryption).
 	Encryption EncryptionSettings `toml:"encryption"`
+	// HostName keys the archives in a shared remote store; empty: the
+	// machine's host name.
+	HostName *string      `toml:"hostName"`
+	SFTP     SFTPSettings `toml:"sftp"`
 }
 
 // EncryptionSettings mirror the module's backup.encryption.* options.
 type EncryptionSettings struct {
 	Recipients     []string `toml:"recipients"`
 	RecipientsFile *string  `toml:"recipientsFile"`
+}
+
+// SFTPSettings mirror the module's backup.sftp.* options.
+type SFTPSettings struct {
+	PrivateKeyFile *string `toml:"privateKeyFile"`
+	KnownHostsFile *string `toml:"knownHostsFile"`
+	VerifyReadBack *bool   `toml:"verifyReadBack"`
 }
 
 // keyDoc says, in the spec's words, what a key holds and gives an example
@@ -94,7 +105,7 @@ var keyDocs = map[string]keyDoc{
 	"enable":             {"true or false", "true"},
 	"user":               {"a user name", `"myapp"`},
 	"group":              {"a group name", `"myapp"`},
-	"paths":              {"a list of absolute destination paths", `["/var/backups/{name}"]`},
+	"paths":              {"a list of absolute destination paths or sftp:// URLs", `["/var/backups/{name}", "sftp://backup@nas/srv/backups"]`},
 	"optionalPaths":      {"a list of destinations from paths that may be missing", `["/mnt/usb/{name}"]`},
 	"schedule":           {"a cron or systemd calendar expression", `"0 2 * * *"`},
 	"format":             {"an archive format name", `"tar.zst"`},
@@ -116,6 +127,11 @@ var keyDocs = map[string]keyDoc{
 	"encryption":         {"a table", "(a [services.backup.encryption] header, or encryption = { recipients = [...] })"},
 	"recipients":         {"a list of age recipients (age1… or ssh-ed25519/ssh-rsa public keys)", `["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]`},
 	"recipientsFile":     {"an absolute path to a file of age recipients", `"/etc/backup/age-recipients"`},
+	"hostName":           {"a host name", `"web1"`},
+	"sftp":               {"a table", "(a [services.backup.sftp] or [defaults.backup.sftp] header on its own line)"},
+	"privateKeyFile":     {"an absolute path, outside the Nix store", `"/run/secrets/backup-ssh-key"`},
+	"knownHostsFile":     {"an absolute path", `"/etc/backupgen/known_hosts"`},
+	"verifyReadBack":     {"true or false", "true"},
 }
 
 // multilineKeys hold shell scripts, where a newline or tab is legitimate;

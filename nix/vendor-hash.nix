@@ -2,4 +2,4 @@
 #
 # package.nix's vendorHash: the NAR hash of `go mod vendor`.
 # `make check-vendor-hash` (and go test ./nix/) fail when it is stale.
-"sha256-bhVAQRTPkItIjZv5fB8oD2xjM6WGBW7z677EPjp++ag="
+"sha256-9fxTK1Qb8No87Jy3SlZZ9rf9d0Dudm39iVBK5MtmNGo="

@@ -120,6 +120,32 @@ type Backup struct {
 	// Encryption, when it names recipients, encrypts every archive with
 	// age (see encryption.go).
 	Encryption *Encryption `json:"encryption,omitempty"`
+
+	// HostName keys the archives in a remote store shared by many hosts
+	// (PATH/HOSTNAME/SERVICE/); empty: os.Hostname.
+	HostName string `json:"hostName,omitempty"`
+	// SFTP holds the settings of the sftp:// destinations.
+	SFTP SFTP `json:"sftp,omitzero"`
+}
+
+// SFTP holds the settings of the sftp:// destinations. The files are
+// read from $CREDENTIALS_DIRECTORY (sftp-key, sftp-known-hosts) when the
+// unit passes them with LoadCredential=, else from these paths.
+type SFTP struct {
+	// PrivateKeyFile is the SSH private key (unencrypted).
+	PrivateKeyFile string `json:"privateKeyFile,omitempty"`
+	// KnownHostsFile lists the servers' host keys (OpenSSH known_hosts);
+	// a server not in it is refused.
+	KnownHostsFile string `json:"knownHostsFile,omitempty"`
+	// VerifyReadBack reads every uploaded archive back in full before
+	// committing it (default true; off on metered links: then the size
+	// the server reports and the SHA-256 of the stream are checked).
+	VerifyReadBack *bool `json:"verifyReadBack,omitempty"`
+}
+
+// VerifyReadBackOrDefault returns VerifyReadBack, true when unset.
+func (s SFTP) VerifyReadBackOrDefault() bool {
+	return s.VerifyReadBack == nil || *s.VerifyReadBack
 }
 
 // Units is a list of systemd unit names that decodes from a JSON string or
@@ -405,10 +431,19 @@ func (v *validator) destinations(b Backup, dataPaths []string) {
 	if len(b.Paths) == 0 {
 		v.add("backup.paths", "at least one destination is required")
 	}
+	sftp := false
 	for i, p := range b.Paths {
 		key := fmt.Sprintf("backup.paths[%d]", i)
-		if why := ValidPath(p); why != "" {
-			v.add(key, "%q: %s", p, why)
+		dest, err := ParseDestination(p)
+		if err != nil {
+			v.add(key, "%q: %v", p, err)
+			continue
+		}
+		if dest.Kind != "local" {
+			sftp = sftp || dest.Kind == "sftp"
+			if slices.Contains(b.Paths[:i], p) {
+				v.add(key, "%q: same destination as another entry; list it once", p)
+			}
 			continue
 		}
 		for j, q := range b.Paths[:i] {
@@ -422,7 +457,14 @@ func (v *validator) destinations(b Backup, dataPaths []string) {
 			}
 		}
 	}
+	if sftp {
+		v.sftp(b.SFTP)
+	}
 	for i, p := range b.OptionalPaths {
+		if IsRemote(p) {
+			v.add(fmt.Sprintf("backup.optionalPaths[%d]", i), "%q: only local paths can be optional (a remote that is unreachable is left out and the run ends partial)", p)
+			continue
+		}
 		if !b.IsListed(p) {
 			v.add(fmt.Sprintf("backup.optionalPaths[%d]", i), "%q: not listed in backup.paths; add it there too", p)
 		}

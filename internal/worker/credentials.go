@@ -1,16 +1,50 @@
 package worker
 
 import (
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
 
-// readCredential reads the file systemd passed with LoadCredential=NAME:PATH
-// ($CREDENTIALS_DIRECTORY/NAME) when the variable is set, else the path
-// given in the config (a run outside systemd, or a test).
+// maxCredential bounds what readCredential reads: keys and known_hosts
+// files are small, and a path pointing at a device must not fill memory.
+const maxCredential = 1 << 20
+
+// readCredential returns the secret the unit passed with
+// LoadCredential=name (in $CREDENTIALS_DIRECTORY, private to the unit's
+// processes), or else the file fallbackPath from the config. Errors name
+// the file, never its content.
 func readCredential(name, fallbackPath string) ([]byte, error) {
-	if dir := os.Getenv("CREDENTIALS_DIRECTORY"); dir != "" {
-		return os.ReadFile(filepath.Join(dir, name))
+	p := credentialFile(name, fallbackPath)
+	if p == "" {
+		return nil, fmt.Errorf("credential %s: no file given", name)
 	}
-	return os.ReadFile(fallbackPath)
+	// Not readSmallFile: sops-nix and agenix paths are symlinks, and the
+	// file is root's configuration, not something a service user plants.
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("credential %s: %w", name, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxCredential+1))
+	if err != nil {
+		return nil, fmt.Errorf("credential %s: %w", name, err)
+	}
+	if len(data) > maxCredential {
+		return nil, fmt.Errorf("credential %s: %s is larger than %d bytes", name, p, maxCredential)
+	}
+	return data, nil
+}
+
+// credentialFile is the file readCredential reads: $CREDENTIALS_DIRECTORY/
+// name when the unit passed it, else fallbackPath. For libraries that
+// take a file name (knownhosts).
+func credentialFile(name, fallbackPath string) string {
+	if dir := os.Getenv("CREDENTIALS_DIRECTORY"); dir != "" {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			return filepath.Join(dir, name)
+		}
+	}
+	return fallbackPath
 }

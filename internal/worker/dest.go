@@ -235,9 +235,12 @@ func (d *destination) finish(ctx context.Context, want []byte, format string, sc
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
 	}
-	sum, err := hashAt(ctx, f, d.path(d.base)+" (uncommitted)", d.size)
-	if err != nil {
-		return nil, fmt.Errorf("verify: re-read: %w", err)
+	sum, readBack := streamSum(d.up), false
+	if sum == nil {
+		readBack = true
+		if sum, err = hashAt(ctx, f, d.path(d.base)+" (uncommitted)", d.size); err != nil {
+			return nil, fmt.Errorf("verify: re-read: %w", err)
+		}
 	}
 	if want != nil && !bytes.Equal(sum, want) {
 		return nil, fmt.Errorf("verify: written copy has SHA-256 %x, the stream had %x", sum, want)
@@ -267,8 +270,10 @@ func (d *destination) finish(ctx context.Context, want []byte, format string, sc
 	if isEncryptedName(d.base) && want == nil && d.primary == nil {
 		return nil, errors.New("verify: an encrypted archive without the ciphertext's SHA-256")
 	}
-	if err := sc.verify(ctx, f, d.size, format, want == nil && d.primary == nil, isEncryptedName(d.base)); err != nil {
-		return nil, fmt.Errorf("verify: %w", err)
+	if readBack {
+		if err := sc.verify(ctx, f, d.size, format, want == nil && d.primary == nil, isEncryptedName(d.base)); err != nil {
+			return nil, fmt.Errorf("verify: %w", err)
+		}
 	}
 	if d.verified != nil {
 		d.sum = sum
@@ -283,6 +288,23 @@ func (d *destination) finish(ctx context.Context, want []byte, format string, sc
 	d.up = nil
 	d.state = destCommitted
 	return sum, nil
+}
+
+// streamSummer is an optional capability of an Upload that is not read
+// back (an SFTP destination with verifyReadBack off, on a metered link):
+// it hashed the stream as it wrote it, and Stored confirmed the size the
+// server holds. StreamSum is nil when the upload is read back after all.
+type streamSummer interface {
+	StreamSum() []byte
+}
+
+// streamSum is up's StreamSum, nil when it has none: then the run re-reads
+// and parses what Stored returns.
+func streamSum(up Upload) []byte {
+	if s, ok := up.(streamSummer); ok {
+		return s.StreamSum()
+	}
+	return nil
 }
 
 // seal writes the checksum and the signature beside the archive (step 5).

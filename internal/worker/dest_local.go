@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"github.com/backupgen/backupgen/internal/config"
 	"github.com/backupgen/backupgen/internal/retention"
 	"github.com/hashicorp/go-multierror"
 	"golang.org/x/sys/unix"
@@ -84,15 +83,7 @@ func (l *localDir) List(ctx context.Context) ([]StoredArchive, error) {
 
 // ownName reports whether name is an archive name of the service.
 func (l *localDir) ownName(name string) bool {
-	format, ok := formatOf(name)
-	if !ok {
-		return false
-	}
-	ext := config.ArchiveExt(format)
-	if isEncryptedName(name) {
-		ext += config.EncryptedSuffix
-	}
-	_, ok = retention.ParseName(l.name, ext, name)
+	_, ok := parseArchiveName(l.name, name)
 	return ok
 }
 

@@ -83,12 +83,34 @@ func formatOf(name string) (string, bool) {
 	return "", false
 }
 
+// parseArchiveName reads a name as one of service's archives,
+// NAME-TS.EXT or NAME-TS.EXT.age in any format: the one rule every
+// Destination's List and name checks apply.
+func parseArchiveName(service, name string) (StoredArchive, bool) {
+	format, ok := formatOf(name)
+	if !ok {
+		return StoredArchive{}, false
+	}
+	ext, encrypted := config.ArchiveExt(format), isEncryptedName(name)
+	if encrypted {
+		ext += config.EncryptedSuffix
+	}
+	t, ok := retention.ParseName(service, ext, name)
+	if !ok {
+		return StoredArchive{}, false
+	}
+	return StoredArchive{Archive: retention.Archive{Name: name, Time: t}, Format: format, Encrypted: encrypted}, true
+}
+
 // destArchive is an archive found in a destination.
 type destArchive struct {
 	retention.Archive
 	dir       string
 	format    string
 	encrypted bool // NAME-TS.EXT.age
+	// store is set for an archive found through a remote Destination
+	// (verify reads it there, see verifyRemote).
+	store Destination
 }
 
 func (a destArchive) path() string { return filepath.Join(a.dir, a.Name) }
@@ -174,8 +196,12 @@ func (c *cli) list(ctx context.Context, args []string) int {
 	var errs *multierror.Error
 	untrusted := 0
 	for _, dir := range cfg.Backup.Paths {
-		store := &localDir{dir: dir, name: cfg.Name, log: c.log}
-		archives, err := store.List(ctx)
+		store, err := openStore(cfg, dir, false, owner{uid: -1, gid: -1}, nil, c.log)
+		var archives []StoredArchive
+		if err == nil {
+			defer closeStore(store)
+			archives, err = store.List(ctx)
+		}
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) && cfg.Backup.IsOptional(dir) {
 				fmt.Fprintf(tw, "%s\t(missing, optional)\t\t\t\t\n", dir)
@@ -189,7 +215,7 @@ func (c *cli) list(ctx context.Context, args []string) int {
 			fmt.Fprintf(tw, "%s\t(no archives)\t\t\t\t\n", dir)
 		}
 		for _, a := range archives {
-			path := filepath.Join(dir, a.Name)
+			path := joinDest(dir, a.Name)
 			ck := inspectStored(ctx, key, store, a.Name, *verify, nil)
 			size := "?"
 			if ck.err == nil || ck.size > 0 {
@@ -274,7 +300,12 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 		}
 	} else {
 		for _, dir := range cfg.Backup.Paths {
-			stored, err := (&localDir{dir: dir, name: cfg.Name, log: c.log}).List(ctx)
+			store, err := openStore(cfg, dir, false, owner{uid: -1, gid: -1}, nil, c.log)
+			var stored []StoredArchive
+			if err == nil {
+				defer closeStore(store)
+				stored, err = store.List(ctx)
+			}
 			if err != nil {
 				if errors.Is(err, os.ErrNotExist) && cfg.Backup.IsOptional(dir) {
 					fmt.Fprintf(c.stdout, "SKIP %s (optional destination missing)\n", dir)
@@ -293,7 +324,11 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 				stored = stored[:1]
 			}
 			for _, a := range stored {
-				targets = append(targets, destArchive{Archive: a.Archive, dir: dir, format: a.Format, encrypted: a.Encrypted})
+				da := destArchive{Archive: a.Archive, dir: dir, format: a.Format, encrypted: a.Encrypted}
+				if _, local := store.(*localDir); !local {
+					da.store = store
+				}
+				targets = append(targets, da)
 			}
 		}
 	}
@@ -324,6 +359,9 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 
 // verifyOne verifies (or adopts) one archive and prints the verdict.
 func (c *cli) verifyOne(ctx context.Context, key *hostkey.Key, a destArchive, adopt bool, own owner, ids []ageenc.Identity) error {
+	if a.store != nil {
+		return c.verifyRemote(ctx, key, a, adopt)
+	}
 	if adopt {
 		how, err := adoptArchive(ctx, key, a.path(), a.format, own, ids)
 		if err != nil {
@@ -391,14 +429,19 @@ func (c *cli) prune(ctx context.Context, args []string) int {
 			fmt.Fprintf(c.stdout, "%s: optional destination missing, skipped\n", dir)
 			continue
 		}
-		store := &localDir{dir: dir, name: cfg.Name, log: log}
+		store, err := openStore(cfg, dir, false, owner{uid: -1, gid: -1}, nil, log)
+		if err != nil {
+			errs = multierror.Append(errs, err)
+			continue
+		}
+		defer closeStore(store)
 		res, err := pruneDir(ctx, key, store, config.ArchiveExt(cfg.Backup.Format), policy, nil, time.Now(), *dryRun, log)
 		verb := "removed"
 		if *dryRun {
 			verb = "would remove"
 		}
 		for _, a := range res.removed {
-			fmt.Fprintf(c.stdout, "%s %s\n", verb, filepath.Join(dir, a.Name))
+			fmt.Fprintf(c.stdout, "%s %s\n", verb, joinDest(dir, a.Name))
 		}
 		nBad, nUntrusted := 0, 0
 		for _, a := range res.bad {
@@ -409,7 +452,7 @@ func (c *cli) prune(ctx context.Context, args []string) int {
 			} else {
 				nBad++
 			}
-			fmt.Fprintf(c.stdout, "%s, kept %s: %v\n", what, filepath.Join(dir, a.Name), a.reason)
+			fmt.Fprintf(c.stdout, "%s, kept %s: %v\n", what, joinDest(dir, a.Name), a.reason)
 		}
 		badNote := ""
 		if len(res.bad) > 0 {

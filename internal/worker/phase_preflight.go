@@ -80,8 +80,12 @@ func (rn *run) openDestinations(ctx context.Context) {
 	cfg := rn.cfg
 	for _, dir := range cfg.Backup.Paths {
 		d := &destination{dir: dir, name: cfg.Name, optional: cfg.Backup.IsOptional(dir)}
-		d.store = &localDir{dir: dir, name: cfg.Name, optional: d.optional, owner: rn.owner, seams: &rn.seams, log: rn.log}
 		rn.dests = append(rn.dests, d)
+		var err error
+		if d.store, err = openStore(cfg, dir, d.optional, rn.owner, &rn.seams, rn.log); err != nil {
+			rn.failDest(d, err)
+			continue
+		}
 		skip, err := d.store.Prepare(ctx)
 		if skip {
 			d.state = destSkipped

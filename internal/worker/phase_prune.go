@@ -95,8 +95,8 @@ func pruneDir(ctx context.Context, key *hostkey.Key, store Destination, ext stri
 	}
 	reasons := map[string]archiveCheck{}
 	policy.Verify = func(a retention.Archive) bool {
-		c := inspectStored(ctx, key, store, a.Name, true, nil)
-		if c.trusted() {
+		c, ok := checkKept(ctx, key, store, a.Name)
+		if ok {
 			return true
 		}
 		reasons[a.Name] = c

@@ -168,5 +168,9 @@ func (rn *run) abortAll() {
 		if err := d.abort(); err != nil {
 			rn.log.Error("cannot remove temp file", keyDestination, d.dir, "error", err)
 		}
+		// The last use of the store in the run: a remote one hangs up.
+		if d.store != nil {
+			closeStore(d.store)
+		}
 	}
 }

@@ -67,8 +67,8 @@ func (rn *run) shrunk(ctx context.Context, d *destination) (why, prev string) {
 		if !a.Time.Before(own) || ctx.Err() != nil {
 			continue
 		}
-		c := inspectStored(ctx, rn.key, d.store, a.Name, true, nil)
-		if !c.trusted() {
+		c, ok := checkKept(ctx, rn.key, d.store, a.Name)
+		if !ok {
 			continue
 		}
 		if float64(d.size) < ratio*float64(c.size) {

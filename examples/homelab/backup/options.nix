@@ -21,7 +21,7 @@ let
       description = "string (${what})";
     };
   path = checkedStr "absolute, clean path without control characters" helpers.pathProblem;
-  destination = checkedStr "absolute, clean path without control characters; {name} is the service's name, no other placeholder" helpers.destinationProblem;
+  destination = checkedStr "absolute, clean path without control characters, or sftp://USER@HOST[:PORT]/PATH; {name} is the service's name, no other placeholder" helpers.destinationProblem;
   unit = checkedStr "systemd unit name" helpers.unitProblem;
   unitTemplate = checkedStr "systemd unit name; specifiers such as %n allowed" helpers.unitTemplateProblem;
   account = checkedStr "user or group name" helpers.accountProblem;
@@ -75,7 +75,7 @@ let
             type = types.listOf destination;
             default = d.backup.paths;
             apply = map (helpers.expandName name);
-            description = "Backup destination directories; {name} is replaced by the service's name.";
+            description = "Backup destinations: local directories, or sftp://USER@HOST[:PORT]/PATH (archives go to PATH/HOSTNAME/SERVICE/); {name} is replaced by the service's name.";
           };
           optionalPaths = mkOption {
             type = types.listOf destination;
@@ -185,6 +185,28 @@ let
             default = helpers.runtimePackages config.serviceName;
             defaultText = lib.literalMD "the container runtime's CLI (docker, podman) when a unit in serviceName is named docker-… or podman-…";
             description = "Packages on the unit's PATH for the hooks, besides the compressors.";
+          };
+          hostName = mkOption {
+            type = types.str;
+            default = d.backup.hostName;
+            description = "Host name in the remote destinations' layout (PATH/HOSTNAME/SERVICE/), so hosts can share a server; empty: the machine's host name.";
+          };
+          sftp = {
+            privateKeyFile = mkOption {
+              type = types.str;
+              default = d.backup.sftp.privateKeyFile;
+              description = "SSH private key for the sftp:// destinations: a path outside the Nix store (sops-nix, agenix), passed to the unit with LoadCredential=.";
+            };
+            knownHostsFile = mkOption {
+              type = types.str;
+              default = d.backup.sftp.knownHostsFile;
+              description = "known_hosts file holding the SFTP servers' host keys; a server not in it is refused (no trust on first use). Passed with LoadCredential=.";
+            };
+            verifyReadBack = mkOption {
+              type = types.bool;
+              default = d.backup.sftp.verifyReadBack;
+              description = "Read every uploaded archive back in full before committing it; off on metered links (the size the server reports and the stream's SHA-256 are still checked).";
+            };
           };
           timerConfig = mkOption {
             type = types.attrsOf types.anything;

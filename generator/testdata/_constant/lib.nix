@@ -47,7 +47,7 @@ let
   # A stamp of these helpers (lib.nix, options.nix, cron.nix, core.nix as
   # rendered): core.nix asserts that every module in an evaluation was
   # generated for the helpers it gets.
-  version = "8b9c583a3c4ae72f";
+  version = "ddeea5273690e3ac";
 
   # The built-in defaults, rendered from backupgen's Go definition
   # (generator.Defaults); a hand-written backupConfig may leave any key out.
@@ -81,6 +81,12 @@ let
       encryption = {
         recipients = [ ];
         recipientsFile = null;
+      };
+      hostName = "";
+      sftp = {
+        privateKeyFile = "";
+        knownHostsFile = "";
+        verifyReadBack = true;
       };
     };
   };
@@ -159,6 +165,38 @@ let
   concatMap = f: list: builtins.concatLists (map f list);
   hasControl = s: !(matches "[^[:cntrl:]]*" s);
 
+  # A destination with "://" is a remote store (config.IsRemote); the rest
+  # of its checks are the worker's (check-config).
+  isRemote = p: builtins.isString p && matches ".*://.*" p;
+  sftpProblem =
+    p:
+    if hasControl p then
+      "contains a control character (newline, tab, ...)"
+    else if matches "sftp://[^:@/]+@[^@/]+(:[0-9]+)?/[^?#]+" p then
+      null
+    else
+      "is not a local path or sftp://USER@HOST[:PORT]/PATH";
+  localPaths = builtins.filter (p: !(isRemote p));
+  # LoadCredential= of the unit: the secrets of the remote destinations.
+  # And the age recipients file (not secret, but read the same way).
+  credentials =
+    backup:
+    (
+      if anyOf (hasPrefix "sftp://") backup.paths then
+        builtins.filter (c: c != null) [
+          (if backup.sftp.privateKeyFile == null || backup.sftp.privateKeyFile == "" then null else "sftp-key:${systemdValue backup.sftp.privateKeyFile}")
+          (if backup.sftp.knownHostsFile == null || backup.sftp.knownHostsFile == "" then null else "sftp-known-hosts:${systemdValue backup.sftp.knownHostsFile}")
+        ]
+      else
+        [ ]
+    )
+    ++ (
+      if backup.encryption.recipientsFile != null then
+        [ "age-recipients:${systemdValue (recipientsFileString backup.encryption.recipientsFile)}" ]
+      else
+        [ ]
+    );
+
   # "{name}" in a destination is the service's name.
   expandName = name: p: builtins.replaceStrings [ "{name}" ] [ name ] p;
 
@@ -185,6 +223,8 @@ let
     p:
     if !builtins.isString p then
       "is not a string"
+    else if isRemote p then
+      sftpProblem p
     else if matches ".*[{][A-Za-z_][A-Za-z0-9_]*[}].*" (expandName "x" p) then
       "holds an unknown placeholder: the only one is {name}"
     else
@@ -304,6 +344,8 @@ let
         paths = map (expandName name) (get "paths");
         optionalPaths = map (expandName name) (get "optionalPaths");
         encryption = defaults.backup.encryption // (get "encryption");
+        # A hand-written backupConfig may give only some of the keys.
+        sftp = defaults.backup.sftp // (if backupConfig ? sftp && backupConfig.sftp != null then backupConfig.sftp else { });
       };
       encrypted = backup.encryption.recipients != [ ] || backup.encryption.recipientsFile != null;
       units = toList serviceName;
@@ -357,7 +399,8 @@ let
             backupConfig.extraPackages
           else
             runtimePackages units;
-        required = builtins.filter (p: !(builtins.elem p backup.optionalPaths)) backup.paths;
+        required = builtins.filter (p: !(builtins.elem p backup.optionalPaths)) (localPaths backup.paths);
+        remote = localPaths backup.paths != backup.paths;
       };
 
   # The JSON the worker reads; the same shape as config.Config in Go.
@@ -400,6 +443,18 @@ let
               else
                 { }
             );
+        }
+      else
+        { }
+    )
+    // (if r.backup.hostName == "" then { } else { inherit (r.backup) hostName; })
+    // (
+      # Only with an sftp:// destination, as generator.WorkerConfig.
+      if anyOf (hasPrefix "sftp://") r.backup.paths then
+        {
+          sftp = {
+            inherit (r.backup.sftp) privateKeyFile knownHostsFile verifyReadBack;
+          };
         }
       else
         { }
@@ -449,15 +504,8 @@ let
           RuntimeDirectory = "backup-worker/${r.name}";
           RuntimeDirectoryPreserve = "yes";
           TimeoutStartSec = r.backup.timeoutStartSec;
-          ReadWritePaths = map (p: "-" + systemdQuote p) (r.backup.paths ++ hookPaths);
+          ReadWritePaths = map (p: "-" + systemdQuote p) (localPaths r.backup.paths ++ hookPaths);
         }
-        // (
-          # The worker reads $CREDENTIALS_DIRECTORY/age-recipients.
-          if r.backup.encryption.recipientsFile != null then
-            { LoadCredential = [ "age-recipients:${systemdValue (recipientsFileString r.backup.encryption.recipientsFile)}" ]; }
-          else
-            { }
-        )
         // (
           if r.backup.dumpDirectory then
             {
@@ -468,8 +516,20 @@ let
             }
           else
             { }
-        );
-    };
+        )
+        // (if credentials r.backup == [ ] then { } else { LoadCredential = credentials r.backup; });
+    }
+    # A remote destination needs the network up (the worker still leaves
+    # out one it cannot reach, before anything is stopped).
+    // (
+      if r.remote then
+        {
+          wants = [ "network-online.target" ];
+          after = [ "network-online.target" ];
+        }
+      else
+        { }
+    );
 
   mkBackupTimer =
     {
@@ -534,7 +594,7 @@ let
     if problems != [ ] then
       throw "backupgen: mkBackupDirectories:\n  ${builtins.concatStringsSep "\n  " problems}"
     else
-      map rule (builtins.filter (p: !(builtins.elem p optional)) paths);
+      map rule (builtins.filter (p: !(builtins.elem p optional)) (localPaths paths));
 
   helpers = {
     inherit

@@ -52,12 +52,18 @@ in
           recipients = [ "age1nj3vsag6ylrsqnhptapy7gnzf7h22samzu2g83vrc5g0d9gc6dlseu9gzq" "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJKgLu11wzbR8XLrnLJBNRcLYsUeTcwleJxf47o9nIaS offsite@backup" ];
           recipientsFile = "/etc/backup/age-recipients";
         };
+        hostName = "";
+        sftp = {
+          privateKeyFile = "";
+          knownHostsFile = "";
+          verifyReadBack = true;
+        };
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.vault" = "8b9c583a3c4ae72f"; }
+    { backupgen.helpers."modules.services.virtualization.vault" = "ddeea5273690e3ac"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

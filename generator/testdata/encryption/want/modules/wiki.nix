@@ -52,12 +52,18 @@ in
           recipients = [ "age1l2lf4j7k8p7cvfwuj2tfys5ntvnc35dvfmcvr0ce55prwhta0p0qverdwn" ];
           recipientsFile = null;
         };
+        hostName = "";
+        sftp = {
+          privateKeyFile = "";
+          knownHostsFile = "";
+          verifyReadBack = true;
+        };
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.wiki" = "8b9c583a3c4ae72f"; }
+    { backupgen.helpers."modules.services.virtualization.wiki" = "ddeea5273690e3ac"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -52,12 +52,18 @@ in
           recipients = [ ];
           recipientsFile = null;
         };
+        hostName = "";
+        sftp = {
+          privateKeyFile = "";
+          knownHostsFile = "";
+          verifyReadBack = true;
+        };
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."my_org.backups.\"2fa\"" = "8b9c583a3c4ae72f"; }
+    { backupgen.helpers."my_org.backups.\"2fa\"" = "ddeea5273690e3ac"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

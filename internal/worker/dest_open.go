@@ -1,0 +1,71 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+
+	"github.com/backupgen/backupgen/internal/config"
+	"github.com/backupgen/backupgen/internal/hostkey"
+)
+
+// openStore makes the Destination of one entry of backup.paths: a local
+// directory, or a remote store named by its URL. The local fields (owner,
+// seams) only matter to a local directory.
+func openStore(cfg *config.Config, dir string, optional bool, own owner, s *seams, log *slog.Logger) (Destination, error) {
+	dest, err := config.ParseDestination(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	switch dest.Kind {
+	case "sftp":
+		return newSFTPDest(cfg, dir, dest, log)
+	case "local":
+		return &localDir{dir: dir, name: cfg.Name, optional: optional, owner: own, seams: s, log: log}, nil
+	}
+	return nil, fmt.Errorf("%s: destinations of kind %s are not supported", dir, dest.Kind)
+}
+
+// closeStore closes a store's connection, if it has one.
+func closeStore(d Destination) {
+	if c, ok := d.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+// joinDest names archive name in destination dir for messages: a path
+// in a local directory, URL/NAME in a remote store (filepath.Join would
+// fold the URL's "//").
+func joinDest(dir, name string) string {
+	if config.IsRemote(dir) {
+		return strings.TrimSuffix(dir, "/") + "/" + name
+	}
+	return filepath.Join(dir, name)
+}
+
+// lightTruster is an optional capability of a Destination whose archives
+// are too costly to re-read on every run (an SFTP destination with
+// verifyReadBack off, on a metered link): retention and the shrink guard
+// then trust an archive whose signature verifies against its .sha256 and
+// the size the server reports, without reading its content. A flipped
+// byte in such an archive goes unnoticed until `verify`.
+type lightTruster interface {
+	LightTrust() bool
+}
+
+// checkKept is the trust check of an archive that retention may count
+// (see lightTruster): ok reports whether it counts.
+func checkKept(ctx context.Context, key *hostkey.Key, store Destination, name string) (archiveCheck, bool) {
+	light := false
+	if lt, is := store.(lightTruster); is {
+		light = lt.LightTrust()
+	}
+	c := inspectStored(ctx, key, store, name, !light, nil)
+	if light {
+		return c, c.err == nil && c.checksum == checksumPresent && c.signature == signatureOK
+	}
+	return c, c.trusted()
+}

@@ -1,0 +1,80 @@
+package worker
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestSFTPContract runs the Destination contract on a real OpenSSH server.
+func TestSFTPContract(t *testing.T) {
+	srv := startSSHD(t)
+	testDestinationContract(t, func(t *testing.T) destFixture {
+		sub := "c-" + randomSuffix()
+		d := srv.dest(t, sub, "app")
+		dir := filepath.Join(srv.root, sub, "testhost", "app")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return destFixture{
+			dest: d,
+			names: func(t *testing.T) []string {
+				entries, err := os.ReadDir(dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var out []string
+				for _, e := range entries {
+					out = append(out, e.Name())
+				}
+				return out
+			},
+			plant: func(t *testing.T, name, kind string) {
+				p := filepath.Join(dir, name)
+				var err error
+				switch kind {
+				case "fifo":
+					err = syscall.Mkfifo(p, 0o600)
+				case "symlink":
+					target := filepath.Join(srv.root, "outside-"+randomSuffix())
+					if err = os.WriteFile(target, []byte(strings.Repeat("secret\n", 10)), 0o600); err == nil {
+						err = os.Symlink(target, p)
+					}
+				case "file":
+					err = os.WriteFile(p, []byte("not ours\n"), 0o644)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			},
+		}
+	})
+}
+
+// TestSFTPCredentialsDirectory: with $CREDENTIALS_DIRECTORY set (the unit's
+// LoadCredential=), the key and known_hosts come from there, not from the
+// configured paths.
+func TestSFTPCredentialsDirectory(t *testing.T) {
+	srv := startSSHD(t)
+	creds := t.TempDir()
+	for name, from := range map[string]string{"sftp-key": srv.keyFile, "sftp-known-hosts": srv.knownHostsFile} {
+		data, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(creds, name), string(data))
+	}
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
+	d := srv.dest(t, "creds", "app")
+	d.keyFile, d.knownHosts = "/nonexistent/key", "/nonexistent/known_hosts"
+	if _, err := d.Prepare(t.Context()); err != nil {
+		t.Fatalf("Prepare with the credentials directory: %v", err)
+	}
+	d.Close()
+	t.Setenv("CREDENTIALS_DIRECTORY", t.TempDir())
+	if _, err := d.Prepare(t.Context()); err == nil || !strings.Contains(err.Error(), "credential sftp-key") {
+		t.Fatalf("Prepare without credentials = %v, want the missing key named", err)
+	}
+}

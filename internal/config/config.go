@@ -116,6 +116,13 @@ type Backup struct {
 	// warns (default 0.5; 0 turns off this check, never the check for
 	// empty data).
 	MinSizeRatio *float64 `json:"minSizeRatio,omitempty"`
+
+	// HostName keys the remote destinations' objects
+	// (PREFIX/HOSTNAME/NAME/...), so hosts can share a bucket; empty: the
+	// machine's host name.
+	HostName string `json:"hostName,omitempty"`
+	// S3 holds the settings of the s3:// destinations (destination.go).
+	S3 *S3 `json:"s3,omitempty"`
 }
 
 // Units is a list of systemd unit names that decodes from a JSON string or
@@ -324,6 +331,7 @@ func (c *Config) Validate() error {
 	v.dataPaths(c.DataPaths)
 	b := c.Backup
 	v.destinations(b, c.DataPaths)
+	v.remote(b)
 	v.numbers(b)
 	if b.StateDirectory != "" {
 		v.privatePath("backup.stateDirectory", b.StateDirectory, b.Paths, c.DataPaths,
@@ -402,8 +410,17 @@ func (v *validator) destinations(b Backup, dataPaths []string) {
 	}
 	for i, p := range b.Paths {
 		key := fmt.Sprintf("backup.paths[%d]", i)
-		if why := ValidPath(p); why != "" {
-			v.add(key, "%q: %s", p, why)
+		d, err := ParseDestination(p)
+		if err != nil {
+			v.add(key, "%v", err)
+			continue
+		}
+		if d.Remote() {
+			for j, q := range b.Paths[:i] {
+				if e, err := ParseDestination(q); err == nil && e == d {
+					v.add(key, "%q: same destination as backup.paths[%d]; list it once", p, j)
+				}
+			}
 			continue
 		}
 		for j, q := range b.Paths[:i] {
@@ -418,7 +435,9 @@ func (v *validator) destinations(b Backup, dataPaths []string) {
 		}
 	}
 	for i, p := range b.OptionalPaths {
-		if !b.IsListed(p) {
+		if d, err := ParseDestination(p); err == nil && d.Remote() {
+			v.add(fmt.Sprintf("backup.optionalPaths[%d]", i), "%q: only a local directory can be optional (a remote that is unreachable is left out of the run anyway)", p)
+		} else if !b.IsListed(p) {
 			v.add(fmt.Sprintf("backup.optionalPaths[%d]", i), "%q: not listed in backup.paths; add it there too", p)
 		}
 	}
@@ -463,7 +482,7 @@ func (v *validator) privatePath(key, p string, dests, dataPaths []string, why st
 	for _, list := range []struct {
 		what  string
 		paths []string
-	}{{"destination", dests}, {"data path", dataPaths}} {
+	}{{"destination", LocalPaths(dests)}, {"data path", dataPaths}} {
 		for _, d := range list.paths {
 			if ValidPath(d) == "" && (inside(p, d) || inside(d, p)) {
 				v.add(key, "%q: overlaps %s %q: %s", p, list.what, d, why)

@@ -181,6 +181,9 @@ func (rn *run) captureOptions(prog *archive.Progress) archive.Options {
 func (rn *run) skipDirs() []archive.SkipDir {
 	var out []archive.SkipDir
 	for _, d := range rn.usableDests() {
+		if _, local := d.store.(*localDir); !local {
+			continue // not on this machine's file systems
+		}
 		id, err := archive.DirIdentity(d.dir, "it is the destination "+d.dir)
 		if err != nil {
 			rn.log.Warn("cannot identify destination to leave it out of the walk", keyDestination, d.dir, "error", err)

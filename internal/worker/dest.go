@@ -235,8 +235,13 @@ func (d *destination) finish(ctx context.Context, want []byte, format string, sc
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
 	}
-	sum, err := hashAt(ctx, f, d.path(d.base)+" (uncommitted)", d.size)
-	if err != nil {
+	var sum []byte
+	ru, remote := d.up.(remoteUpload)
+	if f == nil && remote {
+		// Not readable before Commit: the SHA-256 of what was sent,
+		// confirmed part by part by the server; Commit checks the whole.
+		sum = ru.SentSum()
+	} else if sum, err = hashAt(ctx, f, d.path(d.base)+" (uncommitted)", d.size); err != nil {
 		return nil, fmt.Errorf("verify: re-read: %w", err)
 	}
 	if want != nil && !bytes.Equal(sum, want) {
@@ -261,7 +266,12 @@ func (d *destination) finish(ctx context.Context, want []byte, format string, sc
 		return nil, err
 	}
 	d.copyable.fire()
-	if err := sc.verify(ctx, f, d.size, format, want == nil && d.primary == nil); err != nil {
+	force := want == nil && d.primary == nil
+	if f == nil && remote {
+		ru.ReadBackCheck(func(r io.ReaderAt, size int64) error {
+			return readBackCheck(ctx, r, size, sum, format, force, sc)
+		})
+	} else if err := sc.verify(ctx, f, d.size, format, force); err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
 	if d.verified != nil {
@@ -277,6 +287,23 @@ func (d *destination) finish(ctx context.Context, want []byte, format string, sc
 	d.up = nil
 	d.state = destCommitted
 	return sum, nil
+}
+
+// readBackCheck is step 4 for a remote upload, run by its Commit on the
+// completed object: the SHA-256 of what the server holds, then the parse
+// unless a copy with that SHA-256 parsed already (always when force).
+func readBackCheck(ctx context.Context, r io.ReaderAt, size int64, sum []byte, format string, force bool, sc *structureCheck) error {
+	got, err := hashAt(ctx, r, "read back", size)
+	if err != nil {
+		return fmt.Errorf("verify: read back: %w", err)
+	}
+	if !bytes.Equal(got, sum) {
+		return fmt.Errorf("verify: read back: the server holds SHA-256 %x, the bytes sent had %x", got, sum)
+	}
+	if err := sc.verify(ctx, r, size, format, force); err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	return nil
 }
 
 // seal writes the checksum and the signature beside the archive (step 5).

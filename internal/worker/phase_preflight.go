@@ -78,8 +78,13 @@ func (rn *run) openDestinations(ctx context.Context) {
 	cfg := rn.cfg
 	for _, dir := range cfg.Backup.Paths {
 		d := &destination{dir: dir, name: cfg.Name, optional: cfg.Backup.IsOptional(dir)}
-		d.store = &localDir{dir: dir, name: cfg.Name, optional: d.optional, owner: rn.owner, seams: &rn.seams, log: rn.log}
 		rn.dests = append(rn.dests, d)
+		store, err := rn.newStore(dir, d.optional)
+		if err != nil {
+			rn.failDest(d, err)
+			continue
+		}
+		d.store = store
 		skip, err := d.store.Prepare(ctx)
 		if skip {
 			d.state = destSkipped
@@ -200,6 +205,9 @@ func (rn *run) pickName(usable []*destination) string {
 		base := retention.FileName(rn.cfg.Name, ext, t)
 		taken := false
 		for _, d := range usable {
+			if _, local := d.store.(*localDir); !local {
+				continue // a remote Commit refuses an existing name itself
+			}
 			if _, err := os.Lstat(filepath.Join(d.dir, base)); err == nil {
 				taken = true
 			}
@@ -219,4 +227,9 @@ func (rn *run) usableDests() []*destination {
 		}
 	}
 	return out
+}
+
+// newStore is openStore for this run.
+func (rn *run) newStore(path string, optional bool) (Destination, error) {
+	return openStore(rn.cfg, path, optional, rn.owner, &rn.seams, rn.log)
 }

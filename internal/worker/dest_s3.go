@@ -156,15 +156,16 @@ func (s *s3Store) key(name string) string { return s.prefix + name }
 func (s *s3Store) Prepare(ctx context.Context) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, s3PrepareTimeout)
 	defer cancel()
-	ok, err := s.core.BucketExists(ctx, s.bucket)
-	if err != nil {
-		return false, fmt.Errorf("%s: %w", s, err)
+	// Listing the prefix says why it fails (refused credentials, no such
+	// bucket, no answer) where a HEAD of the bucket has no body to say it.
+	for o := range s.core.Client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: s.prefix, MaxKeys: 1}) {
+		if o.Err != nil {
+			return false, fmt.Errorf("%s: %w", s, o.Err)
+		}
+		break
 	}
-	if !ok {
-		return false, fmt.Errorf("%s: bucket %s does not exist", s, s.bucket)
-	}
-	if _, err := s.core.ListObjectsV2(s.bucket, s.prefix, "", "", "/", 1); err != nil {
-		return false, fmt.Errorf("%s: list: %w", s, err)
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("%s: no answer within %s", s, s3PrepareTimeout)
 	}
 	return false, nil
 }
@@ -193,27 +194,20 @@ func (s *s3Store) ownName(name string) bool {
 // deeper key) whose name is an archive name of the service, newest first.
 func (s *s3Store) List(ctx context.Context) ([]StoredArchive, error) {
 	var out []StoredArchive
-	token := ""
-	for {
-		res, err := s.core.ListObjectsV2(s.bucket, s.prefix, "", token, "/", 1000)
-		if err != nil {
-			return nil, fmt.Errorf("%s: list: %w", s, err)
+	// Not recursive: only keys directly under the prefix ("deeper/..."
+	// is someone else's).
+	for o := range s.core.Client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: s.prefix}) {
+		if o.Err != nil {
+			return nil, fmt.Errorf("%s: list: %w", s, o.Err)
 		}
-		for _, o := range res.Contents {
-			name := strings.TrimPrefix(o.Key, s.prefix)
-			format, ok := formatOf(name)
-			if !ok {
-				continue
-			}
-			t, ok := retention.ParseName(s.name, config.ArchiveExt(format), name)
-			if ok {
-				out = append(out, StoredArchive{Archive: retention.Archive{Name: name, Time: t}, Format: format})
-			}
+		name := strings.TrimPrefix(o.Key, s.prefix)
+		format, ok := formatOf(name)
+		if !ok {
+			continue
 		}
-		if !res.IsTruncated || res.NextContinuationToken == "" {
-			break
+		if t, ok := retention.ParseName(s.name, config.ArchiveExt(format), name); ok {
+			out = append(out, StoredArchive{Archive: retention.Archive{Name: name, Time: t}, Format: format})
 		}
-		token = res.NextContinuationToken
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.After(out[j].Time) })
 	return out, nil

@@ -189,3 +189,12 @@ func TestS3Contract(t *testing.T) {
 		}
 	})
 }
+
+func mustParse(t *testing.T, s string) config.Destination {
+	t.Helper()
+	d, err := config.ParseDestination(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}

@@ -146,8 +146,11 @@ func (c *cli) list(ctx context.Context, args []string) int {
 	var errs *multierror.Error
 	untrusted := 0
 	for _, dir := range cfg.Backup.Paths {
-		store := &localDir{dir: dir, name: cfg.Name, log: c.log}
-		archives, err := store.List(ctx)
+		store, err := openStore(cfg, dir, false, owner{}, nil, c.log)
+		var archives []StoredArchive
+		if err == nil {
+			archives, err = store.List(ctx)
+		}
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) && cfg.Backup.IsOptional(dir) {
 				fmt.Fprintf(tw, "%s\t(missing, optional)\t\t\t\t\n", dir)
@@ -225,6 +228,7 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 		return ExitUsage
 	}
 	var targets []destArchive
+	var remote []storedTargets // verified through the Destination
 	var errs *multierror.Error
 	if fs.NArg() > 0 {
 		for _, p := range fs.Args() {
@@ -237,7 +241,11 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 		}
 	} else {
 		for _, dir := range cfg.Backup.Paths {
-			stored, err := (&localDir{dir: dir, name: cfg.Name, log: c.log}).List(ctx)
+			store, err := openStore(cfg, dir, false, owner{}, nil, c.log)
+			var stored []StoredArchive
+			if err == nil {
+				stored, err = store.List(ctx)
+			}
 			if err != nil {
 				if errors.Is(err, os.ErrNotExist) && cfg.Backup.IsOptional(dir) {
 					fmt.Fprintf(c.stdout, "SKIP %s (optional destination missing)\n", dir)
@@ -254,6 +262,10 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 			}
 			if !*all {
 				stored = stored[:1]
+			}
+			if _, local := store.(*localDir); !local {
+				remote = append(remote, storedTargets{store, stored})
+				continue
 			}
 			for _, a := range stored {
 				targets = append(targets, destArchive{Archive: a.Archive, dir: dir, format: a.Format})
@@ -277,6 +289,13 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 	for _, a := range targets {
 		if err := c.verifyOne(ctx, key, a, *adopt, own); err != nil {
 			errs = multierror.Append(errs, err)
+		}
+	}
+	for _, r := range remote {
+		for _, a := range r.archives {
+			if err := c.verifyStored(ctx, key, r.store, a, *adopt); err != nil {
+				errs = multierror.Append(errs, err)
+			}
 		}
 	}
 	if errs != nil {
@@ -349,7 +368,12 @@ func (c *cli) prune(ctx context.Context, args []string) int {
 			fmt.Fprintf(c.stdout, "%s: optional destination missing, skipped\n", dir)
 			continue
 		}
-		store := &localDir{dir: dir, name: cfg.Name, log: log}
+		store, err := openStore(cfg, dir, false, owner{}, nil, log)
+		if err != nil {
+			fmt.Fprintf(c.stdout, "%s: %v\n", dir, err)
+			errs = multierror.Append(errs, err)
+			continue
+		}
 		res, err := pruneDir(ctx, key, store, config.ArchiveExt(cfg.Backup.Format), policy, nil, time.Now(), *dryRun, log)
 		verb := "removed"
 		if *dryRun {
@@ -386,4 +410,36 @@ func (c *cli) prune(ctx context.Context, args []string) int {
 		return exitCodeFor(ctx, errs)
 	}
 	return ExitOK
+}
+
+// storedTargets are archives verify reads through their Destination (a
+// remote store: no path to open).
+type storedTargets struct {
+	store    Destination
+	archives []StoredArchive
+}
+
+// verifyStored is verifyOne for an archive read through its Destination:
+// the checksum, the full parse and the signature in one read.
+func (c *cli) verifyStored(ctx context.Context, key *hostkey.Key, store Destination, a StoredArchive, adopt bool) error {
+	name := store.String() + "/" + a.Name
+	if adopt {
+		err := fmt.Errorf("%s: --adopt works on local destinations only", name)
+		fmt.Fprintf(c.stdout, "FAILED %v\n", err)
+		return err
+	}
+	ck := inspectStored(ctx, key, store, a.Name, true, func(f io.ReaderAt, size int64) error {
+		_, err := archive.VerifyAt(ctx, f, size, a.Format)
+		return err
+	})
+	switch {
+	case ck.err != nil:
+		fmt.Fprintf(c.stdout, "FAILED %s: %v\n", name, ck.err)
+		return ck.err
+	case ck.signature != signatureOK:
+		fmt.Fprintf(c.stdout, "UNTRUSTED %s: %v\n", name, ck.reason())
+		return fmt.Errorf("%s: %w", name, ck.reason())
+	}
+	fmt.Fprintf(c.stdout, "OK %s\n", name)
+	return nil
 }

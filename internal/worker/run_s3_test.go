@@ -84,6 +84,30 @@ func TestS3RunLocalAndRemote(t *testing.T) {
 	if len(local2) != 1 || local2[0] == local[0] || !slices.Equal(remoteArchives(keys), local2) || len(keys) != 3 {
 		t.Fatalf("after the second run: local %v, bucket %q; want only the new archive in both", local2, keys)
 	}
+	// list --verify and verify read the remote archive through the
+	// Destination; a corrupted object is reported.
+	cfgPath := e.configFile([]string{"app.service"}, e.s3Config(srv, "s3://backups/fleet", "hosta", 1, nil))
+	for _, args := range [][]string{{"list", "--verify"}, {"verify"}, {"prune", "--dry-run"}} {
+		var stdout, stderr bytes.Buffer
+		if code := Main(context.Background(), "test", append(args, "--config", cfgPath), &stdout, &stderr); code != ExitOK {
+			t.Fatalf("%v: exit %d\n%s%s", args, code, stdout.String(), stderr.String())
+		}
+		if !strings.Contains(stdout.String(), local2[0]) && args[0] != "prune" {
+			t.Errorf("%v does not show the remote archive:\n%s", args, stdout.String())
+		}
+		if args[0] == "verify" && !strings.Contains(stdout.String(), "OK s3://backups/fleet/hosta/app/"+local2[0]) {
+			t.Errorf("verify did not check the remote archive:\n%s", stdout.String())
+		}
+	}
+	good := srv.get("backups", prefix+local2[0])
+	bad := bytes.Clone(good)
+	bad[len(bad)/2] ^= 0xff
+	srv.put("backups", prefix+local2[0], bad)
+	var stdout, stderr bytes.Buffer
+	if code := Main(context.Background(), "test", []string{"verify", "--config", cfgPath}, &stdout, &stderr); code == ExitOK ||
+		!strings.Contains(stdout.String(), "FAILED s3://") {
+		t.Fatalf("verify of a corrupted object: exit %d\n%s", code, stdout.String())
+	}
 }
 
 // TestS3ServerKilledMidUpload: the server dies once the upload started.

@@ -2,4 +2,4 @@
 #
 # package.nix's vendorHash: the NAR hash of `go mod vendor`.
 # `make check-vendor-hash` (and go test ./nix/) fail when it is stale.
-"sha256-/lWwM579ZDUz6H8rLilReyItd8xEqVuwk7Z+k13xYoo="
+"sha256-hO9g9APX/1WN/YteOx7BYzwBNKTBTYrJutoiQvxEnp4="

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"regexp"
@@ -49,7 +50,11 @@ func ParseDestination(s string) (Destination, error) {
 }
 
 func parseS3(s, rest string) (Destination, error) {
-	if strings.ContainsAny(rest, "?#@:%\\ \t\n\r\x00") {
+	if strings.Contains(rest, "@") {
+		// Never echo it: the part before "@" may be a key and secret.
+		return Destination{}, errors.New("an S3 destination is s3://BUCKET[/PREFIX], without user or password (credentials go in backup.s3.credentialsFile)")
+	}
+	if strings.ContainsAny(rest, "?#:%\\ \t\n\r\x00") {
 		return Destination{}, fmt.Errorf("%q: an S3 destination is s3://BUCKET[/PREFIX], without user, port, query or escapes", s)
 	}
 	bucket, prefix, _ := strings.Cut(rest, "/")

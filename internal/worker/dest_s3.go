@@ -158,11 +158,10 @@ func (s *s3Store) Prepare(ctx context.Context) (bool, error) {
 	defer cancel()
 	// Listing the prefix says why it fails (refused credentials, no such
 	// bucket, no answer) where a HEAD of the bucket has no body to say it.
-	for o := range s.core.Client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: s.prefix, MaxKeys: 1}) {
-		if o.Err != nil {
-			return false, fmt.Errorf("%s: %w", s, o.Err)
-		}
-		break
+	lctx, stop := context.WithCancel(ctx)
+	defer stop()
+	if o, ok := <-s.core.Client.ListObjects(lctx, s.bucket, minio.ListObjectsOptions{Prefix: s.prefix, MaxKeys: 1}); ok && o.Err != nil {
+		return false, fmt.Errorf("%s: %w", s, o.Err)
 	}
 	if err := ctx.Err(); err != nil {
 		return false, fmt.Errorf("%s: no answer within %s", s, s3PrepareTimeout)

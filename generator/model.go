@@ -86,6 +86,8 @@ type BackupModel struct {
 	CaptureFirst       bool
 	PreBackup          string
 	PostBackup         string
+	HostName           string
+	S3                 S3Model
 }
 
 // UnitBase is the name shared by the backup service and timer.
@@ -102,12 +104,52 @@ func (s ServiceModel) ModuleFile() string { return "modules/" + s.Name + ".nix" 
 // ExecStopPost recovery can read what the worker recorded.
 func (s ServiceModel) StateDirectory() string { return "/run/backup-worker/" + s.Name }
 
-// RequiredDestinations are the destinations that are not optional: the
-// only ones tmpfiles may create (an optional one is a mount point of a
+// S3Model is the resolved backup.s3.* settings.
+type S3Model struct {
+	Endpoint, Region string
+	PathStyle        bool
+	CredentialsFile  string
+	VerifyReadBack   bool
+}
+
+// RemoteDestinations reports whether the service writes to a remote
+// destination (s3://): its unit then wants the network.
+func (s ServiceModel) RemoteDestinations() bool { return config.HasRemote(s.Backup.Paths) }
+
+// LocalDestinations are the destinations that are directories on this
+// machine (the unit's ReadWritePaths=).
+func (s ServiceModel) LocalDestinations() []string { return config.LocalPaths(s.Backup.Paths) }
+
+// UsesS3 reports whether backup.s3 is set (endpoint or credentials file).
+func (s ServiceModel) UsesS3() bool {
+	return s.Backup.S3.Endpoint != "" || s.Backup.S3.CredentialsFile != ""
+}
+
+// workerS3 is backup.s3 of the worker's JSON (nil when not set).
+func (s ServiceModel) workerS3() *config.S3 {
+	if !s.UsesS3() {
+		return nil
+	}
+	b := s.Backup.S3
+	verify := b.VerifyReadBack
+	return &config.S3{Endpoint: b.Endpoint, Region: b.Region, PathStyle: b.PathStyle, CredentialsFile: b.CredentialsFile, VerifyReadBack: &verify}
+}
+
+// workerHostName is backup.hostName of the worker's JSON: only with a
+// remote destination, where it keys the objects.
+func (s ServiceModel) workerHostName() string {
+	if !s.RemoteDestinations() {
+		return ""
+	}
+	return s.Backup.HostName
+}
+
+// RequiredDestinations are the local destinations that are not optional:
+// the only ones tmpfiles may create (an optional one is a mount point of a
 // removable disk, and creating it would put backups on the root disk).
 func (s ServiceModel) RequiredDestinations() []string {
 	var out []string
-	for _, p := range s.Backup.Paths {
+	for _, p := range s.LocalDestinations() {
 		if !contains(s.Backup.OptionalPaths, p) {
 			out = append(out, p)
 		}
@@ -174,6 +216,8 @@ func (s ServiceModel) WorkerConfig() config.Config {
 			Threads:            s.Backup.Threads,
 			CaptureFirst:       s.Backup.CaptureFirst,
 			StateDirectory:     s.StateDirectory(),
+			HostName:           s.workerHostName(),
+			S3:                 s.workerS3(),
 		},
 	}
 }
@@ -232,6 +276,14 @@ func resolveService(d ServiceSettings, svc Service) ServiceModel {
 			CaptureFirst:       pick(b.CaptureFirst, db.CaptureFirst, false),
 			PreBackup:          pick(b.PreBackup, db.PreBackup, ""),
 			PostBackup:         pick(b.PostBackup, db.PostBackup, ""),
+			HostName:           pick(b.HostName, db.HostName, ""),
+			S3: S3Model{
+				Endpoint:        pick(b.S3.Endpoint, db.S3.Endpoint, ""),
+				Region:          pick(b.S3.Region, db.S3.Region, ""),
+				PathStyle:       pick(b.S3.PathStyle, db.S3.PathStyle, false),
+				CredentialsFile: pick(b.S3.CredentialsFile, db.S3.CredentialsFile, ""),
+				VerifyReadBack:  pick(b.S3.VerifyReadBack, db.S3.VerifyReadBack, true),
+			},
 		},
 	}
 	if s.Description == "" {

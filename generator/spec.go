@@ -68,6 +68,19 @@ type BackupSettings struct {
 	CaptureFirst       *bool    `toml:"captureFirst"`
 	PreBackup          *string  `toml:"preBackup"`
 	PostBackup         *string  `toml:"postBackup"`
+	// HostName keys the remote destinations' objects (empty: the
+	// machine's host name; NixOS: networking.hostName).
+	HostName *string    `toml:"hostName"`
+	S3       S3Settings `toml:"s3"`
+}
+
+// S3Settings mirror the module's backup.s3.* options (config.S3).
+type S3Settings struct {
+	Endpoint        *string `toml:"endpoint"`
+	Region          *string `toml:"region"`
+	PathStyle       *bool   `toml:"pathStyle"`
+	CredentialsFile *string `toml:"credentialsFile"`
+	VerifyReadBack  *bool   `toml:"verifyReadBack"`
 }
 
 // keyDoc says, in the spec's words, what a key holds and gives an example
@@ -86,7 +99,7 @@ var keyDocs = map[string]keyDoc{
 	"enable":             {"true or false", "true"},
 	"user":               {"a user name", `"myapp"`},
 	"group":              {"a group name", `"myapp"`},
-	"paths":              {"a list of absolute destination paths", `["/var/backups/{name}"]`},
+	"paths":              {"a list of absolute destination paths or s3://BUCKET/PREFIX URLs", `["/var/backups/{name}"]`},
 	"optionalPaths":      {"a list of destinations from paths that may be missing", `["/mnt/usb/{name}"]`},
 	"schedule":           {"a cron or systemd calendar expression", `"0 2 * * *"`},
 	"format":             {"an archive format name", `"tar.zst"`},
@@ -105,6 +118,13 @@ var keyDocs = map[string]keyDoc{
 	"captureFirst":       {"true or false", "true"},
 	"preBackup":          {"a shell command", `"podman exec db pg_dumpall > /var/lib/myapp/dump.sql"`},
 	"postBackup":         {"a shell command", `"echo $BACKUP_RESULT"`},
+	"hostName":           {"a host name", `"web1"`},
+	"s3":                 {"a table", "(a [services.backup.s3] or [defaults.backup.s3] header on its own line)"},
+	"endpoint":           {"an https:// URL", `"https://s3.eu-central-1.amazonaws.com"`},
+	"region":             {"a region name", `"eu-central-1"`},
+	"pathStyle":          {"true or false", "true"},
+	"credentialsFile":    {"an absolute path", `"/run/secrets/backup-s3.env"`},
+	"verifyReadBack":     {"true or false", "true"},
 }
 
 // multilineKeys hold shell scripts, where a newline or tab is legitimate;

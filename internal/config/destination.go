@@ -84,13 +84,18 @@ func (d Destination) String() string {
 	return d.Path
 }
 
-// LocalPaths returns the destinations of paths that are local directories
-// (what tmpfiles, ReadWritePaths, RequiresMountsFor and every file-system
-// check apply to).
+// IsRemote reports whether the destination p is written as a URL
+// (SCHEME://...), not a local path, valid or not.
+func IsRemote(p string) bool { return strings.Contains(p, "://") }
+
+// LocalPaths returns the destinations of paths that are not URLs: local
+// directories (what tmpfiles, ReadWritePaths, RequiresMountsFor and every
+// file-system check apply to; an invalid one is kept, so its own check
+// reports it).
 func LocalPaths(paths []string) []string {
 	var out []string
 	for _, p := range paths {
-		if d, err := ParseDestination(p); err == nil && d.Kind == "local" {
+		if !IsRemote(p) {
 			out = append(out, p)
 		}
 	}
@@ -100,7 +105,7 @@ func LocalPaths(paths []string) []string {
 // HasRemote reports whether paths holds a remote destination.
 func HasRemote(paths []string) bool {
 	for _, p := range paths {
-		if d, err := ParseDestination(p); err == nil && d.Remote() {
+		if IsRemote(p) {
 			return true
 		}
 	}
@@ -158,6 +163,9 @@ func (v *validator) remote(b Backup) {
 	}
 	if why := ValidPath(b.S3.CredentialsFile); why != "" {
 		v.add("backup.s3.credentialsFile", "%q: %s", b.S3.CredentialsFile, why)
+	} else if strings.ContainsAny(b.S3.CredentialsFile, " \t\"'\\") {
+		// LoadCredential= takes the path as it is, without quoting.
+		v.add("backup.s3.credentialsFile", "%q: must not contain spaces, quotes or backslashes (the unit passes it with LoadCredential=)", b.S3.CredentialsFile)
 	}
 	if b.S3.Region != "" && !regexp.MustCompile(`^[a-z0-9-]{1,64}$`).MatchString(b.S3.Region) {
 		v.add("backup.s3.region", "%q: not a region name (lowercase letters, digits, '-')", b.S3.Region)

@@ -47,7 +47,7 @@ let
   # A stamp of these helpers (lib.nix, options.nix, cron.nix, core.nix as
   # rendered): core.nix asserts that every module in an evaluation was
   # generated for the helpers it gets.
-  version = "e699d6dfc18d03da";
+  version = "879d6b090f86149c";
 
   # The built-in defaults, rendered from backupgen's Go definition
   # (generator.Defaults); a hand-written backupConfig may leave any key out.
@@ -78,6 +78,14 @@ let
       postBackup = "";
       dumpDirectory = false;
       timerConfig = { };
+      hostName = "";
+      s3 = {
+        endpoint = "";
+        region = "";
+        pathStyle = false;
+        credentialsFile = "";
+        verifyReadBack = true;
+      };
     };
   };
 
@@ -183,8 +191,22 @@ let
       "is not a string"
     else if matches ".*[{][A-Za-z_][A-Za-z0-9_]*[}].*" (expandName "x" p) then
       "holds an unknown placeholder: the only one is {name}"
+    else if isRemote p then
+      remoteProblem p
     else
       pathProblem p;
+
+  # A remote destination (a URL); config.ParseDestination has the full
+  # rules, which check-config applies to the generated JSON.
+  isRemote = p: matches "[a-z0-9]+://.*" p;
+  remoteProblem =
+    p:
+    if !(matches "s3://.*" p) then
+      "has an unknown scheme (a destination is an absolute path or s3://BUCKET[/PREFIX])"
+    else if matches "s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_.=+{}-]+)*/?" p && !(matches ".*([.][.]|/[.]/|/[.]$).*" p) then
+      null
+    else
+      "is not s3://BUCKET[/PREFIX] (bucket: 3-63 lowercase letters, digits, '.', '-'; prefix parts: letters, digits, _ . = + -)";
 
   nameProblem =
     s:
@@ -287,6 +309,7 @@ let
       backup = builtins.mapAttrs (key: _: get key) defaults.backup // {
         paths = map (expandName name) (get "paths");
         optionalPaths = map (expandName name) (get "optionalPaths");
+        s3 = defaults.backup.s3 // get "s3";
       };
       units = toList serviceName;
       each = key: problem: list: concatMap (i: let p = problem (builtins.elemAt list i); in if p == null then [ ] else [ "${key}[${toString i}] ${builtins.toJSON (builtins.elemAt list i)} ${p}" ]) (builtins.genList (i: i) (builtins.length list));
@@ -336,7 +359,10 @@ let
             backupConfig.extraPackages
           else
             runtimePackages units;
-        required = builtins.filter (p: !(builtins.elem p backup.optionalPaths)) backup.paths;
+        required = builtins.filter (p: !isRemote p && !(builtins.elem p backup.optionalPaths)) backup.paths;
+        localPaths = builtins.filter (p: !isRemote p) backup.paths;
+        remote = anyOf isRemote backup.paths;
+        usesS3 = backup.s3.endpoint != "" || backup.s3.credentialsFile != "";
       };
 
   # The JSON the worker reads; the same shape as config.Config in Go.
@@ -367,7 +393,24 @@ let
       # check-config validates the timer's schedule with the same parser.
       onCalendar = cronToOnCalendar r.backup.schedule;
       stateDirectory = stateDirectory r.name;
-    };
+    }
+    // (if r.remote && r.backup.hostName != "" then { inherit (r.backup) hostName; } else { })
+    // (
+      if r.usesS3 then
+        {
+          s3 = {
+            inherit (r.backup.s3)
+              endpoint
+              region
+              pathStyle
+              credentialsFile
+              verifyReadBack
+              ;
+          };
+        }
+      else
+        { }
+    );
   };
 
   # Problems throw as soon as the result is looked at, not only when a
@@ -400,6 +443,9 @@ let
       # The data paths too: a data disk that failed to mount must not be
       # backed up as the empty folder under its mount point.
       unitConfig.RequiresMountsFor = map systemdQuote (r.dataPaths ++ r.required);
+      # A remote destination needs the network up before preflight.
+      wants = if r.remote then [ "network-online.target" ] else [ ];
+      after = if r.remote then [ "network-online.target" ] else [ ];
       serviceConfig =
         hardening.base
         // (if r.hooks then { } else hardening.strict)
@@ -413,8 +459,11 @@ let
           RuntimeDirectory = "backup-worker/${r.name}";
           RuntimeDirectoryPreserve = "yes";
           TimeoutStartSec = r.backup.timeoutStartSec;
-          ReadWritePaths = map (p: "-" + systemdQuote p) (r.backup.paths ++ hookPaths);
+          ReadWritePaths = map (p: "-" + systemdQuote p) (r.localPaths ++ hookPaths);
         }
+        # The secret reaches the worker as $CREDENTIALS_DIRECTORY/s3-credentials;
+        # only its path is in the store.
+        // (if r.usesS3 then { LoadCredential = "s3-credentials:${systemdValue r.backup.s3.credentialsFile}"; } else { })
         // (
           if r.backup.dumpDirectory then
             {
@@ -491,7 +540,7 @@ let
     if problems != [ ] then
       throw "backupgen: mkBackupDirectories:\n  ${builtins.concatStringsSep "\n  " problems}"
     else
-      map rule (builtins.filter (p: !(builtins.elem p optional)) paths);
+      map rule (builtins.filter (p: !isRemote p && !(builtins.elem p optional)) paths);
 
   helpers = {
     inherit

@@ -178,6 +178,38 @@ let
             default = d.backup.timerConfig;
             description = "Extra [Timer] settings, merged over the generated ones.";
           };
+          hostName = mkOption {
+            type = types.str;
+            default = d.backup.hostName;
+            description = "The host's part of remote object keys (PREFIX/HOST/NAME/…), so hosts can share a bucket; empty: networking.hostName.";
+          };
+          s3 = {
+            endpoint = mkOption {
+              type = types.str;
+              default = d.backup.s3.endpoint;
+              description = "S3 server URL for s3:// destinations: https://HOST[:PORT] (http:// only when written out; the worker then warns).";
+            };
+            region = mkOption {
+              type = types.str;
+              default = d.backup.s3.region;
+              description = "The bucket's region (empty: us-east-1).";
+            };
+            pathStyle = mkOption {
+              type = types.bool;
+              default = d.backup.s3.pathStyle;
+              description = "Address buckets as ENDPOINT/BUCKET (MinIO, Garage, Ceph RGW) instead of BUCKET.ENDPOINT.";
+            };
+            credentialsFile = mkOption {
+              type = types.str;
+              default = d.backup.s3.credentialsFile;
+              description = "File with AWS_ACCESS_KEY_ID=… and AWS_SECRET_ACCESS_KEY=… (optional AWS_SESSION_TOKEN), e.g. a sops-nix or agenix secret; passed with LoadCredential=, never copied to the store.";
+            };
+            verifyReadBack = mkOption {
+              type = types.bool;
+              default = d.backup.s3.verifyReadBack;
+              description = "Read every uploaded archive back in full and check its SHA-256; turn off on metered links.";
+            };
+          };
         };
       };
     };

@@ -48,12 +48,20 @@ in
         captureFirst = false;
         preBackup = "";
         postBackup = "";
+        hostName = "";
+        s3 = {
+          endpoint = "";
+          region = "";
+          pathStyle = false;
+          credentialsFile = "";
+          verifyReadBack = true;
+        };
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.calendar" = "e699d6dfc18d03da"; }
+    { backupgen.helpers."modules.services.virtualization.calendar" = "879d6b090f86149c"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {
@@ -75,7 +83,10 @@ in
             dataPaths = cfg.dataPaths;
             user = cfg.user;
             group = cfg.group;
-            backupConfig = cfg.backup;
+            # Remote objects are keyed by host: networking.hostName unless set.
+            backupConfig = cfg.backup // {
+              hostName = if cfg.backup.hostName != "" then cfg.backup.hostName else config.networking.hostName;
+            };
           };
 
           systemd.timers.calendar-backup = mkBackupTimer {

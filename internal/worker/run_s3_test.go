@@ -272,3 +272,30 @@ func TestS3UnreachableAtPreflight(t *testing.T) {
 		})
 	}
 }
+
+// TestS3OnlyDestination: with S3 alone the stream is not hashed by a
+// fan-out and no local copy is parsed: the read-back hashes and parses
+// the object before its checksum is published.
+func TestS3OnlyDestination(t *testing.T) {
+	srv := startS3Server(t)
+	srv.makeBucket("solo")
+	e := newTestEnv(t)
+	cfg := e.config(nil, func(m map[string]any) {
+		b := backupSettings(m)
+		b["paths"] = []string{"s3://solo"}
+		b["s3"] = srv.s3Settings()
+		b["hostName"] = "hosta"
+		b["format"] = "tar.zst"
+	})
+	if code := e.run(cfg); code != ExitOK {
+		t.Fatalf("exit %d, want 0", code)
+	}
+	keys := srv.keys("solo", "hosta/app/")
+	if len(keys) != 3 || !strings.HasSuffix(keys[0], ".tar.zst") {
+		t.Fatalf("bucket holds %q", keys)
+	}
+	got := srv.get("solo", "hosta/app/"+keys[0])
+	if _, err := archive.VerifyAt(context.Background(), bytes.NewReader(got), int64(len(got)), "tar.zst"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -198,3 +198,39 @@ func mustParse(t *testing.T, s string) config.Destination {
 	}
 	return d
 }
+
+// TestS3CommitConfirmsServerReport: the commit's check against what the
+// server reports is live, not skipped: the server's ETag of a multipart
+// object is the one the parts sent make, the size is the bytes sent, and
+// with the read-back off a committed archive is still exactly the bytes.
+func TestS3CommitConfirmsServerReport(t *testing.T) {
+	srv := startS3Server(t)
+	srv.makeBucket("etag")
+	off := false
+	cfg := &config.Config{Name: "app", Backup: config.Backup{S3: &config.S3{
+		Endpoint: srv.endpoint(), PathStyle: true, CredentialsFile: srv.credFile, VerifyReadBack: &off}}}
+	store, err := newS3Store(cfg, config.Destination{Kind: "s3", Bucket: "etag"}, "h", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(t, 2*s3FirstPart+12345) // three parts
+	base := "app-20300101T000000Z.tar.gz"
+	up := writeUpload(t, store, base, data)
+	u := up.(*s3Upload)
+	if err := up.Seal(context.Background(), []byte("sum\n"), []byte("sig\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	info, err := srv.client.StatObject(context.Background(), "etag", "h/app/"+base, minio.StatObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Trim(info.ETag, `"`); got != u.multipartETag() || !strings.HasSuffix(got, "-3") || info.Size != int64(len(data)) {
+		t.Fatalf("server reports ETag %s, size %d; the parts sent make %s, %d bytes", got, info.Size, u.multipartETag(), len(data))
+	}
+	if !bytes.Equal(srv.get("etag", "h/app/"+base), data) {
+		t.Fatal("the object differs from the bytes sent")
+	}
+}

@@ -63,6 +63,41 @@ const (
 	s3Retries        = 3
 )
 
+// s3IdleTimeout fails a connection on which nothing moves either way for
+// that long: a server that hangs mid-transfer (TCP keepalives still
+// answered) must fail the destination, not hang the run. A variable for
+// the stall test.
+var s3IdleTimeout = 2 * time.Minute
+
+type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// idleTimeoutDialer wraps each connection so that every Read and Write
+// must make progress within s3IdleTimeout.
+func idleTimeoutDialer(dial dialFunc) dialFunc {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &idleConn{Conn: c, timeout: s3IdleTimeout}, nil
+	}
+}
+
+type idleConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
+	return c.Conn.Read(p)
+}
+
+func (c *idleConn) Write(p []byte) (int, error) {
+	c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	return c.Conn.Write(p)
+}
+
 // newS3Store makes the store of destination dest (an s3:// entry of
 // backup.paths) for cfg; host is the host name the keys start with.
 func newS3Store(cfg *config.Config, dest config.Destination, host string, log *slog.Logger) (*s3Store, error) {
@@ -87,7 +122,7 @@ func newS3Store(cfg *config.Config, dest config.Destination, host string, log *s
 	}
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: s3DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           idleTimeoutDialer((&net.Dialer{Timeout: s3DialTimeout, KeepAlive: 30 * time.Second}).DialContext),
 		TLSHandshakeTimeout:   s3DialTimeout,
 		ResponseHeaderTimeout: s3HeaderTimeout,
 		MaxIdleConnsPerHost:   8,

@@ -9,10 +9,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/backupgen/backupgen/internal/archive"
+	"github.com/backupgen/backupgen/internal/retention"
 )
 
 // Runs with a local and an S3 destination on a real versitygw.
@@ -36,7 +38,7 @@ func (e *testEnv) s3Config(srv *s3Server, remote, host string, snapshots int, mu
 func remoteArchives(keys []string) []string {
 	var out []string
 	for _, k := range keys {
-		if strings.HasPrefix(k, "app-") && strings.HasSuffix(k, ".tar.gz") {
+		if _, ok := retention.ParseName("app", "tar.gz", k); ok {
 			out = append(out, k)
 		}
 	}
@@ -184,7 +186,13 @@ func TestS3HostsShareBucket(t *testing.T) {
 	srv := startS3Server(t)
 	srv.makeBucket("shared")
 	planted := []string{"team/notes.txt", "team/hosta/app/notes.txt", "team/hosta/app/deeper/app-20200101T000000Z.tar.gz",
-		"team/hosta/other/other-20200101T000000Z.tar.gz", "team/app-20200101T000000Z.tar.gz"}
+		"team/hosta/other/other-20200101T000000Z.tar.gz", "team/app-20200101T000000Z.tar.gz",
+		// Hostile names beside ours: near-misses of the pattern, a key
+		// "inside" an archive name. (A dot-dot key is not tried: the
+		// POSIX gateway resolves it to a plain key under our prefix, where
+		// a name of our pattern is ours, as in a local directory.)
+		"team/hosta/app/app-20200101T000000Z.tar.gz.old", "team/hosta/app/ app-20200101T000000Z.tar.gz",
+		"team/hosta/app/app-20200101T000000Z.tar.gz/evil", "team/hosta/app/app-2020-01-01.tar.gz"}
 	for _, k := range planted {
 		srv.put("shared", k, []byte("another tool's\n"))
 	}
@@ -297,5 +305,49 @@ func TestS3OnlyDestination(t *testing.T) {
 	got := srv.get("solo", "hosta/app/"+keys[0])
 	if _, err := archive.VerifyAt(context.Background(), bytes.NewReader(got), int64(len(got)), "tar.zst"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestS3ServerHangsMidUpload: the server stops answering (SIGSTOP: the
+// connection stays up, nothing moves) once the upload started. The idle
+// timeout fails the S3 destination alone: exit 3, the local archive
+// committed, and the run does not hang.
+func TestS3ServerHangsMidUpload(t *testing.T) {
+	srv := startS3Server(t)
+	srv.makeBucket("backups")
+	old := s3IdleTimeout
+	s3IdleTimeout = 2 * time.Second
+	defer func() { s3IdleTimeout = old }()
+	e := newTestEnv(t)
+	e.writeFile(filepath.Join(e.dataPaths[0], "big.bin"), randomBytes(t, 24<<20), 0o600)
+	e.setUnit("app.service", "active")
+	cfg := e.config([]string{"app.service"}, e.s3Config(srv, "s3://backups", "hosta", 0, nil))
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			res, err := srv.client.ListMultipartUploads(context.Background(), "backups", "hosta/app/", "", "", "", 10)
+			if err == nil && len(res.Uploads) > 0 {
+				srv.cmd.Process.Signal(syscall.SIGSTOP)
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	code := e.run(cfg)
+	<-stopped
+	srv.cmd.Process.Signal(syscall.SIGCONT)
+	if code != ExitPartial {
+		t.Fatalf("exit %d, want 3 (partial)", code)
+	}
+	assertOneArchive(t, e.dests[0])
+	if e.unitState("app.service") != "active" {
+		t.Error("unit not restarted")
+	}
+	if d := time.Since(start); d > 90*time.Second {
+		t.Errorf("the run took %s against a hung server", d)
+	}
+	if keys := srv.keys("backups", ""); len(remoteArchives(keys)) != 0 {
+		t.Errorf("bucket holds %q", keys)
 	}
 }

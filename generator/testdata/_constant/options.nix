@@ -21,7 +21,7 @@ let
       description = "string (${what})";
     };
   path = checkedStr "absolute, clean path without control characters" helpers.pathProblem;
-  destination = checkedStr "absolute, clean path without control characters; {name} is the service's name, no other placeholder" helpers.destinationProblem;
+  destination = checkedStr "absolute, clean path without control characters, or s3://BUCKET[/PREFIX]; {name} is the service's name, no other placeholder" helpers.destinationProblem;
   unit = checkedStr "systemd unit name" helpers.unitProblem;
   unitTemplate = checkedStr "systemd unit name; specifiers such as %n allowed" helpers.unitTemplateProblem;
   account = checkedStr "user or group name" helpers.accountProblem;

@@ -61,7 +61,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."my_org.backups.\"2fa\"" = "879d6b090f86149c"; }
+    { backupgen.helpers."my_org.backups.\"2fa\"" = "88a8da5bf6f9e489"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -61,7 +61,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.calendar-short" = "879d6b090f86149c"; }
+    { backupgen.helpers."modules.services.virtualization.calendar-short" = "88a8da5bf6f9e489"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -85,7 +85,7 @@ in
             group = cfg.group;
             # Remote objects are keyed by host: networking.hostName unless set.
             backupConfig = cfg.backup // {
-              hostName = if cfg.backup.hostName != "" then cfg.backup.hostName else config.networking.hostName;
+              hostName = if cfg.backup.hostName != "" then cfg.backup.hostName else config.networking.hostName or "";
             };
           };
 

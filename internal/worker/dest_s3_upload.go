@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"os"
 	"strings"
 	"sync"
 
@@ -287,8 +288,11 @@ func (u *s3Upload) Commit(ctx context.Context) error {
 		return errors.New("commit: not stored")
 	}
 	key := u.s.key(u.base)
-	if _, err := u.s.core.StatObject(ctx, u.s.bucket, key, minio.StatObjectOptions{}); err == nil {
+	switch _, err := u.s.core.StatObject(ctx, u.s.bucket, key, minio.StatObjectOptions{}); {
+	case err == nil:
 		return fmt.Errorf("commit: %s/%s exists", u.s, u.base)
+	case !errors.Is(notExist(err), os.ErrNotExist):
+		return fmt.Errorf("commit: %s/%s: %w", u.s, u.base, err)
 	}
 	opts := minio.PutObjectOptions{}
 	opts.SetMatchETagExcept("") // If-None-Match: *

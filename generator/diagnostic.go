@@ -97,6 +97,8 @@ var specTables = []struct {
 	{"[defaults.backup]", tomlFields(reflect.TypeOf(BackupSettings{}))},
 	{"[[services]]", tomlFields(reflect.TypeOf(Service{}))},
 	{"[services.backup]", tomlFields(reflect.TypeOf(BackupSettings{}))},
+	{"[defaults.backup.s3]", tomlFields(reflect.TypeOf(S3Settings{}))},
+	{"[services.backup.s3]", tomlFields(reflect.TypeOf(S3Settings{}))},
 }
 
 // family reports whether two headers belong together ([defaults] with

@@ -93,6 +93,7 @@ type BackupModel struct {
 	// HostName: "" is the machine's host name (the worker asks).
 	HostName string
 	SFTP     SFTPModel
+	S3       S3Model
 }
 
 // Encrypted reports whether the service's archives are encrypted.
@@ -127,10 +128,49 @@ func (s ServiceModel) ModuleFile() string { return "modules/" + s.Name + ".nix" 
 // ExecStopPost recovery can read what the worker recorded.
 func (s ServiceModel) StateDirectory() string { return "/run/backup-worker/" + s.Name }
 
+// S3Model is the resolved backup.s3.* settings.
+type S3Model struct {
+	Endpoint, Region string
+	PathStyle        bool
+	CredentialsFile  string
+	VerifyReadBack   bool
+}
+
+// RemoteDestinations reports whether the service writes to a remote
+// destination (s3://): its unit then wants the network.
+func (s ServiceModel) RemoteDestinations() bool { return config.HasRemote(s.Backup.Paths) }
+
+// LocalDestinations are the destinations that are directories on this
+// machine (the unit's ReadWritePaths=).
+func (s ServiceModel) LocalDestinations() []string { return config.LocalPaths(s.Backup.Paths) }
+
+// UsesS3 reports whether backup.s3 is set (endpoint or credentials file).
+func (s ServiceModel) UsesS3() bool {
+	return s.Backup.S3.Endpoint != "" || s.Backup.S3.CredentialsFile != ""
+}
+
+// workerS3 is backup.s3 of the worker's JSON (nil when not set).
+func (s ServiceModel) workerS3() *config.S3 {
+	if !s.UsesS3() {
+		return nil
+	}
+	b := s.Backup.S3
+	verify := b.VerifyReadBack
+	return &config.S3{Endpoint: b.Endpoint, Region: b.Region, PathStyle: b.PathStyle, CredentialsFile: b.CredentialsFile, VerifyReadBack: &verify}
+}
+
+// workerHostName is backup.hostName of the worker's JSON: only with a
+// remote destination, where it keys the objects.
+func (s ServiceModel) workerHostName() string {
+	if !s.RemoteDestinations() {
+		return ""
+	}
+	return s.Backup.HostName
+}
+
 // RequiredDestinations are the local destinations that are not optional:
 // the only ones tmpfiles may create (an optional one is a mount point of a
-// removable disk, and creating it would put backups on the root disk). A
-// remote destination is never a local path.
+// removable disk, and creating it would put backups on the root disk).
 func (s ServiceModel) RequiredDestinations() []string {
 	var out []string
 	for _, p := range s.LocalDestinations() {
@@ -140,22 +180,6 @@ func (s ServiceModel) RequiredDestinations() []string {
 	}
 	return out
 }
-
-// LocalDestinations are the destinations that are local directories (the
-// unit's ReadWritePaths=).
-func (s ServiceModel) LocalDestinations() []string {
-	var out []string
-	for _, p := range s.Backup.Paths {
-		if !config.IsRemote(p) {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// HasRemote reports whether a destination is remote: the unit then wants
-// network-online.target.
-func (s ServiceModel) HasRemote() bool { return len(s.LocalDestinations()) < len(s.Backup.Paths) }
 
 // Credential is one LoadCredential= of the unit: the worker reads the file
 // as $CREDENTIALS_DIRECTORY/ID.
@@ -174,6 +198,9 @@ func (s ServiceModel) Credentials() []Credential {
 		if p := s.Backup.SFTP.KnownHostsFile; p != "" {
 			out = append(out, Credential{"sftp-known-hosts", p})
 		}
+	}
+	if s.hasKind("s3") && s.Backup.S3.CredentialsFile != "" {
+		out = append(out, Credential{"s3-credentials", s.Backup.S3.CredentialsFile})
 	}
 	if p := s.Backup.RecipientsFile; p != "" {
 		out = append(out, Credential{"age-recipients", p})
@@ -251,8 +278,9 @@ func (s ServiceModel) WorkerConfig() config.Config {
 			CaptureFirst:       s.Backup.CaptureFirst,
 			StateDirectory:     s.StateDirectory(),
 			Encryption:         s.Backup.encryption(),
-			HostName:           s.Backup.HostName,
+			HostName:           s.workerHostName(),
 			SFTP:               s.sftpConfig(),
+			S3:                 s.workerS3(),
 		},
 	}
 }
@@ -332,6 +360,13 @@ func resolveService(d ServiceSettings, svc Service) ServiceModel {
 				PrivateKeyFile: pick(b.SFTP.PrivateKeyFile, db.SFTP.PrivateKeyFile, ""),
 				KnownHostsFile: pick(b.SFTP.KnownHostsFile, db.SFTP.KnownHostsFile, ""),
 				VerifyReadBack: pick(b.SFTP.VerifyReadBack, db.SFTP.VerifyReadBack, true),
+			},
+			S3: S3Model{
+				Endpoint:        pick(b.S3.Endpoint, db.S3.Endpoint, ""),
+				Region:          pick(b.S3.Region, db.S3.Region, ""),
+				PathStyle:       pick(b.S3.PathStyle, db.S3.PathStyle, false),
+				CredentialsFile: pick(b.S3.CredentialsFile, db.S3.CredentialsFile, ""),
+				VerifyReadBack:  pick(b.S3.VerifyReadBack, db.S3.VerifyReadBack, true),
 			},
 		},
 	}

@@ -74,6 +74,7 @@ type BackupSettings struct {
 	// machine's host name.
 	HostName *string      `toml:"hostName"`
 	SFTP     SFTPSettings `toml:"sftp"`
+	S3       S3Settings   `toml:"s3"`
 }
 
 // EncryptionSettings mirror the module's backup.encryption.* options.
@@ -87,6 +88,15 @@ type SFTPSettings struct {
 	PrivateKeyFile *string `toml:"privateKeyFile"`
 	KnownHostsFile *string `toml:"knownHostsFile"`
 	VerifyReadBack *bool   `toml:"verifyReadBack"`
+}
+
+// S3Settings mirror the module's backup.s3.* options (config.S3).
+type S3Settings struct {
+	Endpoint        *string `toml:"endpoint"`
+	Region          *string `toml:"region"`
+	PathStyle       *bool   `toml:"pathStyle"`
+	CredentialsFile *string `toml:"credentialsFile"`
+	VerifyReadBack  *bool   `toml:"verifyReadBack"`
 }
 
 // keyDoc says, in the spec's words, what a key holds and gives an example
@@ -105,7 +115,7 @@ var keyDocs = map[string]keyDoc{
 	"enable":             {"true or false", "true"},
 	"user":               {"a user name", `"myapp"`},
 	"group":              {"a group name", `"myapp"`},
-	"paths":              {"a list of absolute destination paths or sftp:// URLs", `["/var/backups/{name}", "sftp://backup@nas/srv/backups"]`},
+	"paths":              {"a list of absolute destination paths, s3://BUCKET/PREFIX or sftp://USER@HOST/PATH URLs", `["/var/backups/{name}", "sftp://backup@nas/srv/backups"]`},
 	"optionalPaths":      {"a list of destinations from paths that may be missing", `["/mnt/usb/{name}"]`},
 	"schedule":           {"a cron or systemd calendar expression", `"0 2 * * *"`},
 	"format":             {"an archive format name", `"tar.zst"`},
@@ -131,6 +141,11 @@ var keyDocs = map[string]keyDoc{
 	"sftp":               {"a table", "(a [services.backup.sftp] or [defaults.backup.sftp] header on its own line)"},
 	"privateKeyFile":     {"an absolute path, outside the Nix store", `"/run/secrets/backup-ssh-key"`},
 	"knownHostsFile":     {"an absolute path", `"/etc/backupgen/known_hosts"`},
+	"s3":                 {"a table", "(a [services.backup.s3] or [defaults.backup.s3] header on its own line)"},
+	"endpoint":           {"an https:// URL", `"https://s3.eu-central-1.amazonaws.com"`},
+	"region":             {"a region name", `"eu-central-1"`},
+	"pathStyle":          {"true or false", "true"},
+	"credentialsFile":    {"an absolute path", `"/run/secrets/backup-s3.env"`},
 	"verifyReadBack":     {"true or false", "true"},
 }
 

@@ -2,4 +2,4 @@
 #
 # package.nix's vendorHash: the NAR hash of `go mod vendor`.
 # `make check-vendor-hash` (and go test ./nix/) fail when it is stale.
-"sha256-9fxTK1Qb8No87Jy3SlZZ9rf9d0Dudm39iVBK5MtmNGo="
+"sha256-v1rcWGcmVPw7RXF66ayAjQT66cQ+RSTh/jMPEPr6FIc="

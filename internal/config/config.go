@@ -126,6 +126,8 @@ type Backup struct {
 	HostName string `json:"hostName,omitempty"`
 	// SFTP holds the settings of the sftp:// destinations.
 	SFTP SFTP `json:"sftp,omitzero"`
+	// S3 holds the settings of the s3:// destinations (destination.go).
+	S3 *S3 `json:"s3,omitempty"`
 }
 
 // SFTP holds the settings of the sftp:// destinations. The files are
@@ -354,6 +356,7 @@ func (c *Config) Validate() error {
 	v.dataPaths(c.DataPaths)
 	b := c.Backup
 	v.destinations(b, c.DataPaths)
+	v.remote(b)
 	v.numbers(b)
 	if b.StateDirectory != "" {
 		v.privatePath("backup.stateDirectory", b.StateDirectory, b.Paths, c.DataPaths,
@@ -434,15 +437,17 @@ func (v *validator) destinations(b Backup, dataPaths []string) {
 	sftp := false
 	for i, p := range b.Paths {
 		key := fmt.Sprintf("backup.paths[%d]", i)
-		dest, err := ParseDestination(p)
+		d, err := ParseDestination(p)
 		if err != nil {
-			v.add(key, "%q: %v", p, err)
+			v.add(key, "%v", err)
 			continue
 		}
-		if dest.Kind != "local" {
-			sftp = sftp || dest.Kind == "sftp"
-			if slices.Contains(b.Paths[:i], p) {
-				v.add(key, "%q: same destination as another entry; list it once", p)
+		if d.Remote() {
+			sftp = sftp || d.Kind == "sftp"
+			for j, q := range b.Paths[:i] {
+				if e, err := ParseDestination(q); err == nil && e == d {
+					v.add(key, "%q: same destination as backup.paths[%d]; list it once", p, j)
+				}
 			}
 			continue
 		}
@@ -461,11 +466,9 @@ func (v *validator) destinations(b Backup, dataPaths []string) {
 		v.sftp(b.SFTP)
 	}
 	for i, p := range b.OptionalPaths {
-		if IsRemote(p) {
-			v.add(fmt.Sprintf("backup.optionalPaths[%d]", i), "%q: only local paths can be optional (a remote that is unreachable is left out and the run ends partial)", p)
-			continue
-		}
-		if !b.IsListed(p) {
+		if d, err := ParseDestination(p); err == nil && d.Remote() {
+			v.add(fmt.Sprintf("backup.optionalPaths[%d]", i), "%q: only a local directory can be optional (a remote that is unreachable is left out of the run anyway)", p)
+		} else if !b.IsListed(p) {
 			v.add(fmt.Sprintf("backup.optionalPaths[%d]", i), "%q: not listed in backup.paths; add it there too", p)
 		}
 	}
@@ -510,7 +513,7 @@ func (v *validator) privatePath(key, p string, dests, dataPaths []string, why st
 	for _, list := range []struct {
 		what  string
 		paths []string
-	}{{"destination", dests}, {"data path", dataPaths}} {
+	}{{"destination", LocalPaths(dests)}, {"data path", dataPaths}} {
 		for _, d := range list.paths {
 			if ValidPath(d) == "" && (inside(p, d) || inside(d, p)) {
 				v.add(key, "%q: overlaps %s %q: %s", p, list.what, d, why)

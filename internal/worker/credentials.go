@@ -1,10 +1,13 @@
 package worker
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // maxCredential bounds what readCredential reads: keys and known_hosts
@@ -47,4 +50,28 @@ func credentialFile(name, fallbackPath string) string {
 		}
 	}
 	return fallbackPath
+}
+
+// parseEnvFile reads KEY=VALUE lines (blank lines and # comments skipped,
+// an optional "export ", values optionally in single or double quotes).
+// Errors name the line, never its value.
+func parseEnvFile(data []byte) (map[string]string, error) {
+	out := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+		if !ok {
+			return nil, fmt.Errorf("line %d: not KEY=VALUE", n)
+		}
+		v = strings.TrimSpace(v)
+		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+			v = v[1 : len(v)-1]
+		}
+		out[strings.TrimSpace(k)] = v
+	}
+	return out, sc.Err()
 }

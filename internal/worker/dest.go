@@ -235,8 +235,14 @@ func (d *destination) finish(ctx context.Context, want []byte, format string, sc
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
 	}
-	sum, readBack := streamSum(d.up), false
-	if sum == nil {
+	var sum []byte
+	readBack := false
+	ru, remote := d.up.(remoteUpload)
+	if f == nil && remote {
+		// Not readable before Commit: the SHA-256 of what was sent,
+		// confirmed part by part by the server; Commit checks the whole.
+		sum = ru.SentSum()
+	} else if sum = streamSum(d.up); sum == nil {
 		readBack = true
 		if sum, err = hashAt(ctx, f, d.path(d.base)+" (uncommitted)", d.size); err != nil {
 			return nil, fmt.Errorf("verify: re-read: %w", err)
@@ -267,11 +273,17 @@ func (d *destination) finish(ctx context.Context, want []byte, format string, sc
 	// An encrypted archive cannot be parsed without an identity: its
 	// plaintext was parsed while it was produced, and this copy matched
 	// the SHA-256 of the ciphertext (want; see encryption.go).
-	if isEncryptedName(d.base) && want == nil && d.primary == nil {
+	encrypted := isEncryptedName(d.base)
+	if encrypted && want == nil && d.primary == nil {
 		return nil, errors.New("verify: an encrypted archive without the ciphertext's SHA-256")
 	}
-	if readBack {
-		if err := sc.verify(ctx, f, d.size, format, want == nil && d.primary == nil, isEncryptedName(d.base)); err != nil {
+	force := want == nil && d.primary == nil
+	if f == nil && remote {
+		ru.ReadBackCheck(func(r io.ReaderAt, size int64) error {
+			return readBackCheck(ctx, r, size, sum, format, force, encrypted, sc)
+		})
+	} else if readBack {
+		if err := sc.verify(ctx, f, d.size, format, force, encrypted); err != nil {
 			return nil, fmt.Errorf("verify: %w", err)
 		}
 	}
@@ -303,6 +315,23 @@ type streamSummer interface {
 func streamSum(up Upload) []byte {
 	if s, ok := up.(streamSummer); ok {
 		return s.StreamSum()
+	}
+	return nil
+}
+
+// readBackCheck is step 4 for a remote upload, run by its Commit on the
+// completed object: the SHA-256 of what the server holds, then the parse
+// unless a copy with that SHA-256 parsed already (always when force).
+func readBackCheck(ctx context.Context, r io.ReaderAt, size int64, sum []byte, format string, force, encrypted bool, sc *structureCheck) error {
+	got, err := hashAt(ctx, r, "read back", size)
+	if err != nil {
+		return fmt.Errorf("verify: read back: %w", err)
+	}
+	if !bytes.Equal(got, sum) {
+		return fmt.Errorf("verify: read back: the server holds SHA-256 %x, the bytes sent had %x", got, sum)
+	}
+	if err := sc.verify(ctx, r, size, format, force, encrypted); err != nil {
+		return fmt.Errorf("verify: %w", err)
 	}
 	return nil
 }

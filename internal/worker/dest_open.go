@@ -23,6 +23,12 @@ func openStore(cfg *config.Config, dir string, optional bool, own owner, s *seam
 	switch dest.Kind {
 	case "sftp":
 		return newSFTPDest(cfg, dir, dest, log)
+	case "s3":
+		host, err := hostName(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return newS3Store(cfg, dest, host, log)
 	case "local":
 		return &localDir{dir: dir, name: cfg.Name, optional: optional, owner: own, seams: s, log: log}, nil
 	}

@@ -98,7 +98,9 @@ type Upload interface {
 	Writer() io.Writer
 	// Stored makes what was written durable and returns it for
 	// verification: the bytes as the destination holds them, and their
-	// number.
+	// number. A store that cannot read them back before Commit (an S3
+	// multipart upload) returns a nil reader and implements remoteUpload
+	// (dest_s3_upload.go): its Commit does the check on what it holds.
 	Stored(ctx context.Context) (io.ReaderAt, int64, error)
 	// Seal stores the checksum file (sha256sum format) and the signature
 	// beside the archive, still uncommitted.

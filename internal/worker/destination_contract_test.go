@@ -3,6 +3,7 @@ package worker
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"io"
 	"log/slog"
 	"os"
@@ -269,6 +270,14 @@ func writeUpload(t *testing.T, d Destination, base string, data []byte) Upload {
 	r, n, err := up.Stored(context.Background())
 	if err != nil || n != int64(len(data)) {
 		t.Fatalf("Stored = %d, %v; want %d bytes", n, err, len(data))
+	}
+	if ru, ok := up.(remoteUpload); ok && r == nil {
+		// Not readable before Commit: the hash of what it sent stands in
+		// (Commit checks the object; "commit publishes" reads it back).
+		if sum := sha256.Sum256(data); !bytes.Equal(ru.SentSum(), sum[:]) {
+			t.Fatalf("SentSum = %x, want %x", ru.SentSum(), sum)
+		}
+		return up
 	}
 	got := make([]byte, n)
 	if _, err := r.ReadAt(got, 0); err != nil && err != io.EOF || !bytes.Equal(got, data) {

@@ -288,6 +288,7 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 		}
 	}
 	var targets []destArchive
+	var remote []storedTargets // verified through the Destination
 	var errs *multierror.Error
 	if fs.NArg() > 0 {
 		for _, p := range fs.Args() {
@@ -323,6 +324,10 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 			if !*all {
 				stored = stored[:1]
 			}
+			if _, local := store.(*localDir); !local {
+				remote = append(remote, storedTargets{store, stored})
+				continue
+			}
 			for _, a := range stored {
 				da := destArchive{Archive: a.Archive, dir: dir, format: a.Format, encrypted: a.Encrypted}
 				if _, local := store.(*localDir); !local {
@@ -349,6 +354,13 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 	for _, a := range targets {
 		if err := c.verifyOne(ctx, key, a, *adopt, own, ids); err != nil {
 			errs = multierror.Append(errs, err)
+		}
+	}
+	for _, r := range remote {
+		for _, a := range r.archives {
+			if err := c.verifyStored(ctx, key, r.store, a, *adopt); err != nil {
+				errs = multierror.Append(errs, err)
+			}
 		}
 	}
 	if errs != nil {
@@ -431,6 +443,7 @@ func (c *cli) prune(ctx context.Context, args []string) int {
 		}
 		store, err := openStore(cfg, dir, false, owner{uid: -1, gid: -1}, nil, log)
 		if err != nil {
+			fmt.Fprintf(c.stdout, "%s: %v\n", dir, err)
 			errs = multierror.Append(errs, err)
 			continue
 		}
@@ -471,4 +484,36 @@ func (c *cli) prune(ctx context.Context, args []string) int {
 		return exitCodeFor(ctx, errs)
 	}
 	return ExitOK
+}
+
+// storedTargets are archives verify reads through their Destination (a
+// remote store: no path to open).
+type storedTargets struct {
+	store    Destination
+	archives []StoredArchive
+}
+
+// verifyStored is verifyOne for an archive read through its Destination:
+// the checksum, the full parse and the signature in one read.
+func (c *cli) verifyStored(ctx context.Context, key *hostkey.Key, store Destination, a StoredArchive, adopt bool) error {
+	name := store.String() + "/" + a.Name
+	if adopt {
+		err := fmt.Errorf("%s: --adopt works on local destinations only", name)
+		fmt.Fprintf(c.stdout, "FAILED %v\n", err)
+		return err
+	}
+	ck := inspectStored(ctx, key, store, a.Name, true, func(f io.ReaderAt, size int64) error {
+		_, err := archive.VerifyAt(ctx, f, size, a.Format)
+		return err
+	})
+	switch {
+	case ck.err != nil:
+		fmt.Fprintf(c.stdout, "FAILED %s: %v\n", name, ck.err)
+		return ck.err
+	case ck.signature != signatureOK:
+		fmt.Fprintf(c.stdout, "UNTRUSTED %s: %v\n", name, ck.reason())
+		return fmt.Errorf("%s: %w", name, ck.reason())
+	}
+	fmt.Fprintf(c.stdout, "OK %s\n", name)
+	return nil
 }

@@ -206,6 +206,9 @@ func (rn *run) pickName(usable []*destination) string {
 		base := retention.FileName(rn.cfg.Name, ext, t)
 		taken := false
 		for _, d := range usable {
+			if _, local := d.store.(*localDir); !local {
+				continue // a remote Commit refuses an existing name itself
+			}
 			if _, err := os.Lstat(filepath.Join(d.dir, base)); err == nil {
 				taken = true
 			}

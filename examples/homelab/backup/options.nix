@@ -21,7 +21,7 @@ let
       description = "string (${what})";
     };
   path = checkedStr "absolute, clean path without control characters" helpers.pathProblem;
-  destination = checkedStr "absolute, clean path without control characters, or sftp://USER@HOST[:PORT]/PATH; {name} is the service's name, no other placeholder" helpers.destinationProblem;
+  destination = checkedStr "absolute, clean path without control characters, s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH; {name} is the service's name, no other placeholder" helpers.destinationProblem;
   unit = checkedStr "systemd unit name" helpers.unitProblem;
   unitTemplate = checkedStr "systemd unit name; specifiers such as %n allowed" helpers.unitTemplateProblem;
   account = checkedStr "user or group name" helpers.accountProblem;
@@ -186,11 +186,6 @@ let
             defaultText = lib.literalMD "the container runtime's CLI (docker, podman) when a unit in serviceName is named docker-… or podman-…";
             description = "Packages on the unit's PATH for the hooks, besides the compressors.";
           };
-          hostName = mkOption {
-            type = types.str;
-            default = d.backup.hostName;
-            description = "Host name in the remote destinations' layout (PATH/HOSTNAME/SERVICE/), so hosts can share a server; empty: the machine's host name.";
-          };
           sftp = {
             privateKeyFile = mkOption {
               type = types.str;
@@ -212,6 +207,38 @@ let
             type = types.attrsOf types.anything;
             default = d.backup.timerConfig;
             description = "Extra [Timer] settings, merged over the generated ones.";
+          };
+          hostName = mkOption {
+            type = types.str;
+            default = d.backup.hostName;
+            description = "The host's part of the remote destinations' layout (PREFIX/HOST/NAME/ on S3, PATH/HOST/NAME/ over SFTP), so hosts can share a bucket or server; empty: networking.hostName.";
+          };
+          s3 = {
+            endpoint = mkOption {
+              type = types.str;
+              default = d.backup.s3.endpoint;
+              description = "S3 server URL for s3:// destinations: https://HOST[:PORT] (http:// only when written out; the worker then warns).";
+            };
+            region = mkOption {
+              type = types.str;
+              default = d.backup.s3.region;
+              description = "The bucket's region (empty: us-east-1).";
+            };
+            pathStyle = mkOption {
+              type = types.bool;
+              default = d.backup.s3.pathStyle;
+              description = "Address buckets as ENDPOINT/BUCKET (MinIO, Garage, Ceph RGW) instead of BUCKET.ENDPOINT.";
+            };
+            credentialsFile = mkOption {
+              type = types.str;
+              default = d.backup.s3.credentialsFile;
+              description = "File with AWS_ACCESS_KEY_ID=… and AWS_SECRET_ACCESS_KEY=… (optional AWS_SESSION_TOKEN), e.g. a sops-nix or agenix secret; passed with LoadCredential=, never copied to the store.";
+            };
+            verifyReadBack = mkOption {
+              type = types.bool;
+              default = d.backup.s3.verifyReadBack;
+              description = "Read every uploaded archive back in full and check its SHA-256; turn off on metered links.";
+            };
           };
         };
       };

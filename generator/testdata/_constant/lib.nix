@@ -47,7 +47,7 @@ let
   # A stamp of these helpers (lib.nix, options.nix, cron.nix, core.nix as
   # rendered): core.nix asserts that every module in an evaluation was
   # generated for the helpers it gets.
-  version = "ddeea5273690e3ac";
+  version = "3581a4cb5d80dfe7";
 
   # The built-in defaults, rendered from backupgen's Go definition
   # (generator.Defaults); a hand-written backupConfig may leave any key out.
@@ -86,6 +86,13 @@ let
       sftp = {
         privateKeyFile = "";
         knownHostsFile = "";
+        verifyReadBack = true;
+      };
+      s3 = {
+        endpoint = "";
+        region = "";
+        pathStyle = false;
+        credentialsFile = "";
         verifyReadBack = true;
       };
     };
@@ -191,6 +198,14 @@ let
         [ ]
     )
     ++ (
+      # The secret reaches the worker as $CREDENTIALS_DIRECTORY/s3-credentials;
+      # only its path is in the store.
+      if anyOf (hasPrefix "s3://") backup.paths && backup.s3.credentialsFile != "" then
+        [ "s3-credentials:${systemdValue backup.s3.credentialsFile}" ]
+      else
+        [ ]
+    )
+    ++ (
       if backup.encryption.recipientsFile != null then
         [ "age-recipients:${systemdValue (recipientsFileString backup.encryption.recipientsFile)}" ]
       else
@@ -223,12 +238,25 @@ let
     p:
     if !builtins.isString p then
       "is not a string"
-    else if isRemote p then
-      sftpProblem p
     else if matches ".*[{][A-Za-z_][A-Za-z0-9_]*[}].*" (expandName "x" p) then
       "holds an unknown placeholder: the only one is {name}"
+    else if hasPrefix "sftp://" p then
+      sftpProblem p
+    else if isRemote p then
+      remoteProblem p
     else
       pathProblem p;
+
+  # An s3:// destination; config.ParseDestination has the full rules,
+  # which check-config applies to the generated JSON.
+  remoteProblem =
+    p:
+    if !(matches "s3://.*" p) then
+      "has an unknown scheme (a destination is an absolute path, s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH)"
+    else if matches "s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_.=+{}-]+)*/?" p && !(matches ".*([.][.]|/[.]/|/[.]$).*" p) then
+      null
+    else
+      "is not s3://BUCKET[/PREFIX] (bucket: 3-63 lowercase letters, digits, '.', '-'; prefix parts: letters, digits, _ . = + -)";
 
   nameProblem =
     s:
@@ -346,6 +374,7 @@ let
         encryption = defaults.backup.encryption // (get "encryption");
         # A hand-written backupConfig may give only some of the keys.
         sftp = defaults.backup.sftp // (if backupConfig ? sftp && backupConfig.sftp != null then backupConfig.sftp else { });
+        s3 = defaults.backup.s3 // get "s3";
       };
       encrypted = backup.encryption.recipients != [ ] || backup.encryption.recipientsFile != null;
       units = toList serviceName;
@@ -401,6 +430,7 @@ let
             runtimePackages units;
         required = builtins.filter (p: !(builtins.elem p backup.optionalPaths)) (localPaths backup.paths);
         remote = localPaths backup.paths != backup.paths;
+        usesS3 = backup.s3.endpoint != "" || backup.s3.credentialsFile != "";
       };
 
   # The JSON the worker reads; the same shape as config.Config in Go.
@@ -447,13 +477,29 @@ let
       else
         { }
     )
-    // (if r.backup.hostName == "" then { } else { inherit (r.backup) hostName; })
     // (
       # Only with an sftp:// destination, as generator.WorkerConfig.
       if anyOf (hasPrefix "sftp://") r.backup.paths then
         {
           sftp = {
             inherit (r.backup.sftp) privateKeyFile knownHostsFile verifyReadBack;
+          };
+        }
+      else
+        { }
+    )
+    // (if r.remote && r.backup.hostName != "" then { inherit (r.backup) hostName; } else { })
+    // (
+      if r.usesS3 then
+        {
+          s3 = {
+            inherit (r.backup.s3)
+              endpoint
+              region
+              pathStyle
+              credentialsFile
+              verifyReadBack
+              ;
           };
         }
       else

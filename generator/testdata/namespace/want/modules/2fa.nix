@@ -58,12 +58,19 @@ in
           knownHostsFile = "";
           verifyReadBack = true;
         };
+        s3 = {
+          endpoint = "";
+          region = "";
+          pathStyle = false;
+          credentialsFile = "";
+          verifyReadBack = true;
+        };
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."my_org.backups.\"2fa\"" = "ddeea5273690e3ac"; }
+    { backupgen.helpers."my_org.backups.\"2fa\"" = "3581a4cb5d80dfe7"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {
@@ -85,7 +92,10 @@ in
             dataPaths = cfg.dataPaths;
             user = cfg.user;
             group = cfg.group;
-            backupConfig = cfg.backup;
+            # Remote objects are keyed by host: networking.hostName unless set.
+            backupConfig = cfg.backup // {
+              hostName = if cfg.backup.hostName != "" then cfg.backup.hostName else config.networking.hostName or "";
+            };
           };
 
           systemd.timers."2fa-backup" = mkBackupTimer {

@@ -314,21 +314,10 @@ func (c *cloner) file(n *walkNode, dir int, name, rel, target string) error {
 			return nil
 		}
 	}
-	if testHookBeforeOpen != nil {
-		testHookBeforeOpen(n.path)
-	}
 	var st syscall.Stat_t
-	src, state, err := openNode(n, &st)
-	switch {
-	case err != nil:
-		return fmt.Errorf("archive: open %s: %w", n.path, err)
-	case state == nodeVanished:
-		c.wn.warn("%s vanished or changed type while cloning", n.path)
-		return nil
-	case state == nodeReplaced:
-		c.wn.warn("%s was replaced while cloning; skipped", n.path)
-		c.st.Skipped++
-		return nil
+	src, ok, err := openForRead(n, &st, c.wn, c.st, "cloning")
+	if !ok {
+		return err
 	}
 	defer syscall.Close(src)
 	dst, err := openat(dir, "", name, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_NOFOLLOW, 0o600)

@@ -226,6 +226,29 @@ const (
 	nodeReplaced // no longer the regular file that was listed
 )
 
+// openForRead opens the listed regular file n (openNode) and reports a
+// file that vanished or was replaced since the listing the same way for
+// every reader: a warning, and a skipped count for a replaced one. doing
+// completes "while …" in the warning. fd is valid only when ok.
+func openForRead(n *walkNode, st *syscall.Stat_t, wn *warner, stats *Stats, doing string) (fd int, ok bool, err error) {
+	if testHookBeforeOpen != nil {
+		testHookBeforeOpen(n.path)
+	}
+	fd, state, err := openNode(n, st)
+	switch {
+	case err != nil:
+		return -1, false, fmt.Errorf("archive: open %s: %w", n.path, err)
+	case state == nodeVanished:
+		wn.warn("%s vanished or changed type while %s", n.path, doing)
+		return -1, false, nil
+	case state == nodeReplaced:
+		wn.warn("%s was replaced while %s; skipped", n.path, doing)
+		stats.Skipped++
+		return -1, false, nil
+	}
+	return fd, true, nil
+}
+
 // openNode opens the regular file n for reading (O_NOFOLLOW, O_NONBLOCK:
 // a FIFO or device swapped in neither follows nor blocks) and checks with
 // fstat that it is the regular file that was listed. st receives the fstat

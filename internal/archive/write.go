@@ -422,21 +422,10 @@ func (wk *walker) file(n *walkNode, name string) error {
 			return nil
 		}
 	}
-	if testHookBeforeOpen != nil {
-		testHookBeforeOpen(n.path)
-	}
 	var st syscall.Stat_t
-	fd, state, err := openNode(n, &st)
-	switch {
-	case err != nil:
-		return fmt.Errorf("archive: open %s: %w", n.path, err)
-	case state == nodeVanished:
-		wk.wn.warn("%s vanished or changed type while archiving", n.path)
-		return nil
-	case state == nodeReplaced:
-		wk.wn.warn("%s was replaced while archiving; skipped", n.path)
-		wk.st.Skipped++
-		return nil
+	fd, ok, err := openForRead(n, &st, wk.wn, wk.st, "archiving")
+	if !ok {
+		return err
 	}
 	defer syscall.Close(fd)
 	if testHookAfterOpen != nil {

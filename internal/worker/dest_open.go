@@ -28,7 +28,11 @@ func openStore(cfg *config.Config, dir string, optional bool, own owner, s *seam
 		if err != nil {
 			return nil, err
 		}
-		return newS3Store(cfg, dest, host, log)
+		idle := s3IdleTimeout
+		if s != nil && s.s3Idle > 0 {
+			idle = s.s3Idle
+		}
+		return newS3Store(cfg, dest, host, idle, log)
 	case "local":
 		return &localDir{dir: dir, name: cfg.Name, optional: optional, owner: own, seams: s, log: log}, nil
 	}

@@ -64,21 +64,21 @@ const (
 
 // s3IdleTimeout fails a connection on which nothing moves either way for
 // that long: a server that hangs mid-transfer (TCP keepalives still
-// answered) must fail the destination, not hang the run. A variable for
-// the stall test.
-var s3IdleTimeout = 2 * time.Minute
+// answered) must fail the destination, not hang the run. The stall test
+// shortens it through the Runner's seams (s3Idle).
+const s3IdleTimeout = 2 * time.Minute
 
 type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // idleTimeoutDialer wraps each connection so that every Read and Write
-// must make progress within s3IdleTimeout.
-func idleTimeoutDialer(dial dialFunc) dialFunc {
+// must make progress within idle.
+func idleTimeoutDialer(dial dialFunc, idle time.Duration) dialFunc {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := dial(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
-		return &idleConn{Conn: c, timeout: s3IdleTimeout}, nil
+		return &idleConn{Conn: c, timeout: idle}, nil
 	}
 }
 
@@ -99,7 +99,7 @@ func (c *idleConn) Write(p []byte) (int, error) {
 
 // newS3Store makes the store of destination dest (an s3:// entry of
 // backup.paths) for cfg; host is the host name the keys start with.
-func newS3Store(cfg *config.Config, dest config.Destination, host string, log *slog.Logger) (*s3Store, error) {
+func newS3Store(cfg *config.Config, dest config.Destination, host string, idle time.Duration, log *slog.Logger) (*s3Store, error) {
 	sc := cfg.Backup.S3
 	if sc == nil {
 		return nil, errors.New("backup.s3 is not set")
@@ -121,7 +121,7 @@ func newS3Store(cfg *config.Config, dest config.Destination, host string, log *s
 	}
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           idleTimeoutDialer((&net.Dialer{Timeout: s3DialTimeout, KeepAlive: 30 * time.Second}).DialContext),
+		DialContext:           idleTimeoutDialer((&net.Dialer{Timeout: s3DialTimeout, KeepAlive: 30 * time.Second}).DialContext, idle),
 		TLSHandshakeTimeout:   s3DialTimeout,
 		ResponseHeaderTimeout: s3HeaderTimeout,
 		MaxIdleConnsPerHost:   8,

@@ -26,7 +26,7 @@ import (
 // answer within sftpDialTimeout at preflight is left out before anything
 // is stopped; a connection that stops answering keepalives mid-upload is
 // closed, which fails that destination alone.
-var (
+const (
 	sftpDialTimeout   = 15 * time.Second
 	sftpDialAttempts  = 3
 	sftpRetryDelay    = 2 * time.Second

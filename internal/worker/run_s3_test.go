@@ -226,7 +226,7 @@ func TestS3HostsShareBucket(t *testing.T) {
 			t.Errorf("%s (not ours) was removed", k)
 		}
 	}
-	store, err := newS3Store(cfgA, mustParse(t, "s3://shared/team"), "hosta", ea.runner(cfgA).Log)
+	store, err := newS3Store(cfgA, mustParse(t, "s3://shared/team"), "hosta", s3IdleTimeout, ea.runner(cfgA).Log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,9 +318,6 @@ func TestS3OnlyDestination(t *testing.T) {
 func TestS3ServerHangsMidUpload(t *testing.T) {
 	srv := startS3Server(t)
 	srv.makeBucket("backups")
-	old := s3IdleTimeout
-	s3IdleTimeout = 2 * time.Second
-	defer func() { s3IdleTimeout = old }()
 	e := newTestEnv(t)
 	e.writeFile(filepath.Join(e.dataPaths[0], "big.bin"), randomBytes(t, 24<<20), 0o600)
 	e.setUnit("app.service", "active")
@@ -337,7 +334,10 @@ func TestS3ServerHangsMidUpload(t *testing.T) {
 		}
 	}()
 	start := time.Now()
-	code := e.run(cfg)
+	r := e.runner(cfg)
+	r.s3Idle = 2 * time.Second
+	code := r.Run(context.Background())
+	t.Logf("exit %d; log:\n%s", code, e.logBuf.String())
 	<-stopped
 	srv.cmd.Process.Signal(syscall.SIGCONT)
 	if code != ExitPartial {

@@ -162,7 +162,7 @@ func TestS3Contract(t *testing.T) {
 		srv.makeBucket(bucket)
 		cfg := &config.Config{Name: "app", Backup: config.Backup{HostName: "host1", S3: &config.S3{
 			Endpoint: srv.endpoint(), PathStyle: true, CredentialsFile: srv.credFile}}}
-		store, err := newS3Store(cfg, config.Destination{Kind: "s3", Bucket: bucket, Prefix: "backups"}, "host1",
+		store, err := newS3Store(cfg, config.Destination{Kind: "s3", Bucket: bucket, Prefix: "backups"}, "host1", s3IdleTimeout,
 			slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			t.Fatal(err)
@@ -200,7 +200,7 @@ func TestS3CommitConfirmsServerReport(t *testing.T) {
 	off := false
 	cfg := &config.Config{Name: "app", Backup: config.Backup{S3: &config.S3{
 		Endpoint: srv.endpoint(), PathStyle: true, CredentialsFile: srv.credFile, VerifyReadBack: &off}}}
-	store, err := newS3Store(cfg, config.Destination{Kind: "s3", Bucket: "etag"}, "h", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	store, err := newS3Store(cfg, config.Destination{Kind: "s3", Bucket: "etag"}, "h", s3IdleTimeout, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,7 @@ type seams struct {
 	activePoll       time.Duration // how often a started unit is checked for "active" (default 200 ms)
 	fstabPath        string        // default /etc/fstab
 	mountinfoPath    string        // default /proc/self/mountinfo
+	s3Idle           time.Duration // S3 connection idle timeout (default s3IdleTimeout)
 }
 
 // withDefaults fills the unset seams with the real implementations.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -20,23 +21,39 @@ func openStore(cfg *config.Config, dir string, optional bool, own owner, s *seam
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
+	if dest.Kind == "local" {
+		return &localDir{dir: dir, name: cfg.Name, optional: optional, owner: own, seams: s, log: log}, nil
+	}
+	// Remote stores lay out PREFIX/HOST/NAME.
+	host, err := hostName(cfg)
+	if err != nil {
+		return nil, err
+	}
 	switch dest.Kind {
 	case "sftp":
-		return newSFTPDest(cfg, dir, dest, log)
+		return newSFTPDest(cfg, dir, dest, host, log)
 	case "s3":
-		host, err := hostName(cfg)
-		if err != nil {
-			return nil, err
-		}
 		idle := s3IdleTimeout
 		if s != nil && s.s3Idle > 0 {
 			idle = s.s3Idle
 		}
 		return newS3Store(cfg, dest, host, idle, log)
-	case "local":
-		return &localDir{dir: dir, name: cfg.Name, optional: optional, owner: own, seams: s, log: log}, nil
 	}
 	return nil, fmt.Errorf("%s: destinations of kind %s are not supported", dir, dest.Kind)
+}
+
+// hostName is backup.hostName, else the machine's host name: the part of
+// a remote destination's layout (PREFIX/HOST/NAME) that keeps hosts apart,
+// so it must be a plain name, never a path.
+func hostName(cfg *config.Config) (string, error) {
+	if cfg.Backup.HostName != "" {
+		return cfg.Backup.HostName, nil
+	}
+	h, err := os.Hostname()
+	if err != nil || !config.ValidName(h) {
+		return "", fmt.Errorf("host name %q unusable in a remote destination's layout (set backup.hostName): %v", h, err)
+	}
+	return h, nil
 }
 
 // closeStore closes a store's connection, if it has one.

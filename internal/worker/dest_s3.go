@@ -164,18 +164,6 @@ func s3Credentials(path string) (*credentials.Credentials, error) {
 	return credentials.NewStaticV4(id, secret, env["AWS_SESSION_TOKEN"]), nil
 }
 
-// hostName is backup.hostName, else the machine's host name.
-func hostName(cfg *config.Config) (string, error) {
-	if cfg.Backup.HostName != "" {
-		return cfg.Backup.HostName, nil
-	}
-	h, err := os.Hostname()
-	if err != nil || !config.ValidName(h) {
-		return "", fmt.Errorf("host name %q unusable in object keys (set backup.hostName): %v", h, err)
-	}
-	return h, nil
-}
-
 // String is s3://BUCKET/PREFIX/HOST/NAME.
 func (s *s3Store) String() string {
 	return "s3://" + s.bucket + "/" + strings.TrimSuffix(s.prefix, "/")

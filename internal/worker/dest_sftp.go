@@ -65,15 +65,7 @@ var _ Destination = (*sftpDest)(nil)
 
 // newSFTPDest makes the destination of dest (parsed from raw) for the
 // service of cfg.
-func newSFTPDest(cfg *config.Config, raw string, dest config.Destination, log *slog.Logger) (*sftpDest, error) {
-	host := cfg.Backup.HostName
-	if host == "" {
-		h, err := os.Hostname()
-		if err != nil {
-			return nil, fmt.Errorf("host name for %s: %w", raw, err)
-		}
-		host = h
-	}
+func newSFTPDest(cfg *config.Config, raw string, dest config.Destination, host string, log *slog.Logger) (*sftpDest, error) {
 	return &sftpDest{
 		url: raw, addr: net.JoinHostPort(dest.Host, dest.Port), user: dest.User,
 		dir: path.Join(dest.Path, host, cfg.Name), name: cfg.Name,

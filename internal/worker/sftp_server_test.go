@@ -151,7 +151,7 @@ func (s *sshServer) dest(t *testing.T, sub, name string) *sftpDest {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := newSFTPDest(cfg, raw, parsed, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d, err := newSFTPDest(cfg, raw, parsed, "testhost", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -328,7 +328,7 @@ func TestS3ServerHangsMidUpload(t *testing.T) {
 		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 			res, err := srv.client.ListMultipartUploads(context.Background(), "backups", "hosta/app/", "", "", "", 10)
 			if err == nil && len(res.Uploads) > 0 {
-				srv.cmd.Process.Signal(syscall.SIGSTOP)
+				srv.Signal(syscall.SIGSTOP)
 				return
 			}
 		}
@@ -339,7 +339,7 @@ func TestS3ServerHangsMidUpload(t *testing.T) {
 	code := r.Run(context.Background())
 	t.Logf("exit %d; log:\n%s", code, e.logBuf.String())
 	<-stopped
-	srv.cmd.Process.Signal(syscall.SIGCONT)
+	srv.Signal(syscall.SIGCONT)
 	if code != ExitPartial {
 		t.Fatalf("exit %d, want 3 (partial)", code)
 	}

@@ -6,150 +6,41 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"sort"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/backupgen/backupgen/internal/config"
 	"github.com/backupgen/backupgen/internal/testtool"
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
-// s3Server is a real S3 server for the tests: Versity S3 Gateway over a
-// POSIX directory (buckets are its subdirectories), on a free port of
-// 127.0.0.1.
+// s3Server is the shared versitygw of the tests (testtool.S3Server, one
+// copy for every package), with the names these tests use.
 type s3Server struct {
-	t        *testing.T
-	bin, dir string
-	addr     string
-	cmd      *exec.Cmd
+	*testtool.S3Server
 	client   *minio.Core
 	credFile string
 }
 
-const (
-	testS3Access = "backupgen-test-access"
-	testS3Secret = "backupgen-test-secret-0123456789"
-	versitygwPkg = "github.com/versity/versitygw/cmd/versitygw@v1.8.0"
-)
-
 // startS3Server starts a versitygw; it is killed when the test ends.
 func startS3Server(t *testing.T) *s3Server {
 	t.Helper()
-	bin := testtool.RequireGoTool(t, "versitygw", versitygwPkg)
-	s := &s3Server{t: t, bin: bin, dir: t.TempDir(), addr: "127.0.0.1:" + fmt.Sprint(freePort(t))}
-	s.credFile = filepath.Join(t.TempDir(), "s3.env")
-	creds := fmt.Sprintf("# test\nAWS_ACCESS_KEY_ID=%s\nexport AWS_SECRET_ACCESS_KEY=\"%s\"\n", testS3Access, testS3Secret)
-	if err := os.WriteFile(s.credFile, []byte(creds), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s.start()
-	t.Cleanup(s.kill)
-	c, err := minio.NewCore(s.addr, &minio.Options{Creds: credentials.NewStaticV4(testS3Access, testS3Secret, ""),
-		BucketLookup: minio.BucketLookupPath, Region: "us-east-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.client = c
-	return s
+	s := testtool.StartS3Server(t)
+	return &s3Server{S3Server: s, client: s.Client, credFile: s.CredFile}
 }
 
-// start runs the server (again, on the same port and directory) and waits
-// until it accepts connections.
-func (s *s3Server) start() {
-	s.t.Helper()
-	s.cmd = exec.Command(s.bin, "--access", testS3Access, "--secret", testS3Secret, "--port", s.addr, "posix", s.dir)
-	var out bytes.Buffer
-	s.cmd.Stdout, s.cmd.Stderr = &out, &out
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatal(err)
-	}
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		if c, err := net.Dial("tcp", s.addr); err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			s.kill()
-			s.t.Fatalf("versitygw did not start: %s", out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// kill stops the server with SIGKILL (as a crash or a dropped link).
-func (s *s3Server) kill() {
-	if s.cmd != nil && s.cmd.Process != nil {
-		s.cmd.Process.Signal(syscall.SIGKILL)
-		s.cmd.Wait()
-		s.cmd = nil
-	}
-}
-
-func (s *s3Server) endpoint() string { return "http://" + s.addr }
-
-func (s *s3Server) makeBucket(name string) {
-	s.t.Helper()
-	if err := s.client.MakeBucket(context.Background(), name, minio.MakeBucketOptions{}); err != nil {
-		s.t.Fatal(err)
-	}
-}
+func (s *s3Server) start()                              { s.Start() }
+func (s *s3Server) kill()                               { s.Kill() }
+func (s *s3Server) endpoint() string                    { return s.Endpoint() }
+func (s *s3Server) makeBucket(name string)              { s.MakeBucket(name) }
+func (s *s3Server) keys(bucket, prefix string) []string { return s.Keys(bucket, prefix) }
+func (s *s3Server) put(bucket, key string, data []byte) { s.Put(bucket, key, data) }
+func (s *s3Server) get(bucket, key string) []byte       { return s.Get(bucket, key) }
 
 // s3Settings is backup.s3 for this server.
 func (s *s3Server) s3Settings() map[string]any {
 	return map[string]any{"endpoint": s.endpoint(), "pathStyle": true, "credentialsFile": s.credFile}
-}
-
-// keys lists every object in bucket under prefix, and every multipart
-// upload in progress there as "upload:KEY", each with prefix cut off.
-func (s *s3Server) keys(bucket, prefix string) []string {
-	s.t.Helper()
-	ctx := context.Background()
-	var out []string
-	for o := range s.client.Client.ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
-		if o.Err != nil {
-			s.t.Fatal(o.Err)
-		}
-		out = append(out, strings.TrimPrefix(o.Key, prefix))
-	}
-	res, err := s.client.ListMultipartUploads(ctx, bucket, prefix, "", "", "", 1000)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	for _, u := range res.Uploads {
-		out = append(out, "upload:"+strings.TrimPrefix(u.Key, prefix))
-	}
-	sort.Strings(out)
-	return out
-}
-
-func (s *s3Server) put(bucket, key string, data []byte) {
-	s.t.Helper()
-	if _, err := s.client.PutObject(context.Background(), bucket, key, bytes.NewReader(data), int64(len(data)), "", "", minio.PutObjectOptions{}); err != nil {
-		s.t.Fatal(err)
-	}
-}
-
-func (s *s3Server) get(bucket, key string) []byte {
-	s.t.Helper()
-	r, _, _, err := s.client.GetObject(context.Background(), bucket, key, minio.GetObjectOptions{})
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer r.Close()
-	b, err := io.ReadAll(r)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return b
 }
 
 // TestS3Contract runs the Destination contract on an S3 bucket of a real

@@ -185,6 +185,8 @@ func (v *validator) remote(b Backup) {
 	} else if strings.ContainsAny(b.S3.CredentialsFile, " \t\"'\\") {
 		// LoadCredential= takes the path as it is, without quoting.
 		v.add("backup.s3.credentialsFile", "%q: must not contain spaces, quotes or backslashes (the unit passes it with LoadCredential=)", b.S3.CredentialsFile)
+	} else if strings.HasPrefix(b.S3.CredentialsFile, "/nix/store/") {
+		v.add("backup.s3.credentialsFile", "%q: a secret in the Nix store is readable by every user; point at a file outside it (sops-nix, agenix)", b.S3.CredentialsFile)
 	}
 	if b.S3.Region != "" && !regexp.MustCompile(`^[a-z0-9-]{1,64}$`).MatchString(b.S3.Region) {
 		v.add("backup.s3.region", "%q: not a region name (lowercase letters, digits, '-')", b.S3.Region)

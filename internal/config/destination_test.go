@@ -58,6 +58,7 @@ func TestValidateS3(t *testing.T) {
 		`,"s3":{"endpoint":"https://h","credentialsFile":"rel"}`:                   `backup.s3.credentialsFile "rel": is not absolute`,
 		`,"s3":{"endpoint":"https://h","credentialsFile":"/r","region":"EU West"}`: `backup.s3.region "EU West"`,
 		s3 + `,"optionalPaths":["s3://bkt/p"]`:                                     `only a local directory can be optional`,
+		`,"s3":{"endpoint":"https://h","credentialsFile":"/nix/store/0-s3.env"}`:   `a secret in the Nix store`,
 		s3 + `,"hostName":"a b"`:                                                   `backup.hostName "a b"`,
 	} {
 		_, err := Decode(strings.NewReader(strings.Replace(base, "%s", extra, 1)))

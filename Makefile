@@ -2,8 +2,8 @@
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
-SPEC    ?= examples/homelab/backup.toml
-OUT     ?= examples/homelab/backup
+# Every examples/NAME/backup.toml generates examples/NAME/backup/.
+EXAMPLES ?= homelab offsite
 
 .PHONY: all build test generate check update-golden vet lint fuzz clean vendor-hash check-vendor-hash
 
@@ -18,13 +18,13 @@ test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -shuffle=on ./...
 
-## generate: regenerate the example's output ($(OUT)/) from $(SPEC)
+## generate: regenerate each example's output (examples/NAME/backup/) from examples/NAME/backup.toml
 generate:
-	$(GO) run ./cmd/backupgen generate --spec $(SPEC) --out $(OUT)
+	set -e; for e in $(EXAMPLES); do $(GO) run ./cmd/backupgen generate --spec examples/$$e/backup.toml --out examples/$$e/backup; done
 
-## check: fail when $(OUT)/ is not what $(SPEC) generates
+## check: fail when an example's output is not what its spec generates
 check:
-	$(GO) run ./cmd/backupgen check --spec $(SPEC) --out $(OUT)
+	set -e; for e in $(EXAMPLES); do $(GO) run ./cmd/backupgen check --spec examples/$$e/backup.toml --out examples/$$e/backup; done
 
 ## update-golden: rewrite golden files after an intended output change
 update-golden:

@@ -130,6 +130,7 @@
           # The committed example output is what the spec generates.
           drift = pkgs.runCommand "backupgen-drift" { nativeBuildInputs = [ backupgen ]; } ''
             backupgen check --spec ${./examples/homelab/backup.toml} --out ${generated}
+            backupgen check --spec ${./examples/offsite/backup.toml} --out ${./examples/offsite/backup}
             touch $out
           '';
 

@@ -358,7 +358,7 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 	}
 	for _, r := range remote {
 		for _, a := range r.archives {
-			if err := c.verifyStored(ctx, key, r.store, a, *adopt); err != nil {
+			if err := c.verifyStored(ctx, key, r.store, a, *adopt, ids); err != nil {
 				errs = multierror.Append(errs, err)
 			}
 		}
@@ -495,17 +495,15 @@ type storedTargets struct {
 
 // verifyStored is verifyOne for an archive read through its Destination:
 // the checksum, the full parse and the signature in one read.
-func (c *cli) verifyStored(ctx context.Context, key *hostkey.Key, store Destination, a StoredArchive, adopt bool) error {
+func (c *cli) verifyStored(ctx context.Context, key *hostkey.Key, store Destination, a StoredArchive, adopt bool, ids []ageenc.Identity) error {
 	name := store.String() + "/" + a.Name
 	if adopt {
 		err := fmt.Errorf("%s: --adopt works on local destinations only", name)
 		fmt.Fprintf(c.stdout, "FAILED %v\n", err)
 		return err
 	}
-	ck := inspectStored(ctx, key, store, a.Name, true, func(f io.ReaderAt, size int64) error {
-		_, err := archive.VerifyAt(ctx, f, size, a.Format)
-		return err
-	})
+	parse, note := storedParser(ctx, a, ids)
+	ck := inspectStored(ctx, key, store, a.Name, true, parse)
 	switch {
 	case ck.err != nil:
 		fmt.Fprintf(c.stdout, "FAILED %s: %v\n", name, ck.err)
@@ -514,6 +512,23 @@ func (c *cli) verifyStored(ctx context.Context, key *hostkey.Key, store Destinat
 		fmt.Fprintf(c.stdout, "UNTRUSTED %s: %v\n", name, ck.reason())
 		return fmt.Errorf("%s: %w", name, ck.reason())
 	}
-	fmt.Fprintf(c.stdout, "OK %s\n", name)
+	fmt.Fprintf(c.stdout, "OK %s%s\n", name, note)
 	return nil
+}
+
+// storedParser is how verify parses a remote archive, and the note it
+// prints: the ciphertext of an encrypted one is decrypted with ids and its
+// plaintext parsed, or, without ids, only its checksum and signature are
+// checked (the ciphertext is no archive of its format), as for a local one.
+func storedParser(ctx context.Context, a StoredArchive, ids []ageenc.Identity) (func(io.ReaderAt, int64) error, string) {
+	switch {
+	case a.Encrypted && ids == nil:
+		return nil, " (encrypted: checksum and signature verified; give --identity FILE to decrypt and parse it)"
+	case a.Encrypted:
+		return func(f io.ReaderAt, size int64) error { return verifyEncrypted(ctx, f, size, a.Format, ids) }, " (decrypted and parsed)"
+	}
+	return func(f io.ReaderAt, size int64) error {
+		_, err := archive.VerifyAt(ctx, f, size, a.Format)
+		return err
+	}, ""
 }

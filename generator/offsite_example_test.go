@@ -1,9 +1,11 @@
 package generator
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -189,4 +191,51 @@ func runCheckConfig(t *testing.T, file string) (string, error) {
 	t.Helper()
 	out, err := exec.Command(workerBinary(t), "check-config", file).CombinedOutput()
 	return string(out), err
+}
+
+// TestReadmeOffsiteRecipe: the README's 3-2-1 recipe (its ```toml block,
+// with a real key for the "age1…" placeholder and a service added) is a
+// valid spec, and its destinations, encryption, S3 and SFTP settings are
+// the example's, which the tests above and cmd/backup-worker run.
+func TestReadmeOffsiteRecipe(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join(projectRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "## A 3-2-1 recipe")
+	m := regexp.MustCompile("(?s)```toml\n(.*?)```").FindStringSubmatch(section)
+	if !ok || m == nil {
+		t.Fatal("README.md has no 3-2-1 recipe with a ```toml block")
+	}
+	example, err := config.Load(filepath.Join(projectRoot(t), offsiteOut, "etc/backupgen/paperless.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := strings.Replace(m[1], `"age1…"`, `"`+example.Backup.Encryption.Recipients[0]+`"`, 1) +
+		"\n[[services]]\nname = \"paperless\"\ndataPaths = [\"/var/lib/paperless\"]\n"
+	files, err := Generate("README.md", []byte(spec), goldenOptions)
+	if err != nil {
+		t.Fatalf("the README's recipe is not a valid spec:\n%v\n%s", err, spec)
+	}
+	var got *config.Config
+	for _, f := range files {
+		if f.Path == "etc/backupgen/paperless.json" {
+			if got, err = config.Decode(bytes.NewReader(f.Content)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got == nil {
+		t.Fatal("no worker config generated")
+	}
+	gb, eb := got.Backup, example.Backup
+	eb.S3.VerifyReadBack, eb.Encryption.RecipientsFile = gb.S3.VerifyReadBack, ""
+	for what, pair := range map[string][2]any{
+		"paths": {gb.Paths, eb.Paths}, "optionalPaths": {gb.OptionalPaths, eb.OptionalPaths},
+		"encryption": {gb.Encryption, eb.Encryption}, "s3": {gb.S3, eb.S3}, "sftp": {gb.SFTP, eb.SFTP},
+	} {
+		if diff := cmp.Diff(pair[1], pair[0]); diff != "" {
+			t.Errorf("README recipe's %s differs from examples/offsite (-example +README):\n%s", what, diff)
+		}
+	}
 }

@@ -239,3 +239,37 @@ func TestReadmeOffsiteRecipe(t *testing.T) {
 		}
 	}
 }
+
+// TestOffsiteDocSnippet evaluates the host config docs/offsite.md gives
+// for the example (its ```nix block in "The 3-2-1 example") with the
+// example's modules; sops-nix, agenix and environment.etc, which the
+// harness lacks, are stub options. The units come out with the secrets'
+// paths, not their content.
+func TestOffsiteDocSnippet(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(projectRoot(t), "docs", "offsite.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(doc), "## The 3-2-1 example")
+	m := regexp.MustCompile("(?s)```nix\n(.*?)```").FindStringSubmatch(section)
+	if !ok || m == nil {
+		t.Fatal("docs/offsite.md has no ```nix block in its 3-2-1 section")
+	}
+	stubs := writeNix(t, "stubs.nix", `{ lib, ... }: {
+  options.sops.secrets = lib.mkOption { type = lib.types.attrsOf lib.types.anything; default = { }; };
+  options.age.secrets = lib.mkOption { type = lib.types.attrsOf lib.types.anything; default = { }; };
+  options.environment.etc = lib.mkOption { type = lib.types.attrsOf lib.types.anything; default = { }; };
+  options.networking.hostName = lib.mkOption { type = lib.types.str; default = "nixos"; };
+  config.harness.fakePackages = [ "backup-worker" ];
+}
+`)
+	host := writeNix(t, "host.nix", m[1])
+	def := filepath.Join(projectRoot(t), filepath.FromSlash(offsiteOut), "default.nix")
+	r := nixosEval(t, "--verify", "--extra-module", stubs, def, host)
+	if r.rc != 0 {
+		t.Fatalf("exit %d\n%s", r.rc, r.stderr)
+	}
+	for _, unit := range []string{"paperless-backup.service", "gitea-backup.service"} {
+		checkOffsiteUnit(t, unit, r.unit(unit))
+	}
+}

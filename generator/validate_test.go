@@ -311,7 +311,8 @@ dataPaths = ["/c"]
 func TestPositionsCoverEveryKey(t *testing.T) {
 	specs := map[string][]byte{"tricky": []byte(trickySpec)}
 	files, _ := filepath.Glob("testdata/*/spec.toml")
-	for _, file := range append(files, "../examples/homelab/backup.toml") {
+	examples, _ := filepath.Glob("../examples/*/backup.toml")
+	for _, file := range append(files, examples...) {
 		data, err := os.ReadFile(file)
 		if err != nil {
 			t.Fatal(err)

@@ -369,10 +369,10 @@ let
       ];
     }
     {
-      name = "checks: drift runs backupgen check on the example";
+      name = "checks: drift runs backupgen check on both examples";
       expr = {
         inputs = outputs.checks.${system}.drift.nativeBuildInputs == [ backupgen ];
-        command = contains "backupgen check --spec [^ ]*-backup.toml --out [^ ]*-backup\n.*" outputs.checks.${system}.drift.buildCommand;
+        command = contains "backupgen check --spec [^ ]*-backup.toml --out [^ ]*-backup\nbackupgen check --spec [^ ]*-backup.toml --out [^ ]*-backup\n.*" outputs.checks.${system}.drift.buildCommand;
       };
       expected = {
         inputs = true;

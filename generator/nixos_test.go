@@ -1005,3 +1005,55 @@ func TestNixOSRemoteDestination(t *testing.T) {
 		t.Errorf("NixOS worker config: %+v", cfg.Backup)
 	}
 }
+
+// TestNixKeepRulesAgreeWithGo: lib.nix's keepProblems (the check a
+// hand-written module gets) refuses exactly the keepHourly … keepYearly
+// values, alone and against maxRetentionDays, that config.Validate
+// refuses.
+func TestNixKeepRulesAgreeWithGo(t *testing.T) {
+	nix := testtool.Require(t, "nix-instantiate", "nix-bin")
+	type input struct {
+		Key        string `json:"key"`
+		N          int    `json:"n"`
+		MaxRetDays int    `json:"days"`
+	}
+	var inputs []input
+	for _, key := range []string{"keepHourly", "keepDaily", "keepWeekly", "keepMonthly", "keepYearly"} {
+		for _, n := range []int{-1, 0, 1, 4, 6, 7, 24, 25, 186, config.MaxKeepPeriods, config.MaxKeepPeriods + 1} {
+			for _, days := range []int{0, 1, 2, 7, 28, 30, 185, 186, 731, 732, config.MaxRetentionDays} {
+				inputs = append(inputs, input{key, n, days})
+			}
+		}
+	}
+	js, _ := json.Marshal(inputs)
+	in := writeNix(t, "inputs.json", string(js))
+	expr := fmt.Sprintf(`let h = import %s { }; xs = builtins.fromJSON (builtins.readFile %s); in
+  map (x: h.keepProblems (builtins.mapAttrs (k: v: if k == x.key then x.n else v) h.defaults.backup // { maxRetentionDays = x.days; }) != [ ]) xs`,
+		nixString(exampleFile(t, "lib.nix")), nixString(in))
+	out, err := exec.Command(nix, "--eval", "--strict", "--json", "-E", expr).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nix-instantiate: %v\n%s", err, out)
+	}
+	var nixRefuses []bool
+	if err := json.Unmarshal(out, &nixRefuses); err != nil {
+		t.Fatal(err)
+	}
+	refused := 0
+	for i, x := range inputs {
+		js := fmt.Sprintf(`{"name":"app","dataPaths":["/srv/app"],"user":"u","group":"g","backup":{"paths":["/backup"],"maxRetentionDays":%d,%q:%d}}`, x.MaxRetDays, x.Key, x.N)
+		_, err := config.Decode(strings.NewReader(js))
+		goRefuses := err != nil && strings.Contains(err.Error(), "backup."+x.Key)
+		if err != nil && !goRefuses {
+			t.Fatalf("%+v: unexpected error %v", x, err)
+		}
+		if goRefuses {
+			refused++
+		}
+		if nixRefuses[i] != goRefuses {
+			t.Errorf("%s = %d, maxRetentionDays = %d: Nix refuses=%v, Go refuses=%v", x.Key, x.N, x.MaxRetDays, nixRefuses[i], goRefuses)
+		}
+	}
+	if refused == 0 || refused == len(inputs) {
+		t.Fatalf("%d of %d refused: the table tests nothing", refused, len(inputs))
+	}
+}

@@ -70,7 +70,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."services.offsite.photos" = "3581a4cb5d80dfe7"; }
+    { backupgen.helpers."services.offsite.photos" = "4af7ff06e28a62f9"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

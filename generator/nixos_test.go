@@ -774,6 +774,9 @@ func TestReadmeDefaults(t *testing.T) {
 		"backup.postBackup":            str(d.Backup.PostBackup),
 		"backup.encryption.recipients": list(d.Backup.Recipients),
 	}
+	for _, r := range d.Backup.KeepRules() {
+		want["backup."+r.Key] = fmt.Sprint(r.N)
+	}
 	row := regexp.MustCompile("(?m)^\\| (`[^|]*`) \\| [^|]* \\| `([^`]*)` \\|")
 	got := map[string]string{}
 	for _, m := range row.FindAllStringSubmatch(string(b), -1) {

@@ -47,7 +47,7 @@ let
   # A stamp of these helpers (lib.nix, options.nix, cron.nix, core.nix as
   # rendered): core.nix asserts that every module in an evaluation was
   # generated for the helpers it gets.
-  version = "4af7ff06e28a62f9";
+  version = "f35a56ca6f287bd6";
 
   # The built-in defaults, rendered from backupgen's Go definition
   # (generator.Defaults); a hand-written backupConfig may leave any key out.
@@ -110,11 +110,31 @@ let
   # maxRetentionDays (when set), which would otherwise delete what the
   # rule keeps.
   keepRules = [
-    { key = "keepHourly"; hours = 1; max = 878400; }
-    { key = "keepDaily"; hours = 24; max = 878400; }
-    { key = "keepWeekly"; hours = 168; max = 878400; }
-    { key = "keepMonthly"; hours = 744; max = 878400; }
-    { key = "keepYearly"; hours = 8784; max = 878400; }
+    {
+      key = "keepHourly";
+      hours = 1;
+      max = 878400;
+    }
+    {
+      key = "keepDaily";
+      hours = 24;
+      max = 878400;
+    }
+    {
+      key = "keepWeekly";
+      hours = 168;
+      max = 878400;
+    }
+    {
+      key = "keepMonthly";
+      hours = 744;
+      max = 878400;
+    }
+    {
+      key = "keepYearly";
+      hours = 8784;
+      max = 878400;
+    }
   ];
   keepProblems =
     backup:
@@ -498,7 +518,18 @@ let
     }
     # keepHourly … keepYearly only when on, as the JSON Go writes.
     // builtins.listToAttrs (
-      concatMap (k: if r.backup.${k.key} != 0 then [ { name = k.key; value = r.backup.${k.key}; } ] else [ ]) keepRules
+      concatMap (
+        k:
+        if r.backup.${k.key} != 0 then
+          [
+            {
+              name = k.key;
+              value = r.backup.${k.key};
+            }
+          ]
+        else
+          [ ]
+      ) keepRules
     )
     // (
       if r.encrypted then

@@ -73,7 +73,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.vaultwarden" = "4af7ff06e28a62f9"; }
+    { backupgen.helpers."modules.services.virtualization.vaultwarden" = "f35a56ca6f287bd6"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -72,7 +72,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."hosts.backups.overrides" = "4af7ff06e28a62f9"; }
+    { backupgen.helpers."hosts.backups.overrides" = "f35a56ca6f287bd6"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

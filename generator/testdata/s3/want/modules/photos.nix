@@ -70,7 +70,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."services.offsite.photos" = "4af7ff06e28a62f9"; }
+    { backupgen.helpers."services.offsite.photos" = "f35a56ca6f287bd6"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -70,7 +70,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.cron-dom-or-dow" = "4af7ff06e28a62f9"; }
+    { backupgen.helpers."modules.services.virtualization.cron-dom-or-dow" = "f35a56ca6f287bd6"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -1060,3 +1060,33 @@ func TestNixKeepRulesAgreeWithGo(t *testing.T) {
 		t.Fatalf("%d of %d refused: the table tests nothing", refused, len(inputs))
 	}
 }
+
+// TestNixOSCalendarRules: a host sets a calendar rule on a generated
+// module; it reaches the worker config (check-config accepts it) and the
+// other services' JSON has no keep key. A rule the service's
+// maxRetentionDays would cut short (myapp inherits 30 days) fails
+// evaluation naming the key.
+func TestNixOSCalendarRules(t *testing.T) {
+	my := exampleNS + ".myapp"
+	r := nixosEval(t, "--verify", exampleDefault(t), exampleHost(t, my+`.backup.keepDaily = 14; `+my+`.backup.keepWeekly = 4;`))
+	if r.rc != 0 {
+		t.Fatalf("exit %d\n%s", r.rc, r.stderr)
+	}
+	file := r.workerConfigFile(t, "myapp-backup.service")
+	checkConfig(t, file)
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Backup.KeepPeriods(); got != [5]int{0, 14, 4, 0, 0} {
+		t.Errorf("keep rules from Nix: %v", got)
+	}
+	other, err := config.Load(r.workerConfigFile(t, "immich-backup.service"))
+	if err != nil || other.Backup.KeepPeriods() != [5]int{} {
+		t.Errorf("immich: %v %v", err, other.Backup.KeepPeriods())
+	}
+	r = nixosEval(t, exampleDefault(t), exampleHost(t, my+`.backup.keepMonthly = 2;`))
+	if r.rc == 0 || !strings.Contains(r.stderr, "backup.keepMonthly 2 keeps archives up to 62 days old, but maxRetentionDays = 30") {
+		t.Errorf("keepMonthly beyond maxRetentionDays: exit %d\n%s", r.rc, r.stderr)
+	}
+}

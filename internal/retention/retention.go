@@ -356,8 +356,11 @@ func (p Policy) String() string {
 		age = p.MaxAge.String()
 	}
 	last := "all"
-	if p.KeepLast > 0 {
+	switch {
+	case p.KeepLast > 0:
 		last = fmt.Sprint(p.KeepLast)
+	case p.Keep != [NumPeriods]int{}:
+		last = "off" // the calendar rules decide
 	}
 	s := fmt.Sprintf("maxAge=%s keepLast=%s minKeep=%d", age, last, max(p.MinKeep, 1))
 	for _, per := range Periods {

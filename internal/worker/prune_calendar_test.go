@@ -83,7 +83,7 @@ func TestRunPrunesByCalendarRules(t *testing.T) {
 	}
 	out := stdout.String()
 	for _, line := range []string{
-		"policy: maxAge=none keepLast=all minKeep=1 daily=3 weekly=2 monthly=3\n",
+		"policy: maxAge=none keepLast=off minKeep=1 daily=3 weekly=2 monthly=3\n",
 		"keep " + filepath.Join(e.dests[0], name(now)) + ": minKeep; daily 2026-12-01; weekly 2026-W49; monthly 2026-12\n",
 		"keep " + filepath.Join(e.dests[0], name(time.Date(2026, 11, 30, 3, 0, 0, 0, time.UTC))) + ": daily 2026-11-30; monthly 2026-11\n",
 		"bad, kept " + filepath.Join(e.dests[0], corrupt),

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/backupgen/backupgen/internal/config"
+	"github.com/backupgen/backupgen/internal/retention"
 	"github.com/backupgen/backupgen/internal/schedule"
 )
 
@@ -75,6 +76,8 @@ type BackupModel struct {
 	MaxRetentionDays   int
 	RetentionSnapshots int
 	MinKeep            int
+	// Keep holds keepHourly … keepYearly (retention.Period order; 0 = off).
+	Keep               [retention.NumPeriods]int
 	MinSizeRatio       float64
 	Exclude            []string
 	CompressionLevel   int
@@ -94,6 +97,24 @@ type BackupModel struct {
 	HostName string
 	SFTP     SFTPModel
 	S3       S3Model
+}
+
+// KeepRule is one calendar rule as the templates see it: its key, value,
+// longest period in hours and largest value (config's rule, copied into
+// lib.nix's check).
+type KeepRule struct {
+	Key        string
+	N          int
+	Hours, Max int
+}
+
+// KeepRules lists keepHourly … keepYearly.
+func (b BackupModel) KeepRules() []KeepRule {
+	var out []KeepRule
+	for _, p := range retention.Periods {
+		out = append(out, KeepRule{config.KeepKey(p), b.Keep[p], p.Hours(), config.MaxKeepPeriods})
+	}
+	return out
 }
 
 // Encrypted reports whether the service's archives are encrypted.
@@ -268,6 +289,11 @@ func (s ServiceModel) WorkerConfig() config.Config {
 			MaxRetentionDays:   s.Backup.MaxRetentionDays,
 			RetentionSnapshots: s.Backup.RetentionSnapshots,
 			MinKeep:            &minKeep,
+			KeepHourly:         s.Backup.Keep[retention.Hourly],
+			KeepDaily:          s.Backup.Keep[retention.Daily],
+			KeepWeekly:         s.Backup.Keep[retention.Weekly],
+			KeepMonthly:        s.Backup.Keep[retention.Monthly],
+			KeepYearly:         s.Backup.Keep[retention.Yearly],
 			MinSizeRatio:       &ratio,
 			OnCalendar:         s.OnCalendar,
 			Exclude:            s.Backup.Exclude,
@@ -342,6 +368,10 @@ func resolveService(d ServiceSettings, svc Service) ServiceModel {
 			MaxRetentionDays:   pick(b.MaxRetentionDays, db.MaxRetentionDays, defaultMaxRetentionDays),
 			RetentionSnapshots: pick(b.RetentionSnapshots, db.RetentionSnapshots, defaultRetentionSnapshots),
 			MinKeep:            pick(b.MinKeep, db.MinKeep, defaultMinKeep),
+			Keep: [retention.NumPeriods]int{
+				pick(b.KeepHourly, db.KeepHourly, 0), pick(b.KeepDaily, db.KeepDaily, 0), pick(b.KeepWeekly, db.KeepWeekly, 0),
+				pick(b.KeepMonthly, db.KeepMonthly, 0), pick(b.KeepYearly, db.KeepYearly, 0),
+			},
 			MinSizeRatio:       pick(b.MinSizeRatio, db.MinSizeRatio, defaultMinSizeRatio),
 			Exclude:            pickList(b.Exclude, db.Exclude, nil),
 			CompressionLevel:   pick(b.CompressionLevel, db.CompressionLevel, 0),

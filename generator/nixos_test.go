@@ -774,6 +774,9 @@ func TestReadmeDefaults(t *testing.T) {
 		"backup.postBackup":            str(d.Backup.PostBackup),
 		"backup.encryption.recipients": list(d.Backup.Recipients),
 	}
+	for _, r := range d.Backup.KeepRules() {
+		want["backup."+r.Key] = fmt.Sprint(r.N)
+	}
 	row := regexp.MustCompile("(?m)^\\| (`[^|]*`) \\| [^|]* \\| `([^`]*)` \\|")
 	got := map[string]string{}
 	for _, m := range row.FindAllStringSubmatch(string(b), -1) {
@@ -1003,5 +1006,87 @@ func TestNixOSRemoteDestination(t *testing.T) {
 	}
 	if cfg.Backup.HostName != "web1" || cfg.Backup.SFTP.VerifyReadBackOrDefault() || cfg.Backup.SFTP.KnownHostsFile != "/etc/backupgen/known_hosts" {
 		t.Errorf("NixOS worker config: %+v", cfg.Backup)
+	}
+}
+
+// TestNixKeepRulesAgreeWithGo: lib.nix's keepProblems (the check a
+// hand-written module gets) refuses exactly the keepHourly … keepYearly
+// values, alone and against maxRetentionDays, that config.Validate
+// refuses.
+func TestNixKeepRulesAgreeWithGo(t *testing.T) {
+	nix := testtool.Require(t, "nix-instantiate", "nix-bin")
+	type input struct {
+		Key        string `json:"key"`
+		N          int    `json:"n"`
+		MaxRetDays int    `json:"days"`
+	}
+	var inputs []input
+	for _, key := range []string{"keepHourly", "keepDaily", "keepWeekly", "keepMonthly", "keepYearly"} {
+		for _, n := range []int{-1, 0, 1, 4, 6, 7, 24, 25, 186, config.MaxKeepPeriods, config.MaxKeepPeriods + 1} {
+			for _, days := range []int{0, 1, 2, 7, 28, 30, 185, 186, 731, 732, config.MaxRetentionDays} {
+				inputs = append(inputs, input{key, n, days})
+			}
+		}
+	}
+	js, _ := json.Marshal(inputs)
+	in := writeNix(t, "inputs.json", string(js))
+	expr := fmt.Sprintf(`let h = import %s { }; xs = builtins.fromJSON (builtins.readFile %s); in
+  map (x: h.keepProblems (builtins.mapAttrs (k: v: if k == x.key then x.n else v) h.defaults.backup // { maxRetentionDays = x.days; }) != [ ]) xs`,
+		nixString(exampleFile(t, "lib.nix")), nixString(in))
+	out, err := exec.Command(nix, "--eval", "--strict", "--json", "-E", expr).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nix-instantiate: %v\n%s", err, out)
+	}
+	var nixRefuses []bool
+	if err := json.Unmarshal(out, &nixRefuses); err != nil {
+		t.Fatal(err)
+	}
+	refused := 0
+	for i, x := range inputs {
+		js := fmt.Sprintf(`{"name":"app","dataPaths":["/srv/app"],"user":"u","group":"g","backup":{"paths":["/backup"],"maxRetentionDays":%d,%q:%d}}`, x.MaxRetDays, x.Key, x.N)
+		_, err := config.Decode(strings.NewReader(js))
+		goRefuses := err != nil && strings.Contains(err.Error(), "backup."+x.Key)
+		if err != nil && !goRefuses {
+			t.Fatalf("%+v: unexpected error %v", x, err)
+		}
+		if goRefuses {
+			refused++
+		}
+		if nixRefuses[i] != goRefuses {
+			t.Errorf("%s = %d, maxRetentionDays = %d: Nix refuses=%v, Go refuses=%v", x.Key, x.N, x.MaxRetDays, nixRefuses[i], goRefuses)
+		}
+	}
+	if refused == 0 || refused == len(inputs) {
+		t.Fatalf("%d of %d refused: the table tests nothing", refused, len(inputs))
+	}
+}
+
+// TestNixOSCalendarRules: a host sets a calendar rule on a generated
+// module; it reaches the worker config (check-config accepts it) and the
+// other services' JSON has no keep key. A rule the service's
+// maxRetentionDays would cut short (myapp inherits 30 days) fails
+// evaluation naming the key.
+func TestNixOSCalendarRules(t *testing.T) {
+	my := exampleNS + ".myapp"
+	r := nixosEval(t, "--verify", exampleDefault(t), exampleHost(t, my+`.backup.keepDaily = 14; `+my+`.backup.keepWeekly = 4;`))
+	if r.rc != 0 {
+		t.Fatalf("exit %d\n%s", r.rc, r.stderr)
+	}
+	file := r.workerConfigFile(t, "myapp-backup.service")
+	checkConfig(t, file)
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Backup.KeepPeriods(); got != [5]int{0, 14, 4, 0, 0} {
+		t.Errorf("keep rules from Nix: %v", got)
+	}
+	other, err := config.Load(r.workerConfigFile(t, "immich-backup.service"))
+	if err != nil || other.Backup.KeepPeriods() != [5]int{} {
+		t.Errorf("immich: %v %v", err, other.Backup.KeepPeriods())
+	}
+	r = nixosEval(t, exampleDefault(t), exampleHost(t, my+`.backup.keepMonthly = 2;`))
+	if r.rc == 0 || !strings.Contains(r.stderr, "backup.keepMonthly 2 keeps archives up to 62 days old, but maxRetentionDays = 30") {
+		t.Errorf("keepMonthly beyond maxRetentionDays: exit %d\n%s", r.rc, r.stderr)
 	}
 }

@@ -57,6 +57,11 @@ type BackupSettings struct {
 	MaxRetentionDays   *int     `toml:"maxRetentionDays"`
 	RetentionSnapshots *int     `toml:"retentionSnapshots"`
 	MinKeep            *int     `toml:"minKeep"`
+	KeepHourly         *int     `toml:"keepHourly"`
+	KeepDaily          *int     `toml:"keepDaily"`
+	KeepWeekly         *int     `toml:"keepWeekly"`
+	KeepMonthly        *int     `toml:"keepMonthly"`
+	KeepYearly         *int     `toml:"keepYearly"`
 	MinSizeRatio       *float64 `toml:"minSizeRatio"`
 	Exclude            []string `toml:"exclude"`
 	CompressionLevel   *int     `toml:"compressionLevel"`
@@ -122,6 +127,11 @@ var keyDocs = map[string]keyDoc{
 	"maxRetentionDays":   {"a whole number of days", "30"},
 	"retentionSnapshots": {"a whole number of archives", "7"},
 	"minKeep":            {"a whole number of archives", "1"},
+	"keepHourly":         {"a whole number of hours", "24"},
+	"keepDaily":          {"a whole number of days", "7"},
+	"keepWeekly":         {"a whole number of weeks", "4"},
+	"keepMonthly":        {"a whole number of months", "6"},
+	"keepYearly":         {"a whole number of years", "2"},
 	"minSizeRatio":       {"a number from 0 to 1", "0.5"},
 	"createUser":         {"true or false", "true"},
 	"exclude":            {"a list of glob patterns", `["cache/**", "*.tmp"]`},

@@ -368,3 +368,19 @@ func TestMinSizeRatioDecodes(t *testing.T) {
 	got := diagnose(t, twoServices+"[services.backup]\nminSizeRatio = \"half\"\n")
 	requireLines(t, got, "services[1].backup.minSizeRatio: ")
 }
+
+// TestCalendarRulesAtSpecPositions: keepHourly … keepYearly are checked by
+// config.Validate and reported at the key that set them, also when the
+// maxRetentionDays that cuts them short is inherited from [defaults].
+func TestCalendarRulesAtSpecPositions(t *testing.T) {
+	got := diagnose(t, "[defaults.backup]\nmaxRetentionDays = 30\n"+strings.TrimPrefix(twoServices, "[defaults.backup]\n")+
+		"[services.backup]\nkeepMonthly = 6\nkeepDaily = -1\n")
+	requireLines(t, got,
+		"services[1].backup.keepMonthly: 6: keeps monthly archives up to 186 days old, but maxRetentionDays = 30 deletes them sooner; raise maxRetentionDays to at least 186",
+		"services[1].backup.keepDaily: -1: must be 0 (off) up to ")
+	if got := diagnose(t, twoServices+"[services.backup]\nmaxRetentionDays = 186\nkeepMonthly = 6\nkeepDaily = 7\n"); got != "" {
+		t.Errorf("a policy that fits was refused:\n%s", got)
+	}
+	got = diagnose(t, twoServices+"[services.backup]\nkeepWeekly = \"4\"\n")
+	requireLines(t, got, "services[1].backup.keepWeekly: ")
+}

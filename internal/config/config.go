@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/backupgen/backupgen/internal/retention"
 	"github.com/hashicorp/go-multierror"
 )
 
@@ -73,8 +74,18 @@ type Backup struct {
 	Format        string   `json:"format"`
 	// MaxRetentionDays: delete archives older than this many days (0 = no limit).
 	MaxRetentionDays int `json:"maxRetentionDays"`
-	// RetentionSnapshots: keep at most this many archives (0 = keep all).
+	// RetentionSnapshots: keep the newest this many archives (restic's
+	// keep-last). Without a calendar rule it is a count limit: 0 keeps all.
 	RetentionSnapshots int `json:"retentionSnapshots"`
+	// KeepHourly … KeepYearly are the calendar rules (docs/retention.md):
+	// keep the newest archive of each of the newest N hours, days, ISO
+	// weeks, months or years (UTC) that hold one; 0 = off. With any of them
+	// on, an archive no rule selects is removed.
+	KeepHourly  int `json:"keepHourly,omitempty"`
+	KeepDaily   int `json:"keepDaily,omitempty"`
+	KeepWeekly  int `json:"keepWeekly,omitempty"`
+	KeepMonthly int `json:"keepMonthly,omitempty"`
+	KeepYearly  int `json:"keepYearly,omitempty"`
 	// MinKeep is the floor that pruning never goes below (default 1).
 	MinKeep *int `json:"minKeep,omitempty"`
 	// Exclude holds glob patterns relative to each data path (doublestar
@@ -180,6 +191,11 @@ func (u *Units) UnmarshalJSON(data []byte) error {
 	}
 	*u = list
 	return nil
+}
+
+// KeepPeriods returns keepHourly … keepYearly indexed by retention.Period.
+func (b Backup) KeepPeriods() [retention.NumPeriods]int {
+	return [retention.NumPeriods]int{b.KeepHourly, b.KeepDaily, b.KeepWeekly, b.KeepMonthly, b.KeepYearly}
 }
 
 // MinKeepOrDefault returns MinKeep, or DefaultMinKeep when unset.
@@ -474,6 +490,33 @@ func (v *validator) destinations(b Backup, dataPaths []string) {
 	}
 }
 
+// calendar: keepHourly … keepYearly are counts, and a rule must fit within
+// maxRetentionDays: n periods reach back up to n times the longest such
+// period (31-day months, 366-day years), and maxRetentionDays removes
+// anything older even when a rule selects it. Refusing the contradiction
+// here means the age limit never silently cuts what a rule asks to keep
+// while backups run on schedule (docs/retention.md).
+func (v *validator) calendar(b Backup) {
+	for _, p := range retention.Periods {
+		n := b.KeepPeriods()[p]
+		key := "backup." + KeepKey(p)
+		switch {
+		case n < 0 || n > MaxKeepPeriods:
+			v.add(key, "%d: must be 0 (off) up to %d", n, MaxKeepPeriods)
+		case n > 0 && b.MaxRetentionDays > 0 && n*p.Hours() > b.MaxRetentionDays*24:
+			need := (n*p.Hours() + 23) / 24
+			v.add(key, "%d: keeps %s archives up to %d days old, but maxRetentionDays = %d deletes them sooner; raise maxRetentionDays to at least %d, set it to 0, or lower %s",
+				n, p, need, b.MaxRetentionDays, need, KeepKey(p))
+		}
+	}
+}
+
+// KeepKey is the spec and JSON key of calendar rule p: "keepDaily".
+func KeepKey(p retention.Period) string {
+	s := p.String()
+	return "keep" + strings.ToUpper(s[:1]) + s[1:]
+}
+
 // numbers: formats, levels, counts and durations within what the run uses.
 func (v *validator) numbers(b Backup) {
 	if !slices.Contains(Formats, b.Format) {
@@ -490,6 +533,7 @@ func (v *validator) numbers(b Backup) {
 	if b.MinKeep != nil && *b.MinKeep < 1 {
 		v.add("backup.minKeep", "%d: must be at least 1, so pruning never deletes every archive", *b.MinKeep)
 	}
+	v.calendar(b)
 	if b.Threads < 0 || b.Threads > MaxThreads {
 		v.add("backup.threads", "%d: must be 0 (all cores) up to %d", b.Threads, MaxThreads)
 	}

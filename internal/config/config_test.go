@@ -307,3 +307,49 @@ func TestDecodeExactKeys(t *testing.T) {
 		t.Errorf("exact config rejected: %v", err)
 	}
 }
+
+// TestValidateCalendarRules: keepHourly … keepYearly are counts within
+// MaxKeepPeriods, and a rule whose periods reach beyond maxRetentionDays
+// (n times the longest period: 31-day months, 366-day years) is refused,
+// naming the rule's key and the smallest maxRetentionDays that fits.
+func TestValidateCalendarRules(t *testing.T) {
+	set := map[string]func(b *Backup, v int){
+		"backup.keepHourly":  func(b *Backup, v int) { b.KeepHourly = v },
+		"backup.keepDaily":   func(b *Backup, v int) { b.KeepDaily = v },
+		"backup.keepWeekly":  func(b *Backup, v int) { b.KeepWeekly = v },
+		"backup.keepMonthly": func(b *Backup, v int) { b.KeepMonthly = v },
+		"backup.keepYearly":  func(b *Backup, v int) { b.KeepYearly = v },
+	}
+	for key, f := range set {
+		for _, v := range []int{MaxKeepPeriods + 1, 1 << 62, -1} {
+			c := validBase()
+			f(&c.Backup, v)
+			expectProblem(t, fmt.Sprintf("%s=%d", key, v), c, key, fmt.Sprint(v))
+		}
+		for _, v := range []int{0, 1, MaxKeepPeriods} {
+			c := validBase()
+			f(&c.Backup, v)
+			expectValid(t, fmt.Sprintf("%s=%d", key, v), c)
+		}
+	}
+	spans := []struct {
+		key     string
+		n, days int // the smallest maxRetentionDays that fits
+	}{
+		{"backup.keepHourly", 24, 1}, {"backup.keepHourly", 25, 2}, {"backup.keepDaily", 7, 7},
+		{"backup.keepWeekly", 4, 28}, {"backup.keepMonthly", 6, 186}, {"backup.keepYearly", 2, 732},
+	}
+	for _, s := range spans {
+		c := validBase()
+		set[s.key](&c.Backup, s.n)
+		c.Backup.MaxRetentionDays = s.days
+		expectValid(t, fmt.Sprintf("%s=%d maxRetentionDays=%d", s.key, s.n, s.days), c)
+		c.Backup.MaxRetentionDays = s.days - 1
+		if s.days-1 > 0 {
+			expectProblem(t, fmt.Sprintf("%s=%d maxRetentionDays=%d", s.key, s.n, s.days-1), c, s.key,
+				fmt.Sprintf("raise maxRetentionDays to at least %d", s.days))
+		}
+		c.Backup.MaxRetentionDays = 0 // no age limit: anything fits
+		expectValid(t, fmt.Sprintf("%s=%d maxRetentionDays=0", s.key, s.n), c)
+	}
+}

@@ -63,6 +63,8 @@ const (
 	MaxThreads       = 1024
 	MaxTimeoutSec    = 365 * 24 * 3600 // one year
 	MaxRetentionDays = 100 * 366       // a century
+	// MaxKeepPeriods bounds keepHourly … keepYearly (a century of hours).
+	MaxKeepPeriods = 100 * 366 * 24
 )
 
 // Exclude is a parsed exclude pattern.

@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -64,14 +65,24 @@ type Archive struct {
 	// Check is the archive's integrity as far as known. Plan fills it in
 	// (in its results) for the archives it verified.
 	Check Check
+	// Why says, in Plan's results, every reason the archive is kept ("last
+	// 3", "daily 2026-11-30", "weekly 2026-W48", "minKeep", …) or why it is
+	// removed ("older than maxAge 720h0m0s", "beyond last 3; daily
+	// 2026-11-29 keeps a newer archive").
+	Why []string
 }
 
 // Policy says which archives to keep.
 type Policy struct {
 	// MaxAge removes archives older than this (0 = no age limit).
 	MaxAge time.Duration
-	// KeepLast keeps at most this many archives (0 = keep all).
+	// KeepLast keeps the newest this many archives (restic's keep-last).
+	// With no calendar rule (Keep all zero), 0 keeps all: KeepLast is then
+	// the count limit it always was.
 	KeepLast int
+	// Keep holds the calendar rules, indexed by Period: keep the newest
+	// archive of each of the newest Keep[p] periods that hold one (0 = off).
+	Keep [NumPeriods]int
 	// MinKeep is a floor: the newest MinKeep archives (not counting ones
 	// dated in the future) are always kept. Values below 1 count as 1, so a
 	// policy can never delete every archive.
@@ -173,37 +184,39 @@ func sortNewestFirst(as []Archive) {
 // Plan splits archives into the ones to keep and the ones to remove under
 // policy at time now. Both results are sorted newest first; together they
 // hold every input archive exactly once. Archives that Plan verified carry
-// the result in their Check field.
+// the result in their Check field, and every result says why in Why.
 //
-// Rules, in order of precedence:
-//   - every archive that would be kept and counted if good is verified
-//     (Policy.Verify) first, so a corrupt or untrusted archive never
-//     takes a rank or satisfies the floor;
-//   - archives dated after now (clock skew, or a clock that was fixed) are
-//     kept and are ranked newest; they are not counted towards MinKeep, so a
-//     bogus future archive can never push a real one below the floor;
-//   - archives known to be bad (Check == Bad, or Verify said so) are kept
-//     as evidence and count towards neither MinKeep nor KeepLast;
-//   - going newest first, archives not dated in the future are kept until
-//     max(MinKeep, 1) good ones are found;
-//   - archives named in Protect are kept;
-//   - an archive ranked beyond KeepLast (counting every archive not known to
-//     be bad, future ones included, newest first) is removed;
-//   - an archive older than MaxAge is removed;
-//   - everything else is kept.
+// An archive is kept when any of these keeps it (docs/retention.md):
+//   - it is known bad (Check == Bad, or Verify said so): kept as evidence,
+//     and it counts towards no rule;
+//   - it is dated after now (clock skew, or a clock that was fixed);
+//   - it is one of the newest max(MinKeep, 1) good archives not dated in
+//     the future (the floor: nothing removes these);
+//   - it is named in Protect;
+//   - a keep rule selects it and it is not older than MaxAge. The keep
+//     rules: KeepLast (the newest KeepLast archives not known bad, future
+//     ones included) and the calendar rules (the newest good archive of
+//     each of the newest Keep[p] periods that hold a good archive not dated
+//     in the future). With no calendar rule and KeepLast 0 every archive
+//     is selected.
+//
+// Everything else is removed. MaxAge is thus an upper bound on every keep
+// rule but not on the floor, as KeepLast always was; config.Validate
+// refuses a calendar rule whose periods reach beyond MaxAge, so under
+// regular backups MaxAge never cuts what a rule was asked to keep.
+//
+// Every archive that would be kept if good is verified (Policy.Verify)
+// first, newest first, so a corrupt or untrusted archive never satisfies
+// the floor or takes a rank or a period.
 func Plan(archives []Archive, policy Policy, now time.Time) (keep, remove []Archive) {
 	sorted := slices.Clone(archives)
 	sortNewestFirst(sorted)
-	minKeep := max(policy.MinKeep, 1)
-	good := 0 // good archives not in the future found so far
-	rank := 0 // archives not known to be bad seen so far
+	pl := newPlanner(policy, now)
 	for _, a := range sorted {
-		future := a.Time.After(now)
-		protected := slices.Contains(policy.Protect, a.Name)
-		beyondRank := policy.KeepLast > 0 && rank >= policy.KeepLast
+		floor, sel, not := pl.rules(a)
 		tooOld := policy.MaxAge > 0 && now.Sub(a.Time) > policy.MaxAge
-		counts := future || good < minKeep || protected || (!beyondRank && !tooOld)
-		if counts && a.Check == Unchecked && policy.Verify != nil {
+		wanted := len(floor) > 0 || (len(sel) > 0 && !tooOld)
+		if wanted && a.Check == Unchecked && policy.Verify != nil {
 			if policy.Verify(a) {
 				a.Check = Good
 			} else {
@@ -211,36 +224,128 @@ func Plan(archives []Archive, policy Policy, now time.Time) (keep, remove []Arch
 			}
 		}
 		if a.Check == Bad {
+			a.Why = []string{"failed verification: never pruned"}
 			keep = append(keep, a)
 			continue
 		}
-		r := rank
-		rank++
+		pl.take(a)
 		switch {
-		case future:
+		case len(floor) > 0:
+			a.Why = floor
+			if !tooOld {
+				a.Why = append(a.Why, sel...)
+			}
 			keep = append(keep, a)
-		case good < minKeep:
-			good++
+		case len(sel) > 0 && !tooOld:
+			a.Why = sel
 			keep = append(keep, a)
-		case protected:
-			keep = append(keep, a)
-		case policy.KeepLast > 0 && r >= policy.KeepLast:
-			remove = append(remove, a)
 		case tooOld:
+			a.Why = append([]string{"older than maxRetentionDays (" + days(policy.MaxAge) + ")"}, not...)
+			if len(sel) > 0 {
+				a.Why = append(a.Why, "although "+strings.Join(sel, ", "))
+			}
 			remove = append(remove, a)
 		default:
-			keep = append(keep, a)
+			a.Why = not
+			remove = append(remove, a)
 		}
 	}
 	return keep, remove
 }
 
-// PolicyFromConfig builds a Policy from the config's day/count settings.
-func PolicyFromConfig(maxRetentionDays, retentionSnapshots, minKeep int) Policy {
+// planner holds what Plan has counted so far, going newest first.
+type planner struct {
+	p        Policy
+	now      time.Time
+	minKeep  int
+	calendar bool               // any calendar rule on
+	good     int                // good archives not in the future (the floor)
+	rank     int                // archives not known bad (KeepLast)
+	taken    [NumPeriods]int    // periods taken per calendar rule
+	last     [NumPeriods]string // key of the newest period not yet passed
+}
+
+func newPlanner(p Policy, now time.Time) *planner {
+	pl := &planner{p: p, now: now, minKeep: max(p.MinKeep, 1)}
+	for _, n := range p.Keep {
+		pl.calendar = pl.calendar || n > 0
+	}
+	return pl
+}
+
+// rules says, for a if it is good, what keeps it whatever its age (floor),
+// which keep rules select it (sel) and why the others do not (not). It
+// changes nothing: take counts a once it is known not to be bad.
+func (pl *planner) rules(a Archive) (floor, sel, not []string) {
+	future := a.Time.After(pl.now)
+	if future {
+		floor = append(floor, "dated in the future")
+	} else if pl.good < pl.minKeep {
+		floor = append(floor, "minKeep")
+	}
+	if slices.Contains(pl.p.Protect, a.Name) {
+		floor = append(floor, "written by this run")
+	}
+	switch {
+	case pl.p.KeepLast > 0 && pl.rank < pl.p.KeepLast:
+		sel = append(sel, fmt.Sprintf("last %d", pl.p.KeepLast))
+	case pl.p.KeepLast > 0:
+		not = append(not, fmt.Sprintf("beyond last %d", pl.p.KeepLast))
+	case !pl.calendar:
+		sel = append(sel, "no count limit")
+	}
+	for _, p := range Periods {
+		n := pl.p.Keep[p]
+		if n == 0 || future {
+			continue
+		}
+		key := p.Key(a.Time)
+		switch {
+		case key == pl.last[p]:
+			not = append(not, fmt.Sprintf("%s %s keeps a newer archive", p, key))
+		case pl.taken[p] < n:
+			sel = append(sel, fmt.Sprintf("%s %s", p, key))
+		default:
+			not = append(not, fmt.Sprintf("beyond %s %d", p, n))
+		}
+	}
+	return floor, sel, not
+}
+
+// take counts a (not known bad) towards the floor, KeepLast and the
+// calendar rules.
+func (pl *planner) take(a Archive) {
+	pl.rank++
+	if a.Time.After(pl.now) {
+		return
+	}
+	if pl.good < pl.minKeep {
+		pl.good++
+	}
+	for _, p := range Periods {
+		if key := p.Key(a.Time); pl.p.Keep[p] > 0 && key != pl.last[p] && pl.taken[p] < pl.p.Keep[p] {
+			pl.taken[p]++
+			pl.last[p] = key
+		}
+	}
+}
+
+// days prints d in whole days when it is a whole number of days.
+func days(d time.Duration) string {
+	if d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
+}
+
+// PolicyFromConfig builds a Policy from the config's settings; keep holds
+// keepHourly … keepYearly, indexed by Period.
+func PolicyFromConfig(maxRetentionDays, retentionSnapshots, minKeep int, keep [NumPeriods]int) Policy {
 	return Policy{
 		MaxAge:   time.Duration(maxRetentionDays) * 24 * time.Hour,
 		KeepLast: retentionSnapshots,
 		MinKeep:  minKeep,
+		Keep:     keep,
 	}
 }
 
@@ -251,8 +356,66 @@ func (p Policy) String() string {
 		age = p.MaxAge.String()
 	}
 	last := "all"
-	if p.KeepLast > 0 {
+	switch {
+	case p.KeepLast > 0:
 		last = fmt.Sprint(p.KeepLast)
+	case p.Keep != [NumPeriods]int{}:
+		last = "off" // the calendar rules decide
 	}
-	return fmt.Sprintf("maxAge=%s keepLast=%s minKeep=%d", age, last, max(p.MinKeep, 1))
+	s := fmt.Sprintf("maxAge=%s keepLast=%s minKeep=%d", age, last, max(p.MinKeep, 1))
+	for _, per := range Periods {
+		if n := p.Keep[per]; n > 0 {
+			s += fmt.Sprintf(" %s=%d", per, n)
+		}
+	}
+	return s
+}
+
+// Period is one of the calendar rules: keep the newest archive of each of
+// the newest N periods (hours, days, ISO weeks, months, years) that hold an
+// archive, restic's --keep-hourly … --keep-yearly. Periods are in UTC, the
+// time zone of archive names.
+type Period int
+
+const (
+	Hourly Period = iota
+	Daily
+	Weekly
+	Monthly
+	Yearly
+)
+
+// NumPeriods is the number of calendar rules.
+const NumPeriods = len(periodNames)
+
+// Periods lists the calendar rules, shortest first.
+var Periods = []Period{Hourly, Daily, Weekly, Monthly, Yearly}
+
+var periodNames = [...]string{"hourly", "daily", "weekly", "monthly", "yearly"}
+
+// periodHours is the longest each period lasts.
+var periodHours = [...]int{1, 24, 7 * 24, 31 * 24, 366 * 24}
+
+func (p Period) String() string { return periodNames[p] }
+
+// Hours is the longest the period lasts: a rule keeping n periods keeps,
+// under regular backups, archives up to n*Hours hours old.
+func (p Period) Hours() int { return periodHours[p] }
+
+// Key names the period t falls in, in UTC: "2026-11-30T14" (hour),
+// "2026-11-30", "2026-W48" (ISO week, Monday to Sunday), "2026-11", "2026".
+func (p Period) Key(t time.Time) string {
+	t = t.UTC()
+	switch p {
+	case Hourly:
+		return t.Format("2006-01-02T15")
+	case Daily:
+		return t.Format("2006-01-02")
+	case Weekly:
+		y, w := t.ISOWeek()
+		return fmt.Sprintf("%04d-W%02d", y, w)
+	case Monthly:
+		return t.Format("2006-01")
+	}
+	return t.Format("2006")
 }

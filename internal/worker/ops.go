@@ -427,7 +427,7 @@ func (c *cli) prune(ctx context.Context, args []string) int {
 		}
 		defer lock.Release()
 	}
-	policy := retention.PolicyFromConfig(cfg.Backup.MaxRetentionDays, cfg.Backup.RetentionSnapshots, cfg.Backup.MinKeepOrDefault())
+	policy := retentionPolicy(cfg)
 	fmt.Fprintf(c.stdout, "policy: %s\n", policy)
 	// Without the key nothing is trusted, so nothing counts and nothing is
 	// removed: pruning is safe, merely useless, until the key is back.
@@ -453,8 +453,13 @@ func (c *cli) prune(ctx context.Context, args []string) int {
 		if *dryRun {
 			verb = "would remove"
 		}
+		for _, a := range res.kept {
+			if a.Check != retention.Bad {
+				fmt.Fprintf(c.stdout, "keep %s: %s\n", joinDest(dir, a.Name), why(a))
+			}
+		}
 		for _, a := range res.removed {
-			fmt.Fprintf(c.stdout, "%s %s\n", verb, joinDest(dir, a.Name))
+			fmt.Fprintf(c.stdout, "%s %s: %s\n", verb, joinDest(dir, a.Name), why(a))
 		}
 		nBad, nUntrusted := 0, 0
 		for _, a := range res.bad {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/backupgen/backupgen/internal/config"
@@ -19,7 +20,7 @@ import (
 // unless the shrink guard (shrink.go) holds it back.
 func (rn *run) prune(ctx context.Context) {
 	cfg := rn.cfg
-	policy := retention.PolicyFromConfig(cfg.Backup.MaxRetentionDays, cfg.Backup.RetentionSnapshots, cfg.Backup.MinKeepOrDefault())
+	policy := retentionPolicy(cfg)
 	policy.Protect = []string{rn.base}
 	empty := rn.emptyData()
 	if empty != "" {
@@ -53,6 +54,16 @@ func (rn *run) prune(ctx context.Context) {
 		}
 	}
 }
+
+// retentionPolicy is the service's retention settings as a Policy (the
+// combined rule: retention.Plan, docs/retention.md).
+func retentionPolicy(cfg *config.Config) retention.Policy {
+	b := cfg.Backup
+	return retention.PolicyFromConfig(b.MaxRetentionDays, b.RetentionSnapshots, b.MinKeepOrDefault(), b.KeepPeriods())
+}
+
+// why joins the reasons Plan gave for keeping or removing a.
+func why(a retention.Archive) string { return strings.Join(a.Why, "; ") }
 
 // pruneResult lists what pruneDir kept and removed, and which of the kept
 // archives failed their integrity check.
@@ -130,6 +141,11 @@ func pruneDir(ctx context.Context, key *hostkey.Key, store Destination, ext stri
 		res.removed = remove
 		return res, nil
 	}
+	for _, a := range keep {
+		if a.Check != retention.Bad {
+			log.Info("kept archive", keyDestination, dir, keyArchive, a.Name, "why", why(a))
+		}
+	}
 	var errs *multierror.Error
 	for _, a := range remove {
 		err := store.Remove(ctx, a.Name)
@@ -145,7 +161,7 @@ func pruneDir(ctx context.Context, key *hostkey.Key, store Destination, ext stri
 			errs = multierror.Append(errs, err)
 		}
 		res.removed = append(res.removed, a)
-		log.Info("pruned archive", keyDestination, dir, keyArchive, a.Name)
+		log.Info("pruned archive", keyDestination, dir, keyArchive, a.Name, "why", why(a))
 	}
 	sort.SliceStable(res.kept, func(i, j int) bool { return res.kept[i].Time.After(res.kept[j].Time) })
 	return res, errs.ErrorOrNil()

@@ -224,6 +224,28 @@ let
       };
     }
     {
+      name = "mkWorkerConfig: calendar rules reach the JSON when on; one that maxRetentionDays cuts short throws";
+      expr = {
+        backup = builtins.intersectAttrs {
+          keepDaily = null;
+          keepWeekly = null;
+          keepMonthly = null;
+        } (mkWorkerConfig (args // { backupConfig = backupConfig // { keepDaily = 7; keepMonthly = 6; }; })).backup;
+        cut = throws (builtins.toJSON (mkWorkerConfig (args // { backupConfig = backupConfig // { keepMonthly = 6; maxRetentionDays = 30; }; })));
+        fits = throws (builtins.toJSON (mkWorkerConfig (args // { backupConfig = backupConfig // { keepMonthly = 6; maxRetentionDays = 186; }; })));
+        negative = throws (builtins.toJSON (mkWorkerConfig (args // { backupConfig = backupConfig // { keepDaily = -1; }; })));
+      };
+      expected = {
+        backup = {
+          keepDaily = 7;
+          keepMonthly = 6;
+        };
+        cut = true;
+        fits = false;
+        negative = true;
+      };
+    }
+    {
       name = "mkBackupService: normal priority while units are stopped (no Nice/idle)";
       expr = builtins.filter (k: service.serviceConfig ? ${k}) [
         "Nice"

@@ -47,7 +47,7 @@ let
   # A stamp of these helpers (lib.nix, options.nix, cron.nix, core.nix as
   # rendered): core.nix asserts that every module in an evaluation was
   # generated for the helpers it gets.
-  version = "3581a4cb5d80dfe7";
+  version = "f35a56ca6f287bd6";
 
   # The built-in defaults, rendered from backupgen's Go definition
   # (generator.Defaults); a hand-written backupConfig may leave any key out.
@@ -65,6 +65,11 @@ let
       maxRetentionDays = 0;
       retentionSnapshots = 7;
       minKeep = 1;
+      keepHourly = 0;
+      keepDaily = 0;
+      keepWeekly = 0;
+      keepMonthly = 0;
+      keepYearly = 0;
       minSizeRatio = 0.5;
       exclude = [ ];
       compressionLevel = 0;
@@ -99,6 +104,54 @@ let
   };
 
   formats = [ "tar.gz" "tar.xz" "tar.bz2" "tar.zst" "zip" ];
+
+  # The calendar rules (config.Validate's calendar rule): each a count up
+  # to max, and n periods of up to `hours` each must fit in
+  # maxRetentionDays (when set), which would otherwise delete what the
+  # rule keeps.
+  keepRules = [
+    {
+      key = "keepHourly";
+      hours = 1;
+      max = 878400;
+    }
+    {
+      key = "keepDaily";
+      hours = 24;
+      max = 878400;
+    }
+    {
+      key = "keepWeekly";
+      hours = 168;
+      max = 878400;
+    }
+    {
+      key = "keepMonthly";
+      hours = 744;
+      max = 878400;
+    }
+    {
+      key = "keepYearly";
+      hours = 8784;
+      max = 878400;
+    }
+  ];
+  keepProblems =
+    backup:
+    concatMap (
+      r:
+      let
+        n = backup.${r.key};
+        days = backup.maxRetentionDays;
+        need = (n * r.hours + 23) / 24;
+      in
+      if !(builtins.isInt n && n >= 0 && n <= r.max) then
+        [ "backup.${r.key} ${builtins.toJSON n} must be 0 (off) up to ${toString r.max}" ]
+      else if builtins.isInt days && days > 0 && n * r.hours > days * 24 then
+        [ "backup.${r.key} ${toString n} keeps archives up to ${toString need} days old, but maxRetentionDays = ${toString days} deletes them sooner; raise maxRetentionDays to at least ${toString need}, set it to 0, or lower ${r.key}" ]
+      else
+        [ ]
+    ) keepRules;
 
   # The unit's sandbox (generator/hardening.go). `strict` is left out for
   # services with hooks: a container runtime run by a hook enters
@@ -410,6 +463,7 @@ let
           "captureFirst"
           "dumpDirectory"
         ]
+        ++ keepProblems backup
         ++ one "backup.minSizeRatio" (v: if (builtins.isFloat v || builtins.isInt v) && v >= 0 then null else "must be a non-negative number") backup.minSizeRatio
         ++ each "backup.encryption.recipients" recipientProblem backup.encryption.recipients
         ++ one "backup.encryption.recipientsFile" recipientsFileProblem backup.encryption.recipientsFile
@@ -462,6 +516,21 @@ let
       onCalendar = cronToOnCalendar r.backup.schedule;
       stateDirectory = stateDirectory r.name;
     }
+    # keepHourly … keepYearly only when on, as the JSON Go writes.
+    // builtins.listToAttrs (
+      concatMap (
+        k:
+        if r.backup.${k.key} != 0 then
+          [
+            {
+              name = k.key;
+              value = r.backup.${k.key};
+            }
+          ]
+        else
+          [ ]
+      ) keepRules
+    )
     // (
       if r.encrypted then
         {
@@ -667,6 +736,7 @@ let
       excludeProblem
       scheduleProblem
       recipientProblem
+      keepProblems
       runtimePackages
       dumpDirectory
       ;

@@ -96,17 +96,42 @@ let
           maxRetentionDays = mkOption {
             type = types.ints.unsigned;
             default = d.backup.maxRetentionDays;
-            description = "Maximum age of backup files in days (0 = no age limit).";
+            description = "Maximum age of backup files in days (0 = no age limit). An upper bound on retentionSnapshots and the keep* rules (a keep* rule that reaches further is refused); only minKeep keeps older archives.";
           };
           retentionSnapshots = mkOption {
             type = types.ints.unsigned;
             default = d.backup.retentionSnapshots;
-            description = "Number of backup snapshots to keep (0 = keep all).";
+            description = "Keep the newest this many archives (restic's keep-last). With no keep* rule it is a count limit and 0 keeps all; with one, 0 turns it off and an archive no rule selects is removed.";
+          };
+          keepHourly = mkOption {
+            type = types.ints.unsigned;
+            default = d.backup.keepHourly;
+            description = "Keep the newest archive of each of the newest N hours (UTC) that have one (restic's keep-hourly; 0 = off).";
+          };
+          keepDaily = mkOption {
+            type = types.ints.unsigned;
+            default = d.backup.keepDaily;
+            description = "Keep the newest archive of each of the newest N days (UTC) that have one (restic's keep-daily; 0 = off).";
+          };
+          keepWeekly = mkOption {
+            type = types.ints.unsigned;
+            default = d.backup.keepWeekly;
+            description = "Keep the newest archive of each of the newest N ISO weeks (Monday to Sunday, UTC) that have one (restic's keep-weekly; 0 = off).";
+          };
+          keepMonthly = mkOption {
+            type = types.ints.unsigned;
+            default = d.backup.keepMonthly;
+            description = "Keep the newest archive of each of the newest N months (UTC) that have one (restic's keep-monthly; 0 = off).";
+          };
+          keepYearly = mkOption {
+            type = types.ints.unsigned;
+            default = d.backup.keepYearly;
+            description = "Keep the newest archive of each of the newest N years (UTC) that have one (restic's keep-yearly; 0 = off).";
           };
           minKeep = mkOption {
             type = types.ints.positive;
             default = d.backup.minKeep;
-            description = "Pruning never keeps fewer archives than this.";
+            description = "The newest this many verified archives are always kept, whatever their age or the keep rules (at least 1).";
           };
           minSizeRatio = mkOption {
             type = ratio;

@@ -34,9 +34,12 @@ in
         optionalPaths = [ "/mnt/backup/vaultwarden" "/mnt/offsite/vaultwarden" ];
         schedule = "0 */6 * * *";
         format = "tar.xz";
-        maxRetentionDays = 90;
-        retentionSnapshots = 0;
+        maxRetentionDays = 0;
+        retentionSnapshots = 4;
         minKeep = 1;
+        keepDaily = 7;
+        keepWeekly = 4;
+        keepMonthly = 6;
         minSizeRatio = 0.5;
         exclude = [ ];
         compressionLevel = 0;
@@ -70,7 +73,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.vaultwarden" = "3581a4cb5d80dfe7"; }
+    { backupgen.helpers."modules.services.virtualization.vaultwarden" = "f35a56ca6f287bd6"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -70,7 +70,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.paperless" = "3581a4cb5d80dfe7"; }
+    { backupgen.helpers."modules.services.virtualization.paperless" = "f35a56ca6f287bd6"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -37,6 +37,8 @@ in
         maxRetentionDays = 30;
         retentionSnapshots = 10;
         minKeep = 2;
+        keepDaily = 7;
+        keepWeekly = 4;
         minSizeRatio = 0.5;
         exclude = [ ];
         compressionLevel = 0;
@@ -70,7 +72,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."hosts.backups.inherits" = "3581a4cb5d80dfe7"; }
+    { backupgen.helpers."hosts.backups.inherits" = "f35a56ca6f287bd6"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

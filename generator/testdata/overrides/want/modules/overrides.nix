@@ -37,6 +37,8 @@ in
         maxRetentionDays = 0;
         retentionSnapshots = 0;
         minKeep = 1;
+        keepWeekly = 4;
+        keepMonthly = 12;
         minSizeRatio = 0.5;
         exclude = [ "cache/**" "*.tmp" ];
         compressionLevel = 0;
@@ -70,7 +72,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."hosts.backups.overrides" = "3581a4cb5d80dfe7"; }
+    { backupgen.helpers."hosts.backups.overrides" = "f35a56ca6f287bd6"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

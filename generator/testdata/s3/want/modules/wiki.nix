@@ -70,7 +70,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."services.offsite.wiki" = "3581a4cb5d80dfe7"; }
+    { backupgen.helpers."services.offsite.wiki" = "f35a56ca6f287bd6"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

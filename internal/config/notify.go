@@ -49,3 +49,16 @@ func (v *validator) notify(n *Notify) {
 		}
 	}
 }
+
+// MetricsDirectoryProblem says why dir cannot be node_exporter's textfile
+// directory, or "". Besides a clean absolute path, it is written unquoted
+// into the exporter's --collector.textfile.directory= flag.
+func MetricsDirectoryProblem(dir string) string {
+	if why := ValidPath(dir); why != "" {
+		return why
+	}
+	if strings.ContainsAny(dir, " \t\"'\\%$`;") {
+		return "must not hold spaces, quotes, backslashes, '%', '$', '`' or ';' (it is passed to node_exporter's --collector.textfile.directory=)"
+	}
+	return ""
+}

@@ -45,6 +45,8 @@ func (r *recorder) got() []recorded {
 	return append([]recorded(nil), r.reqs...)
 }
 
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
 func failedSummary() Summary {
 	return Summary{
 		Service: "myapp", Host: "web1", Result: ResultPartial, Archive: "myapp-20261202T010000Z.tar.gz",
@@ -70,7 +72,7 @@ func assertSummary(t *testing.T, what, text string) {
 
 func TestPingHealthchecks(t *testing.T) {
 	r := newRecorder(t)
-	n := &Notifier{Ping: r.srv.URL + "/ping/0b1c2d3e"}
+	n := &Notifier{Ping: r.srv.URL + "/ping/0b1c2d3e", Log: quiet()}
 	n.Start(context.Background())
 	n.Finish(context.Background(), failedSummary())
 	ok := failedSummary()
@@ -94,7 +96,7 @@ func TestPingHealthchecks(t *testing.T) {
 
 func TestPingUptimeKuma(t *testing.T) {
 	r := newRecorder(t)
-	n := &Notifier{Ping: r.srv.URL + "/api/push/Xy12Ab34?status=up&msg=OK&ping="}
+	n := &Notifier{Ping: r.srv.URL + "/api/push/Xy12Ab34?status=up&msg=OK&ping=", Log: quiet()}
 	n.Start(context.Background()) // Kuma has no start signal: nothing sent
 	n.Finish(context.Background(), failedSummary())
 	got := r.got()
@@ -118,7 +120,7 @@ func TestMessageGenericWebhook(t *testing.T) {
 	if _, err := ParseURLs([]byte(u + "\n")); err != nil {
 		t.Fatal(err)
 	}
-	n := &Notifier{URLs: []string{u}}
+	n := &Notifier{URLs: []string{u}, Log: quiet()}
 	ok := failedSummary()
 	ok.Result = ResultSuccess
 	n.Finish(context.Background(), ok)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/backupgen/backupgen/internal/archive"
@@ -25,7 +26,12 @@ func TestMetricsTextfile(t *testing.T) {
 	os.MkdirAll(dir, 0o755)
 	prom := filepath.Join(dir, "backup-app.prom")
 	cfg := e.config(nil, func(m map[string]any) { backupSettings(m)["prometheusTextfile"] = prom })
-	if code := e.run(cfg); code != ExitOK {
+	// Stricter than the unit's UMask=0027: the mode must not come from it.
+	// (Not parallel: newTestEnv sets the environment.)
+	old := syscall.Umask(0o077)
+	code := e.run(cfg)
+	syscall.Umask(old)
+	if code != ExitOK {
 		t.Fatalf("exit %d", code)
 	}
 	fi, err := os.Stat(prom)

@@ -48,6 +48,8 @@ type Model struct {
 	WorkerPath string
 	// ConfigDir is where plain units find the worker configs.
 	ConfigDir string
+	// MetricsDirectory is [metrics] textfileDirectory ("" = no metrics).
+	MetricsDirectory string
 }
 
 // ServiceModel is one service with every default applied.
@@ -64,7 +66,22 @@ type ServiceModel struct {
 	Backup     BackupModel
 	// OnCalendar is the schedule converted to systemd calendar expressions.
 	OnCalendar []string
+	// MetricsDirectory is the node_exporter textfile directory ("" = no
+	// metrics); the service writes PrometheusTextfile there.
+	MetricsDirectory string
 }
+
+// PrometheusTextfile is DIR/backup-NAME.prom, or "" without metrics. The
+// one definition of the name (lib.nix's prometheusTextfile is the same).
+func (s ServiceModel) PrometheusTextfile() string {
+	if s.MetricsDirectory == "" {
+		return ""
+	}
+	return s.MetricsDirectory + "/backup-" + s.Name + ".prom"
+}
+
+// NeedsNetwork: remote destinations and notifications want the network.
+func (s ServiceModel) NeedsNetwork() bool { return s.RemoteDestinations() || s.Backup.Notify() != nil }
 
 // BackupModel is the resolved backup.* settings of a service.
 type BackupModel struct {
@@ -97,6 +114,16 @@ type BackupModel struct {
 	HostName string
 	SFTP     SFTPModel
 	S3       S3Model
+	// NotifyURLsFile, NotifyPingURLFile: backup.notify ("" = none).
+	NotifyURLsFile, NotifyPingURLFile string
+}
+
+// Notify is the worker config's backup.notify (nil: none).
+func (b BackupModel) Notify() *config.Notify {
+	if b.NotifyURLsFile == "" && b.NotifyPingURLFile == "" {
+		return nil
+	}
+	return &config.Notify{URLsFile: b.NotifyURLsFile, PingURLFile: b.NotifyPingURLFile}
 }
 
 // KeepRule is one calendar rule as the templates see it: its key, value,
@@ -208,8 +235,8 @@ type Credential struct{ ID, Path string }
 
 // Credentials are the files the unit passes to the worker: the SSH key
 // and known_hosts of the sftp:// destinations, and the age recipients
-// file (not secret, but read the same way). lib.nix's credentials is the
-// same list.
+// file (not secret, but read the same way), and the notification files.
+// lib.nix's credentials is the same list.
 func (s ServiceModel) Credentials() []Credential {
 	var out []Credential
 	if s.hasKind("sftp") {
@@ -225,6 +252,12 @@ func (s ServiceModel) Credentials() []Credential {
 	}
 	if p := s.Backup.RecipientsFile; p != "" {
 		out = append(out, Credential{"age-recipients", p})
+	}
+	if p := s.Backup.NotifyURLsFile; p != "" {
+		out = append(out, Credential{config.NotifyURLsCredential, p})
+	}
+	if p := s.Backup.NotifyPingURLFile; p != "" {
+		out = append(out, Credential{config.NotifyPingCredential, p})
 	}
 	return out
 }
@@ -307,6 +340,8 @@ func (s ServiceModel) WorkerConfig() config.Config {
 			HostName:           s.workerHostName(),
 			SFTP:               s.sftpConfig(),
 			S3:                 s.workerS3(),
+			Notify:             s.Backup.Notify(),
+			PrometheusTextfile: s.PrometheusTextfile(),
 		},
 	}
 }
@@ -332,7 +367,8 @@ func buildModel(spec *Spec, opts Options) (*Model, error) {
 	if ns == "" {
 		ns = defaultNamespace
 	}
-	m := &Model{Namespace: strings.Split(ns, "."), WorkerPath: opts.WorkerPath, ConfigDir: opts.ConfigDir}
+	m := &Model{Namespace: strings.Split(ns, "."), WorkerPath: opts.WorkerPath, ConfigDir: opts.ConfigDir,
+		MetricsDirectory: spec.Metrics.TextfileDirectory}
 	for _, svc := range spec.Services {
 		s := resolveService(spec.Defaults, svc)
 		cal, err := schedule.ToOnCalendar(s.Backup.Schedule)
@@ -340,6 +376,7 @@ func buildModel(spec *Spec, opts Options) (*Model, error) {
 			return nil, fmt.Errorf("service %s: %w", s.Name, err)
 		}
 		s.OnCalendar = cal
+		s.MetricsDirectory = spec.Metrics.TextfileDirectory
 		m.Services = append(m.Services, s)
 	}
 	sort.Slice(m.Services, func(i, j int) bool { return m.Services[i].Name < m.Services[j].Name })
@@ -398,6 +435,8 @@ func resolveService(d ServiceSettings, svc Service) ServiceModel {
 				CredentialsFile: pick(b.S3.CredentialsFile, db.S3.CredentialsFile, ""),
 				VerifyReadBack:  pick(b.S3.VerifyReadBack, db.S3.VerifyReadBack, true),
 			},
+			NotifyURLsFile:    pick(b.Notify.URLsFile, db.Notify.URLsFile, ""),
+			NotifyPingURLFile: pick(b.Notify.PingURLFile, db.Notify.PingURLFile, ""),
 		},
 	}
 	if s.Description == "" {

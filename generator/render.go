@@ -174,6 +174,13 @@ func render(m *Model) ([]File, error) {
 		}
 		add("etc/backupgen/"+s.Name+".json", js)
 	}
+	if m.MetricsDirectory != "" {
+		out, err := execute("metrics-tmpfiles.tmpl", m)
+		if err != nil {
+			return nil, err
+		}
+		add("etc/tmpfiles.d/backupgen-metrics.conf", out)
+	}
 	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
 	return files, nil
 }

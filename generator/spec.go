@@ -23,6 +23,15 @@ type Spec struct {
 	Namespace string          `toml:"namespace"`
 	Defaults  ServiceSettings `toml:"defaults"`
 	Services  []Service       `toml:"services"`
+	// Metrics is the top-level [metrics] table.
+	Metrics MetricsSettings `toml:"metrics"`
+}
+
+// MetricsSettings: [metrics] textfileDirectory is node_exporter's textfile
+// directory; each service writes DIR/backup-NAME.prom there (the worker
+// config's backup.prometheusTextfile). NixOS: backupgen.metrics.*.
+type MetricsSettings struct {
+	TextfileDirectory string `toml:"textfileDirectory"`
 }
 
 // ServiceSettings are the settings that [defaults] provides and each
@@ -80,6 +89,14 @@ type BackupSettings struct {
 	HostName *string      `toml:"hostName"`
 	SFTP     SFTPSettings `toml:"sftp"`
 	S3       S3Settings   `toml:"s3"`
+	// Notify names the files of the notification URLs (config.Notify).
+	Notify NotifySettings `toml:"notify"`
+}
+
+// NotifySettings mirror the module's backup.notify.* options.
+type NotifySettings struct {
+	URLsFile    *string `toml:"urlsFile"`
+	PingURLFile *string `toml:"pingUrlFile"`
 }
 
 // EncryptionSettings mirror the module's backup.encryption.* options.
@@ -157,6 +174,11 @@ var keyDocs = map[string]keyDoc{
 	"pathStyle":          {"true or false", "true"},
 	"credentialsFile":    {"an absolute path", `"/run/secrets/backup-s3.env"`},
 	"verifyReadBack":     {"true or false", "true"},
+	"notify":             {"a table", "(a [services.backup.notify] header, or notify = { urlsFile = \"/run/secrets/backup-notify\" })"},
+	"urlsFile":           {"an absolute path to a file of notification URLs, outside the Nix store", `"/run/secrets/backup-notify-urls"`},
+	"pingUrlFile":        {"an absolute path to a file holding a ping URL, outside the Nix store", `"/run/secrets/backup-ping-url"`},
+	"metrics":            {"a table", "(a [metrics] header on its own line)"},
+	"textfileDirectory":  {"an absolute path", `"/var/lib/prometheus-node-exporter-text-files"`},
 }
 
 // multilineKeys hold shell scripts, where a newline or tab is legitimate;

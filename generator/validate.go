@@ -57,6 +57,11 @@ func validate(file string, spec *Spec, pos *positions, decoded Diagnostics) Diag
 		v.errorf("namespace", "%q is not a dotted option path such as \"modules.services.virtualization\"", spec.Namespace)
 	}
 	v.settings("defaults", spec.Defaults)
+	if d := spec.Metrics.TextfileDirectory; d != "" {
+		if why := config.MetricsDirectoryProblem(d); why != "" {
+			v.errorf("metrics.textfileDirectory", "%q: %s", d, why)
+		}
+	}
 	if len(spec.Services) == 0 {
 		v.errorf("services", "no services: add at least one [[services]] table with name, serviceName and dataPaths")
 	}
@@ -161,7 +166,9 @@ func (v *validator) workerRules(spec *Spec, i int, svc Service) {
 		// reported once, at name, and not again in every destination.
 		named.Name = "name"
 	}
-	cfg := resolveService(spec.Defaults, named).WorkerConfig()
+	s := resolveService(spec.Defaults, named)
+	s.MetricsDirectory = spec.Metrics.TextfileDirectory
+	cfg := s.WorkerConfig()
 	cfg.Name = svc.Name
 	v.workerErrors(i, cfg.Validate(), svc.Name == "")
 }
@@ -208,6 +215,9 @@ func (v *validator) workerErrors(i int, err error, nameMissing bool) {
 // inherited, else the service's key as it would be written (not written:
 // its position falls back to the service's table).
 func (v *validator) specKey(i int, key string) string {
+	if key == "backup.prometheusTextfile" {
+		return "metrics.textfileDirectory" // DIR/backup-NAME.prom
+	}
 	own := fmt.Sprintf("services[%d].%s", i, key)
 	for _, k := range []string{own, "defaults." + key} {
 		switch {

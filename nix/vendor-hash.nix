@@ -2,4 +2,4 @@
 #
 # package.nix's vendorHash: the NAR hash of `go mod vendor`.
 # `make check-vendor-hash` (and go test ./nix/) fail when it is stale.
-"sha256-v1rcWGcmVPw7RXF66ayAjQT66cQ+RSTh/jMPEPr6FIc="
+"sha256-/M56pg6jqRa3qRufEFlxa9Th+ayGADj6qG6yAaKwA8U="

@@ -139,6 +139,8 @@ type Backup struct {
 	SFTP SFTP `json:"sftp,omitzero"`
 	// S3 holds the settings of the s3:// destinations (destination.go).
 	S3 *S3 `json:"s3,omitempty"`
+	// Notify names the files of the notification URLs (notify.go).
+	Notify *Notify `json:"notify,omitempty"`
 }
 
 // SFTP holds the settings of the sftp:// destinations. The files are
@@ -391,6 +393,7 @@ func (c *Config) Validate() error {
 	}
 	v.errs = appendScheduleErrors(v.errs, b)
 	v.encryption(b)
+	v.notify(b.Notify)
 	for i, pat := range b.Exclude {
 		if _, err := ParseExclude(pat); err != nil {
 			v.add(fmt.Sprintf("backup.exclude[%d]", i), "%q: %v", pat, err)

@@ -55,7 +55,8 @@ Commands:
   prune --config FILE          apply the retention policy [--dry-run]
   restore --config FILE --archive PATH [--target DIR] [--yes]
                                restore an archive (into DIR, or in place with --yes)
-  check-config FILE            validate a config file
+  check-config FILE            validate a config file and the notification files it names
+                               [--no-credentials: the config only, as in the Nix build sandbox]
 
 Global flags:
   -h, --help       show help (also: backup-worker COMMAND --help)
@@ -211,7 +212,9 @@ func (c *cli) run(ctx context.Context, args []string) int {
 func (c *cli) checkConfig(ctx context.Context, args []string) int {
 	fs := pflag.NewFlagSet("check-config", pflag.ContinueOnError)
 	var path string
+	var noCredentials bool
 	fs.StringVarP(&path, "config", "c", "", "the config `FILE` (or give it as the argument)")
+	fs.BoolVar(&noCredentials, "no-credentials", false, "do not read the notification files (the Nix build's sandbox cannot see secrets)")
 	if done, code := c.parse(fs, "check-config FILE", args, nil); done {
 		return code
 	}
@@ -223,11 +226,35 @@ func (c *cli) checkConfig(ctx context.Context, args []string) int {
 		fmt.Fprintln(c.stderr, "backup-worker check-config: exactly one config FILE is required")
 		return ExitUsage
 	}
-	if _, ok := c.loadConfig(path); !ok {
+	cfg, ok := c.loadConfig(path)
+	if !ok {
+		return ExitUsage
+	}
+	if !noCredentials && !c.checkNotifyFiles(path, cfg) {
 		return ExitUsage
 	}
 	fmt.Fprintln(c.stdout, "ok")
 	return ExitOK
+}
+
+// checkNotifyFiles reads and parses the notification files as the run
+// would ($CREDENTIALS_DIRECTORY first): a missing file, a malformed URL or
+// an unknown service is reported under its key, by line number, never
+// with the secret.
+func (c *cli) checkNotifyFiles(path string, cfg *config.Config) bool {
+	if !cfg.Backup.Notify.Enabled() {
+		return true
+	}
+	_, _, errs := readNotifyFiles(cfg.Backup.Notify)
+	if len(errs) == 0 {
+		return true
+	}
+	var lines []string
+	for _, e := range errs {
+		lines = append(lines, e.Error())
+	}
+	fmt.Fprintf(c.stderr, "backup-worker: invalid notification files of %s:\n%s\n", path, indent(strings.Join(lines, "\n")))
+	return false
 }
 
 // exitCodeFor maps an error of a maintenance command to an exit code.

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-multierror"
+
+	"github.com/backupgen/backupgen/internal/notify"
 )
 
 // Exit codes of backup-worker.
@@ -46,8 +48,9 @@ const (
 	resultWarning     = "warning"
 )
 
-// finish logs the summary, writes metrics, runs the post hook and returns
-// the exit code.
+// finish logs the summary, writes metrics, runs the post hook, sends the
+// notifications (bounded; they never change the result) and returns the
+// exit code.
 func (rn *run) finish(ctx context.Context) int {
 	cfg := rn.cfg
 	code, result := rn.outcome(ctx)
@@ -59,6 +62,7 @@ func (rn *run) finish(ctx context.Context) int {
 	var archiveSize, written int64
 	var destAttrs []any
 	var counts []destinationCount
+	var outcomes []notify.Outcome
 	for _, d := range rn.dests {
 		status := d.state.String()
 		if d.err != nil {
@@ -79,6 +83,7 @@ func (rn *run) finish(ctx context.Context) int {
 			counts = append(counts, destinationCount{d.dir, d.count, d.guard})
 		}
 		destAttrs = append(destAttrs, slog.String(d.dir, status))
+		outcomes = append(outcomes, notify.Outcome{Destination: d.dir, Status: status})
 	}
 	allErrs := rn.allErrors()
 	attrs := []any{
@@ -133,6 +138,8 @@ func (rn *run) finish(ctx context.Context) int {
 			rn.log.Error("post-backup hook failed", "error", err)
 		}
 	}
+	// Last: the units run again, and the result is logged and final.
+	rn.notifyFinish(ctx, rn.summary(result, archiveSize, duration, downtime, outcomes, allErrs))
 	return code
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/backupgen/backupgen/internal/archive"
 	"github.com/backupgen/backupgen/internal/config"
 	"github.com/backupgen/backupgen/internal/hostkey"
+	"github.com/backupgen/backupgen/internal/notify"
 )
 
 // Runner runs one backup of one service, in phases (execute): 1 lock,
@@ -65,6 +66,7 @@ type run struct {
 	tryReflink    bool
 	cloneDir      string
 	captureMethod string
+	notifier      *notify.Notifier // backup.notify (notify.go); nil: none
 }
 
 // Run performs the backup and returns the exit code. It never returns with
@@ -92,6 +94,9 @@ func (r *Runner) Run(ctx context.Context) int {
 		return code
 	}
 	defer release()
+	// The start ping goes out before anything is stopped (bounded).
+	rn.notifier = rn.loadNotifier()
+	rn.notifier.Start(ctx)
 
 	rn.executeSafely(ctx)
 	// 9. report (phase_report.go)

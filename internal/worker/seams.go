@@ -31,6 +31,8 @@ type seams struct {
 	fstabPath        string        // default /etc/fstab
 	mountinfoPath    string        // default /proc/self/mountinfo
 	s3Idle           time.Duration // S3 connection idle timeout (default s3IdleTimeout)
+	notifyTimeout    time.Duration // one notification request (default notify.DefaultTimeout)
+	notifyTotal      time.Duration // all notifications of a run (default notify.DefaultTotal)
 }
 
 // withDefaults fills the unset seams with the real implementations.

@@ -28,6 +28,7 @@ let
   pattern = checkedStr "glob relative to each data path" helpers.excludeProblem;
   schedule = checkedStr "cron schedule or systemd calendar expression" helpers.scheduleProblem;
   recipient = checkedStr "age recipient: age1… or an ssh-ed25519/ssh-rsa public key" helpers.recipientProblem;
+  secretFile = checkedStr "absolute path outside the Nix store, passable with LoadCredential=" helpers.secretFileProblem;
   ratio = types.addCheck types.number (x: x >= 0) // {
     description = "non-negative number";
   };
@@ -264,6 +265,23 @@ let
               default = d.backup.s3.verifyReadBack;
               description = "Read every uploaded archive back in full and check its SHA-256; turn off on metered links.";
             };
+          };
+          notify = {
+            urlsFile = mkOption {
+              type = types.nullOr secretFile;
+              default = d.backup.notify.urlsFile;
+              description = "File of shoutrrr notification URLs, one per line (ntfy://, gotify://, smtp://, matrix://, telegram://, discord://, slack://, generic://…), e.g. a sops-nix or agenix secret; passed with LoadCredential=notify-urls. A message with the run's summary is sent when a run does not end in plain success.";
+            };
+            pingUrlFile = mkOption {
+              type = types.nullOr secretFile;
+              default = d.backup.notify.pingUrlFile;
+              description = "File holding one ping URL: a healthchecks.io check (URL/start, URL, URL/fail) or an Uptime Kuma push URL (…/api/push/TOKEN); passed with LoadCredential=notify-ping.";
+            };
+          };
+          prometheusTextfile = mkOption {
+            type = types.nullOr path;
+            default = d.backup.prometheusTextfile;
+            description = "The node_exporter textfile this service's runs write (null: none). Set for every service by backupgen.metrics.textfileDirectory (DIR/backup-NAME.prom).";
           };
         };
       };

@@ -7,6 +7,7 @@
 # the option schema (mkServiceOption) included.
 {
   config,
+  options,
   lib,
   pkgs,
   ...
@@ -47,6 +48,18 @@ in
       default = true;
       description = "Validate every worker config with `backup-worker check-config` at build time.";
     };
+    metrics.textfileDirectory = lib.mkOption {
+      type = lib.types.nullOr (
+        lib.types.addCheck lib.types.str (d: helpers.metricsDirectoryProblem d == null)
+        // {
+          name = "backupgenString";
+          description = "absolute path without spaces or quotes";
+        }
+      );
+      default = null;
+      example = "/var/lib/prometheus-node-exporter-text-files";
+      description = "node_exporter's textfile directory: every backup service writes DIR/backup-NAME.prom there (last success, duration, downtime, size, result, archives per destination). Created by tmpfiles; when services.prometheus.exporters.node.enable is set, its textfile collector reads it.";
+    };
     helpers = lib.mkOption {
       type = lib.types.attrsOf lib.types.str;
       default = { };
@@ -55,14 +68,30 @@ in
     };
   };
 
-  config = {
-    _module.args = {
-      inherit (helpers) mkBackupService mkBackupTimer mkBackupDirectories;
-      backupgenLib = helpers;
-    };
-    assertions = lib.mapAttrsToList (module: version: {
-      assertion = version == helpers.version;
-      message = "backupgen: ${module} was made for backupgen helpers ${version}, but this evaluation uses helpers ${helpers.version} (the first core.nix imported wins). Two backupgen versions meet here: regenerate the folder with the backupgen of the flake you import, or import only one of them.";
-    }) cfg.helpers;
-  };
+  config = lib.mkMerge [
+    {
+      _module.args = {
+        inherit (helpers) mkBackupService mkBackupTimer mkBackupDirectories;
+        backupgenLib = helpers;
+      };
+      assertions = lib.mapAttrsToList (module: version: {
+        assertion = version == helpers.version;
+        message = "backupgen: ${module} was made for backupgen helpers ${version}, but this evaluation uses helpers ${helpers.version} (the first core.nix imported wins). Two backupgen versions meet here: regenerate the folder with the backupgen of the flake you import, or import only one of them.";
+      }) cfg.helpers;
+    }
+    (lib.mkIf (cfg.metrics.textfileDirectory != null) {
+      # Readable by the exporter's own user; no age field (never cleaned).
+      systemd.tmpfiles.rules = [ "d ${helpers.tmpfilesQuote true cfg.metrics.textfileDirectory} 0755 root root -" ];
+    })
+    # The node exporter reads the textfiles when the host runs it. Its
+    # module is part of NixOS; a minimal module system may lack it.
+    (lib.optionalAttrs (options ? services.prometheus.exporters) {
+      services.prometheus.exporters.node =
+        lib.mkIf (cfg.metrics.textfileDirectory != null && config.services.prometheus.exporters.node.enable)
+          {
+            enabledCollectors = [ "textfile" ];
+            extraFlags = [ "--collector.textfile.directory=${cfg.metrics.textfileDirectory}" ];
+          };
+    })
+  ];
 }

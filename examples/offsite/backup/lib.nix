@@ -29,7 +29,9 @@
       (
         name: file:
         runCommand name { } ''
-          ${worker}/bin/backup-worker check-config ${file}
+          # The notification files are secrets the sandbox cannot see: the
+          # run and `backup-worker check-config` on the host read them.
+          ${worker}/bin/backup-worker check-config --no-credentials ${file}
           cp ${file} $out
         ''
       ),
@@ -47,7 +49,7 @@ let
   # A stamp of these helpers (lib.nix, options.nix, cron.nix, core.nix as
   # rendered): core.nix asserts that every module in an evaluation was
   # generated for the helpers it gets.
-  version = "f35a56ca6f287bd6";
+  version = "72c0f6f0a358b697";
 
   # The built-in defaults, rendered from backupgen's Go definition
   # (generator.Defaults); a hand-written backupConfig may leave any key out.
@@ -100,6 +102,13 @@ let
         credentialsFile = "";
         verifyReadBack = true;
       };
+      notify = {
+        urlsFile = null;
+        pingUrlFile = null;
+      };
+      # DIR/backup-NAME.prom (prometheusTextfile below); the modules set it
+      # from backupgen.metrics.textfileDirectory.
+      prometheusTextfile = null;
     };
   };
 
@@ -263,7 +272,10 @@ let
         [ "age-recipients:${systemdValue (recipientsFileString backup.encryption.recipientsFile)}" ]
       else
         [ ]
-    );
+    )
+    # The notification URLs hold tokens: only the files' paths are here.
+    ++ (if backup.notify.urlsFile != null then [ "notify-urls:${systemdValue backup.notify.urlsFile}" ] else [ ])
+    ++ (if backup.notify.pingUrlFile != null then [ "notify-ping:${systemdValue backup.notify.pingUrlFile}" ] else [ ]);
 
   # "{name}" in a destination is the service's name.
   expandName = name: p: builtins.replaceStrings [ "{name}" ] [ name ] p;
@@ -364,6 +376,34 @@ let
   # an absolute path string.
   recipientsFileProblem = f: if f == null || builtins.isPath f then null else pathProblem f;
   recipientsFileString = f: if builtins.isPath f then "${f}" else f;
+  # A file of secrets (notification URLs): an absolute path string (a Nix
+  # path value would copy the secret into the world-readable store),
+  # passable unquoted with LoadCredential=; config.Notify's rule.
+  secretFileProblem =
+    f:
+    if f == null then
+      null
+    else if !builtins.isString f then
+      "must be a string path outside the Nix store (a path value would copy the secret into the store)"
+    else if pathProblem f != null then
+      pathProblem f
+    else if !(matches "[^ \t\"'\\\\:%;]*" f) then
+      "must not hold spaces, quotes, backslashes, ':', '%' or ';' (it is passed with LoadCredential=)"
+    else if hasPrefix "/nix/store/" f then
+      "is in the Nix store, which every user can read; point at a file outside it (sops-nix, agenix)"
+    else
+      null;
+  # node_exporter's textfile directory: config.MetricsDirectoryProblem.
+  metricsDirectoryProblem =
+    d:
+    if pathProblem d != null then
+      pathProblem d
+    else if !(matches "[^ \t\"'\\%$`;]*" d) then
+      "must not hold spaces, quotes, backslashes, '%', '$', '`' or ';' (it is passed to node_exporter's --collector.textfile.directory=)"
+    else
+      null;
+  # The one name of a service's textfile (generator.PrometheusTextfile).
+  prometheusTextfile = dir: name: "${dir}/backup-${name}.prom";
 
   # Unit settings such as RequiresMountsFor= and ReadWritePaths= split on
   # spaces and expand % specifiers: quote each path so it stays one literal
@@ -428,7 +468,9 @@ let
         # A hand-written backupConfig may give only some of the keys.
         sftp = defaults.backup.sftp // (if backupConfig ? sftp && backupConfig.sftp != null then backupConfig.sftp else { });
         s3 = defaults.backup.s3 // get "s3";
+        notify = defaults.backup.notify // get "notify";
       };
+      notify = backup.notify.urlsFile != null || backup.notify.pingUrlFile != null;
       encrypted = backup.encryption.recipients != [ ] || backup.encryption.recipientsFile != null;
       units = toList serviceName;
       each = key: problem: list: concatMap (i: let p = problem (builtins.elemAt list i); in if p == null then [ ] else [ "${key}[${toString i}] ${builtins.toJSON (builtins.elemAt list i)} ${p}" ]) (builtins.genList (i: i) (builtins.length list));
@@ -467,13 +509,16 @@ let
         ++ one "backup.minSizeRatio" (v: if (builtins.isFloat v || builtins.isInt v) && v >= 0 then null else "must be a non-negative number") backup.minSizeRatio
         ++ each "backup.encryption.recipients" recipientProblem backup.encryption.recipients
         ++ one "backup.encryption.recipientsFile" recipientsFileProblem backup.encryption.recipientsFile
+        ++ one "backup.notify.urlsFile" secretFileProblem backup.notify.urlsFile
+        ++ one "backup.notify.pingUrlFile" secretFileProblem backup.notify.pingUrlFile
+        ++ one "backup.prometheusTextfile" (f: if f == null then null else pathProblem f) backup.prometheusTextfile
         ++ (if encrypted && backup.format == "zip" then [ "backup.format \"zip\" cannot be encrypted (backup.encryption is set); use a tar format" ] else [ ]);
     in
     if problems != [ ] then
       throw "backupgen: service ${builtins.toJSON name}:\n  ${builtins.concatStringsSep "\n  " problems}"
     else
       {
-        inherit name user group backup description encrypted;
+        inherit name user group backup description encrypted notify;
         serviceName = units;
         dataPaths = dataPaths ++ (if backup.dumpDirectory then [ (dumpDirectory name) ] else [ ]);
         hooks = backup.preBackup != "" || backup.postBackup != "";
@@ -559,6 +604,13 @@ let
     )
     // (if r.remote && r.backup.hostName != "" then { inherit (r.backup) hostName; } else { })
     // (
+      if r.notify then
+        { notify = builtins.removeAttrs r.backup.notify (builtins.filter (k: r.backup.notify.${k} == null) (builtins.attrNames r.backup.notify)); }
+      else
+        { }
+    )
+    // (if r.backup.prometheusTextfile != null then { inherit (r.backup) prometheusTextfile; } else { })
+    // (
       if r.usesS3 then
         {
           s3 = {
@@ -619,7 +671,11 @@ let
           RuntimeDirectory = "backup-worker/${r.name}";
           RuntimeDirectoryPreserve = "yes";
           TimeoutStartSec = r.backup.timeoutStartSec;
-          ReadWritePaths = map (p: "-" + systemdQuote p) (localPaths r.backup.paths ++ hookPaths);
+          ReadWritePaths = map (p: "-" + systemdQuote p) (
+            localPaths r.backup.paths
+            ++ (if r.backup.prometheusTextfile != null then [ (dirOf r.backup.prometheusTextfile) ] else [ ])
+            ++ hookPaths
+          );
         }
         // (
           if r.backup.dumpDirectory then
@@ -635,9 +691,10 @@ let
         // (if credentials r.backup == [ ] then { } else { LoadCredential = credentials r.backup; });
     }
     # A remote destination needs the network up (the worker still leaves
-    # out one it cannot reach, before anything is stopped).
+    # out one it cannot reach, before anything is stopped), and so do the
+    # notifications.
     // (
-      if r.remote then
+      if r.remote || r.notify then
         {
           wants = [ "network-online.target" ];
           after = [ "network-online.target" ];
@@ -737,6 +794,10 @@ let
       scheduleProblem
       recipientProblem
       keepProblems
+
+      secretFileProblem
+      metricsDirectoryProblem
+      prometheusTextfile
       runtimePackages
       dumpDirectory
       ;

@@ -65,12 +65,16 @@ in
           credentialsFile = "";
           verifyReadBack = true;
         };
+        notify = {
+          urlsFile = "/run/secrets/backup-notify-urls";
+          pingUrlFile = "/run/secrets/backup-ping-immich";
+        };
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.immich" = "f35a56ca6f287bd6"; }
+    { backupgen.helpers."modules.services.virtualization.immich" = "72c0f6f0a358b697"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {
@@ -78,6 +82,8 @@ in
           option = "modules.services.virtualization.immich";
         })
         {
+          # The spec's [metrics] textfileDirectory (core.nix wires the node exporter).
+          backupgen.metrics.textfileDirectory = lib.mkDefault "/var/lib/prometheus-node-exporter-text-files";
           systemd.tmpfiles.rules = mkBackupDirectories {
             name = "immich";
             backupConfig = cfg.backup;
@@ -95,6 +101,13 @@ in
             # Remote objects are keyed by host: networking.hostName unless set.
             backupConfig = cfg.backup // {
               hostName = if cfg.backup.hostName != "" then cfg.backup.hostName else config.networking.hostName or "";
+              prometheusTextfile =
+                if cfg.backup.prometheusTextfile != null then
+                  cfg.backup.prometheusTextfile
+                else if config.backupgen.metrics.textfileDirectory != null then
+                  backupgenLib.prometheusTextfile config.backupgen.metrics.textfileDirectory "immich"
+                else
+                  null;
             };
           };
 

@@ -68,12 +68,16 @@ in
           credentialsFile = "";
           verifyReadBack = true;
         };
+        notify = {
+          urlsFile = "/run/secrets/backup-notify-urls";
+          pingUrlFile = "/run/secrets/backup-ping-vaultwarden";
+        };
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.vaultwarden" = "f35a56ca6f287bd6"; }
+    { backupgen.helpers."modules.services.virtualization.vaultwarden" = "72c0f6f0a358b697"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {
@@ -81,6 +85,8 @@ in
           option = "modules.services.virtualization.vaultwarden";
         })
         {
+          # The spec's [metrics] textfileDirectory (core.nix wires the node exporter).
+          backupgen.metrics.textfileDirectory = lib.mkDefault "/var/lib/prometheus-node-exporter-text-files";
           systemd.tmpfiles.rules = mkBackupDirectories {
             name = "vaultwarden";
             backupConfig = cfg.backup;
@@ -98,6 +104,13 @@ in
             # Remote objects are keyed by host: networking.hostName unless set.
             backupConfig = cfg.backup // {
               hostName = if cfg.backup.hostName != "" then cfg.backup.hostName else config.networking.hostName or "";
+              prometheusTextfile =
+                if cfg.backup.prometheusTextfile != null then
+                  cfg.backup.prometheusTextfile
+                else if config.backupgen.metrics.textfileDirectory != null then
+                  backupgenLib.prometheusTextfile config.backupgen.metrics.textfileDirectory "vaultwarden"
+                else
+                  null;
             };
           };
 

@@ -65,12 +65,16 @@ in
           credentialsFile = "/run/secrets/backup-s3.env";
           verifyReadBack = true;
         };
+        notify = {
+          urlsFile = null;
+          pingUrlFile = null;
+        };
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.paperless" = "f35a56ca6f287bd6"; }
+    { backupgen.helpers."modules.services.virtualization.paperless" = "72c0f6f0a358b697"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {
@@ -95,6 +99,13 @@ in
             # Remote objects are keyed by host: networking.hostName unless set.
             backupConfig = cfg.backup // {
               hostName = if cfg.backup.hostName != "" then cfg.backup.hostName else config.networking.hostName or "";
+              prometheusTextfile =
+                if cfg.backup.prometheusTextfile != null then
+                  cfg.backup.prometheusTextfile
+                else if config.backupgen.metrics.textfileDirectory != null then
+                  backupgenLib.prometheusTextfile config.backupgen.metrics.textfileDirectory "paperless"
+                else
+                  null;
             };
           };
 

@@ -128,6 +128,10 @@ type Backup struct {
 	SFTP SFTP `json:"sftp,omitzero"`
 	// S3 holds the settings of the s3:// destinations (destination.go).
 	S3 *S3 `json:"s3,omitempty"`
+
+	// HealthCheck probes the application after its units are started
+	// again (healthcheck.go); nil: the units being active is enough.
+	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
 }
 
 // SFTP holds the settings of the sftp:// destinations. The files are
@@ -375,6 +379,7 @@ func (c *Config) Validate() error {
 	}
 	v.errs = appendScheduleErrors(v.errs, b)
 	v.encryption(b)
+	v.healthCheck(b.HealthCheck)
 	for i, pat := range b.Exclude {
 		if _, err := ParseExclude(pat); err != nil {
 			v.add(fmt.Sprintf("backup.exclude[%d]", i), "%q: %v", pat, err)

@@ -31,6 +31,7 @@ type seams struct {
 	fstabPath        string        // default /etc/fstab
 	mountinfoPath    string        // default /proc/self/mountinfo
 	s3Idle           time.Duration // S3 connection idle timeout (default s3IdleTimeout)
+	healthRetry      time.Duration // pause between health probes (default healthRetry)
 }
 
 // withDefaults fills the unset seams with the real implementations.
@@ -55,6 +56,9 @@ func (s *seams) withDefaults() {
 	}
 	if s.activePoll == 0 {
 		s.activePoll = defaultActivePoll
+	}
+	if s.healthRetry == 0 {
+		s.healthRetry = healthRetry
 	}
 	if s.fstabPath == "" {
 		s.fstabPath = "/etc/fstab"

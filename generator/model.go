@@ -94,6 +94,8 @@ type BackupModel struct {
 	HostName string
 	SFTP     SFTPModel
 	S3       S3Model
+	// HealthCheck is backup.healthCheck (nil: none).
+	HealthCheck *config.HealthCheck
 }
 
 // Encrypted reports whether the service's archives are encrypted.
@@ -281,6 +283,7 @@ func (s ServiceModel) WorkerConfig() config.Config {
 			HostName:           s.workerHostName(),
 			SFTP:               s.sftpConfig(),
 			S3:                 s.workerS3(),
+			HealthCheck:        s.Backup.HealthCheck,
 		},
 	}
 }
@@ -370,10 +373,29 @@ func resolveService(d ServiceSettings, svc Service) ServiceModel {
 			},
 		},
 	}
+	s.Backup.HealthCheck = resolveHealthCheck(b.HealthCheck, db.HealthCheck)
 	if s.Description == "" {
 		s.Description = s.Name
 	}
 	return s
+}
+
+// resolveHealthCheck takes the service's healthCheck table if it sets
+// anything, else the [defaults.backup] one; timeoutSec gets its default.
+func resolveHealthCheck(service, defaults HealthCheckSettings) *config.HealthCheck {
+	h := service
+	if !h.set() {
+		h = defaults
+	}
+	if !h.set() {
+		return nil
+	}
+	return &config.HealthCheck{
+		URL:        pick(h.URL, nil, ""),
+		TCP:        pick(h.TCP, nil, ""),
+		Command:    h.Command,
+		TimeoutSec: pick(h.TimeoutSec, nil, config.DefaultHealthCheckTimeoutSec),
+	}
 }
 
 func pick[T any](service, defaults *T, builtin T) T {

@@ -45,6 +45,7 @@ var funcs = template.FuncMap{
 	"nixList":      nixStringList,
 	"nixAttr":      nixAttr,
 	"nixFloat":     nixFloat,
+	"nixHealth":    nixHealthCheck,
 	"nixBool":      func(b bool) string { return map[bool]string{true: "true", false: "false"}[b] },
 	"sdQuote":      systemdQuote,
 	"tmpfilesPath": systemdQuote,

@@ -75,6 +75,23 @@ type BackupSettings struct {
 	HostName *string      `toml:"hostName"`
 	SFTP     SFTPSettings `toml:"sftp"`
 	S3       S3Settings   `toml:"s3"`
+	// HealthCheck is backup.healthCheck (config.HealthCheck): inherited
+	// from [defaults.backup] as a whole table, never key by key (a url
+	// there and a tcp here would be two probes).
+	HealthCheck HealthCheckSettings `toml:"healthCheck"`
+}
+
+// HealthCheckSettings mirror the module's backup.healthCheck.* options.
+type HealthCheckSettings struct {
+	URL        *string  `toml:"url"`
+	TCP        *string  `toml:"tcp"`
+	Command    []string `toml:"command"`
+	TimeoutSec *int     `toml:"timeoutSec"`
+}
+
+// set reports whether the table sets any key.
+func (h HealthCheckSettings) set() bool {
+	return h.URL != nil || h.TCP != nil || h.Command != nil || h.TimeoutSec != nil
 }
 
 // EncryptionSettings mirror the module's backup.encryption.* options.
@@ -147,6 +164,11 @@ var keyDocs = map[string]keyDoc{
 	"pathStyle":          {"true or false", "true"},
 	"credentialsFile":    {"an absolute path", `"/run/secrets/backup-s3.env"`},
 	"verifyReadBack":     {"true or false", "true"},
+	"healthCheck":        {"a table", `{ url = "http://127.0.0.1:8080/health" }`},
+	"url":                {"an http:// or https:// URL", `"http://127.0.0.1:8080/health"`},
+	"tcp":                {"HOST:PORT", `"127.0.0.1:5432"`},
+	"command":            {"a list: an absolute program path and its arguments", `["/run/current-system/sw/bin/pg_isready", "-q"]`},
+	"timeoutSec":         {"a whole number of seconds", "60"},
 }
 
 // multilineKeys hold shell scripts, where a newline or tab is legitimate;

@@ -47,7 +47,7 @@ let
   # A stamp of these helpers (lib.nix, options.nix, cron.nix, core.nix as
   # rendered): core.nix asserts that every module in an evaluation was
   # generated for the helpers it gets.
-  version = "3581a4cb5d80dfe7";
+  version = "116775bbf101c7a2";
 
   # The built-in defaults, rendered from backupgen's Go definition
   # (generator.Defaults); a hand-written backupConfig may leave any key out.
@@ -95,6 +95,7 @@ let
         credentialsFile = "";
         verifyReadBack = true;
       };
+      healthCheck = null;
     };
   };
 
@@ -299,6 +300,27 @@ let
     else
       "is not a cron schedule or systemd calendar expression";
   hookProblem = s: if builtins.isString s then null else "is not a string";
+  # backup.healthCheck: null, or exactly one probe (config.HealthCheck has
+  # the full rules, which check-config applies to the JSON).
+  healthCheckKeys = [
+    "url"
+    "tcp"
+    "command"
+    "timeoutSec"
+  ];
+  healthCheckSet = h: builtins.filter (k: (h.${k} or null) != null) healthCheckKeys;
+  healthCheckProblem =
+    h:
+    if h == null then
+      null
+    else if !builtins.isAttrs h then
+      "is not an attribute set"
+    else if builtins.length (builtins.filter (k: k != "timeoutSec") (healthCheckSet h)) != 1 then
+      "must set exactly one of url, tcp and command"
+    else
+      null;
+  # The JSON form: only the keys that are set.
+  healthCheckJSON = h: builtins.listToAttrs (map (k: { name = k; value = h.${k}; }) (healthCheckSet h));
   # The shape of an age recipient; config.ParseRecipient (check-config, the
   # run) decodes it fully.
   recipientProblem =
@@ -413,6 +435,7 @@ let
         ++ one "backup.minSizeRatio" (v: if (builtins.isFloat v || builtins.isInt v) && v >= 0 then null else "must be a non-negative number") backup.minSizeRatio
         ++ each "backup.encryption.recipients" recipientProblem backup.encryption.recipients
         ++ one "backup.encryption.recipientsFile" recipientsFileProblem backup.encryption.recipientsFile
+        ++ one "backup.healthCheck" healthCheckProblem backup.healthCheck
         ++ (if encrypted && backup.format == "zip" then [ "backup.format \"zip\" cannot be encrypted (backup.encryption is set); use a tar format" ] else [ ]);
     in
     if problems != [ ] then
@@ -489,6 +512,7 @@ let
         { }
     )
     // (if r.remote && r.backup.hostName != "" then { inherit (r.backup) hostName; } else { })
+    // (if r.backup.healthCheck != null then { healthCheck = healthCheckJSON r.backup.healthCheck; } else { })
     // (
       if r.usesS3 then
         {

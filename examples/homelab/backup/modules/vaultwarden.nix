@@ -65,12 +65,13 @@ in
           credentialsFile = "";
           verifyReadBack = true;
         };
+        healthCheck = { url = "http://127.0.0.1:8222/alive"; timeoutSec = 120; };
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.vaultwarden" = "3581a4cb5d80dfe7"; }
+    { backupgen.helpers."modules.services.virtualization.vaultwarden" = "116775bbf101c7a2"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

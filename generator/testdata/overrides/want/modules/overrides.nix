@@ -65,12 +65,13 @@ in
           credentialsFile = "";
           verifyReadBack = true;
         };
+        healthCheck = null;
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."hosts.backups.overrides" = "3581a4cb5d80dfe7"; }
+    { backupgen.helpers."hosts.backups.overrides" = "116775bbf101c7a2"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

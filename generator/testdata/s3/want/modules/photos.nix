@@ -65,12 +65,13 @@ in
           credentialsFile = "/run/secrets/backup-s3.env";
           verifyReadBack = false;
         };
+        healthCheck = null;
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."services.offsite.photos" = "3581a4cb5d80dfe7"; }
+    { backupgen.helpers."services.offsite.photos" = "116775bbf101c7a2"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -65,12 +65,13 @@ in
           credentialsFile = "";
           verifyReadBack = true;
         };
+        healthCheck = null;
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.calendar" = "3581a4cb5d80dfe7"; }
+    { backupgen.helpers."modules.services.virtualization.calendar" = "116775bbf101c7a2"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -56,6 +56,8 @@ Commands:
   restore --config FILE --archive PATH [--target DIR] [--yes]
                                restore an archive (into DIR, or in place with --yes)
   check-config FILE            validate a config file
+  status --config FILE [--json]
+                               last run, next run, archives per destination
 
 Global flags:
   -h, --help       show help (also: backup-worker COMMAND --help)
@@ -101,6 +103,7 @@ func Main(ctx context.Context, version string, args []string, stdout, stderr io.
 		"prune":        c.prune,
 		"restore":      c.restore,
 		"check-config": c.checkConfig,
+		"status":       c.status,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

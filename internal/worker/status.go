@@ -200,4 +200,6 @@ func printStatus(w io.Writer, st Status, now time.Time) {
 	}
 }
 
-func secs(s float64) string { return time.Duration(s * float64(time.Second)).Round(time.Second).String() }
+func secs(s float64) string {
+	return time.Duration(s * float64(time.Second)).Round(time.Second).String()
+}

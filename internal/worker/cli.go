@@ -48,6 +48,7 @@ Backs up one service as described by a JSON config written by backupgen.
 
 Commands:
   run --config FILE            stop the service, archive, write to every destination, prune, restart
+                               [--dry-run: print what it would do, change nothing]
   recover --config FILE        start units a killed run left stopped (for ExecStopPost)
   list --config FILE           list archives per destination [--verify]
   verify --config FILE [ARCHIVE...]
@@ -196,7 +197,8 @@ func indent(s string) string {
 func (c *cli) run(ctx context.Context, args []string) int {
 	var common commonFlags
 	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
-	if done, code := c.parse(fs, "run --config FILE", args, &common); done {
+	dry := fs.Bool("dry-run", false, "print what a run would stop, write and prune; change nothing (dryrun.go)")
+	if done, code := c.parse(fs, "run --config FILE [--dry-run]", args, &common); done {
 		return code
 	}
 	if fs.NArg() > 0 {
@@ -206,6 +208,11 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	cfg, ok := c.loadConfig(common.config)
 	if !ok {
 		return ExitUsage
+	}
+	if *dry {
+		s := &seams{}
+		s.withDefaults()
+		return dryRun(ctx, cfg, Systemctl{}, s, c.stdout, c.log)
 	}
 	r := &Runner{Config: cfg, Systemd: Systemctl{}, Log: c.log, HookOutput: c.stderr}
 	return r.Run(ctx)

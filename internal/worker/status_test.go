@@ -94,6 +94,12 @@ func TestStatusAfterRun(t *testing.T) {
 	if !usb.Missing || usb.Error != "" {
 		t.Errorf("optional missing destination = %+v", usb)
 	}
+	// The dry run estimates the next archive with this run's ratio.
+	var dry, dryErr bytes.Buffer
+	Main(context.Background(), "test", []string{"run", "--dry-run", "--config", cfgPath}, &dry, &dryErr)
+	if !strings.Contains(dry.String(), "the ratio of the last run)") {
+		t.Errorf("dry run after a run:\n%s%s", dry.String(), dryErr.String())
+	}
 	_, human := statusOf(t, cfgPath)
 	for _, want := range []string{"last run   success at ", "archive    " + r.Archive, "service down", "next run   ", "app-backup.timer inactive", ": 2, newest " + d0.Newest, "missing (optional)"} {
 		if !strings.Contains(human, want) {

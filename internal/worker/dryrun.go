@@ -62,10 +62,10 @@ func dryRun(ctx context.Context, cfg *config.Config, sd Systemd, s *seams, w io.
 // the data size is the upper bound.
 func estimateFromLastRun(cfg *config.Config, size int64) string {
 	rec, err := readLastRun(cfg.Backup.StateDirectory)
-	if err != nil || rec.DataBytes <= 0 || rec.SizeBytes <= 0 {
+	if err != nil || rec.WalkedBytes <= 0 || rec.SizeBytes <= 0 {
 		return fmt.Sprintf("at most about %s (the data size; no earlier ratio recorded)", humanBytes(size))
 	}
-	ratio := float64(rec.SizeBytes) / float64(rec.DataBytes)
+	ratio := float64(rec.SizeBytes) / float64(rec.WalkedBytes)
 	return fmt.Sprintf("about %s (the data size × %.2f, the ratio of the last run)", humanBytes(int64(float64(size)*ratio)), ratio)
 }
 

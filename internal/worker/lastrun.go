@@ -43,10 +43,13 @@ type LastRun struct {
 	DurationSec float64 `json:"durationSec"`
 	DowntimeSec float64 `json:"downtimeSec"`
 	// Archive is the archive's name (empty if none was written); SizeBytes
-	// its size; DataBytes what was read from the data paths.
+	// its size; DataBytes what was read from the data paths; WalkedBytes
+	// the preflight's estimate of the data (sizes plus header overhead),
+	// which `run --dry-run` scales by SizeBytes/WalkedBytes.
 	Archive      string          `json:"archive,omitempty"`
 	SizeBytes    int64           `json:"sizeBytes"`
 	DataBytes    int64           `json:"dataBytes"`
+	WalkedBytes  int64           `json:"walkedBytes"`
 	Destinations []LastRunTarget `json:"destinations"`
 	// Health is the health check's outcome: "" (none configured or not
 	// run), "ok" or the error.
@@ -71,7 +74,7 @@ func (rn *run) writeLastRun(code int, result string, duration, downtime time.Dur
 		Version: lastRunVersion, Service: rn.cfg.Name, Result: result, ExitCode: code,
 		Started: rn.start.UTC().Truncate(time.Second), Finished: rn.start.Add(duration).UTC().Truncate(time.Second),
 		DurationSec: roundSec(duration), DowntimeSec: roundSec(downtime),
-		SizeBytes: size, DataBytes: rn.stats.BytesRead, Warnings: rn.warnings,
+		SizeBytes: size, DataBytes: rn.stats.BytesRead, WalkedBytes: rn.dataSize, Warnings: rn.warnings,
 	}
 	if size > 0 || rn.anyCommitted() {
 		rec.Archive = rn.base

@@ -201,5 +201,9 @@ func printStatus(w io.Writer, st Status, now time.Time) {
 }
 
 func secs(s float64) string {
-	return time.Duration(s * float64(time.Second)).Round(time.Second).String()
+	d := time.Duration(s * float64(time.Second))
+	if d < time.Minute {
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
 }

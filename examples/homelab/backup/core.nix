@@ -57,7 +57,12 @@ in
 
   config = {
     _module.args = {
-      inherit (helpers) mkBackupService mkBackupTimer mkBackupDirectories;
+      inherit (helpers)
+        mkBackupService
+        mkBackupTimer
+        mkBackupDirectories
+        mkBackupCommand
+        ;
       backupgenLib = helpers;
     };
     assertions = lib.mapAttrsToList (module: version: {

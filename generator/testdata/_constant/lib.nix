@@ -47,7 +47,7 @@ let
   # A stamp of these helpers (lib.nix, options.nix, cron.nix, core.nix as
   # rendered): core.nix asserts that every module in an evaluation was
   # generated for the helpers it gets.
-  version = "116775bbf101c7a2";
+  version = "74f6f018c04d6c40";
 
   # The built-in defaults, rendered from backupgen's Go definition
   # (generator.Defaults); a hand-written backupConfig may leave any key out.
@@ -540,12 +540,46 @@ let
     in
     builtins.seq r (workerConfig r);
 
+  # The worker config file of a resolved service: the same store path for
+  # the unit and the per-service command.
+  configFileOf =
+    r:
+    let
+      configName = "${r.name}-backup.json";
+    in
+    checkConfig configName (writeText configName (builtins.toJSON (workerConfig r)));
+
+  # POSIX shell quoting, as generator.shellQuote: one word, whatever s holds.
+  shellQuote = s: "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] s + "'";
+
+  # The per-service command backup-NAME (backup-command.sh, the same body
+  # as the plain hosts' wrapper): status, list, verify, prune, restore,
+  # and run, which starts the unit and follows its journal. Only the name
+  # and the store paths of the worker and of the unit's config reach the
+  # script, shell-quoted. Takes mkBackupService's arguments.
+  mkBackupCommand =
+    args:
+    let
+      r = resolve args;
+      writeShellApplication = pkgs.writeShellApplication or (throw "backupgen: mkBackupCommand needs nixpkgs (pkgs.writeShellApplication)");
+    in
+    if r.name == "worker" then
+      throw "backupgen: service \"worker\": its command backup-worker would hide the worker itself; rename the service"
+    else
+      builtins.seq r (writeShellApplication {
+        name = "backup-${r.name}";
+        text =
+          "name=${shellQuote r.name}\n"
+          + "worker=${shellQuote "${worker}/bin/backup-worker"}\n"
+          + "config=${shellQuote "${configFileOf r}"}\n"
+          + builtins.readFile ./backup-command.sh;
+      });
+
   mkBackupService =
     args:
     let
       r = resolve args;
-      configName = "${r.name}-backup.json";
-      configFile = checkConfig configName (writeText configName (builtins.toJSON (workerConfig r)));
+      configFile = configFileOf r;
       exe = "${worker}/bin/backup-worker";
       hookPaths = if r.hooks then concatMap (rt: rt.hookWritablePaths) (runtimesOf r.serviceName) else [ ];
     in
@@ -678,6 +712,8 @@ let
       mkBackupService
       mkBackupTimer
       mkBackupDirectories
+      mkBackupCommand
+      shellQuote
       systemdQuote
       systemdValue
       tmpfilesQuote

@@ -114,7 +114,7 @@ func TestStatusAfterFailedHealthCheck(t *testing.T) {
 	e := newTestEnv(t)
 	e.seams.healthRetry = 20 * time.Millisecond
 	e.setUnit("app.service", "active")
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", 503) }))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", http.StatusServiceUnavailable) }))
 	defer srv.Close()
 	cfgPath := statusConfig(e, map[string]any{"url": srv.URL, "timeoutSec": 1})
 	if code := e.runner(loadCfg(t, cfgPath)).Run(context.Background()); code != ExitFailed {

@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/backupgen/backupgen/internal/testtool"
 )
@@ -345,5 +347,36 @@ func TestNixOSCommand(t *testing.T) {
 		if out, err := exec.Command("bash", "-n", file).CombinedOutput(); err != nil {
 			t.Errorf("bash -n backup-%s: %v\n%s", name, err, out)
 		}
+	}
+}
+
+// TestCommandRunInterrupted: Ctrl-C (SIGINT to the foreground process
+// group) stops following and says the backup goes on in the unit.
+func TestCommandRunInterrupted(t *testing.T) {
+	w := newCommandWorld(t)
+	slow := filepath.Join(w.root, "slow-worker")
+	if err := os.WriteFile(slow, []byte("#!/bin/sh\necho working\nexec sleep 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("bash", w.cmd, "run")
+	cmd.Env = append(w.env, "FAKE_UNIT_WORKER="+slow)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the unit "runs" (the journal has its first line).
+	for !strings.Contains(w.log("journal"), "working") {
+		time.Sleep(20 * time.Millisecond)
+	}
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
+	err := cmd.Wait()
+	t.Logf("%v\n%s%s", err, stdout.String(), stderr.String())
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 {
+		t.Errorf("exit %v, want 130", err)
+	}
+	if !strings.Contains(stderr.String(), "stopped following; the backup goes on in myapp-backup.service") {
+		t.Error("no message that the backup goes on")
 	}
 }

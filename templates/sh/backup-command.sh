@@ -57,12 +57,14 @@ follow() {
 	journalctl --follow --output=cat --unit="$unit" --since="$since" &
 	jpid=$!
 	trap 'kill "$jpid" 2>/dev/null || true' EXIT
+	# Ctrl-C stops following, not the backup: it runs in the unit.
+	trap 'echo "$me run: stopped following; the backup goes on in $unit (journalctl -fu $unit)" >&2; exit 130' INT
 	systemctl start -- "$unit" || rc=$?
 	# The journal may lag the unit's last lines by a moment.
 	sleep 1
 	kill "$jpid" 2>/dev/null || true
 	wait "$jpid" 2>/dev/null || true
-	trap - EXIT
+	trap - EXIT INT
 	code="$(systemctl show -p ExecMainStatus --value -- "$unit")" || code=""
 	result="$(systemctl show -p Result --value -- "$unit")" || result="unknown"
 	echo "$unit: result $result, exit status ${code:-unknown}"

@@ -86,7 +86,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.web" = "74f6f018c04d6c40"; }
+    { backupgen.helpers."modules.services.virtualization.web" = "c3482a282e12f080"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -86,7 +86,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."my_org.backups.\"let\"" = "74f6f018c04d6c40"; }
+    { backupgen.helpers."my_org.backups.\"let\"" = "c3482a282e12f080"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

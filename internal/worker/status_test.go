@@ -157,3 +157,48 @@ func loadCfg(t *testing.T, path string) *config.Config {
 	}
 	return c
 }
+
+// TestStatusAndDryRunSFTP: status lists a remote destination through the
+// Destination interface (count, newest, total size as the server holds
+// them); run --dry-run lists it as its preflight and changes nothing on
+// the server (a real sshd).
+func TestStatusAndDryRunSFTP(t *testing.T) {
+	e, srv, remote := sftpEnv(t)
+	cfgPath := e.configFile(nil, withSFTP(srv, nil))
+	if code := e.runner(loadCfg(t, cfgPath)).Run(t.Context()); code != ExitOK {
+		t.Fatalf("run: exit %d\n%s", code, e.logBuf.String())
+	}
+	archives := archivesIn(t, remote, "tar.gz")
+	if len(archives) != 1 {
+		t.Fatalf("server holds %v", archives)
+	}
+	fi, err := os.Stat(filepath.Join(remote, archives[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out := statusOf(t, cfgPath, "--json")
+	var st Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil || code != ExitOK {
+		t.Fatalf("status: exit %d, %v", code, err)
+	}
+	d := st.Destinations[1]
+	if d.Path != srv.url("r") || d.Archives != 1 || d.Newest != archives[0] || d.TotalBytes != fi.Size() || d.Error != "" {
+		t.Errorf("sftp destination = %+v, want 1 archive %s of %d bytes", d, archives[0], fi.Size())
+	}
+	before := treeSnapshot(t, filepath.Join(srv.root, "r"), "")
+	var dry, dryErr bytes.Buffer
+	code = Main(t.Context(), "test", []string{"run", "--dry-run", "--config", cfgPath}, &dry, &dryErr)
+	t.Logf("dry run: exit %d\n%s%s", code, dry.String(), dryErr.String())
+	if code != ExitOK || !strings.Contains(dry.String(), srv.url("r")+": ok (reachable, archives listed") {
+		t.Errorf("dry run did not list the SFTP destination as reachable")
+	}
+	after := treeSnapshot(t, filepath.Join(srv.root, "r"), "")
+	if len(before) != len(after) {
+		t.Errorf("the dry run changed the server: %d entries before, %d after", len(before), len(after))
+	}
+	for p, v := range after {
+		if before[p] != v {
+			t.Errorf("%s changed on the server", p)
+		}
+	}
+}

@@ -58,6 +58,7 @@
       # Inside NixOS, core.nix already passes them as module arguments.
       lib = {
         # pkgs -> { mkBackupService, mkBackupTimer, mkBackupDirectories,
+        # mkBackupCommand,
         # mkWorkerConfig, cronToOnCalendar, systemdQuote, mkServiceOption,
         # ... }. Every worker config goes through the build-time
         # `backup-worker check-config`, as in the generated modules.

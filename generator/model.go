@@ -116,6 +116,8 @@ type BackupModel struct {
 	S3       S3Model
 	// NotifyURLsFile, NotifyPingURLFile: backup.notify ("" = none).
 	NotifyURLsFile, NotifyPingURLFile string
+	// HealthCheck is backup.healthCheck (nil: none).
+	HealthCheck *config.HealthCheck
 }
 
 // Notify is the worker config's backup.notify (nil: none).
@@ -342,6 +344,8 @@ func (s ServiceModel) WorkerConfig() config.Config {
 			S3:                 s.workerS3(),
 			Notify:             s.Backup.Notify(),
 			PrometheusTextfile: s.PrometheusTextfile(),
+
+			HealthCheck: s.Backup.HealthCheck,
 		},
 	}
 }
@@ -439,10 +443,29 @@ func resolveService(d ServiceSettings, svc Service) ServiceModel {
 			NotifyPingURLFile: pick(b.Notify.PingURLFile, db.Notify.PingURLFile, ""),
 		},
 	}
+	s.Backup.HealthCheck = resolveHealthCheck(b.HealthCheck, db.HealthCheck)
 	if s.Description == "" {
 		s.Description = s.Name
 	}
 	return s
+}
+
+// resolveHealthCheck takes the service's healthCheck table if it sets
+// anything, else the [defaults.backup] one; timeoutSec gets its default.
+func resolveHealthCheck(service, defaults HealthCheckSettings) *config.HealthCheck {
+	h := service
+	if !h.set() {
+		h = defaults
+	}
+	if !h.set() {
+		return nil
+	}
+	return &config.HealthCheck{
+		URL:        pick(h.URL, nil, ""),
+		TCP:        pick(h.TCP, nil, ""),
+		Command:    h.Command,
+		TimeoutSec: pick(h.TimeoutSec, nil, config.DefaultHealthCheckTimeoutSec),
+	}
 }
 
 func pick[T any](service, defaults *T, builtin T) T {

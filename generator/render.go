@@ -37,6 +37,9 @@ func IsGenerated(content []byte) bool {
 type File struct {
 	Path    string
 	Content []byte
+	// Executable files are written with mode 0755 (the per-service
+	// command), the others 0644.
+	Executable bool
 }
 
 var funcs = template.FuncMap{
@@ -45,6 +48,7 @@ var funcs = template.FuncMap{
 	"nixList":      nixStringList,
 	"nixAttr":      nixAttr,
 	"nixFloat":     nixFloat,
+	"nixHealth":    nixHealthCheck,
 	"nixBool":      func(b bool) string { return map[bool]string{true: "true", false: "false"}[b] },
 	"sdQuote":      systemdQuote,
 	"tmpfilesPath": systemdQuote,
@@ -82,7 +86,7 @@ type libData struct {
 
 // helperFiles are the files shared by every generated folder; they do not
 // depend on the spec.
-var helperFiles = []string{"lib.nix", "options.nix", "core.nix", "cron.nix"}
+var helperFiles = []string{"lib.nix", "options.nix", "core.nix", "cron.nix", commandFile}
 
 // renderHelpers renders the shared helper files, stamped with version.
 func renderHelpers(version string) (map[string][]byte, error) {
@@ -100,6 +104,11 @@ func renderHelpers(version string) (map[string][]byte, error) {
 		return nil, err
 	}
 	out["cron.nix"] = append([]byte("# "+Header+"\n"), cron...)
+	body, err := commandBody()
+	if err != nil {
+		return nil, err
+	}
+	out[commandFile] = append([]byte("# "+Header+"\n"), body...)
 	return out, nil
 }
 
@@ -173,6 +182,11 @@ func render(m *Model) ([]File, error) {
 			return nil, err
 		}
 		add("etc/backupgen/"+s.Name+".json", js)
+		cmd, err := renderCommand(s, m.WorkerPath, data.ConfigPath)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, File{Path: s.CommandPath(), Content: cmd, Executable: true})
 	}
 	if m.MetricsDirectory != "" {
 		out, err := execute("metrics-tmpfiles.tmpl", m)

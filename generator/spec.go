@@ -91,12 +91,29 @@ type BackupSettings struct {
 	S3       S3Settings   `toml:"s3"`
 	// Notify names the files of the notification URLs (config.Notify).
 	Notify NotifySettings `toml:"notify"`
+	// HealthCheck is backup.healthCheck (config.HealthCheck): inherited
+	// from [defaults.backup] as a whole table, never key by key (a url
+	// there and a tcp here would be two probes).
+	HealthCheck HealthCheckSettings `toml:"healthCheck"`
 }
 
 // NotifySettings mirror the module's backup.notify.* options.
 type NotifySettings struct {
 	URLsFile    *string `toml:"urlsFile"`
 	PingURLFile *string `toml:"pingUrlFile"`
+}
+
+// HealthCheckSettings mirror the module's backup.healthCheck.* options.
+type HealthCheckSettings struct {
+	URL        *string  `toml:"url"`
+	TCP        *string  `toml:"tcp"`
+	Command    []string `toml:"command"`
+	TimeoutSec *int     `toml:"timeoutSec"`
+}
+
+// set reports whether the table sets any key.
+func (h HealthCheckSettings) set() bool {
+	return h.URL != nil || h.TCP != nil || h.Command != nil || h.TimeoutSec != nil
 }
 
 // EncryptionSettings mirror the module's backup.encryption.* options.
@@ -179,6 +196,12 @@ var keyDocs = map[string]keyDoc{
 	"pingUrlFile":        {"an absolute path to a file holding a ping URL, outside the Nix store", `"/run/secrets/backup-ping-url"`},
 	"metrics":            {"a table", "(a [metrics] header on its own line)"},
 	"textfileDirectory":  {"an absolute path", `"/var/lib/prometheus-node-exporter-text-files"`},
+
+	"healthCheck": {"a table", `{ url = "http://127.0.0.1:8080/health" }`},
+	"url":         {"an http:// or https:// URL", `"http://127.0.0.1:8080/health"`},
+	"tcp":         {"HOST:PORT", `"127.0.0.1:5432"`},
+	"command":     {"a list: an absolute program path and its arguments", `["/run/current-system/sw/bin/pg_isready", "-q"]`},
+	"timeoutSec":  {"a whole number of seconds", "60"},
 }
 
 // multilineKeys hold shell scripts, where a newline or tab is legitimate;

@@ -99,6 +99,9 @@ func (v *validator) service(key string, svc Service) {
 	if svc.Name == "" {
 		v.errorf(key, "missing name: every service needs name = \"...\" (used for units and archive names)")
 	}
+	if svc.Name == "worker" {
+		v.errorf(key+".name", "\"worker\" is reserved: the service's command backup-worker would hide the worker itself; rename the service")
+	}
 	for j, p := range svc.DataPaths {
 		if m := placeholderRE.FindStringSubmatch(p); m != nil {
 			ph := m[1]

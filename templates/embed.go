@@ -5,7 +5,8 @@ package templates
 
 import "embed"
 
-// FS holds every template (*.tmpl) and the constant Nix sources (nix/*.nix).
+// FS holds every template (*.tmpl), the constant Nix sources (nix/*.nix)
+// and the per-service command's body (sh/backup-command.sh).
 //
-//go:embed *.tmpl nix/*.nix
+//go:embed *.tmpl nix/*.nix sh/*.sh
 var FS embed.FS

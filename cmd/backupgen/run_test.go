@@ -39,8 +39,21 @@ func TestGenerateThenCheck(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("generate: exit %d: %s", code, stderr)
 	}
-	if !strings.Contains(stdout, "wrote 21 files") {
+	if !strings.Contains(stdout, "wrote 25 files") {
 		t.Errorf("stdout: %q", stdout)
+	}
+	// The per-service command is executable, the rest is not; a lost
+	// mode is restored on the next run.
+	cmdFile := filepath.Join(out, "usr", "local", "bin", "backup-myapp")
+	for p, want := range map[string]os.FileMode{cmdFile: 0o755, filepath.Join(out, "default.nix"): 0o644} {
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: %v, want mode %v", p, fi, want)
+		}
+	}
+	os.Chmod(cmdFile, 0o644)
+	run(t, "generate", "--spec", exampleSpec, "--out", out)
+	if fi, err := os.Stat(cmdFile); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("mode not restored: %v", fi)
 	}
 	first := snapshot(t, out)
 
@@ -179,7 +192,7 @@ func TestSpecArgument(t *testing.T) {
 	if code, stdout, stderr := run(t, "validate", exampleSpec); code != 0 || !strings.HasPrefix(stdout, exampleSpec+": ok (3 services)") {
 		t.Errorf("validate FILE: %d %q %q", code, stdout, stderr)
 	}
-	if code, stdout, stderr := run(t, "generate", exampleSpec, "--out", out); code != 0 || !strings.Contains(stdout, "wrote 21 files") {
+	if code, stdout, stderr := run(t, "generate", exampleSpec, "--out", out); code != 0 || !strings.Contains(stdout, "wrote 25 files") {
 		t.Errorf("generate FILE: %d %q %q", code, stdout, stderr)
 	}
 	if code, stdout, stderr := run(t, "check", "--out", out, exampleSpec); code != 0 || !strings.Contains(stdout, "up to date") {

@@ -86,7 +86,17 @@ func writeTree(out string, files []generator.File) (changed, removed int, err er
 			cleanup()
 			return 0, 0, fmt.Errorf("%s exists and is not a regular file; move it away and run again", final)
 		}
+		mode := os.FileMode(0o644)
+		if f.Executable {
+			mode = 0o755
+		}
 		if old, err := os.ReadFile(final); err == nil && bytes.Equal(old, f.Content) {
+			if fi, err := os.Stat(final); err == nil && fi.Mode().Perm() != mode {
+				if err := os.Chmod(final, mode); err != nil {
+					cleanup()
+					return 0, 0, err
+				}
+			}
 			continue
 		}
 		if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
@@ -101,7 +111,7 @@ func writeTree(out string, files []generator.File) (changed, removed int, err er
 		todo = append(todo, pending{tmp: tmp.Name(), final: final})
 		_, werr := tmp.Write(f.Content)
 		if werr == nil {
-			werr = tmp.Chmod(0o644)
+			werr = tmp.Chmod(mode)
 		}
 		if werr == nil {
 			werr = tmp.Sync()

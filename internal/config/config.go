@@ -141,6 +141,10 @@ type Backup struct {
 	S3 *S3 `json:"s3,omitempty"`
 	// Notify names the files of the notification URLs (notify.go).
 	Notify *Notify `json:"notify,omitempty"`
+
+	// HealthCheck probes the application after its units are started
+	// again (healthcheck.go); nil: the units being active is enough.
+	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
 }
 
 // SFTP holds the settings of the sftp:// destinations. The files are
@@ -394,6 +398,8 @@ func (c *Config) Validate() error {
 	v.errs = appendScheduleErrors(v.errs, b)
 	v.encryption(b)
 	v.notify(b.Notify)
+
+	v.healthCheck(b.HealthCheck)
 	for i, pat := range b.Exclude {
 		if _, err := ParseExclude(pat); err != nil {
 			v.add(fmt.Sprintf("backup.exclude[%d]", i), "%q: %v", pat, err)

@@ -48,6 +48,7 @@ Backs up one service as described by a JSON config written by backupgen.
 
 Commands:
   run --config FILE            stop the service, archive, write to every destination, prune, restart
+                               [--dry-run: print what it would do, change nothing]
   recover --config FILE        start units a killed run left stopped (for ExecStopPost)
   list --config FILE           list archives per destination [--verify]
   verify --config FILE [ARCHIVE...]
@@ -57,6 +58,8 @@ Commands:
                                restore an archive (into DIR, or in place with --yes)
   check-config FILE            validate a config file and the notification files it names
                                [--no-credentials: the config only, as in the Nix build sandbox]
+  status --config FILE [--json]
+                               last run, next run, archives per destination
 
 Global flags:
   -h, --help       show help (also: backup-worker COMMAND --help)
@@ -102,6 +105,7 @@ func Main(ctx context.Context, version string, args []string, stdout, stderr io.
 		"prune":        c.prune,
 		"restore":      c.restore,
 		"check-config": c.checkConfig,
+		"status":       c.status,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
@@ -194,7 +198,8 @@ func indent(s string) string {
 func (c *cli) run(ctx context.Context, args []string) int {
 	var common commonFlags
 	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
-	if done, code := c.parse(fs, "run --config FILE", args, &common); done {
+	dry := fs.Bool("dry-run", false, "print what a run would stop, write and prune; change nothing (dryrun.go)")
+	if done, code := c.parse(fs, "run --config FILE [--dry-run]", args, &common); done {
 		return code
 	}
 	if fs.NArg() > 0 {
@@ -204,6 +209,11 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	cfg, ok := c.loadConfig(common.config)
 	if !ok {
 		return ExitUsage
+	}
+	if *dry {
+		s := &seams{}
+		s.withDefaults()
+		return dryRun(ctx, cfg, Systemctl{}, s, c.stdout, c.log)
 	}
 	r := &Runner{Config: cfg, Systemd: Systemctl{}, Log: c.log, HookOutput: c.stderr}
 	return r.Run(ctx)

@@ -117,6 +117,7 @@ func (rn *run) finish(ctx context.Context) int {
 		level = slog.LevelError
 	}
 	rn.log.Log(context.WithoutCancel(ctx), level, "backup finished", attrs...)
+	rn.writeLastRun(code, result, duration, downtime, archiveSize) // lastrun.go
 
 	if cfg.Backup.PrometheusTextfile != "" {
 		err := writeMetrics(cfg.Backup.PrometheusTextfile, runMetrics{

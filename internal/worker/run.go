@@ -67,6 +67,8 @@ type run struct {
 	cloneDir      string
 	captureMethod string
 	notifier      *notify.Notifier // backup.notify (notify.go); nil: none
+
+	healthErr error // backup.healthCheck failed after the restart
 }
 
 // Run performs the backup and returns the exit code. It never returns with
@@ -160,7 +162,13 @@ func (rn *run) execute(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
-	// 8. prune (phase_prune.go)
+	// 8. prune (phase_prune.go), unless the run already failed (a unit
+	// or the application did not come back): the archives are kept, and
+	// an operator looking at a down service wants every copy there.
+	if rn.errs != nil {
+		rn.log.Warn("pruning skipped: the run failed", "error", listErr(rn.errs))
+		return
+	}
 	rn.prune(ctx)
 }
 

@@ -33,6 +33,8 @@ type seams struct {
 	s3Idle           time.Duration // S3 connection idle timeout (default s3IdleTimeout)
 	notifyTimeout    time.Duration // one notification request (default notify.DefaultTimeout)
 	notifyTotal      time.Duration // all notifications of a run (default notify.DefaultTotal)
+
+	healthRetry time.Duration // pause between health probes (default healthRetry)
 }
 
 // withDefaults fills the unset seams with the real implementations.
@@ -57,6 +59,9 @@ func (s *seams) withDefaults() {
 	}
 	if s.activePoll == 0 {
 		s.activePoll = defaultActivePoll
+	}
+	if s.healthRetry == 0 {
+		s.healthRetry = healthRetry
 	}
 	if s.fstabPath == "" {
 		s.fstabPath = "/etc/fstab"

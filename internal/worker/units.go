@@ -96,6 +96,13 @@ func (c *unitController) restart(ctx context.Context) error {
 	return c.restartErr
 }
 
+// restartedAny reports whether restart started at least one unit.
+func (c *unitController) restartedAny() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.restarted && len(c.stopped) > 0
+}
+
 // Downtime is the time from the first stop to the restart (so far, if the
 // units have not been restarted yet).
 func (c *unitController) Downtime() time.Duration {
@@ -152,6 +159,12 @@ func startAndWait(ctx context.Context, sd Systemd, log *slog.Logger, unit string
 		state, err := sd.ActiveState(ctx, unit)
 		if err == nil && unitUp(state) {
 			return nil
+		}
+		// "failed" after a successful start is final (a unit that systemd
+		// restarts on failure is "activating" between attempts): waiting
+		// out the timeout would only keep the operator in the dark.
+		if err == nil && state == "failed" {
+			return fmt.Errorf("start %s: the unit failed after starting (systemctl status %s, journalctl -u %s)", unit, unit, unit)
 		}
 		select {
 		case <-ctx.Done():

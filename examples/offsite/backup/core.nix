@@ -71,7 +71,12 @@ in
   config = lib.mkMerge [
     {
       _module.args = {
-        inherit (helpers) mkBackupService mkBackupTimer mkBackupDirectories;
+        inherit (helpers)
+          mkBackupService
+          mkBackupTimer
+          mkBackupDirectories
+          mkBackupCommand
+          ;
         backupgenLib = helpers;
       };
       assertions = lib.mapAttrsToList (module: version: {

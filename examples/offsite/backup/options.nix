@@ -229,6 +229,36 @@ let
               description = "Read every uploaded archive back in full before committing it; off on metered links (the size the server reports and the stream's SHA-256 are still checked).";
             };
           };
+          healthCheck = mkOption {
+            type = types.nullOr (
+              types.submodule {
+                options = {
+                  url = mkOption {
+                    type = types.nullOr types.str;
+                    default = null;
+                    description = "GET this http(s) URL; any 2xx answer is healthy.";
+                  };
+                  tcp = mkOption {
+                    type = types.nullOr types.str;
+                    default = null;
+                    description = "Connect to this HOST:PORT; a completed connect is healthy.";
+                  };
+                  command = mkOption {
+                    type = types.nullOr (types.listOf types.str);
+                    default = null;
+                    description = "Run this argv (absolute program path, no shell) as root in the backup unit's sandbox; exit 0 is healthy.";
+                  };
+                  timeoutSec = mkOption {
+                    type = types.ints.positive;
+                    default = 60;
+                    description = "Retry the probe until this many seconds have passed.";
+                  };
+                };
+              }
+            );
+            default = d.backup.healthCheck;
+            description = "After the service's units are active again, probe the application (exactly one of url, tcp, command); if it does not answer within timeoutSec the run fails, the archives are kept and nothing is pruned.";
+          };
           timerConfig = mkOption {
             type = types.attrsOf types.anything;
             default = d.backup.timerConfig;

@@ -49,7 +49,7 @@ let
   # A stamp of these helpers (lib.nix, options.nix, cron.nix, core.nix as
   # rendered): core.nix asserts that every module in an evaluation was
   # generated for the helpers it gets.
-  version = "72c0f6f0a358b697";
+  version = "2b62b3cf51144f70";
 
   # The built-in defaults, rendered from backupgen's Go definition
   # (generator.Defaults); a hand-written backupConfig may leave any key out.
@@ -109,6 +109,8 @@ let
       # DIR/backup-NAME.prom (prometheusTextfile below); the modules set it
       # from backupgen.metrics.textfileDirectory.
       prometheusTextfile = null;
+
+      healthCheck = null;
     };
   };
 
@@ -364,6 +366,27 @@ let
     else
       "is not a cron schedule or systemd calendar expression";
   hookProblem = s: if builtins.isString s then null else "is not a string";
+  # backup.healthCheck: null, or exactly one probe (config.HealthCheck has
+  # the full rules, which check-config applies to the JSON).
+  healthCheckKeys = [
+    "url"
+    "tcp"
+    "command"
+    "timeoutSec"
+  ];
+  healthCheckSet = h: builtins.filter (k: (h.${k} or null) != null) healthCheckKeys;
+  healthCheckProblem =
+    h:
+    if h == null then
+      null
+    else if !builtins.isAttrs h then
+      "is not an attribute set"
+    else if builtins.length (builtins.filter (k: k != "timeoutSec") (healthCheckSet h)) != 1 then
+      "must set exactly one of url, tcp and command"
+    else
+      null;
+  # The JSON form: only the keys that are set.
+  healthCheckJSON = h: builtins.listToAttrs (map (k: { name = k; value = h.${k}; }) (healthCheckSet h));
   # The shape of an age recipient; config.ParseRecipient (check-config, the
   # run) decodes it fully.
   recipientProblem =
@@ -512,6 +535,8 @@ let
         ++ one "backup.notify.urlsFile" secretFileProblem backup.notify.urlsFile
         ++ one "backup.notify.pingUrlFile" secretFileProblem backup.notify.pingUrlFile
         ++ one "backup.prometheusTextfile" (f: if f == null then null else pathProblem f) backup.prometheusTextfile
+
+        ++ one "backup.healthCheck" healthCheckProblem backup.healthCheck
         ++ (if encrypted && backup.format == "zip" then [ "backup.format \"zip\" cannot be encrypted (backup.encryption is set); use a tar format" ] else [ ]);
     in
     if problems != [ ] then
@@ -603,6 +628,7 @@ let
         { }
     )
     // (if r.remote && r.backup.hostName != "" then { inherit (r.backup) hostName; } else { })
+    // (if r.backup.healthCheck != null then { healthCheck = healthCheckJSON r.backup.healthCheck; } else { })
     // (
       if r.notify then
         { notify = builtins.removeAttrs r.backup.notify (builtins.filter (k: r.backup.notify.${k} == null) (builtins.attrNames r.backup.notify)); }
@@ -637,12 +663,46 @@ let
     in
     builtins.seq r (workerConfig r);
 
+  # The worker config file of a resolved service: the same store path for
+  # the unit and the per-service command.
+  configFileOf =
+    r:
+    let
+      configName = "${r.name}-backup.json";
+    in
+    checkConfig configName (writeText configName (builtins.toJSON (workerConfig r)));
+
+  # POSIX shell quoting, as generator.shellQuote: one word, whatever s holds.
+  shellQuote = s: "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] s + "'";
+
+  # The per-service command backup-NAME (backup-command.sh, the same body
+  # as the plain hosts' wrapper): status, list, verify, prune, restore,
+  # and run, which starts the unit and follows its journal. Only the name
+  # and the store paths of the worker and of the unit's config reach the
+  # script, shell-quoted. Takes mkBackupService's arguments.
+  mkBackupCommand =
+    args:
+    let
+      r = resolve args;
+      writeShellApplication = pkgs.writeShellApplication or (throw "backupgen: mkBackupCommand needs nixpkgs (pkgs.writeShellApplication)");
+    in
+    if r.name == "worker" then
+      throw "backupgen: service \"worker\": its command backup-worker would hide the worker itself; rename the service"
+    else
+      builtins.seq r (writeShellApplication {
+        name = "backup-${r.name}";
+        text =
+          "name=${shellQuote r.name}\n"
+          + "worker=${shellQuote "${worker}/bin/backup-worker"}\n"
+          + "config=${shellQuote "${configFileOf r}"}\n"
+          + builtins.readFile ./backup-command.sh;
+      });
+
   mkBackupService =
     args:
     let
       r = resolve args;
-      configName = "${r.name}-backup.json";
-      configFile = checkConfig configName (writeText configName (builtins.toJSON (workerConfig r)));
+      configFile = configFileOf r;
       exe = "${worker}/bin/backup-worker";
       hookPaths = if r.hooks then concatMap (rt: rt.hookWritablePaths) (runtimesOf r.serviceName) else [ ];
     in
@@ -780,6 +840,8 @@ let
       mkBackupService
       mkBackupTimer
       mkBackupDirectories
+      mkBackupCommand
+      shellQuote
       systemdQuote
       systemdValue
       tmpfilesQuote

@@ -10,6 +10,7 @@
   mkBackupService,
   mkBackupTimer,
   mkBackupDirectories,
+  mkBackupCommand,
   ...
 }:
 let
@@ -17,6 +18,27 @@ let
   # The option schema comes from this folder: options cannot depend on
   # module arguments (core.nix's), which are part of config.
   backupgenLib = import ../lib.nix { inherit lib pkgs; };
+  # The unit and the command backup-gz get the same arguments,
+  # so they read the same config file.
+  serviceArgs = {
+    name = "gz";
+    description = "gz";
+    serviceName = cfg.serviceName;
+    dataPaths = cfg.dataPaths;
+    user = cfg.user;
+    group = cfg.group;
+    # Remote objects are keyed by host: networking.hostName unless set.
+    backupConfig = cfg.backup // {
+      hostName = if cfg.backup.hostName != "" then cfg.backup.hostName else config.networking.hostName or "";
+      prometheusTextfile =
+        if cfg.backup.prometheusTextfile != null then
+          cfg.backup.prometheusTextfile
+        else if config.backupgen.metrics.textfileDirectory != null then
+          backupgenLib.prometheusTextfile config.backupgen.metrics.textfileDirectory "gz"
+        else
+          null;
+    };
+  };
 in
 {
   options.modules.services.virtualization.gz = backupgenLib.mkServiceOption {
@@ -69,12 +91,13 @@ in
           urlsFile = null;
           pingUrlFile = null;
         };
+        healthCheck = null;
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.gz" = "72c0f6f0a358b697"; }
+    { backupgen.helpers."modules.services.virtualization.gz" = "2b62b3cf51144f70"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {
@@ -89,25 +112,11 @@ in
             group = cfg.group;
           };
 
-          systemd.services.gz-backup = mkBackupService {
-            name = "gz";
-            description = "gz";
-            serviceName = cfg.serviceName;
-            dataPaths = cfg.dataPaths;
-            user = cfg.user;
-            group = cfg.group;
-            # Remote objects are keyed by host: networking.hostName unless set.
-            backupConfig = cfg.backup // {
-              hostName = if cfg.backup.hostName != "" then cfg.backup.hostName else config.networking.hostName or "";
-              prometheusTextfile =
-                if cfg.backup.prometheusTextfile != null then
-                  cfg.backup.prometheusTextfile
-                else if config.backupgen.metrics.textfileDirectory != null then
-                  backupgenLib.prometheusTextfile config.backupgen.metrics.textfileDirectory "gz"
-                else
-                  null;
-            };
-          };
+          systemd.services.gz-backup = mkBackupService serviceArgs;
+
+          # backup-gz: status, list, verify, prune, restore, run
+          # (the unit's config; run starts the unit and follows its journal).
+          environment.systemPackages = [ (mkBackupCommand serviceArgs) ];
 
           systemd.timers.gz-backup = mkBackupTimer {
             name = "gz";

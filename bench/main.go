@@ -86,6 +86,7 @@ func main() {
 	loadTimeout := flag.Duration("downtime-load-timeout", 5*time.Minute, "kill a downtime-load run after this long (reported as a timeout)")
 	loadSchedIdle := flag.Bool("downtime-load-sched-idle", false, "downtime-load: also measure the old unit's CPUSchedulingPolicy=idle (chrt --idle)")
 	captureDir := flag.String("capture-dir", envOr("BENCH_CAPTURE_DIR", ""), "downtime target: put a copy of the corpus, the destinations (so the capture) and `tar cf` output in this directory (e.g. a loop-mounted ext4; see bench/targets.go)")
+	baselineBin := flag.String("downtime-baseline-bin", envOr("BENCH_DOWNTIME_BASELINE_BIN", ""), "downtime target: also measure this backup-worker binary's captureFirst downtime, alternating with the current build's (before/after)")
 	workerBinFlag := flag.String("worker-bin", envOr("BENCH_WORKER_BIN", ""), "measure this backup-worker binary instead of building ./cmd/backup-worker (e.g. an older commit's, for a before/after)")
 	skipMain := flag.Bool("skip-main", false, "measure only -targets and update their section of the results file, keeping the main table")
 	flag.Parse()
@@ -146,6 +147,10 @@ func main() {
 		te := &targetsEnv{workerBin: workerBin, bin: bin, work: work, threads: strconv.Itoa(*threads), reps: *targetReps, xzReps: *xzReps}
 		if *captureDir != "" {
 			te.captureDir, err = filepath.Abs(*captureDir)
+			check(err)
+		}
+		if *baselineBin != "" {
+			te.baseline, err = filepath.Abs(*baselineBin)
 			check(err)
 		}
 		if len(which) > 0 {

@@ -18,6 +18,9 @@ package main
 //     loop-mounted ext4: data and capture share a file system, as the
 //     worker's staging preference arranges, so the capture copies file
 //     contents with copy_file_range (the tar capture's fast path).
+//     -downtime-baseline-bin BIN (BENCH_DOWNTIME_BASELINE_BIN) adds BIN's
+//     captureFirst downtime, alternating run by run with the current
+//     build's, each after its own `tar cf` (a before/after in one load).
 //
 // The section is delimited by marker comments and replaced in place in the
 // results file, so `-skip-main` can refresh it without touching the main
@@ -51,6 +54,7 @@ type targetsEnv struct {
 	reps       int
 	xzReps     int    // reps for tar.xz runs
 	captureDir string // downtime target: data, destinations and `tar cf` here (-capture-dir)
+	baseline   string // downtime target: also this backup-worker binary's captureFirst, alternating (-downtime-baseline-bin)
 }
 
 type workerRun struct {
@@ -117,6 +121,7 @@ type workerSpec struct {
 	// downtime is compared with the I/O floor under the same conditions
 	// (page cache, write-back, a reclaim pass of the host).
 	floor bool
+	bin   string // another backup-worker binary (the baseline); "" = te.workerBin
 }
 
 // medianRuns runs runWorker te.reps times and returns the median wall and
@@ -154,7 +159,12 @@ func (te *targetsEnv) alternate(specs ...workerSpec) ([]workerRun, error) {
 					return nil, err
 				}
 			}
-			r, err := te.runWorker(sp.label, sp.corpus, sp.format, sp.ndests, sp.unit, sp.captureFirst)
+			rte := te
+			if sp.bin != "" {
+				c := *te
+				c.workerBin, rte = sp.bin, &c
+			}
+			r, err := rte.runWorker(sp.label, sp.corpus, sp.format, sp.ndests, sp.unit, sp.captureFirst)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", sp.label, err)
 			}
@@ -306,19 +316,27 @@ func (te *targetsEnv) downtimeSection(md *bytes.Buffer, corpus, corpusName strin
 			} else if !slices.Contains(normalFormats, f) {
 				continue
 			}
-			rs, err := te.alternate(workerSpec{label: "downtime-" + mode + "-" + f, corpus: corpus, format: f, ndests: 1, unit: true, captureFirst: cf, floor: cf})
+			specs := []workerSpec{{label: "downtime-" + mode + "-" + f, corpus: corpus, format: f, ndests: 1, unit: true, captureFirst: cf, floor: cf}}
+			modes := []string{mode}
+			if cf && te.baseline != "" {
+				// Alternating with the current build, each after its own tar cf.
+				specs = append(specs, workerSpec{label: "downtime-baseline-" + f, corpus: corpus, format: f, ndests: 1, unit: true, captureFirst: true, floor: true, bin: te.baseline})
+				modes = append(modes, "captureFirst, baseline binary")
+			}
+			rs, err := te.alternate(specs...)
 			if err != nil {
 				fmt.Fprintf(md, "| %s | %s | failed | | | %s |\n", f, mode, strings.ReplaceAll(err.Error(), "|", "/"))
 				continue
 			}
-			r := rs[0]
-			ratio, before := r.downtime.Seconds()/floor.Seconds(), ""
-			if cf {
-				ratio, before = r.ratio, fmt.Sprintf("%.2f", r.floor.Seconds())
-			}
-			fmt.Fprintf(md, "| %s | %s | %.2f | %s | %.2f | %.2f× |\n", f, mode, r.downtime.Seconds(), before, r.wall.Seconds(), ratio)
-			if cf {
-				verdicts = append(verdicts, fmt.Sprintf("%s %.2f× (%s)", f, ratio, verdict(ratio <= 1.0)))
+			for i, r := range rs {
+				ratio, before := r.downtime.Seconds()/floor.Seconds(), ""
+				if cf {
+					ratio, before = r.ratio, fmt.Sprintf("%.2f", r.floor.Seconds())
+				}
+				fmt.Fprintf(md, "| %s | %s | %.2f | %s | %.2f | %.2f× |\n", f, modes[i], r.downtime.Seconds(), before, r.wall.Seconds(), ratio)
+				if cf && i == 0 {
+					verdicts = append(verdicts, fmt.Sprintf("%s %.2f× (%s)", f, ratio, verdict(ratio <= 1.0)))
+				}
 			}
 		}
 	}

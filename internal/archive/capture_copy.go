@@ -124,8 +124,8 @@ func (s *captureSink) endFile(e *entry, written int64) error {
 // captureContent receives one regular file's content.
 type captureContent struct{ s *captureSink }
 
-// Write writes content through the buffer (Write and WriteTree never call
-// it on a capture; copyFrom does).
+// Write adds content through the buffer, after its header: a small file's,
+// or any file's when the capture is not a file.
 func (c captureContent) Write(b []byte) (int, error) { return rawWriter{&c.s.tarSink}.Write(b) }
 
 // copyFrom copies the content of the open file fd (fstat st) for entry e:

@@ -85,6 +85,9 @@ func main() {
 	loadWrite := flag.Int("downtime-load-write-mib", envInt("BENCH_DOWNTIME_LOAD_WRITE_MIB", 256), "size in MiB of the file the downtime-load writer rewrites")
 	loadTimeout := flag.Duration("downtime-load-timeout", 5*time.Minute, "kill a downtime-load run after this long (reported as a timeout)")
 	loadSchedIdle := flag.Bool("downtime-load-sched-idle", false, "downtime-load: also measure the old unit's CPUSchedulingPolicy=idle (chrt --idle)")
+	captureDir := flag.String("capture-dir", envOr("BENCH_CAPTURE_DIR", ""), "downtime target: put a copy of the corpus, the destinations (so the capture) and `tar cf` output in this directory (e.g. a loop-mounted ext4; see bench/targets.go)")
+	baselineBin := flag.String("downtime-baseline-bin", envOr("BENCH_DOWNTIME_BASELINE_BIN", ""), "downtime target: also measure this backup-worker binary's captureFirst downtime, alternating with the current build's (before/after)")
+	workerBinFlag := flag.String("worker-bin", envOr("BENCH_WORKER_BIN", ""), "measure this backup-worker binary instead of building ./cmd/backup-worker (e.g. an older commit's, for a before/after)")
 	skipMain := flag.Bool("skip-main", false, "measure only -targets and update their section of the results file, keeping the main table")
 	flag.Parse()
 
@@ -109,7 +112,11 @@ func main() {
 	workerBin := filepath.Join(bin, "backup-worker")
 	workerNote := ""
 	if *workerReps > 0 || *targets != "" {
-		if out, err := exec.Command("go", "build", "-o", workerBin, "./cmd/backup-worker").CombinedOutput(); err != nil {
+		if *workerBinFlag != "" {
+			workerBin, err = filepath.Abs(*workerBinFlag)
+			check(err)
+			check(os.WriteFile(filepath.Join(bin, "systemctl"), []byte(fakeSystemctl), 0o755))
+		} else if out, err := exec.Command("go", "build", "-o", workerBin, "./cmd/backup-worker").CombinedOutput(); err != nil {
 			workerNote = fmt.Sprintf("cmd/backup-worker does not build; only the archive-only program was measured: %s", firstLine(string(out)))
 			workerBin = ""
 		} else {
@@ -138,6 +145,14 @@ func main() {
 			}
 		}
 		te := &targetsEnv{workerBin: workerBin, bin: bin, work: work, threads: strconv.Itoa(*threads), reps: *targetReps, xzReps: *xzReps}
+		if *captureDir != "" {
+			te.captureDir, err = filepath.Abs(*captureDir)
+			check(err)
+		}
+		if *baselineBin != "" {
+			te.baseline, err = filepath.Abs(*baselineBin)
+			check(err)
+		}
 		if len(which) > 0 {
 			section := runTargets(te, which, corpus, filepath.Base(corpus), size, *destFormat, strings.Split(*downtimeFormats, ","), strings.Split(*normalFormats, ","))
 			check(upsertTargets(*resultsFile, section))

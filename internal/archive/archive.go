@@ -111,6 +111,10 @@ type Stats struct {
 	// most 1000). Only a live backup sees such changes.
 	Changed      int64
 	ChangedFiles []string
+	// CopiedInKernel (Capture) counts the content bytes the kernel copied
+	// into the capture file with copy_file_range; they never passed
+	// through this process.
+	CopiedInKernel int64
 }
 
 // maxWarnings bounds Stats.Warnings; further warnings are still logged and

@@ -199,9 +199,11 @@ func TestSwapRaceNeverLeaks(t *testing.T) {
 	const secret = "TOPSECRET-7f3a9c"
 	// The same names as in the swapped directory, so a walk that lists
 	// through the symlink finds files it would open by the listed name.
+	// Large enough for the capture to copy them with copy_file_range.
+	pad := string(make([]byte, kernelCopyMin))
 	for _, n := range []string{"a", "b", "shadow"} {
-		mustWrite(t, filepath.Join(data, "sub", n), []byte("public "+n), 0o644)
-		mustWrite(t, filepath.Join(secretDir, n), []byte(secret), 0o600)
+		mustWrite(t, filepath.Join(data, "sub", n), []byte("public "+n+pad), 0o644)
+		mustWrite(t, filepath.Join(secretDir, n), []byte(secret+pad), 0o600)
 	}
 	for i := 0; i < 20; i++ {
 		mustWrite(t, filepath.Join(data, "other", string(rune('a'+i))), []byte("x"), 0o644)
@@ -224,6 +226,7 @@ func TestSwapRaceNeverLeaks(t *testing.T) {
 	swaps := swapLoop(t, filepath.Join(data, "sub"), secretDir, stop)
 	deadline := time.Now().Add(4 * time.Second)
 	runs := 0
+	var kernelBytes int64
 	for ; time.Now().Before(deadline); runs++ {
 		var buf bytes.Buffer
 		var err error
@@ -240,7 +243,10 @@ func TestSwapRaceNeverLeaks(t *testing.T) {
 		}
 		capture := runs%3 == 1
 		if capture {
-			_, err = Capture(context.Background(), &buf, []string{data}, Options{Format: FormatTarGz, Logger: quietLogger})
+			// Into a file beside the data: the kernel copies the contents.
+			var st Stats
+			st, err = captureToFile(filepath.Join(dir, "capture.tar"), &buf, data)
+			kernelBytes += st.CopiedInKernel
 		} else {
 			_, err = Write(context.Background(), &buf, []string{data}, Options{Format: FormatTarGz, Logger: quietLogger})
 		}
@@ -267,10 +273,29 @@ func TestSwapRaceNeverLeaks(t *testing.T) {
 	}
 	close(stop)
 	n := swaps()
-	t.Logf("%d runs, %d swaps, %d files cloned", runs, n, cloned.Load())
+	t.Logf("%d runs, %d swaps, %d files cloned, %d bytes copied by the kernel into captures", runs, n, cloned.Load(), kernelBytes)
+	if kernelBytes == 0 && kernelCopies(t, dir, dir) {
+		t.Errorf("no capture used copy_file_range")
+	}
 	if n < 1000 || runs < 20 {
 		t.Errorf("too little contention: %d runs, %d swaps", runs, n)
 	}
+}
+
+// captureToFile captures data into the file path and reads it into buf.
+func captureToFile(path string, buf *bytes.Buffer, data string) (Stats, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer os.Remove(path)
+	defer f.Close()
+	st, err := Capture(context.Background(), f, []string{data}, Options{Format: FormatTarGz, Logger: quietLogger})
+	if err != nil {
+		return st, err
+	}
+	_, err = buf.ReadFrom(io.NewSectionReader(f, 0, 1<<40))
+	return st, err
 }
 
 // deepTree makes a chain of 25 directories of 200-byte names (a path of

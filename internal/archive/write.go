@@ -2,7 +2,6 @@ package archive
 
 import (
 	"archive/tar"
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -156,10 +155,7 @@ func write(ctx context.Context, w io.Writer, dataPaths []Root, opts Options, cap
 	}
 	switch {
 	case capture:
-		bw := bufio.NewWriterSize(w, copyBufSize)
-		// Zip has no hard links: a capture for zip stores every file in
-		// full, so Convert never has to look one up.
-		s = &tarSink{comp: flushCloser{bw}, tw: tar.NewWriter(bw), noLinks: opts.Format == FormatZip}
+		s = newCaptureSink(w, opts.Format == FormatZip) // capture_copy.go
 	case opts.Format == FormatZip:
 		if s, err = newZipSink(dst, opts.Level, threads); err != nil {
 			return st, err
@@ -441,7 +437,7 @@ func (wk *walker) file(n *walkNode, name string) error {
 	if err != nil {
 		return fmt.Errorf("archive: %s: %w", n.path, err)
 	}
-	written, err := wk.copyFile(cw, fd, e)
+	written, err := wk.copyFile(cw, fd, &st, e)
 	if err != nil {
 		return fmt.Errorf("archive: %s: %w", n.path, err)
 	}
@@ -466,7 +462,10 @@ func (wk *walker) file(n *walkNode, name string) error {
 // copyFile copies the content of the open file fd for entry e to w: the
 // whole file, or only its data extents (sparse). It returns the bytes
 // copied; fewer than e.dataSize() means the file shrank.
-func (wk *walker) copyFile(w io.Writer, fd int, e *entry) (int64, error) {
+func (wk *walker) copyFile(w io.Writer, fd int, st *syscall.Stat_t, e *entry) (int64, error) {
+	if c, ok := w.(captureContent); ok {
+		return c.copyFrom(wk, fd, st, e) // the capture: copy_file_range
+	}
 	if len(e.sparse) == 0 {
 		return wk.copy(w, fdReader(fd), e.size)
 	}

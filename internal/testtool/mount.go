@@ -31,6 +31,22 @@ func MountXFS(t testing.TB, dir, size string) {
 	mount(t, dir, "-o", "loop", img, dir)
 }
 
+// MountExt4 creates an ext4 file system in a sparse image of size
+// (truncate's syntax) and loop-mounts it at dir, creating dir; unmounted
+// when the test ends. It needs root and mkfs.ext4 (e2fsprogs): skipped
+// without root, and without mkfs.ext4 as Require does.
+func MountExt4(t testing.TB, dir, size string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to loop-mount a file system")
+	}
+	mkfs := Require(t, "mkfs.ext4", "e2fsprogs")
+	img := filepath.Join(t.TempDir(), "ext4.img")
+	run(t, "truncate", "-s", size, img)
+	run(t, mkfs, "-q", "-F", img)
+	mount(t, dir, "-o", "loop", img, dir)
+}
+
 func mount(t testing.TB, dir string, args ...string) {
 	t.Helper()
 	if os.Geteuid() != 0 {

@@ -9,12 +9,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/backupgen/backupgen/internal/archive"
 	"github.com/backupgen/backupgen/internal/config"
+	"github.com/backupgen/backupgen/internal/testtool"
 )
 
 func captureFirst(format string) func(m map[string]any) {
@@ -349,5 +351,65 @@ func TestStructureCheckOnce(t *testing.T) {
 	// A copy with no hash to compare is parsed whatever came before.
 	if err := sc.verify(context.Background(), badF, badN, "tar.gz", true, false); err == nil {
 		t.Error("forced parse of a bad copy passed")
+	}
+}
+
+// TestCaptureFirstKernelCopy: with the data and the staging destination on
+// one ext4 (no reflinks), the tar capture's file contents are copied by
+// the kernel (copy_file_range: copied_in_kernel logged, at least the big
+// file), and the archive restores to the data; with the destination on
+// another file system the contents are read and written
+// (copied_in_kernel=0) and the archive is the same.
+func TestCaptureFirstKernelCopy(t *testing.T) {
+	for _, sameFS := range []bool{true, false} {
+		t.Run(map[bool]string{true: "one ext4", false: "destination elsewhere"}[sameFS], func(t *testing.T) {
+			e := newTestEnv(t)
+			ext4 := filepath.Join(e.root, "ext4")
+			testtool.MountExt4(t, ext4, "128M")
+			var paths []string
+			for _, dp := range e.dataPaths {
+				p := filepath.Join(ext4, "data", filepath.Base(dp))
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if out, err := exec.Command("cp", "-a", dp, p).CombinedOutput(); err != nil {
+					t.Fatalf("cp: %v %s", err, out)
+				}
+				paths = append(paths, p)
+			}
+			const big = 3 << 20
+			e.writeFile(filepath.Join(paths[0], "big.bin"), randomBytes(t, big), 0o600)
+			e.dataPaths = paths
+			e.dests = []string{filepath.Join(e.root, "dest")}
+			if sameFS {
+				e.dests = []string{filepath.Join(ext4, "dest")}
+			}
+			e.setUnit("app.service", "active")
+			if code := e.run(e.config([]string{"app.service"}, captureFirst("tar.zst"))); code != ExitOK {
+				t.Fatalf("exit %d", code)
+			}
+			log := e.logBuf.String()
+			if method, _ := capturedWith(t, log); method != "tar" {
+				t.Errorf("capture_method %s, want tar", method)
+			}
+			m := regexp.MustCompile(`msg="data captured".* bytes_read=(\d+) copied_in_kernel=(\d+)`).FindStringSubmatch(log)
+			if m == nil {
+				t.Fatalf("no copied_in_kernel in the \"data captured\" line:\n%s", log)
+			}
+			read, _ := strconv.ParseInt(m[1], 10, 64)
+			kernel, _ := strconv.ParseInt(m[2], 10, 64)
+			if sameFS && (kernel < big || kernel > read) || !sameFS && kernel != 0 {
+				t.Errorf("copied_in_kernel=%d of bytes_read=%d (same file system: %v)", kernel, read, sameFS)
+			}
+			names := archivesIn(t, e.dests[0], "tar.zst")
+			if len(names) != 1 {
+				t.Fatalf("archives %v", destFiles(t, e.dests[0]))
+			}
+			assertNoTemps(t, e.dests[0])
+			out := extractWithTool(t, filepath.Join(e.dests[0], names[0]), "tar.zst", e.root)
+			for _, dp := range e.dataPaths {
+				assertSameMeta(t, "extracted "+dp, dp, filepath.Join(out, archive.EntryName(dp)))
+			}
+		})
 	}
 }

@@ -176,7 +176,13 @@ func (u *s3Upload) sendPart(part s3Part) error {
 	sha := sha256.Sum256(part.data)
 	p, err := u.s.core.PutObjectPart(u.ctx, u.s.bucket, u.s.key(u.base), u.uploadID, part.num,
 		bytes.NewReader(part.data), int64(len(part.data)), minio.PutObjectPartOptions{
-			Md5Base64: base64.StdEncoding.EncodeToString(part.md5), Sha256Hex: hex.EncodeToString(sha[:])})
+			Md5Base64: base64.StdEncoding.EncodeToString(part.md5), Sha256Hex: hex.EncodeToString(sha[:]),
+			// Without it, on http:// minio-go ignores Sha256Hex and signs
+			// the body in 64 KiB chunks (aws-chunked): a second SHA-256
+			// pass over every part and a framing the server must undo.
+			// The server checks the part against the SHA-256 in
+			// X-Amz-Content-Sha256 either way (https signs it so too).
+			DisableContentSha256: true})
 	if err != nil {
 		return fmt.Errorf("%s: upload part %d: %w", u.s, part.num, err)
 	}

@@ -127,16 +127,19 @@ func verifyEncrypted(ctx context.Context, f io.ReaderAt, size int64, format stri
 // writer, or the fan-out), hashes the ciphertext unless the fan-out does
 // already, and feeds the plaintext to plainCheck.
 //
-// Write only copies p into a pooled buffer and queues it: a goroutine
-// encrypts (chacha20poly1305), hashes and writes the ciphertext out, then
-// hands the same buffer to the parse. The producer (the goroutine that
-// drains the compressor's pipe) thus does one copy per write, so the
-// compressor is not held up while a chunk is sealed, hashed and written,
-// and the three run on different cores.
+// Write only copies p into a pooled buffer, and queues the buffer once it
+// holds encryptBuf bytes (fewer, larger handoffs than the pipe's 64 KiB
+// reads: each one may wake a goroutine): a goroutine encrypts it
+// (chacha20poly1305), hashes and writes the ciphertext out, then hands the
+// same buffer to the parse. The producer (the goroutine that drains the
+// compressor's pipe) thus does one copy per write, so the compressor is
+// not held up while a chunk is sealed, hashed and written, and the three
+// run on different cores.
 type encryptingStream struct {
 	enc    io.WriteCloser
 	sum    hash.Hash // nil: out is the fan-out, which hashes the ciphertext
 	check  *plainCheck
+	cur    []byte      // the buffer being filled
 	q      chan []byte // plaintext buffers, to the encryptor
 	done   chan struct{}
 	mu     sync.Mutex
@@ -144,7 +147,10 @@ type encryptingStream struct {
 	closed bool
 }
 
-const encryptQueue = 16 // writes queued to the encryptor
+const (
+	encryptQueue = 8         // buffers queued to the encryptor
+	encryptBuf   = 256 << 10 // bytes per buffer
+)
 
 // newEncryptingStream encrypts to out; with hashed, it hashes the
 // ciphertext itself (one primary: nothing else does).
@@ -198,25 +204,48 @@ func (s *encryptingStream) failed() error {
 	return s.err
 }
 
-// Write queues a copy of p for the encryptor; it fails once the
-// encryption, the write of the ciphertext or the parse has failed.
+// Write copies p for the encryptor; it fails once the encryption, the
+// write of the ciphertext or the parse has failed.
 func (s *encryptingStream) Write(p []byte) (int, error) {
 	if err := s.failed(); err != nil {
 		return 0, err
 	}
-	b := s.check.get(len(p))
-	copy(b, p)
-	s.q <- b
-	return len(p), nil
+	n := len(p)
+	for len(p) > 0 {
+		if s.cur == nil {
+			s.cur = s.check.get(encryptBuf)[:0]
+		}
+		k := copy(s.cur[len(s.cur):cap(s.cur)], p)
+		s.cur, p = s.cur[:len(s.cur)+k], p[k:]
+		if len(s.cur) == cap(s.cur) {
+			s.q <- s.cur
+			s.cur = nil
+		}
+	}
+	return n, nil
+}
+
+// end queues the last, partly filled buffer (flush) or drops it, and
+// waits for the encryptor.
+func (s *encryptingStream) end(flush bool) {
+	s.closed = true
+	if s.cur != nil {
+		if flush && len(s.cur) > 0 {
+			s.q <- s.cur
+		} else {
+			s.check.put(s.cur)
+		}
+		s.cur = nil
+	}
+	close(s.q)
+	<-s.done
 }
 
 // finish waits for the encryptor, writes the last encrypted chunk and
 // waits for the parse: its verdict on the plaintext, then the
 // ciphertext's SHA-256 (nil when not hashed here).
 func (s *encryptingStream) finish() ([]byte, error) {
-	s.closed = true
-	close(s.q)
-	<-s.done
+	s.end(true)
 	if err := s.failed(); err != nil {
 		s.check.abort(err)
 		return nil, err
@@ -237,9 +266,7 @@ func (s *encryptingStream) finish() ([]byte, error) {
 // abort stops the encryptor and the parse after a failed stream.
 func (s *encryptingStream) abort(err error) {
 	if !s.closed {
-		s.closed = true
-		close(s.q)
-		<-s.done
+		s.end(false)
 		s.check.abort(err)
 	}
 }
@@ -259,10 +286,7 @@ type plainCheck struct {
 	pool     sync.Pool
 }
 
-const (
-	plainCheckQueue = 16       // writes of at most the producer's write size
-	plainCheckBuf   = 64 << 10 // smallest pooled buffer (a pipe's read)
-)
+const plainCheckQueue = 8 // buffers of encryptBuf bytes
 
 func newPlainCheck(ctx context.Context, format string) *plainCheck {
 	c := &plainCheck{q: make(chan []byte, plainCheckQueue), done: make(chan struct{})}
@@ -295,7 +319,7 @@ func (c *plainCheck) get(n int) []byte {
 	if b, ok := c.pool.Get().(*[]byte); ok && cap(*b) >= n {
 		return (*b)[:n]
 	}
-	return make([]byte, n, max(n, plainCheckBuf))
+	return make([]byte, n)
 }
 
 func (c *plainCheck) put(b []byte) { c.pool.Put(&b) }

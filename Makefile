@@ -60,6 +60,8 @@ check-vendor-hash:
 ##        (bench/targets.go); with BENCH_FLAGS=-skip-main only those run, updating their
 ##        section of the results file. BENCH_TARGETS=downtime-load (bench/load.go) writes
 ##        bench/out/downtime-load.md only.
+##        BENCH_TARGETS=offsite (bench/offsite.go): local vs local+s3:// (versitygw the bench
+##        starts) vs `tar -I zstd | rclone rcat`, encrypted vs not, worker RSS at 1x and 4x.
 BENCH_RESULTS ?= bench/out/results.md
 .PHONY: bench bench-record bench-downtime-load
 bench:

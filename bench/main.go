@@ -75,7 +75,7 @@ func main() {
 	threads := flag.Int("threads", runtime.NumCPU(), "threads for every tool (N)")
 	outDir := flag.String("out", "bench/out", "work directory (corpus cache, archives, binaries)")
 	resultsFile := flag.String("results", "bench/results.md", "Markdown results file")
-	targets := flag.String("targets", envOr("BENCH_TARGETS", ""), "worker targets to measure too (comma-separated: dests,rss,downtime,downtime-load; see bench/targets.go, bench/load.go)")
+	targets := flag.String("targets", envOr("BENCH_TARGETS", ""), "worker targets to measure too (comma-separated: dests,rss,downtime,downtime-load,offsite; see bench/targets.go, bench/load.go, bench/offsite.go)")
 	targetReps := flag.Int("target-reps", envInt("BENCH_TARGET_REPS", 3), "repetitions of each worker-target run (tar.xz: -xz-reps)")
 	destFormat := flag.String("dest-format", envOr("BENCH_DEST_FORMAT", "tar.gz"), "format of the three-vs-one-destinations target")
 	downtimeFormats := flag.String("downtime-formats", envOr("BENCH_DOWNTIME_FORMATS", "tar.gz,tar.xz"), "formats of the downtime target")
@@ -133,15 +133,17 @@ func main() {
 			fatalf("-targets needs backup-worker: %s", workerNote)
 		}
 		which := map[string]bool{}
-		downtimeLoad := false
+		downtimeLoad, offsite := false, false
 		for _, t := range strings.Split(*targets, ",") {
 			switch t = strings.TrimSpace(t); t {
 			case "dests", "rss", "downtime":
 				which[t] = true
 			case "downtime-load":
 				downtimeLoad = true
+			case "offsite":
+				offsite = true
 			default:
-				fatalf("unknown target %q (want dests, rss, downtime, downtime-load)", t)
+				fatalf("unknown target %q (want dests, rss, downtime, downtime-load, offsite)", t)
 			}
 		}
 		te := &targetsEnv{workerBin: workerBin, bin: bin, work: work, threads: strconv.Itoa(*threads), reps: *targetReps, xzReps: *xzReps}
@@ -156,6 +158,11 @@ func main() {
 		if len(which) > 0 {
 			section := runTargets(te, which, corpus, filepath.Base(corpus), size, *destFormat, strings.Split(*downtimeFormats, ","), strings.Split(*normalFormats, ","))
 			check(upsertTargets(*resultsFile, section))
+			os.Stdout.WriteString(section)
+		}
+		if offsite {
+			section := te.offsiteSection(corpus, size)
+			check(upsertSection(*resultsFile, offsiteBegin, offsiteEnd, section))
 			os.Stdout.WriteString(section)
 		}
 		if downtimeLoad {
@@ -310,12 +317,14 @@ func main() {
 		fmt.Fprintf(&md, "| %s | %s | %.2f | %.2f | %s | %.1f | %s | %s | %s |\n", rw.format, rw.t.name,
 			median(r.wall).Seconds(), median(r.cpu).Seconds(), rss, float64(r.size)/(1<<20), ratioW, ratioS, strings.TrimSpace(note))
 	}
-	// Keep the worker-targets section of an earlier run (doTargets replaces
-	// it when it runs).
+	// Keep the worker-targets and offsite sections of an earlier run
+	// (doTargets replaces them when it runs).
 	if old, err := os.ReadFile(*resultsFile); err == nil {
-		if i := strings.Index(string(old), targetsBegin); i >= 0 {
-			if j := strings.Index(string(old)[i:], targetsEnd); j >= 0 {
-				md.WriteString("\n" + string(old)[i:i+j+len(targetsEnd)] + "\n")
+		for _, m := range [][2]string{{targetsBegin, targetsEnd}, {offsiteBegin, offsiteEnd}} {
+			if i := strings.Index(string(old), m[0]); i >= 0 {
+				if j := strings.Index(string(old)[i:], m[1]); j >= 0 {
+					md.WriteString("\n" + string(old)[i:i+j+len(m[1])] + "\n")
+				}
 			}
 		}
 	}

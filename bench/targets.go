@@ -381,23 +381,5 @@ func verdict(ok bool) string {
 // upsertTargets replaces the delimited section in the results file (or
 // appends it).
 func upsertTargets(file, section string) error {
-	old, err := os.ReadFile(file)
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	s := string(old)
-	if i := strings.Index(s, targetsBegin); i >= 0 {
-		if j := strings.Index(s[i:], targetsEnd); j >= 0 {
-			rest := strings.TrimLeft(s[i+j+len(targetsEnd):], "\n")
-			s = s[:i] + section
-			if rest != "" {
-				s += "\n" + rest
-			}
-			return os.WriteFile(file, []byte(s), 0o644)
-		}
-	}
-	if s != "" && !strings.HasSuffix(s, "\n\n") {
-		s = strings.TrimRight(s, "\n") + "\n\n"
-	}
-	return os.WriteFile(file, []byte(s+section), 0o644)
+	return upsertSection(file, targetsBegin, targetsEnd, section)
 }

@@ -124,36 +124,132 @@ func verifyEncrypted(ctx context.Context, f io.ReaderAt, size int64, format stri
 
 // encryptingStream is the writer the producer writes the plaintext archive
 // to when archives are encrypted: it encrypts it to out (the primary's
-// writer, or the fan-out), hashes the ciphertext, and feeds the plaintext
-// to plainCheck.
+// writer, or the fan-out), hashes the ciphertext unless the fan-out does
+// already, and feeds the plaintext to plainCheck.
+//
+// Write only copies p into a pooled buffer, and queues the buffer once it
+// holds encryptBuf bytes (fewer, larger handoffs than the pipe's 64 KiB
+// reads: each one may wake a goroutine): a goroutine encrypts it
+// (chacha20poly1305), hashes and writes the ciphertext out, then hands the
+// same buffer to the parse. The producer (the goroutine that drains the
+// compressor's pipe) thus does one copy per write, so the compressor is
+// not held up while a chunk is sealed, hashed and written, and the three
+// run on different cores.
 type encryptingStream struct {
 	enc    io.WriteCloser
-	sum    hash.Hash
+	sum    hash.Hash // nil: out is the fan-out, which hashes the ciphertext
 	check  *plainCheck
+	cur    []byte      // the buffer being filled
+	q      chan []byte // plaintext buffers, to the encryptor
+	done   chan struct{}
+	mu     sync.Mutex
+	err    error // the encryptor's first error
 	closed bool
 }
 
-func newEncryptingStream(ctx context.Context, out io.Writer, recipients []ageenc.Recipient, format string) (*encryptingStream, error) {
-	h := sha256.New()
-	enc, err := ageenc.Encrypt(io.MultiWriter(out, h), recipients...)
+const (
+	encryptQueue = 8         // buffers queued to the encryptor
+	encryptBuf   = 256 << 10 // bytes per buffer
+)
+
+// newEncryptingStream encrypts to out; with hashed, it hashes the
+// ciphertext itself (one primary: nothing else does).
+func newEncryptingStream(ctx context.Context, out io.Writer, recipients []ageenc.Recipient, format string, hashed bool) (*encryptingStream, error) {
+	s := &encryptingStream{q: make(chan []byte, encryptQueue), done: make(chan struct{})}
+	if hashed {
+		s.sum = sha256.New()
+		out = io.MultiWriter(out, s.sum)
+	}
+	enc, err := ageenc.Encrypt(out, recipients...)
 	if err != nil {
 		return nil, fmt.Errorf("encrypt: %w", err)
 	}
-	return &encryptingStream{enc: enc, sum: h, check: newPlainCheck(ctx, format)}, nil
+	s.enc, s.check = enc, newPlainCheck(ctx, format)
+	go s.encryptor()
+	return s, nil
 }
 
-// Write hands p to the parse (which copies it) and encrypts it.
+// encryptor encrypts the queued buffers in order and passes each to the
+// parse. After an error it only returns the buffers to the pool, so that
+// a Write never blocks; the next Write returns the error.
+func (s *encryptingStream) encryptor() {
+	defer close(s.done)
+	for b := range s.q {
+		if s.failed() != nil {
+			s.check.put(b)
+			continue
+		}
+		if _, err := s.enc.Write(b); err != nil {
+			s.check.put(b)
+			s.fail(err)
+			continue
+		}
+		if err := s.check.feed(b); err != nil {
+			s.fail(err)
+		}
+	}
+}
+
+func (s *encryptingStream) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		s.err = err
+	}
+}
+
+func (s *encryptingStream) failed() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Write copies p for the encryptor; it fails once the encryption, the
+// write of the ciphertext or the parse has failed.
 func (s *encryptingStream) Write(p []byte) (int, error) {
-	if err := s.check.feed(p); err != nil {
+	if err := s.failed(); err != nil {
 		return 0, err
 	}
-	return s.enc.Write(p)
+	n := len(p)
+	for len(p) > 0 {
+		if s.cur == nil {
+			s.cur = s.check.get(encryptBuf)[:0]
+		}
+		k := copy(s.cur[len(s.cur):cap(s.cur)], p)
+		s.cur, p = s.cur[:len(s.cur)+k], p[k:]
+		if len(s.cur) == cap(s.cur) {
+			s.q <- s.cur
+			s.cur = nil
+		}
+	}
+	return n, nil
 }
 
-// finish writes the last encrypted chunk and waits for the parse: its
-// verdict on the plaintext, then the ciphertext's SHA-256.
-func (s *encryptingStream) finish() ([]byte, error) {
+// end queues the last, partly filled buffer (flush) or drops it, and
+// waits for the encryptor.
+func (s *encryptingStream) end(flush bool) {
 	s.closed = true
+	if s.cur != nil {
+		if flush && len(s.cur) > 0 {
+			s.q <- s.cur
+		} else {
+			s.check.put(s.cur)
+		}
+		s.cur = nil
+	}
+	close(s.q)
+	<-s.done
+}
+
+// finish waits for the encryptor, writes the last encrypted chunk and
+// waits for the parse: its verdict on the plaintext, then the
+// ciphertext's SHA-256 (nil when not hashed here).
+func (s *encryptingStream) finish() ([]byte, error) {
+	s.end(true)
+	if err := s.failed(); err != nil {
+		s.check.abort(err)
+		return nil, err
+	}
 	if err := s.enc.Close(); err != nil {
 		s.check.abort(err)
 		return nil, fmt.Errorf("encrypt: %w", err)
@@ -161,84 +257,129 @@ func (s *encryptingStream) finish() ([]byte, error) {
 	if err := s.check.wait(); err != nil {
 		return nil, fmt.Errorf("verify the archive before encryption: %w", err)
 	}
+	if s.sum == nil {
+		return nil, nil
+	}
 	return s.sum.Sum(nil), nil
 }
 
-// abort stops the parse after a failed stream.
+// abort stops the encryptor and the parse after a failed stream.
 func (s *encryptingStream) abort(err error) {
 	if !s.closed {
-		s.closed = true
+		s.end(false)
 		s.check.abort(err)
 	}
 }
 
 // plainCheck parses the plaintext archive (archive.VerifyTar) in its own
-// goroutine while it is produced. Writes are copied and queued, so the
-// producer waits for the parse only when it falls a few MiB behind.
+// goroutine while it is produced. The encryptor queues each encrypted
+// write's buffer (from the pool, see get); the parse reads the buffers in
+// place (no pipe, no goroutine in between) and returns them to the pool,
+// so the plaintext costs one copy and no garbage, and the stream waits
+// for the parse only when it falls plainCheckQueue writes behind.
 type plainCheck struct {
-	pw    *io.PipeWriter
-	q     chan []byte
-	done  chan struct{}
-	err   error // the parse's verdict, set before done closes
-	once  sync.Once
-	wdone chan struct{}
-	werr  error
+	q        chan []byte
+	done     chan struct{}
+	err      error // the parse's verdict, set before done closes
+	once     sync.Once
+	abortErr error // set by abort before q closes
+	pool     sync.Pool
 }
 
-const plainCheckQueue = 16 // chunks of at most the producer's write size
+const plainCheckQueue = 8 // buffers of encryptBuf bytes
 
 func newPlainCheck(ctx context.Context, format string) *plainCheck {
-	pr, pw := io.Pipe()
-	c := &plainCheck{pw: pw, q: make(chan []byte, plainCheckQueue), done: make(chan struct{}), wdone: make(chan struct{})}
+	c := &plainCheck{q: make(chan []byte, plainCheckQueue), done: make(chan struct{})}
 	go func() {
-		defer close(c.done)
-		_, c.err = archive.VerifyTar(ctx, pr, format)
-		if c.err == nil {
-			// VerifyTar reads to the compressor's end; anything after
-			// it would be in the archive too.
-			if n, _ := io.Copy(io.Discard, pr); n > 0 {
-				c.err = fmt.Errorf("%d bytes after the end of the compressed stream", n)
-			}
+		r := &queueReader{c: c}
+		c.err = parsePlain(ctx, r, format)
+		close(c.done)
+		// Release a feed blocked on a full queue; feed fails from now on.
+		for b := range c.q {
+			c.put(b)
 		}
-		pr.CloseWithError(errors.New("parse ended"))
-	}()
-	go func() {
-		defer close(c.wdone)
-		for p := range c.q {
-			if c.werr == nil {
-				_, c.werr = pw.Write(p)
-			}
-		}
-		pw.Close()
 	}()
 	return c
 }
 
-// feed queues a copy of p; it fails once the parse has failed, which
-// stops the stream early.
-func (c *plainCheck) feed(p []byte) error {
+// parsePlain parses the archive from r and refuses anything after its end.
+func parsePlain(ctx context.Context, r io.Reader, format string) error {
+	if _, err := archive.VerifyTar(ctx, r, format); err != nil {
+		return err
+	}
+	// VerifyTar reads to the compressor's end; anything after it would
+	// be in the archive too.
+	if n, _ := io.Copy(io.Discard, r); n > 0 {
+		return fmt.Errorf("%d bytes after the end of the compressed stream", n)
+	}
+	return nil
+}
+
+func (c *plainCheck) get(n int) []byte {
+	if b, ok := c.pool.Get().(*[]byte); ok && cap(*b) >= n {
+		return (*b)[:n]
+	}
+	return make([]byte, n)
+}
+
+func (c *plainCheck) put(b []byte) { c.pool.Put(&b) }
+
+// queueReader reads the queued writes in order; EOF once the queue is
+// closed, or abort's error.
+type queueReader struct {
+	c        *plainCheck
+	buf, cur []byte
+}
+
+func (r *queueReader) Read(p []byte) (int, error) {
+	for len(r.cur) == 0 {
+		if r.buf != nil {
+			r.c.put(r.buf)
+			r.buf = nil
+		}
+		b, ok := <-r.c.q
+		if !ok {
+			if r.c.abortErr != nil {
+				return 0, r.c.abortErr
+			}
+			return 0, io.EOF
+		}
+		r.buf, r.cur = b, b
+	}
+	n := copy(p, r.cur)
+	r.cur = r.cur[n:]
+	return n, nil
+}
+
+// feed queues b, which the parse returns to the pool once read; it fails
+// (and returns b to the pool) once the parse has failed, which stops the
+// stream early.
+func (c *plainCheck) feed(b []byte) error {
 	select {
 	case <-c.done:
+		c.put(b)
 		if c.err != nil {
 			return fmt.Errorf("verify the archive before encryption: %w", c.err)
 		}
 		return errors.New("verify the archive before encryption: data after the end of the archive")
 	default:
 	}
-	c.q <- bytes.Clone(p)
+	c.q <- b
 	return nil
 }
 
 // wait ends the input and returns the parse's verdict.
 func (c *plainCheck) wait() error {
 	c.once.Do(func() { close(c.q) })
-	<-c.wdone
 	<-c.done
 	return c.err
 }
 
 // abort ends the parse with err and waits for it.
 func (c *plainCheck) abort(err error) {
-	c.pw.CloseWithError(err)
-	c.wait()
+	c.once.Do(func() {
+		c.abortErr = err
+		close(c.q)
+	})
+	<-c.done
 }

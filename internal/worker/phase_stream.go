@@ -94,7 +94,7 @@ func (rn *run) stream(ctx context.Context, produce archiveProducer) error {
 	var enc *encryptingStream
 	if rn.recipients != nil {
 		var err error
-		if enc, err = newEncryptingStream(ctx, out, rn.recipients, cfg.Backup.Format); err != nil {
+		if enc, err = newEncryptingStream(ctx, out, rn.recipients, cfg.Backup.Format, fo == nil); err != nil {
 			if fo != nil {
 				fo.Close()
 			}

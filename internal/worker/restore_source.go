@@ -92,7 +92,7 @@ func (rs *restorer) openSource(ctx context.Context, arg string) (*restoreSource,
 			errs = multierror.Append(errs, fmt.Errorf("%s: %w", dir, err))
 			continue
 		}
-		return &restoreSource{r: r, base: arg, label: joinDest(dir, arg), format: a.Format, store: store}, nil
+		return &restoreSource{r: r, base: arg, label: joinDest(store.String(), arg), format: a.Format, store: store}, nil
 	}
 	return nil, fmt.Errorf("archive %s not found: %w", arg, listErr(errs))
 }

@@ -75,7 +75,7 @@ func main() {
 	threads := flag.Int("threads", runtime.NumCPU(), "threads for every tool (N)")
 	outDir := flag.String("out", "bench/out", "work directory (corpus cache, archives, binaries)")
 	resultsFile := flag.String("results", "bench/results.md", "Markdown results file")
-	targets := flag.String("targets", envOr("BENCH_TARGETS", ""), "worker targets to measure too (comma-separated: dests,rss,downtime,downtime-load; see bench/targets.go, bench/load.go)")
+	targets := flag.String("targets", envOr("BENCH_TARGETS", ""), "worker targets to measure too (comma-separated: dests,rss,downtime,downtime-load,restore; see bench/targets.go, bench/load.go, bench/restore.go)")
 	targetReps := flag.Int("target-reps", envInt("BENCH_TARGET_REPS", 3), "repetitions of each worker-target run (tar.xz: -xz-reps)")
 	destFormat := flag.String("dest-format", envOr("BENCH_DEST_FORMAT", "tar.gz"), "format of the three-vs-one-destinations target")
 	downtimeFormats := flag.String("downtime-formats", envOr("BENCH_DOWNTIME_FORMATS", "tar.gz,tar.xz"), "formats of the downtime target")
@@ -126,15 +126,17 @@ func main() {
 			fatalf("-targets needs backup-worker: %s", workerNote)
 		}
 		which := map[string]bool{}
-		downtimeLoad := false
+		downtimeLoad, restore := false, false
 		for _, t := range strings.Split(*targets, ",") {
 			switch t = strings.TrimSpace(t); t {
+			case "restore":
+				restore = true
 			case "dests", "rss", "downtime":
 				which[t] = true
 			case "downtime-load":
 				downtimeLoad = true
 			default:
-				fatalf("unknown target %q (want dests, rss, downtime, downtime-load)", t)
+				fatalf("unknown target %q (want dests, rss, downtime, downtime-load, restore)", t)
 			}
 		}
 		te := &targetsEnv{workerBin: workerBin, bin: bin, work: work, threads: strconv.Itoa(*threads), reps: *targetReps, xzReps: *xzReps}
@@ -142,6 +144,14 @@ func main() {
 			section := runTargets(te, which, corpus, filepath.Base(corpus), size, *destFormat, strings.Split(*downtimeFormats, ","), strings.Split(*normalFormats, ","))
 			check(upsertTargets(*resultsFile, section))
 			os.Stdout.WriteString(section)
+		}
+		if restore {
+			// Written under -out only, like downtime-load (bench/restore.go).
+			md := te.restoreTarget(corpus, filepath.Base(corpus))
+			out := filepath.Join(work, "restore.md")
+			check(os.WriteFile(out, []byte("## Restore (issue 15)\n\n"+md), 0o644))
+			fmt.Fprintf(os.Stderr, "bench: wrote %s\n", out)
+			os.Stdout.WriteString(md)
 		}
 		if downtimeLoad {
 			// Written under -out only: the tracked results file gets this

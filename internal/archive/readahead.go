@@ -1,9 +1,27 @@
 package archive
 
 import (
+	"fmt"
 	"hash"
 	"io"
+
+	"github.com/klauspost/pgzip"
 )
+
+// newExtractDecompressor is newDecompressor for extraction: gzip is
+// decoded by pgzip, a block ahead in its own goroutine (with the CRC in
+// another), so decoding overlaps the writing of the files instead of
+// alternating with it. zstd already decodes ahead (WithDecoderConcurrency).
+func newExtractDecompressor(r io.Reader, format string) (io.Reader, func(), error) {
+	if format != FormatTarGz {
+		return newDecompressor(r, format)
+	}
+	zr, err := pgzip.NewReaderN(r, 1<<20, 4)
+	if err != nil {
+		return nil, nil, fmt.Errorf("archive: gzip: %w", err)
+	}
+	return zr, func() { zr.Close() }, nil
+}
 
 // readAhead reads the raw archive in its own goroutine, a few blocks
 // ahead of the decompressor, and feeds every block to the digest there:

@@ -131,6 +131,7 @@ func (rs *restorer) extractOptions() (archive.ExtractOptions, error) {
 		SameOwner:    os.Geteuid() == 0,
 		AllowSpecial: rs.allowSpecial,
 		Logger:       rs.log,
+		Private:      true, // every restore extracts into private staging directories
 	}
 	if opts.SameOwner {
 		own, err := lookupOwner(rs.cfg.User, rs.cfg.Group)

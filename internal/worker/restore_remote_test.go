@@ -310,3 +310,33 @@ func sha256Of(b []byte) []byte {
 	s := sha256.Sum256(b)
 	return s[:]
 }
+
+// TestRestoreZipFromSFTP: zip is read at random, not as a stream: from an
+// SFTP server it is parsed, extracted and hashed through the connection;
+// a flipped byte on the server is refused with the target left empty.
+func TestRestoreZipFromSFTP(t *testing.T) {
+	e, srv, remoteDir := sftpEnv(t)
+	cfgPath := e.configFile(nil, withSFTP(srv, func(b map[string]any) { b["format"] = "zip" }))
+	cfg, _ := config.Load(cfgPath)
+	if code := e.run(cfg); code != ExitOK {
+		t.Fatalf("run: exit %d\n%s", code, e.logBuf.String())
+	}
+	name := archivesIn(t, remoteDir, "zip")[0]
+	target := filepath.Join(e.root, "restored")
+	if code, _, _ := mainIn(t, cfgPath, "restore", "--archive", name, "--destination", srv.url("r"), "--target", target); code != ExitOK {
+		t.Fatalf("restore: exit %d", code)
+	}
+	for _, dp := range e.dataPaths {
+		assertSameTree(t, dp, filepath.Join(target, archive.EntryName(dp)))
+	}
+	p := filepath.Join(remoteDir, name)
+	data, err := os.ReadFile(p)
+	noErr(t, err)
+	e.writeFile(p, corrupt(data, "bitflip"), 0o600)
+	bad := filepath.Join(e.root, "bad")
+	noErr(t, os.Mkdir(bad, 0o700))
+	if code, _, _ := mainIn(t, cfgPath, "restore", "--archive", name, "--destination", srv.url("r"), "--target", bad); code != ExitFailed {
+		t.Fatalf("corrupt zip: exit %d, want 1", code)
+	}
+	assertEmptyDir(t, bad)
+}

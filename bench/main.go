@@ -75,7 +75,7 @@ func main() {
 	threads := flag.Int("threads", runtime.NumCPU(), "threads for every tool (N)")
 	outDir := flag.String("out", "bench/out", "work directory (corpus cache, archives, binaries)")
 	resultsFile := flag.String("results", "bench/results.md", "Markdown results file")
-	targets := flag.String("targets", envOr("BENCH_TARGETS", ""), "worker targets to measure too (comma-separated: dests,rss,downtime,downtime-load,offsite; see bench/targets.go, bench/load.go, bench/offsite.go)")
+	targets := flag.String("targets", envOr("BENCH_TARGETS", ""), "worker targets to measure too (comma-separated: dests,rss,downtime,downtime-load,offsite,restore; see bench/targets.go, bench/load.go, bench/offsite.go, bench/restore.go)")
 	targetReps := flag.Int("target-reps", envInt("BENCH_TARGET_REPS", 3), "repetitions of each worker-target run (tar.xz: -xz-reps)")
 	destFormat := flag.String("dest-format", envOr("BENCH_DEST_FORMAT", "tar.gz"), "format of the three-vs-one-destinations target")
 	downtimeFormats := flag.String("downtime-formats", envOr("BENCH_DOWNTIME_FORMATS", "tar.gz,tar.xz"), "formats of the downtime target")
@@ -133,9 +133,11 @@ func main() {
 			fatalf("-targets needs backup-worker: %s", workerNote)
 		}
 		which := map[string]bool{}
-		downtimeLoad, offsite := false, false
+		downtimeLoad, offsite, restore := false, false, false
 		for _, t := range strings.Split(*targets, ",") {
 			switch t = strings.TrimSpace(t); t {
+			case "restore":
+				restore = true
 			case "dests", "rss", "downtime":
 				which[t] = true
 			case "downtime-load":
@@ -143,7 +145,7 @@ func main() {
 			case "offsite":
 				offsite = true
 			default:
-				fatalf("unknown target %q (want dests, rss, downtime, downtime-load, offsite)", t)
+				fatalf("unknown target %q (want dests, rss, downtime, downtime-load, offsite, restore)", t)
 			}
 		}
 		te := &targetsEnv{workerBin: workerBin, bin: bin, work: work, threads: strconv.Itoa(*threads), reps: *targetReps, xzReps: *xzReps}
@@ -164,6 +166,14 @@ func main() {
 			section := te.offsiteSection(corpus, size)
 			check(upsertSection(*resultsFile, offsiteBegin, offsiteEnd, section))
 			os.Stdout.WriteString(section)
+		}
+		if restore {
+			// Written under -out only, like downtime-load (bench/restore.go).
+			md := te.restoreTarget(corpus, filepath.Base(corpus))
+			out := filepath.Join(work, "restore.md")
+			check(os.WriteFile(out, []byte("## Restore (issue 15)\n\n"+md), 0o644))
+			fmt.Fprintf(os.Stderr, "bench: wrote %s\n", out)
+			os.Stdout.WriteString(md)
 		}
 		if downtimeLoad {
 			// Written under -out only: the tracked results file gets this

@@ -185,7 +185,7 @@ func TestBackupWorkerUsage(t *testing.T) {
 		t.Errorf("--version: exit %d %q", code, stdout)
 	}
 	code, stdout, _ := e.worker("--help")
-	if code != 0 || !strings.Contains(stdout, "Exit codes:") || !strings.Contains(stdout, "restore --config FILE --archive PATH") {
+	if code != 0 || !strings.Contains(stdout, "Exit codes:") || !strings.Contains(stdout, "restore --config FILE --archive NAME|PATH") {
 		t.Errorf("--help: exit %d\n%s", code, stdout)
 	}
 	if code, _, _ := e.worker("frobnicate"); code != 2 {

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // ExtractOptions configure ExtractFile.
@@ -49,7 +50,24 @@ type ExtractOptions struct {
 	// into the archive stream: an encrypted archive is decrypted as it is
 	// extracted, and Digest is of the ciphertext. Tar formats only.
 	Decrypt func(io.Reader) (io.Reader, error)
+	// Roots, when set, extracts the entries under each Root.Path into
+	// Root.Dir instead of the target, and nothing else (Prefixes is not
+	// used): one pass over the archive stages every data path beside its
+	// final place, on its own file system. A hard link across two roots
+	// is refused.
+	Roots []StageRoot
+	// Private: nobody else can write below the target (a fresh 0700
+	// staging directory, as restore makes), so a directory this
+	// extraction made or checked stays one: parent directories are
+	// checked once, not again for every entry below them.
+	Private bool
 	Logger  *slog.Logger
+}
+
+// StageRoot is one data path and the directory its entries go to.
+type StageRoot struct {
+	Path string
+	Dir  *os.File
 }
 
 // Owner is a numeric user and group.
@@ -114,66 +132,139 @@ func ExtractDir(ctx context.Context, path, format string, dir *os.File, opts Ext
 	if err := checkFormat(format); err != nil {
 		return st, err
 	}
-	if fi, err := dir.Stat(); err != nil {
-		return st, fmt.Errorf("archive: extract: target: %w", err)
-	} else if !fi.IsDir() {
-		return st, fmt.Errorf("archive: extract: target %s is not a directory", dir.Name())
+	f, err := os.Open(path)
+	if err != nil {
+		return st, fmt.Errorf("archive: extract: %w", err)
 	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return st, fmt.Errorf("archive: extract: %w", err)
+	}
+	st, err = extractAt(ctx, f, fi.Size(), format, dir, opts)
+	if err != nil {
+		return st, fmt.Errorf("archive: extract %s: %w", path, err)
+	}
+	return st, nil
+}
+
+// ExtractAt is ExtractDir for the archive in the first size bytes of ra
+// (a local file or a remote object read through its destination). A tar
+// format is read once, front to back, so one pass both extracts and
+// feeds opts.Digest; zip is read at random, then hashed in full. With
+// opts.Roots, dir is not used (it may be nil).
+func ExtractAt(ctx context.Context, ra io.ReaderAt, size int64, format string, dir *os.File, opts ExtractOptions) (Stats, error) {
+	st, err := extractAt(ctx, ra, size, format, dir, opts)
+	if err != nil {
+		return st, fmt.Errorf("archive: extract: %w", err)
+	}
+	return st, nil
+}
+
+func extractAt(ctx context.Context, ra io.ReaderAt, size int64, format string, dir *os.File, opts ExtractOptions) (st Stats, err error) {
+	if err := checkFormat(format); err != nil {
+		return st, err
+	}
+	if format == FormatZip && opts.Decrypt != nil {
+		return st, errors.New("an encrypted zip cannot be extracted")
+	}
+	x, err := newExtractor(ctx, dir, &st, opts)
+	if err != nil {
+		return st, err
+	}
+	defer x.wn.finish()
+	if format == FormatZip {
+		err = x.zip(ra, size)
+		if err == nil && opts.Digest != nil {
+			_, err = io.CopyBuffer(opts.Digest, onlyReader{io.NewSectionReader(ra, 0, size)}, x.buf)
+		}
+	} else {
+		err = x.tarStream(io.NewSectionReader(ra, 0, size), format)
+	}
+	if err == nil {
+		err = x.finishDirs()
+	}
+	if err != nil {
+		return st, wrapCtx(ctx, x.shown(err))
+	}
+	return st, nil
+}
+
+// newExtractor prepares extracting into dir, or into opts.Roots.
+func newExtractor(ctx context.Context, dir *os.File, st *Stats, opts ExtractOptions) (*extractor, error) {
 	x := &extractor{
-		ctx: ctx, root: dirPath(dir), opts: opts, st: &st,
-		wn:     &warner{stats: &st, log: loggerOr(opts.Logger)},
+		ctx: ctx, opts: opts, st: st,
+		wn:     &warner{stats: st, log: loggerOr(opts.Logger)},
 		check:  newChecker(opts.MaxEntries),
 		inodes: map[[2]uint64]struct{}{},
 		uids:   map[string]int{}, gids: map[string]int{},
 		ids:    idResolver{users: map[string]int{}, groups: map[string]int{}},
 		warned: map[string]bool{},
 		buf:    make([]byte, copyBufSize),
+		okDirs: map[string]bool{},
 	}
-	defer x.wn.finish()
-	for _, p := range opts.Prefixes {
-		x.prefixes = append(x.prefixes, EntryName(p))
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return st, fmt.Errorf("archive: extract: %w", err)
-	}
-	defer f.Close()
-	if format == FormatZip && opts.Decrypt != nil {
-		return st, errors.New("archive: extract: an encrypted zip cannot be extracted")
-	}
-	if format == FormatZip {
-		err = x.zip(f)
-		if err == nil && opts.Digest != nil {
-			_, err = io.CopyBuffer(opts.Digest, onlyReader{io.NewSectionReader(f, 0, 1<<62)}, x.buf)
+	dirs := []*os.File{dir}
+	if opts.Roots != nil {
+		dirs = nil
+		for _, r := range opts.Roots {
+			dirs = append(dirs, r.Dir)
+			x.roots = append(x.roots, xroot{prefix: EntryName(r.Path), dir: dirPath(r.Dir), name: r.Dir.Name()})
 		}
 	} else {
-		var raw io.Reader = f
-		if opts.Digest != nil {
-			raw = io.TeeReader(f, opts.Digest)
-		}
-		r := raw
-		if opts.Decrypt != nil {
-			r, err = opts.Decrypt(bufio.NewReaderSize(raw, 1<<20))
-		}
-		if err == nil {
-			br := bufio.NewReaderSize(r, 1<<20)
-			err = x.tar(br, format)
-			if err == nil && opts.Digest != nil {
-				_, err = io.CopyBuffer(io.Discard, onlyReader{br}, x.buf) // the rest of the file, e.g. trailing bytes
-			}
-		}
-		if err == nil && opts.Digest != nil && opts.Decrypt != nil {
-			_, err = io.CopyBuffer(io.Discard, onlyReader{raw}, x.buf) // whatever the decryption left unread
+		x.root = dirPath(dir)
+		x.roots = []xroot{{dir: x.root, name: dir.Name()}}
+		for _, p := range opts.Prefixes {
+			x.prefixes = append(x.prefixes, EntryName(p))
 		}
 	}
-	if err == nil {
-		err = x.finishDirs()
+	for _, d := range dirs {
+		if fi, err := d.Stat(); err != nil {
+			return nil, fmt.Errorf("target: %w", err)
+		} else if !fi.IsDir() {
+			return nil, fmt.Errorf("target %s is not a directory", d.Name())
+		}
 	}
-	if err != nil {
-		err = shownErr{err, x.root, dir.Name()}
-		return st, fmt.Errorf("archive: extract %s: %w", path, wrapCtx(ctx, err))
+	return x, nil
+}
+
+// tarStream extracts the (possibly encrypted) compressed tar stream raw,
+// reading it to its end so that opts.Digest sees every byte.
+func (x *extractor) tarStream(raw io.Reader, format string) error {
+	opts := x.opts
+	if opts.Digest != nil {
+		ra := newReadAhead(raw, opts.Digest)
+		defer ra.stop()
+		raw = ra
 	}
-	return st, nil
+	r := raw
+	var err error
+	if opts.Decrypt != nil {
+		if r, err = opts.Decrypt(bufio.NewReaderSize(raw, 1<<20)); err != nil {
+			return err
+		}
+	}
+	br := bufio.NewReaderSize(r, 1<<20)
+	if err = x.tar(br, format); err != nil {
+		return err
+	}
+	if opts.Digest == nil {
+		return nil
+	}
+	// The rest of the file (e.g. trailing bytes), and whatever the
+	// decryption left unread.
+	if _, err = io.CopyBuffer(io.Discard, onlyReader{br}, x.buf); err == nil && opts.Decrypt != nil {
+		_, err = io.CopyBuffer(io.Discard, onlyReader{raw}, x.buf)
+	}
+	return err
+}
+
+// shown names the target directories by their names instead of their
+// /proc/self/fd paths in err.
+func (x *extractor) shown(err error) error {
+	for _, r := range x.roots {
+		err = shownErr{err, r.dir, r.name}
+	}
+	return err
 }
 
 // shownErr shows the directory's name instead of its /proc/self/fd path.
@@ -185,6 +276,12 @@ type shownErr struct {
 func (e shownErr) Error() string { return strings.ReplaceAll(e.err.Error(), e.from, e.to) }
 func (e shownErr) Unwrap() error { return e.err }
 
+// xroot is a directory entries under prefix are extracted into (through
+// its descriptor path dir; name is for messages).
+type xroot struct {
+	prefix, dir, name string
+}
+
 type dirAttr struct {
 	path string
 	name string
@@ -193,7 +290,8 @@ type dirAttr struct {
 
 type extractor struct {
 	ctx      context.Context
-	root     string
+	root     string  // the target directory ("" with ExtractOptions.Roots)
+	roots    []xroot // where entries go: root, or one per ExtractOptions.Roots
 	opts     ExtractOptions
 	st       *Stats
 	wn       *warner
@@ -207,10 +305,13 @@ type extractor struct {
 	ids      idResolver
 	warned   map[string]bool // xattr names already warned about
 	buf      []byte
+	// okDirs are the directories (full paths) mkParents made or checked,
+	// with ExtractOptions.Private only.
+	okDirs map[string]bool
 }
 
 func (x *extractor) tar(r io.Reader, format string) error {
-	dr, closeFn, err := newDecompressor(&ctxReader{x.ctx, r}, format)
+	dr, closeFn, err := newExtractDecompressor(&ctxReader{x.ctx, r}, format)
 	if err != nil {
 		return err
 	}
@@ -236,12 +337,8 @@ func (x *extractor) tar(r io.Reader, format string) error {
 	return nil
 }
 
-func (x *extractor) zip(f *os.File) error {
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	zr, err := zip.NewReader(f, fi.Size())
+func (x *extractor) zip(ra io.ReaderAt, size int64) error {
+	zr, err := zip.NewReader(ra, size)
 	if err != nil {
 		return err
 	}
@@ -319,7 +416,24 @@ func parseUx(extra []byte) (uid, gid int, ok bool) {
 	return 0, 0, false
 }
 
+// rootOf returns the directory name is extracted into ("" when it is not
+// selected by ExtractOptions.Roots).
+func (x *extractor) rootOf(name string) string {
+	if x.opts.Roots == nil {
+		return x.root
+	}
+	for _, r := range x.roots {
+		if name == r.prefix || strings.HasPrefix(name, r.prefix+"/") {
+			return r.dir
+		}
+	}
+	return ""
+}
+
 func (x *extractor) selected(name string) bool {
+	if x.opts.Roots != nil {
+		return x.rootOf(name) != ""
+	}
 	if len(x.prefixes) == 0 {
 		return true
 	}
@@ -350,8 +464,9 @@ func (x *extractor) extract(e *xentry, content io.Reader) error {
 		x.wn.warn("skipping %s: %s", name, e.kind)
 		return nil
 	}
-	dst := filepath.Join(x.root, filepath.FromSlash(name))
-	if err := x.mkParents(name); err != nil {
+	root := x.rootOf(name)
+	dst := filepath.Join(root, filepath.FromSlash(name))
+	if err := x.mkParents(root, name); err != nil {
 		return err
 	}
 	switch e.typ {
@@ -381,9 +496,6 @@ func (x *extractor) extract(e *xentry, content io.Reader) error {
 		if x.opts.MaxBytes > 0 && x.bytes+e.size > x.opts.MaxBytes {
 			return fmt.Errorf("extracted content would exceed %d bytes at %q; refusing", x.opts.MaxBytes, name)
 		}
-		if err := x.clearFinal(dst, name); err != nil {
-			return err
-		}
 		return x.writeFile(dst, name, e, content)
 	case xSymlink:
 		if err := x.clearFinal(dst, name); err != nil {
@@ -406,8 +518,14 @@ func (x *extractor) extract(e *xentry, content io.Reader) error {
 		if ln == name {
 			return fmt.Errorf("refusing hard link %q to itself", name)
 		}
-		src := filepath.Join(x.root, filepath.FromSlash(ln))
-		if err := x.checkParents(ln); err != nil {
+		if x.rootOf(ln) != root {
+			// Another data path's staging directory (or nothing
+			// extracted): a link there could cross file systems, and
+			// was never allowed when each data path was extracted alone.
+			return fmt.Errorf("%w: hard link %q -> %q: target is not a file extracted from this archive", ErrUnsafeName, name, e.linkname)
+		}
+		src := filepath.Join(root, filepath.FromSlash(ln))
+		if err := x.checkParents(root, ln); err != nil {
 			return fmt.Errorf("hard link %q -> %q: %w", name, e.linkname, err)
 		}
 		fi, err := os.Lstat(src)
@@ -470,11 +588,14 @@ func (x *extractor) special(dst, name string, e *xentry) error {
 
 // mkParents creates the missing parent directories of name below root,
 // refusing symlinks and non-directories on the way.
-func (x *extractor) mkParents(name string) error {
+func (x *extractor) mkParents(root, name string) error {
 	parts := strings.Split(name, "/")
-	cur := x.root
+	cur := root
 	for _, p := range parts[:len(parts)-1] {
 		cur = filepath.Join(cur, p)
+		if x.okDirs[cur] {
+			continue
+		}
 		fi, err := os.Lstat(cur)
 		if errors.Is(err, fs.ErrNotExist) {
 			if err := os.Mkdir(cur, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
@@ -492,14 +613,19 @@ func (x *extractor) mkParents(name string) error {
 		if !fi.IsDir() {
 			return fmt.Errorf("%q: parent %s is not a directory", name, cur)
 		}
+		if x.opts.Private {
+			// Our own entries never replace a directory (clearFinal,
+			// the xDir case), and nobody else writes here.
+			x.okDirs[cur] = true
+		}
 	}
 	return nil
 }
 
 // checkParents is mkParents without creating anything.
-func (x *extractor) checkParents(name string) error {
+func (x *extractor) checkParents(root, name string) error {
 	parts := strings.Split(name, "/")
-	cur := x.root
+	cur := root
 	for _, p := range parts[:len(parts)-1] {
 		cur = filepath.Join(cur, p)
 		fi, err := os.Lstat(cur)
@@ -529,7 +655,14 @@ func (x *extractor) clearFinal(dst, name string) error {
 }
 
 func (x *extractor) writeFile(dst, name string, e *xentry, content io.Reader) (err error) {
-	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL|oNoFollow, 0o600)
+	// O_EXCL never opens what is there; only when something is there is
+	// it looked at and removed (clearFinal), saving a stat per file.
+	f, err := createExcl(dst)
+	if errors.Is(err, fs.ErrExist) {
+		if err = x.clearFinal(dst, name); err == nil {
+			f, err = createExcl(dst)
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -583,6 +716,18 @@ func (x *extractor) writeFile(dst, name string, e *xentry, content io.Reader) (e
 }
 
 type onlyWriter struct{ io.Writer }
+
+// createExcl creates the file dst (O_EXCL, never through a symlink). It
+// is os.OpenFile without the poller: os.OpenFile tries to register every
+// regular file with epoll and toggles O_NONBLOCK around it, five wasted
+// system calls per extracted file.
+func createExcl(dst string) (*os.File, error) {
+	fd, err := syscall.Open(dst, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC|oNoFollow, 0o600)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: dst, Err: err}
+	}
+	return os.NewFile(uintptr(fd), dst), nil
+}
 
 // finishDirs applies directory attributes after all contents exist,
 // deepest (last extracted) first.

@@ -54,7 +54,7 @@ Commands:
   verify --config FILE [ARCHIVE...]
                                check checksum and archive structure (default: newest per destination)
   prune --config FILE          apply the retention policy [--dry-run]
-  restore --config FILE --archive PATH [--target DIR] [--yes]
+  restore --config FILE --archive NAME|PATH [--destination DEST] [--target DIR] [--yes]
                                restore an archive (into DIR, or in place with --yes)
   check-config FILE            validate a config file and the notification files it names
                                [--no-credentials: the config only, as in the Nix build sandbox]

@@ -108,9 +108,6 @@ type destArchive struct {
 	dir       string
 	format    string
 	encrypted bool // NAME-TS.EXT.age
-	// store is set for an archive found through a remote Destination
-	// (verify reads it there, see verifyRemote).
-	store Destination
 }
 
 func (a destArchive) path() string { return filepath.Join(a.dir, a.Name) }
@@ -329,11 +326,7 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 				continue
 			}
 			for _, a := range stored {
-				da := destArchive{Archive: a.Archive, dir: dir, format: a.Format, encrypted: a.Encrypted}
-				if _, local := store.(*localDir); !local {
-					da.store = store
-				}
-				targets = append(targets, da)
+				targets = append(targets, destArchive{Archive: a.Archive, dir: dir, format: a.Format, encrypted: a.Encrypted})
 			}
 		}
 	}
@@ -371,9 +364,6 @@ func (c *cli) verify(ctx context.Context, args []string) int {
 
 // verifyOne verifies (or adopts) one archive and prints the verdict.
 func (c *cli) verifyOne(ctx context.Context, key *hostkey.Key, a destArchive, adopt bool, own owner, ids []ageenc.Identity) error {
-	if a.store != nil {
-		return c.verifyRemote(ctx, key, a, adopt)
-	}
 	if adopt {
 		how, err := adoptArchive(ctx, key, a.path(), a.format, own, ids)
 		if err != nil {
@@ -489,51 +479,4 @@ func (c *cli) prune(ctx context.Context, args []string) int {
 		return exitCodeFor(ctx, errs)
 	}
 	return ExitOK
-}
-
-// storedTargets are archives verify reads through their Destination (a
-// remote store: no path to open).
-type storedTargets struct {
-	store    Destination
-	archives []StoredArchive
-}
-
-// verifyStored is verifyOne for an archive read through its Destination:
-// the checksum, the full parse and the signature in one read.
-func (c *cli) verifyStored(ctx context.Context, key *hostkey.Key, store Destination, a StoredArchive, adopt bool, ids []ageenc.Identity) error {
-	name := store.String() + "/" + a.Name
-	if adopt {
-		err := fmt.Errorf("%s: --adopt works on local destinations only", name)
-		fmt.Fprintf(c.stdout, "FAILED %v\n", err)
-		return err
-	}
-	parse, note := storedParser(ctx, a, ids)
-	ck := inspectStored(ctx, key, store, a.Name, true, parse)
-	switch {
-	case ck.err != nil:
-		fmt.Fprintf(c.stdout, "FAILED %s: %v\n", name, ck.err)
-		return ck.err
-	case ck.signature != signatureOK:
-		fmt.Fprintf(c.stdout, "UNTRUSTED %s: %v\n", name, ck.reason())
-		return fmt.Errorf("%s: %w", name, ck.reason())
-	}
-	fmt.Fprintf(c.stdout, "OK %s%s\n", name, note)
-	return nil
-}
-
-// storedParser is how verify parses a remote archive, and the note it
-// prints: the ciphertext of an encrypted one is decrypted with ids and its
-// plaintext parsed, or, without ids, only its checksum and signature are
-// checked (the ciphertext is no archive of its format), as for a local one.
-func storedParser(ctx context.Context, a StoredArchive, ids []ageenc.Identity) (func(io.ReaderAt, int64) error, string) {
-	switch {
-	case a.Encrypted && ids == nil:
-		return nil, " (encrypted: checksum and signature verified; give --identity FILE to decrypt and parse it)"
-	case a.Encrypted:
-		return func(f io.ReaderAt, size int64) error { return verifyEncrypted(ctx, f, size, a.Format, ids) }, " (decrypted and parsed)"
-	}
-	return func(f io.ReaderAt, size int64) error {
-		_, err := archive.VerifyAt(ctx, f, size, a.Format)
-		return err
-	}, ""
 }

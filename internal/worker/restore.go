@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -10,8 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	ageenc "filippo.io/age"
@@ -26,7 +25,8 @@ import (
 func (c *cli) restore(ctx context.Context, args []string) int {
 	var common commonFlags
 	fs := pflag.NewFlagSet("restore", pflag.ContinueOnError)
-	archivePath := fs.String("archive", "", "the archive `PATH` to restore (required)")
+	archiveArg := fs.String("archive", "", "the archive to restore: its `NAME` as `list` shows it (looked up in --destination, else in every destination in order), or the PATH of an archive file (required)")
+	dest := fs.String("destination", "", "read --archive NAME from this `DEST`ination of the service (a directory, s3:// or sftp:// URL as `list` shows it)")
 	target := fs.String("target", "", "extract into `DIR` (new or empty) instead of restoring in place")
 	yes := fs.Bool("yes", false, "restore in place: stop the units, move the current data aside, extract, start the units")
 	trustUnsigned := fs.Bool("trust-unsigned", false, "restore an archive whose signature is missing or wrong (not written by this host's worker)")
@@ -34,11 +34,11 @@ func (c *cli) restore(ctx context.Context, args []string) int {
 		"(e.g. security.capability); without it they are skipped with a warning. Only for archives nobody else could have written: "+
 		"the service's user can write its destinations")
 	identity := fs.String("identity", "", "age identity `FILE` (age-keygen output, or an unencrypted ssh-ed25519/ssh-rsa private key); required for an encrypted (.age) archive")
-	if done, code := c.parse(fs, "restore --config FILE --archive PATH [--target DIR] [--yes] [--allow-special] [--trust-unsigned] [--identity FILE]", args, &common); done {
+	if done, code := c.parse(fs, "restore --config FILE --archive NAME|PATH [--destination DEST] [--target DIR] [--yes] [--allow-special] [--trust-unsigned] [--identity FILE]", args, &common); done {
 		return code
 	}
-	if *archivePath == "" || fs.NArg() > 0 {
-		fmt.Fprintln(c.stderr, "backup-worker restore: --archive PATH is required (and no other arguments)")
+	if *archiveArg == "" || fs.NArg() > 0 {
+		fmt.Fprintln(c.stderr, "backup-worker restore: --archive NAME|PATH is required (and no other arguments)")
 		return ExitUsage
 	}
 	var ids []ageenc.Identity
@@ -49,8 +49,8 @@ func (c *cli) restore(ctx context.Context, args []string) int {
 			fmt.Fprintf(c.stderr, "backup-worker restore: %v\n", err)
 			return ExitUsage
 		}
-	case isEncryptedName(*archivePath):
-		fmt.Fprintf(c.stderr, "backup-worker restore: %s is encrypted: give --identity FILE (a private key of one of its recipients)\n", *archivePath)
+	case isEncryptedName(*archiveArg):
+		fmt.Fprintf(c.stderr, "backup-worker restore: %s is encrypted: give --identity FILE (a private key of one of its recipients)\n", strconv.Quote(*archiveArg))
 		return ExitUsage
 	}
 	cfg, ok := c.loadConfig(common.config)
@@ -59,15 +59,15 @@ func (c *cli) restore(ctx context.Context, args []string) int {
 	}
 	if *target == "" && !*yes {
 		fmt.Fprintf(c.stderr, "backup-worker restore: restoring in place stops %s, moves %s aside to <path>.pre-restore-<timestamp> and extracts %s.\nRe-run with --yes to do that, or use --target DIR to extract elsewhere.\n",
-			orNone(cfg.ServiceName), strings.Join(cfg.DataPaths, ", "), *archivePath)
+			orNone(cfg.ServiceName), strings.Join(cfg.DataPaths, ", "), strconv.Quote(*archiveArg))
 		return ExitUsage
 	}
 	rs := &restorer{cfg: cfg, log: c.log.With(keyService, cfg.Name), systemd: Systemctl{}, out: c.stdout, now: time.Now,
-		allowSpecial: *allowSpecial, trustUnsigned: *trustUnsigned, ids: ids}
+		allowSpecial: *allowSpecial, trustUnsigned: *trustUnsigned, ids: ids, dest: *dest}
 	if *target != "" {
-		return rs.toTarget(ctx, *archivePath, *target)
+		return rs.toTarget(ctx, *archiveArg, *target)
 	}
-	return rs.inPlace(ctx, *archivePath)
+	return rs.inPlace(ctx, *archiveArg)
 }
 
 func orNone(units []string) string {
@@ -91,36 +91,35 @@ type restorer struct {
 	allowSpecial bool
 	// ids decrypt an encrypted (.age) archive (--identity).
 	ids []ageenc.Identity
-	// digest is the SHA-256 of the archive as check read it; every
-	// extraction must read exactly these bytes (extract).
-	digest []byte
+	// dest is --destination: where the archive name is looked up.
+	dest string
 }
 
-// check locks the service, then hashes, parses and checks the signature of
-// the archive in one read (trust); a bad or untrusted archive is refused
-// before anything is stopped or moved. It is the one place where an
-// archive becomes trusted: both restore modes call it before extracting
-// anything, and every extraction then proves it read the bytes hashed
-// here (rs.digest).
-func (rs *restorer) check(ctx context.Context, path string) (format string, lock *serviceLock, err error) {
-	format, ok := formatOf(path)
-	if !ok {
-		return "", nil, fmt.Errorf("%s: unknown archive extension (want one of %s)", path, strings.Join(config.Formats, ", "))
+// check opens the archive, locks the service and decides whether the
+// archive may be restored (precheck: its signature against its .sha256),
+// before anything is extracted, stopped or moved. The content itself is
+// verified while it is extracted (extract): one pass, never a second
+// read.
+func (rs *restorer) check(ctx context.Context, arg string) (src *restoreSource, lock *serviceLock, err error) {
+	if src, err = rs.openSource(ctx, arg); err != nil {
+		return nil, nil, fmt.Errorf("refusing to restore: %w", err)
 	}
-	if isEncryptedName(path) && rs.ids == nil {
-		return "", nil, fmt.Errorf("%s is encrypted: give --identity FILE", path)
+	if isEncryptedName(src.base) && rs.ids == nil {
+		src.Close()
+		return nil, nil, fmt.Errorf("%s is encrypted: give --identity FILE", src.label)
 	}
 	lock, err = acquireLock(ctx, lockFilePath(rs.cfg.Backup.StateDirectory, rs.cfg.Name), rs.cfg.Name,
 		time.Duration(rs.cfg.Backup.LockTimeoutSec)*time.Second)
 	if err != nil {
-		return "", nil, err
+		src.Close()
+		return nil, nil, err
 	}
-	rs.log.Info("verifying archive before restoring", keyArchive, path)
-	if err := rs.trust(ctx, path, format); err != nil {
+	if err := rs.precheck(src); err != nil {
 		lock.Release()
-		return "", nil, fmt.Errorf("refusing to restore %s: %w", path, err)
+		src.Close()
+		return nil, nil, fmt.Errorf("refusing to restore %s: %w", src.label, err)
 	}
-	return format, lock, nil
+	return src, lock, nil
 }
 
 // extractOptions: owners are restored when root; entries without owner
@@ -132,6 +131,7 @@ func (rs *restorer) extractOptions() (archive.ExtractOptions, error) {
 		SameOwner:    os.Geteuid() == 0,
 		AllowSpecial: rs.allowSpecial,
 		Logger:       rs.log,
+		Private:      true, // every restore extracts into private staging directories
 	}
 	if opts.SameOwner {
 		own, err := lookupOwner(rs.cfg.User, rs.cfg.Group)
@@ -144,46 +144,70 @@ func (rs *restorer) extractOptions() (archive.ExtractOptions, error) {
 }
 
 // toTarget extracts the archive's data paths into dir (new or empty),
-// leaving the service and its data alone.
-func (rs *restorer) toTarget(ctx context.Context, path, dir string) int {
+// leaving the service and its data alone. The archive is extracted into a
+// private staging directory inside dir and moved into dir only once the
+// whole stream verified; a refused archive leaves dir as it was (and
+// removes it if the restore made it).
+func (rs *restorer) toTarget(ctx context.Context, arg, dir string) int {
+	made, err := prepareTarget(dir)
+	if err != nil {
+		rs.log.Error("restore failed", "error", err, "target", dir)
+		return ExitFailed
+	}
+	code := rs.toTargetChecked(ctx, arg, dir)
+	if code != ExitOK && made {
+		os.Remove(dir) // only if still empty
+	}
+	return code
+}
+
+// prepareTarget checks that dir is empty or missing (then makes it: made).
+func prepareTarget(dir string) (made bool, err error) {
 	entries, err := os.ReadDir(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			rs.log.Error("cannot create target", "error", err)
-			return ExitFailed
+			return false, fmt.Errorf("cannot create target: %w", err)
 		}
+		return true, nil
 	case err != nil:
-		rs.log.Error("cannot read target", "error", err)
-		return ExitFailed
+		return false, fmt.Errorf("cannot read target: %w", err)
 	case len(entries) > 0:
-		rs.log.Error("target directory is not empty; refusing to mix a restore into it", "target", dir)
-		return ExitFailed
+		return false, errors.New("target directory is not empty; refusing to mix a restore into it")
 	}
-	format, lock, err := rs.check(ctx, path)
+	return false, nil
+}
+
+func (rs *restorer) toTargetChecked(ctx context.Context, arg, dir string) int {
+	src, lock, err := rs.check(ctx, arg)
 	if err != nil {
 		rs.log.Error("restore failed", "error", err)
 		return exitCodeFor(ctx, err)
 	}
 	defer lock.Release()
+	defer src.Close()
+	s, err := newStaging(dir, ".restore-")
+	if err != nil {
+		rs.log.Error("restore failed", "error", err)
+		return ExitFailed
+	}
+	defer s.remove()
 	opts, err := rs.extractOptions()
 	if err != nil {
 		rs.log.Error("restore failed", "error", err)
 		return ExitFailed
 	}
-	d, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY, 0)
-	if err != nil {
-		rs.log.Error("restore failed", "error", err)
-		return ExitFailed
+	rs.log.Info("extracting and verifying", keyArchive, src.label, "target", dir)
+	stats, err := rs.extract(ctx, src, s.dir, opts)
+	if err == nil {
+		err = s.moveContentTo(dir)
 	}
-	defer d.Close()
-	stats, err := rs.extract(ctx, path, format, d, opts)
 	if err != nil {
-		rs.log.Error("restore failed; do not use what was extracted into the target", "error", err, "target", dir)
+		rs.log.Error("restore failed; the target was left empty", "error", err, "target", dir)
 		return exitCodeFor(ctx, err)
 	}
-	rs.log.Info("restored", keyArchive, path, "target", dir, "files", stats.Files, keyBytes, stats.BytesRead)
-	fmt.Fprintf(rs.out, "restored %s into %s\n", path, dir)
+	rs.log.Info("restored", keyArchive, src.label, "target", dir, "files", stats.Files, keyBytes, stats.BytesRead)
+	fmt.Fprintf(rs.out, "restored %s into %s\n", src.label, dir)
 	for _, p := range rs.cfg.DataPaths {
 		fmt.Fprintf(rs.out, "  %s -> %s\n", p, filepath.Join(dir, archive.EntryName(p)))
 	}
@@ -192,22 +216,33 @@ func (rs *restorer) toTarget(ctx context.Context, path, dir string) int {
 
 // inPlace restores the archive over the live data paths.
 //
-// Each data path is extracted into a private staging directory beside it
-// (same file system, so the final step is a rename) while the units are
-// stopped; only when every data path extracted cleanly is the current data
-// renamed to <path>.pre-restore-<timestamp> (never deleted) and the staged
-// copy renamed into place. A failed or interrupted extraction therefore
-// leaves the current data untouched. The units are started again in every
-// case, exactly like a backup run.
-func (rs *restorer) inPlace(ctx context.Context, path string) (code int) {
+// One pass over the archive extracts each data path into a private
+// staging directory beside it (same file system, so the final step is a
+// rename) and verifies the stream, while the service still runs. Only
+// when the whole archive verified are the units stopped, the current data
+// renamed to <path>.pre-restore-<timestamp> (never deleted) and the
+// staged copies renamed into place. A refused, failed or interrupted
+// extraction therefore leaves the service and its data untouched. The
+// units are started again in every case, exactly like a backup run.
+func (rs *restorer) inPlace(ctx context.Context, arg string) (code int) {
 	cfg := rs.cfg
-	format, lock, err := rs.check(ctx, path)
+	src, lock, err := rs.check(ctx, arg)
 	if err != nil {
 		rs.log.Error("restore failed", "error", err)
 		return exitCodeFor(ctx, err)
 	}
 	defer lock.Release()
-
+	defer src.Close()
+	stages, err := rs.stageAll(ctx, src)
+	defer func() {
+		for _, s := range stages {
+			s.remove() // only the empty staging directories of the swapped ones
+		}
+	}()
+	if err != nil {
+		rs.log.Error("restore failed; service and current data left untouched", "error", err)
+		return exitCodeFor(ctx, err)
+	}
 	units := &unitController{
 		systemd:      rs.systemd,
 		log:          rs.log,
@@ -227,25 +262,12 @@ func (rs *restorer) inPlace(ctx context.Context, path string) (code int) {
 		rs.log.Error("restore aborted: could not stop the service; nothing was changed", "error", err)
 		return exitCodeFor(ctx, err)
 	}
+	return rs.swapAll(stages, src.label)
+}
 
+// swapAll moves every staged data path into place and reports it.
+func (rs *restorer) swapAll(stages []*staged, label string) int {
 	ts := rs.now().UTC().Format(retention.TimeLayout)
-	var stages []*staged
-	cleanup := func() {
-		for _, s := range stages {
-			s.remove()
-		}
-	}
-	for _, p := range cfg.DataPaths {
-		s, err := rs.stage(ctx, path, format, p)
-		if s != nil {
-			stages = append(stages, s)
-		}
-		if err != nil {
-			cleanup()
-			rs.log.Error("restore failed; current data left untouched", "error", err)
-			return exitCodeFor(ctx, err)
-		}
-	}
 	var errs *multierror.Error
 	for _, s := range stages {
 		if err := rs.swap(s, ts); err != nil {
@@ -254,7 +276,6 @@ func (rs *restorer) inPlace(ctx context.Context, path string) (code int) {
 		}
 		s.done = true
 	}
-	cleanup() // only the empty parent directories are left of the swapped ones
 	for _, s := range stages {
 		switch {
 		case s.aside != "" && s.done:
@@ -267,58 +288,35 @@ func (rs *restorer) inPlace(ctx context.Context, path string) (code int) {
 		rs.log.Error("restore incomplete", "error", listErr(errs))
 		return ExitFailed
 	}
-	rs.log.Info("restored in place", keyArchive, path)
-	fmt.Fprintf(rs.out, "restored %s\n", path)
+	rs.log.Info("restored in place", keyArchive, label)
+	fmt.Fprintf(rs.out, "restored %s\n", label)
 	return ExitOK
 }
 
-// extract extracts into dir and fails unless the bytes it read are the
-// bytes check hashed and verified: the archive belongs to the service
-// user, who could rewrite it in between.
-func (rs *restorer) extract(ctx context.Context, path, format string, dir *os.File, opts archive.ExtractOptions) (archive.Stats, error) {
+// extract extracts src into dir (or opts.Roots) in one pass that also
+// hashes the stream, and fails unless the bytes read are the bytes
+// precheck accepted: complete, uncorrupted, signed. An encrypted archive
+// is decrypted in the same pass (its ciphertext is what is hashed).
+func (rs *restorer) extract(ctx context.Context, src *restoreSource, dir *os.File, opts archive.ExtractOptions) (archive.Stats, error) {
 	h := sha256.New()
 	opts.Digest = h
-	if isEncryptedName(path) {
-		// The ciphertext is hashed (it is what check hashed), then
-		// decrypted in the stream.
+	if isEncryptedName(src.base) {
 		opts.Decrypt = func(r io.Reader) (io.Reader, error) { return decryptReader(r, rs.ids) }
 	}
-	st, err := archive.ExtractDir(ctx, path, format, dir, opts)
-	if err == nil && !bytes.Equal(h.Sum(nil), rs.digest) {
-		err = fmt.Errorf("archive %s changed after it was verified; refusing it", path)
+	if src.format == archive.FormatZip {
+		// Zip is read at random, not as a stream: check its structure
+		// (local headers against the central directory) first, as
+		// verify does.
+		if _, err := archive.VerifyAt(ctx, src.r, src.r.Size(), src.format); err != nil {
+			return archive.Stats{}, fmt.Errorf("refusing to restore %s: %w", src.label, err)
+		}
 	}
-	return st, err
-}
-
-// trust reads the archive once, through one descriptor: its SHA-256 (kept
-// in rs.digest for the extraction to match), its full structure (an
-// encrypted archive is decrypted with rs.ids to parse it), its
-// .sha256 and its signature by this host's key. Reading these separately
-// would let the archive's owner swap the file between two reads, so a
-// forged archive could pass the signature check and be extracted.
-func (rs *restorer) trust(ctx context.Context, path, format string) error {
-	key, keyErr := loadSigningKey(rs.cfg, false)
-	c := verifyArchiveKey(ctx, key, path, format, rs.ids)
-	if c.err != nil {
-		return c.err
+	st, err := archive.ExtractAt(ctx, src.r, src.r.Size(), src.format, dir, opts)
+	if err == nil {
+		err = src.checkStream(h.Sum(nil))
 	}
-	if c.sum == nil {
-		return errors.New("the archive was not read")
+	if err != nil {
+		return st, fmt.Errorf("refusing to restore %s: %w", src.label, err)
 	}
-	rs.digest = c.sum
-	var untrusted error
-	switch {
-	case keyErr != nil:
-		untrusted = fmt.Errorf("cannot check its signature: %w", keyErr)
-	case !c.trusted():
-		untrusted = fmt.Errorf("not trusted: %w", c.reason())
-	}
-	if untrusted == nil {
-		return nil
-	}
-	if rs.trustUnsigned && ctx.Err() == nil {
-		rs.log.Warn("restoring an untrusted archive because --trust-unsigned was given", keyArchive, path, "reason", untrusted.Error())
-		return nil
-	}
-	return fmt.Errorf("%w; restore it only if you know where it came from, with --trust-unsigned", untrusted)
+	return st, nil
 }

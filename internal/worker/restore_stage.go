@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/backupgen/backupgen/internal/archive"
@@ -24,40 +25,78 @@ type staged struct {
 	done     bool     // the restored data is in place
 }
 
-// stage extracts data path p from the archive into a staging directory in
-// p's parent directory. The parent usually belongs to the service user, who
-// can rename the staging directory or put a symlink in its place at any
-// moment: so it is opened once, checked to be the private directory just
-// made, and everything after (extraction, checks, the final rename) goes
-// through that descriptor, never through its name.
-func (rs *restorer) stage(ctx context.Context, path, format, p string) (*staged, error) {
-	parent := filepath.Dir(p)
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return nil, err
-	}
-	name, err := os.MkdirTemp(parent, "."+filepath.Base(p)+".restore-")
+// newStaging makes a private staging directory in parent (named
+// prefix + random) and opens it. The parent usually belongs to the
+// service user, who can rename the staging directory or put a symlink in
+// its place at any moment: so it is opened once, checked to be the
+// private directory just made, and everything after (extraction, checks,
+// the final rename) goes through that descriptor, never through its name.
+func newStaging(parent, prefix string) (*staged, error) {
+	name, err := os.MkdirTemp(parent, prefix)
 	if err != nil {
 		return nil, err
 	}
-	s := &staged{dataPath: p, staging: name}
+	s := &staged{staging: name}
 	if s.dir, err = openPrivateDir(name); err != nil {
-		return s, err
+		s.remove()
+		return nil, err
 	}
-	s.restored = filepath.Join(fdPath(s.dir), archive.EntryName(p))
+	return s, nil
+}
+
+// stageAll extracts every data path p from the archive, in one pass, into
+// a staging directory in p's parent directory, and checks what each holds.
+func (rs *restorer) stageAll(ctx context.Context, src *restoreSource) ([]*staged, error) {
 	opts, err := rs.extractOptions()
 	if err != nil {
-		return s, err
+		return nil, err
 	}
-	opts.Prefixes = []string{p}
-	rs.log.Info("extracting", keyArchive, path, "data_path", p)
-	if _, err := rs.extract(ctx, path, format, s.dir, opts); err != nil {
-		return s, err
+	var stages []*staged
+	for _, p := range rs.cfg.DataPaths {
+		parent := filepath.Dir(p)
+		if err := os.MkdirAll(parent, 0o755); err != nil {
+			return stages, err
+		}
+		s, err := newStaging(parent, "."+filepath.Base(p)+".restore-")
+		if err != nil {
+			return stages, err
+		}
+		s.dataPath = p
+		s.restored = filepath.Join(fdPath(s.dir), archive.EntryName(p))
+		stages = append(stages, s)
+		opts.Roots = append(opts.Roots, archive.StageRoot{Path: p, Dir: s.dir})
 	}
-	fi, err := os.Lstat(s.restored)
+	rs.log.Info("extracting and verifying", keyArchive, src.label, "data_paths", strings.Join(rs.cfg.DataPaths, ","))
+	if _, err := rs.extract(ctx, src, nil, opts); err != nil {
+		return stages, err
+	}
+	for _, s := range stages {
+		fi, err := os.Lstat(s.restored)
+		if err != nil {
+			return stages, fmt.Errorf("archive %s holds nothing for data path %s", src.label, s.dataPath)
+		}
+		if err := checkRootType(s.dataPath, fi); err != nil {
+			return stages, err
+		}
+	}
+	return stages, nil
+}
+
+// moveContentTo moves everything in the staging directory into dir (a
+// target the restore checked empty). No fsync: like tar -x, the restored
+// tree is left to the kernel's write-back (an fsync of dir would, on
+// ext4's data=ordered, wait for every byte extracted).
+func (s *staged) moveContentTo(dir string) error {
+	ents, err := os.ReadDir(fdPath(s.dir))
 	if err != nil {
-		return s, fmt.Errorf("archive %s holds nothing for data path %s", path, p)
+		return err
 	}
-	return s, checkRootType(p, fi)
+	for _, e := range ents {
+		if err := os.Rename(filepath.Join(fdPath(s.dir), e.Name()), filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // openPrivateDir opens the directory os.MkdirTemp made at name, refusing

@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"sync"
 
 	ageenc "filippo.io/age"
 	"filippo.io/age/agessh"
@@ -28,9 +27,10 @@ import (
 // decrypted to parse it (step 4 of the write protocol in dest.go). What is
 // verified instead:
 //   - the plaintext stream is parsed in full while it is produced, before
-//     it is encrypted (plainCheck: every entry, every checksum of the
-//     compression format), so an archiver or compressor bug is caught
-//     exactly as by the parse of an unencrypted archive;
+//     it is encrypted (archive.StreamCheck, as for an unencrypted archive:
+//     every entry, every checksum of the compression format, the counts
+//     against the archiver's), so an archiver or compressor bug is caught
+//     exactly as in an unencrypted archive;
 //   - the ciphertext is hashed as it leaves the encryptor, and every
 //     destination's copy, re-read after fsync, must have that SHA-256:
 //     what was written is what was encrypted.
@@ -122,123 +122,41 @@ func verifyEncrypted(ctx context.Context, f io.ReaderAt, size int64, format stri
 	return err
 }
 
-// encryptingStream is the writer the producer writes the plaintext archive
-// to when archives are encrypted: it encrypts it to out (the primary's
-// writer, or the fan-out), hashes the ciphertext, and feeds the plaintext
-// to plainCheck.
+// encryptingStream is the writer the checked plaintext archive goes to when
+// archives are encrypted (phase_stream.go: the archive.StreamCheck before
+// it parses the plaintext): it encrypts it to out (the primary's writer,
+// or the fan-out) and hashes the ciphertext.
 type encryptingStream struct {
 	enc    io.WriteCloser
 	sum    hash.Hash
-	check  *plainCheck
 	closed bool
 }
 
-func newEncryptingStream(ctx context.Context, out io.Writer, recipients []ageenc.Recipient, format string) (*encryptingStream, error) {
+func newEncryptingStream(out io.Writer, recipients []ageenc.Recipient) (*encryptingStream, error) {
 	h := sha256.New()
 	enc, err := ageenc.Encrypt(io.MultiWriter(out, h), recipients...)
 	if err != nil {
 		return nil, fmt.Errorf("encrypt: %w", err)
 	}
-	return &encryptingStream{enc: enc, sum: h, check: newPlainCheck(ctx, format)}, nil
+	return &encryptingStream{enc: enc, sum: h}, nil
 }
 
-// Write hands p to the parse (which copies it) and encrypts it.
+// Write encrypts p.
 func (s *encryptingStream) Write(p []byte) (int, error) {
-	if err := s.check.feed(p); err != nil {
-		return 0, err
-	}
 	return s.enc.Write(p)
 }
 
-// finish writes the last encrypted chunk and waits for the parse: its
-// verdict on the plaintext, then the ciphertext's SHA-256.
+// finish writes the last encrypted chunk and returns the ciphertext's
+// SHA-256.
 func (s *encryptingStream) finish() ([]byte, error) {
 	s.closed = true
 	if err := s.enc.Close(); err != nil {
-		s.check.abort(err)
 		return nil, fmt.Errorf("encrypt: %w", err)
-	}
-	if err := s.check.wait(); err != nil {
-		return nil, fmt.Errorf("verify the archive before encryption: %w", err)
 	}
 	return s.sum.Sum(nil), nil
 }
 
-// abort stops the parse after a failed stream.
-func (s *encryptingStream) abort(err error) {
-	if !s.closed {
-		s.closed = true
-		s.check.abort(err)
-	}
-}
-
-// plainCheck parses the plaintext archive (archive.VerifyTar) in its own
-// goroutine while it is produced. Writes are copied and queued, so the
-// producer waits for the parse only when it falls a few MiB behind.
-type plainCheck struct {
-	pw    *io.PipeWriter
-	q     chan []byte
-	done  chan struct{}
-	err   error // the parse's verdict, set before done closes
-	once  sync.Once
-	wdone chan struct{}
-	werr  error
-}
-
-const plainCheckQueue = 16 // chunks of at most the producer's write size
-
-func newPlainCheck(ctx context.Context, format string) *plainCheck {
-	pr, pw := io.Pipe()
-	c := &plainCheck{pw: pw, q: make(chan []byte, plainCheckQueue), done: make(chan struct{}), wdone: make(chan struct{})}
-	go func() {
-		defer close(c.done)
-		_, c.err = archive.VerifyTar(ctx, pr, format)
-		if c.err == nil {
-			// VerifyTar reads to the compressor's end; anything after
-			// it would be in the archive too.
-			if n, _ := io.Copy(io.Discard, pr); n > 0 {
-				c.err = fmt.Errorf("%d bytes after the end of the compressed stream", n)
-			}
-		}
-		pr.CloseWithError(errors.New("parse ended"))
-	}()
-	go func() {
-		defer close(c.wdone)
-		for p := range c.q {
-			if c.werr == nil {
-				_, c.werr = pw.Write(p)
-			}
-		}
-		pw.Close()
-	}()
-	return c
-}
-
-// feed queues a copy of p; it fails once the parse has failed, which
-// stops the stream early.
-func (c *plainCheck) feed(p []byte) error {
-	select {
-	case <-c.done:
-		if c.err != nil {
-			return fmt.Errorf("verify the archive before encryption: %w", c.err)
-		}
-		return errors.New("verify the archive before encryption: data after the end of the archive")
-	default:
-	}
-	c.q <- bytes.Clone(p)
-	return nil
-}
-
-// wait ends the input and returns the parse's verdict.
-func (c *plainCheck) wait() error {
-	c.once.Do(func() { close(c.q) })
-	<-c.wdone
-	<-c.done
-	return c.err
-}
-
-// abort ends the parse with err and waits for it.
-func (c *plainCheck) abort(err error) {
-	c.pw.CloseWithError(err)
-	c.wait()
+// abort drops the stream after a failure (the output is discarded).
+func (s *encryptingStream) abort() {
+	s.closed = true
 }

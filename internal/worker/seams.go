@@ -31,6 +31,10 @@ type seams struct {
 	fstabPath        string        // default /etc/fstab
 	mountinfoPath    string        // default /proc/self/mountinfo
 	s3Idle           time.Duration // S3 connection idle timeout (default s3IdleTimeout)
+	// beforeReread runs when a destination's copy has been fsynced, right
+	// before it is re-read for its SHA-256 (step 4 in dest.go), with the
+	// destination directory (nil: nothing).
+	beforeReread func(dir string)
 }
 
 // withDefaults fills the unset seams with the real implementations.

@@ -405,6 +405,9 @@ func (z *zipStream) end(off int64) error {
 	if _, err := z.read(int(le.Uint16(b[16:]))); err != nil {
 		return fmt.Errorf("end record comment: %w", noEOF(err))
 	}
+	if _, err := z.br.ReadByte(); err != io.EOF {
+		return errors.New("bytes after the end record")
+	}
 	cdEnd := off
 	if z.z64End >= 0 {
 		cdEnd = z.z64End

@@ -66,6 +66,14 @@ bench:
 	$(GO) build -o bench/out/bin/bench ./bench
 	bench/out/bin/bench -results $(BENCH_RESULTS) $(BENCH_FLAGS)
 
+## bench-fullrun: only the headline (bench/fullrun.go): `backup-worker run` (fsync and verification
+##        included, one destination) vs the native pipeline per format, alternating; BENCH_SIZE,
+##        BENCH_REPS, BENCH_XZ_REPS, BENCH_FULLRUN_FORMATS=tar.zst,tar.gz,zip,tar.bz2,tar.xz.
+##        Replaces the "Full run" section at the top of $(BENCH_RESULTS).
+.PHONY: bench-fullrun
+bench-fullrun:
+	$(MAKE) bench BENCH_FLAGS="-skip-main -targets fullrun $(BENCH_FLAGS)"
+
 ## bench-record: make bench, writing the tracked bench/results.md
 bench-record:
 	$(MAKE) bench BENCH_RESULTS=bench/results.md

@@ -11,7 +11,7 @@ import (
 )
 
 // StreamCheck is the writer an archive stream goes through on its way to
-// its destination: it passes the stream on in 1 MiB writes and, in a
+// its destination: it passes the stream on in 256 KiB writes and, in a
 // goroutine of its own, parses it completely as it goes (every entry, every
 // byte, every checksum of the compression format, the zip central
 // directory against the local headers), the check a read-back of the
@@ -39,8 +39,8 @@ type StreamCheck struct {
 }
 
 const (
-	streamCheckChunk   = 1 << 20
-	streamCheckBuffers = 4
+	streamCheckChunk   = 256 << 10
+	streamCheckBuffers = 8
 )
 
 // NewStreamCheck starts the parse of a format archive written to out.
@@ -64,10 +64,7 @@ func NewStreamCheck(ctx context.Context, out io.Writer, format string, hashed bo
 
 // OutputFile is the file the stream goes to when out is one, so that the
 // archiver can skip it should it lie inside a data path.
-func (c *StreamCheck) OutputFile() *os.File {
-	f, _ := c.out.(*os.File)
-	return f
-}
+func (c *StreamCheck) OutputFile() *os.File { return outputFileOf(c.out) }
 
 func (c *StreamCheck) parse(ctx context.Context, r *chunkReader) {
 	defer close(c.done)

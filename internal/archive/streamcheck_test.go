@@ -217,3 +217,22 @@ func TestStreamCheckZip64EndRecords(t *testing.T) {
 		t.Error("a wrong zip64 entry count passed")
 	}
 }
+
+// The archive file behind a StreamCheck is still recognised, and skipped,
+// when it lies inside a data path.
+func TestStreamCheckArchiveInsideDataPath(t *testing.T) {
+	dir := t.TempDir()
+	mustWrite(t, filepath.Join(dir, "data.txt"), []byte("data\n"), 0o644)
+	f, err := os.Create(filepath.Join(dir, "out.tar.gz"))
+	must(t, err)
+	defer f.Close()
+	c, err := NewStreamCheck(context.Background(), f, FormatTarGz, false)
+	must(t, err)
+	st, err := Write(context.Background(), c, []string{dir}, Options{Format: FormatTarGz, Logger: quietLogger})
+	must(t, err)
+	parsed, err := c.Close()
+	must(t, err)
+	if st.Skipped != 1 || parsed.Files != 1 || !strings.Contains(strings.Join(st.Warnings, "\n"), "it is the archive being written") {
+		t.Errorf("wrote %+v, parsed %+v", st, parsed)
+	}
+}

@@ -42,24 +42,23 @@ import (
 //     complete: a reflink on file
 //     systems that share extents (XFS, btrfs), an in-kernel copy elsewhere.
 //     Compression runs once and no user-space copy of the archive is made
-//     per extra destination; a copy runs while its primary is parsed (step
-//     4), which uses one core. Destinations on one file system share its
+//     per extra destination. Destinations on one file system share its
 //     fate anyway (full, read-only, failing), so streaming to each of them
-//     would buy no isolation; a copy whose primary fails fails with it;
+//     would buy no isolation; a copy whose primary fails fails with it.
+//     On its way the stream is parsed in full (archive.StreamCheck: every
+//     entry, every checksum of the compression format, the zip central
+//     directory against the local headers) and hashed, and its entries
+//     and content bytes must be what the archiver reports writing
+//     (phase_stream.go): the stream is a complete, well-formed archive of
+//     the data, and its SHA-256 is known before anything is read back. A
+//     local temp file's write-back starts as it is written;
 //  3. fsync;
 //  4. verify the temp file: re-read it through its descriptor (pread) and
-//     hash it with SHA-256. A primary fed by the fan-out must match the
-//     SHA-256 of the stream; a copy must match its primary's verified
-//     SHA-256. Then the archive is parsed in full through the descriptor
-//     (archive.VerifyAt: every entry, every checksum of the compression
-//     format) — on one copy only (structureCheck): a copy whose
-//     SHA-256 equals that of a copy that parsed has the same bytes, so
-//     parsing it again would only repeat the decompression. A single
-//     primary's stream is written straight to its file (a native
-//     compressor writes it itself), so there is no stream hash: that
-//     primary is always the one parsed, and its re-read hash is the
-//     archive's. If the parse fails on one primary, the next is parsed in
-//     its turn, so a read error in one copy does not condemn the others;
+//     hash it with SHA-256 (the Runner's beforeReread seam runs just
+//     before). A primary must match the SHA-256 of the stream; a copy
+//     must match its primary's verified SHA-256 (a reflinked copy is
+//     re-read too). Equal SHA-256, equal bytes: the file holds exactly
+//     the stream that was parsed, so it is not parsed again;
 //  5. write the checksum and the signature (internal/hostkey: the host
 //     key signs the final name, SHA-256 and size) the same way:
 //     .NAME-TS.EXT.sha256.tmp-RANDOM and .NAME-TS.EXT.sig.tmp-RANDOM, 0600,

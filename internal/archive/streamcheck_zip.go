@@ -50,6 +50,7 @@ type zipStream struct {
 	z64      zip64End
 	c        *checker
 	st       Stats
+	inflate  io.ReadCloser // reused for every deflated entry
 }
 
 type zip64End struct{ entries, cdSize, cdOffset uint64 }
@@ -201,9 +202,12 @@ func (z *zipStream) entryData(f *zipFields, dd bool, csize uint64) error {
 	case f.method == zip.Deflate:
 		// A *bufio.Reader is an io.ByteReader: the inflater reads
 		// exactly the deflate stream, which ends itself.
-		fr := flate.NewReader(z.br)
-		n, err = io.CopyBuffer(crc, onlyReader{fr}, z.buf)
-		fr.Close()
+		if z.inflate == nil {
+			z.inflate = flate.NewReader(z.br)
+		} else if err = z.inflate.(flate.Resetter).Reset(z.br, nil); err != nil {
+			break
+		}
+		n, err = io.CopyBuffer(crc, onlyReader{z.inflate}, z.buf)
 	case f.method == zip.Store && !dd:
 		n, err = io.CopyBuffer(crc, onlyReader{io.LimitReader(z.br, int64(csize))}, z.buf)
 		if err == nil && uint64(n) != csize {

@@ -11,7 +11,7 @@ import (
 )
 
 // StreamCheck is the writer an archive stream goes through on its way to
-// its destination: it passes the stream on in 256 KiB writes and, in a
+// its destination: it passes the stream on in 128 KiB writes and, in a
 // goroutine of its own, parses it completely as it goes (every entry, every
 // byte, every checksum of the compression format, the zip central
 // directory against the local headers), the check a read-back of the
@@ -39,8 +39,8 @@ type StreamCheck struct {
 }
 
 const (
-	streamCheckChunk   = 256 << 10
-	streamCheckBuffers = 8
+	streamCheckChunk   = 128 << 10
+	streamCheckBuffers = 4
 )
 
 // NewStreamCheck starts the parse of a format archive written to out.

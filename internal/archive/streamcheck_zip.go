@@ -69,7 +69,7 @@ func (c *countReader) Read(p []byte) (int, error) {
 
 func checkZipStream(ctx context.Context, r io.Reader) (Stats, error) {
 	cr := &countReader{r: &ctxReader{ctx, r}}
-	z := &zipStream{cr: cr, br: bufio.NewReaderSize(cr, 256<<10), buf: make([]byte, 64<<10),
+	z := &zipStream{cr: cr, br: bufio.NewReaderSize(cr, 64<<10), buf: make([]byte, 32<<10),
 		local: sha256.New(), central: sha256.New(), cdStart: -1, z64End: -1, c: newChecker(0)}
 	for {
 		off := z.pos()

@@ -127,9 +127,8 @@ func verifyEncrypted(ctx context.Context, f io.ReaderAt, size int64, format stri
 // it parses the plaintext): it encrypts it to out (the primary's writer,
 // or the fan-out) and hashes the ciphertext.
 type encryptingStream struct {
-	enc    io.WriteCloser
-	sum    hash.Hash
-	closed bool
+	enc io.WriteCloser
+	sum hash.Hash
 }
 
 func newEncryptingStream(out io.Writer, recipients []ageenc.Recipient) (*encryptingStream, error) {
@@ -149,14 +148,8 @@ func (s *encryptingStream) Write(p []byte) (int, error) {
 // finish writes the last encrypted chunk and returns the ciphertext's
 // SHA-256.
 func (s *encryptingStream) finish() ([]byte, error) {
-	s.closed = true
 	if err := s.enc.Close(); err != nil {
 		return nil, fmt.Errorf("encrypt: %w", err)
 	}
 	return s.sum.Sum(nil), nil
-}
-
-// abort drops the stream after a failure (the output is discarded).
-func (s *encryptingStream) abort() {
-	s.closed = true
 }

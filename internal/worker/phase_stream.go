@@ -121,12 +121,8 @@ func (rn *run) stream(ctx context.Context, produce archiveProducer) error {
 	} else {
 		check.Abort()
 	}
-	if enc != nil {
-		if err == nil {
-			set.streamSum, err = enc.finish()
-		} else {
-			enc.abort()
-		}
+	if enc != nil && err == nil {
+		set.streamSum, err = enc.finish()
 	}
 	if fo != nil {
 		if err == nil {

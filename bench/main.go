@@ -225,6 +225,7 @@ func main() {
 			var ts []tool
 			for _, t := range groups[f] {
 				if t.worker || t.baseline {
+					t.reps = 0 // both -reps (tar.xz: -xz-reps)
 					ts = append(ts, t)
 				}
 			}

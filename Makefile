@@ -53,7 +53,7 @@ check-vendor-hash:
 	nix/vendor-hash.sh --check
 
 ## bench: archiver vs native tools on a generated corpus (BENCH_SIZE=1GiB, BENCH_REPS=3,
-##        BENCH_XZ_REPS=3, BENCH_WORKER_REPS=1, BENCH_FORMATS=tar,tar.gz,...; BENCH_FLAGS=-pure-go);
+##        BENCH_XZ_REPS=3, BENCH_WORKER_REPS=BENCH_REPS, BENCH_FORMATS=tar,tar.gz,...; BENCH_FLAGS=-pure-go);
 ##        writes $(BENCH_RESULTS) (default bench/out/results.md, untracked); `make bench-record`
 ##        writes the recorded bench/results.md instead. Installs nothing; missing tools are
 ##        reported as "missing". BENCH_TARGETS=dests,rss,downtime adds the worker targets

@@ -72,7 +72,7 @@ func main() {
 	sizeFlag := flag.String("size", envOr("BENCH_SIZE", "1GiB"), "corpus size (e.g. 256MiB, 1GiB)")
 	reps := flag.Int("reps", envInt("BENCH_REPS", 3), "repetitions per tool")
 	xzReps := flag.Int("xz-reps", envInt("BENCH_XZ_REPS", 3), "repetitions for the (slow) tar.xz tools")
-	workerReps := flag.Int("worker-reps", envInt("BENCH_WORKER_REPS", envInt("BENCH_REPS", 3)), "repetitions of the backup-worker run rows (0 = none; default: -reps)")
+	workerReps := flag.Int("worker-reps", envInt("BENCH_WORKER_REPS", -1), "repetitions of the backup-worker run rows (0 = none; default: -reps)")
 	workerFormats := flag.String("worker-formats", envOr("BENCH_WORKER_FORMATS", "tar.gz,tar.zst,zip,tar.bz2,tar.xz"), "formats that get a backup-worker run row")
 	pureGo := flag.Bool("pure-go", false, "also run our archiver without native compressors on PATH (pure-Go fallbacks)")
 	formats := flag.String("formats", envOr("BENCH_FORMATS", "tar,tar.gz,tar.zst,zip,tar.bz2,tar.xz"), "comma-separated formats to run")
@@ -93,6 +93,9 @@ func main() {
 	loadSchedIdle := flag.Bool("downtime-load-sched-idle", false, "downtime-load: also measure the old unit's CPUSchedulingPolicy=idle (chrt --idle)")
 	skipMain := flag.Bool("skip-main", false, "measure only -targets and update their section of the results file, keeping the main table")
 	flag.Parse()
+	if *workerReps < 0 {
+		*workerReps = *reps
+	}
 
 	size, err := parseSize(*sizeFlag)
 	check(err)

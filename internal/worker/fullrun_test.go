@@ -78,7 +78,8 @@ func corruptTempIn(t *testing.T, dir string, corrupt func(t *testing.T, path str
 // (exit 3) when another does. Layouts: a single destination; a second file
 // system's destination (its own stream); a copy on the primary's file
 // system (copy_file_range, still re-hashed); the primary itself, whose
-// copy then fails with it.
+// copy then fails with it; a copy that shares its primary's extents
+// (reflink on XFS: the damage is copy-on-write, the copy's re-hash sees it).
 func TestRunDiskCorruptionBeforeReread(t *testing.T) {
 	layouts := []struct {
 		name     string
@@ -95,6 +96,11 @@ func TestRunDiskCorruptionBeforeReread(t *testing.T) {
 		}, 1, []int{1}, ExitPartial},
 		{"copy on the same file system", func(t *testing.T, e *testEnv) []string { return e.dests }, 1, []int{1}, ExitPartial},
 		{"primary with a copy", func(t *testing.T, e *testEnv) []string { return e.dests }, 0, []int{0, 1}, ExitFailed},
+		{"reflinked copy on XFS", func(t *testing.T, e *testEnv) []string {
+			xfs := filepath.Join(e.root, "xfs")
+			testtool.MountXFS(t, xfs, "300M")
+			return []string{filepath.Join(xfs, "a"), filepath.Join(xfs, "b")}
+		}, 1, []int{1}, ExitPartial},
 	}
 	const old = "app-20200101T000000Z.tar.gz"
 	for _, l := range layouts {

@@ -53,7 +53,7 @@ check-vendor-hash:
 	nix/vendor-hash.sh --check
 
 ## bench: archiver vs native tools on a generated corpus (BENCH_SIZE=1GiB, BENCH_REPS=3,
-##        BENCH_XZ_REPS=3, BENCH_WORKER_REPS=1, BENCH_FORMATS=tar,tar.gz,...; BENCH_FLAGS=-pure-go);
+##        BENCH_XZ_REPS=3, BENCH_WORKER_REPS=BENCH_REPS, BENCH_FORMATS=tar,tar.gz,...; BENCH_FLAGS=-pure-go);
 ##        writes $(BENCH_RESULTS) (default bench/out/results.md, untracked); `make bench-record`
 ##        writes the recorded bench/results.md instead. Installs nothing; missing tools are
 ##        reported as "missing". BENCH_TARGETS=dests,rss,downtime adds the worker targets
@@ -67,6 +67,14 @@ BENCH_RESULTS ?= bench/out/results.md
 bench:
 	$(GO) build -o bench/out/bin/bench ./bench
 	bench/out/bin/bench -results $(BENCH_RESULTS) $(BENCH_FLAGS)
+
+## bench-fullrun: only the headline (bench/fullrun.go): `backup-worker run` (fsync and verification
+##        included, one destination) vs the native pipeline per format, alternating; BENCH_SIZE,
+##        BENCH_REPS, BENCH_XZ_REPS, BENCH_FULLRUN_FORMATS=tar.zst,tar.gz,zip,tar.bz2,tar.xz.
+##        Replaces the "Full run" section at the top of $(BENCH_RESULTS).
+.PHONY: bench-fullrun
+bench-fullrun:
+	$(MAKE) bench BENCH_FLAGS="-skip-main -targets fullrun $(BENCH_FLAGS)"
 
 ## bench-record: make bench, writing the tracked bench/results.md
 bench-record:

@@ -44,20 +44,24 @@ import (
 )
 
 type tool struct {
-	name   string   // table label
-	ours   bool     // our archiver (the ratio reference)
-	worker bool     // backup-worker run
-	needs  []string // executables that must be on PATH
-	argv   []string
-	dir    string
-	env    []string
-	out    string // output file, or a directory for the worker
-	reps   int
+	name   string // table label
+	ours   bool   // our archiver (the ratio reference)
+	worker bool   // backup-worker run
+	// baseline: the native pipeline the full run is compared with
+	// (fullrun.go).
+	baseline bool
+	needs    []string // executables that must be on PATH
+	argv     []string
+	dir      string
+	env      []string
+	out      string // output file, or a directory for the worker
+	reps     int
 }
 
 type result struct {
 	wall, cpu []time.Duration
 	rss, self int64 // KiB, max over reps
+	child     int64 // KiB: the worker's largest child process (native compressor)
 	size      int64
 	missing   string
 	failed    string
@@ -68,14 +72,16 @@ func main() {
 	sizeFlag := flag.String("size", envOr("BENCH_SIZE", "1GiB"), "corpus size (e.g. 256MiB, 1GiB)")
 	reps := flag.Int("reps", envInt("BENCH_REPS", 3), "repetitions per tool")
 	xzReps := flag.Int("xz-reps", envInt("BENCH_XZ_REPS", 3), "repetitions for the (slow) tar.xz tools")
-	workerReps := flag.Int("worker-reps", envInt("BENCH_WORKER_REPS", 1), "repetitions of the backup-worker run rows (0 = none)")
+	workerReps := flag.Int("worker-reps", envInt("BENCH_WORKER_REPS", -1), "repetitions of the backup-worker run rows (0 = none; default: -reps)")
 	workerFormats := flag.String("worker-formats", envOr("BENCH_WORKER_FORMATS", "tar.gz,tar.zst,zip,tar.bz2,tar.xz"), "formats that get a backup-worker run row")
 	pureGo := flag.Bool("pure-go", false, "also run our archiver without native compressors on PATH (pure-Go fallbacks)")
 	formats := flag.String("formats", envOr("BENCH_FORMATS", "tar,tar.gz,tar.zst,zip,tar.bz2,tar.xz"), "comma-separated formats to run")
 	threads := flag.Int("threads", runtime.NumCPU(), "threads for every tool (N)")
 	outDir := flag.String("out", "bench/out", "work directory (corpus cache, archives, binaries)")
 	resultsFile := flag.String("results", "bench/results.md", "Markdown results file")
-	targets := flag.String("targets", envOr("BENCH_TARGETS", ""), "worker targets to measure too (comma-separated: dests,rss,downtime,downtime-load,offsite,restore; see bench/targets.go, bench/load.go, bench/offsite.go, bench/restore.go)")
+	targets := flag.String("targets", envOr("BENCH_TARGETS", ""), "worker targets to measure too (comma-separated: fullrun,dests,rss,downtime,downtime-load,offsite,restore; see bench/fullrun.go, bench/targets.go, bench/load.go, bench/offsite.go, bench/restore.go)")
+	rssFormats := flag.String("rss-formats", envOr("BENCH_RSS_FORMATS", "tar.gz,zip,tar.zst,tar.bz2,tar.xz"), "formats of -targets rss")
+	fullrunFormats := flag.String("fullrun-formats", envOr("BENCH_FULLRUN_FORMATS", "tar.zst,tar.gz,zip,tar.bz2,tar.xz"), "formats of -targets fullrun")
 	targetReps := flag.Int("target-reps", envInt("BENCH_TARGET_REPS", 3), "repetitions of each worker-target run (tar.xz: -xz-reps)")
 	destFormat := flag.String("dest-format", envOr("BENCH_DEST_FORMAT", "tar.gz"), "format of the three-vs-one-destinations target")
 	downtimeFormats := flag.String("downtime-formats", envOr("BENCH_DOWNTIME_FORMATS", "tar.gz,tar.xz"), "formats of the downtime target")
@@ -90,6 +96,9 @@ func main() {
 	workerBinFlag := flag.String("worker-bin", envOr("BENCH_WORKER_BIN", ""), "measure this backup-worker binary instead of building ./cmd/backup-worker (e.g. an older commit's, for a before/after)")
 	skipMain := flag.Bool("skip-main", false, "measure only -targets and update their section of the results file, keeping the main table")
 	flag.Parse()
+	if *workerReps < 0 {
+		*workerReps = *reps
+	}
 
 	size, err := parseSize(*sizeFlag)
 	check(err)
@@ -111,7 +120,7 @@ func main() {
 	}
 	workerBin := filepath.Join(bin, "backup-worker")
 	workerNote := ""
-	if *workerReps > 0 || *targets != "" {
+	if *workerReps > 0 || *targets != "" || *pureGo {
 		if *workerBinFlag != "" {
 			workerBin, err = filepath.Abs(*workerBinFlag)
 			check(err)
@@ -144,8 +153,10 @@ func main() {
 				downtimeLoad = true
 			case "offsite":
 				offsite = true
+			case "fullrun":
+				// measured by runFullrun
 			default:
-				fatalf("unknown target %q (want dests, rss, downtime, downtime-load, offsite, restore)", t)
+				fatalf("unknown target %q (want fullrun, dests, rss, downtime, downtime-load, offsite, restore)", t)
 			}
 		}
 		te := &targetsEnv{workerBin: workerBin, bin: bin, work: work, threads: strconv.Itoa(*threads), reps: *targetReps, xzReps: *xzReps}
@@ -158,7 +169,7 @@ func main() {
 			check(err)
 		}
 		if len(which) > 0 {
-			section := runTargets(te, which, corpus, filepath.Base(corpus), size, *destFormat, strings.Split(*downtimeFormats, ","), strings.Split(*normalFormats, ","))
+			section := runTargets(te, which, corpus, filepath.Base(corpus), size, *destFormat, strings.Split(*downtimeFormats, ","), strings.Split(*normalFormats, ","), strings.Split(*rssFormats, ","))
 			check(upsertTargets(*resultsFile, section))
 			os.Stdout.WriteString(section)
 		}
@@ -187,12 +198,8 @@ func main() {
 			os.Stdout.WriteString(md)
 		}
 	}
-	if *skipMain {
-		doTargets()
-		return
-	}
 	mainWorkerBin := workerBin
-	if *workerReps == 0 {
+	if *workerReps == 0 && !strings.Contains(","+*targets+",", ",fullrun,") {
 		mainWorkerBin = ""
 	}
 
@@ -211,14 +218,18 @@ func main() {
 			cfg := filepath.Join(arch, "worker-"+format+".json")
 			check(os.WriteFile(cfg, []byte(fmt.Sprintf(`{"name":"bench","serviceName":[],"dataPaths":[%q],"user":"root","group":"root",
 "backup":{"paths":[%q],"format":%q,"threads":%s,"stateDirectory":%q}}`, corpus, dest, format, n, filepath.Join(arch, "worker-state"))), 0o644))
+			wr := *workerReps
+			if format == "tar.xz" {
+				wr = min(wr, *xzReps)
+			}
 			ts = append(ts, tool{name: "backup-worker run (+fsync+verify)", worker: true, argv: []string{workerBin, "run", "--config", cfg}, out: dest,
-				env: []string{"PATH=" + bin + ":" + os.Getenv("PATH"), "FAKE_SYSTEMCTL_DIR=" + arch}, reps: *workerReps})
+				env: []string{"PATH=" + bin + ":" + os.Getenv("PATH"), "FAKE_SYSTEMCTL_DIR=" + arch}, reps: wr})
 		}
 		return ts
 	}
 	tarI := func(label, prog, ext string) tool {
 		out := filepath.Join(arch, label+"."+ext)
-		return tool{name: "tar -I '" + prog + "'", needs: []string{"tar", strings.Fields(prog)[0]}, argv: []string{"tar", "-I", prog, "-cf", out, "-C", parent, base}, out: out}
+		return tool{name: "tar -I '" + prog + "'", needs: []string{"tar", strings.Fields(prog)[0]}, argv: []string{"tar", "-I", prog, "-cf", out, "-C", parent, base}, out: out, baseline: true}
 	}
 	groups := map[string][]tool{
 		"tar": {{name: "tar cf (I/O floor)", needs: []string{"tar"}, argv: []string{"tar", "cf", filepath.Join(arch, "plain.tar"), "-C", parent, base}, out: filepath.Join(arch, "plain.tar")}},
@@ -227,7 +238,7 @@ func main() {
 			tarI("pigz", "pigz -p "+n, "tar.gz")),
 		"tar.zst": append(oursTool("tar.zst"), tarI("zstd", "zstd -T"+n, "tar.zst")),
 		"zip": append(oursTool("zip"),
-			tool{name: "zip -r -q -y", needs: []string{"zip"}, argv: []string{"zip", "-r", "-q", "-y", filepath.Join(arch, "zip.zip"), base}, dir: parent, out: filepath.Join(arch, "zip.zip")}),
+			tool{name: "zip -r -q -y", needs: []string{"zip"}, argv: []string{"zip", "-r", "-q", "-y", filepath.Join(arch, "zip.zip"), base}, dir: parent, out: filepath.Join(arch, "zip.zip"), baseline: true}),
 		"tar.bz2": append(oursTool("tar.bz2"),
 			tool{name: "tar cjf", needs: []string{"tar", "bzip2"}, argv: []string{"tar", "cjf", filepath.Join(arch, "tarcjf.tar.bz2"), "-C", parent, base}, out: filepath.Join(arch, "tarcjf.tar.bz2")},
 			tarI("pbzip2", "pbzip2 -p"+n, "tar.bz2")),
@@ -239,55 +250,59 @@ func main() {
 		t      tool
 		r      *result
 	}
+	if strings.Contains(","+*targets+",", ",fullrun,") && *skipMain {
+		// Only the headline pairs: each format's full run and its native
+		// pipeline, alternating.
+		results := map[string][]*result{}
+		var fs []string
+		for _, f := range strings.Split(*fullrunFormats, ",") {
+			f = strings.TrimSpace(f)
+			var ts []tool
+			for _, t := range groups[f] {
+				if t.worker || t.baseline {
+					t.reps = 0 // both -reps (tar.xz: -xz-reps)
+					ts = append(ts, t)
+				}
+			}
+			if len(ts) != 2 {
+				fatalf("fullrun: no worker and native rows for format %q", f)
+			}
+			groups[f] = ts
+			results[f] = runGroup(f, ts, *reps, *xzReps)
+			fs = append(fs, f)
+		}
+		section := fullrunSection(fullrunRows(fs, groups, results), fmt.Sprintf("`bench -skip-main -targets fullrun` (bench/fullrun.go; corpus %s, %s)", base, human(corpusBytes)))
+		check(upsertFullrun(*resultsFile, section))
+		os.Stdout.WriteString(section)
+		doTargets()
+		return
+	}
+	if *skipMain {
+		doTargets()
+		return
+	}
 	var rows []row
+	results := map[string][]*result{}
+	var formatList []string
 	for _, format := range strings.Split(*formats, ",") {
 		format = strings.TrimSpace(format)
 		ts, ok := groups[format]
 		if !ok {
 			fatalf("unknown format %q", format)
 		}
-		results := make([]*result, len(ts))
-		maxReps := 0
+		results[format] = runGroup(format, ts, *reps, *xzReps)
+		formatList = append(formatList, format)
 		for i := range ts {
-			results[i] = &result{}
-			if ts[i].reps == 0 {
-				ts[i].reps = *reps
-				if format == "tar.xz" {
-					ts[i].reps = *xzReps
-				}
-			}
-			maxReps = max(maxReps, ts[i].reps)
-			for _, need := range ts[i].needs {
-				if _, err := exec.LookPath(need); err != nil {
-					results[i].missing = need
-				}
-			}
-		}
-		for rep := 0; rep < maxReps; rep++ {
-			for i, t := range ts {
-				r := results[i]
-				if r.missing != "" || r.failed != "" || rep >= t.reps {
-					continue
-				}
-				runOnce(t, r)
-				if t.ours && rep == 0 && r.failed == "" {
-					// Our output must be a valid archive (checksums and
-					// all), or its numbers mean nothing.
-					if _, err := archive.VerifyFile(context.Background(), t.out, format); err != nil {
-						r.failed = "output does not verify: " + err.Error()
-					}
-				}
-				fmt.Fprintf(os.Stderr, "%-8s %-42s rep %d: %s\n", format, t.name, rep+1, r.last())
-			}
-		}
-		for i := range ts {
-			rows = append(rows, row{format, ts[i], results[i]})
+			rows = append(rows, row{format, ts[i], results[format][i]})
 		}
 	}
 
 	// Markdown.
 	var md bytes.Buffer
 	fmt.Fprintf(&md, "# Archive benchmark\n\n")
+	if fr := fullrunRows(formatList, groups, results); len(fr) > 0 {
+		md.WriteString(fullrunSection(fr, "`make bench` (bench/main.go, from the rows below)") + "\n## Archive only\n\n")
+	}
 	fmt.Fprintf(&md, "Generated by `make bench` (bench/main.go) on %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(&md, "- Machine: %s, %d cores, %s RAM, Linux %s, Go %s\n", cpuModel(), runtime.NumCPU(), memTotal(), kernel(), runtime.Version())
 	fmt.Fprintf(&md, "- Corpus: %s (%s, %d files/dirs/symlinks; seed %d): ~20%% small text/JSON/YAML/INI files of 1-20 KB, ~40%% logs, ~15%% database-like pages, ~25%% random (media-like), symlinks, empty dirs. Warm page cache.\n", base, human(corpusBytes), corpusFiles, corpusSeed)
@@ -312,7 +327,9 @@ func main() {
 			continue
 		}
 		rss := fmt.Sprintf("%.0f", float64(r.rss)/1024)
-		if r.self > 0 {
+		if rw.t.worker && r.self > 0 {
+			rss = fmt.Sprintf("%.0f (worker %.0f)", float64(r.rss)/1024, float64(r.self)/1024)
+		} else if r.self > 0 {
 			rss = fmt.Sprintf("%.0f (Go %.0f)", float64(r.rss)/1024, float64(r.self)/1024)
 		}
 		ratioW, ratioS := "", ""
@@ -364,7 +381,18 @@ func runOnce(t tool, r *result) {
 		cmd.Env = append(cmd.Env, "BENCH_LOG=debug")
 	}
 	start := time.Now()
-	err := cmd.Run()
+	err := cmd.Start()
+	if err == nil {
+		var w *hwmWatch
+		if t.worker {
+			w = watchHWM(cmd.Process.Pid)
+		}
+		err = cmd.Wait()
+		if w != nil {
+			self, child := w.stop()
+			r.self, r.child = max(r.self, self), max(r.child, child)
+		}
+	}
 	wall := time.Since(start)
 	if err != nil {
 		r.failed = fmt.Sprintf("%v: %s", err, lastLines(stderr.String(), 3))
@@ -561,3 +589,43 @@ start) rm -f "$state"; exit 0 ;;
 esac
 exit 0
 `
+
+// runGroup runs a format's tools reps times each (tar.xz: xzReps), in turn,
+// and returns their results in the tools' order.
+func runGroup(format string, ts []tool, reps, xzReps int) []*result {
+	results := make([]*result, len(ts))
+	maxReps := 0
+	for i := range ts {
+		results[i] = &result{}
+		if ts[i].reps == 0 {
+			ts[i].reps = reps
+			if format == "tar.xz" {
+				ts[i].reps = xzReps
+			}
+		}
+		maxReps = max(maxReps, ts[i].reps)
+		for _, need := range ts[i].needs {
+			if _, err := exec.LookPath(need); err != nil {
+				results[i].missing = need
+			}
+		}
+	}
+	for rep := 0; rep < maxReps; rep++ {
+		for i, t := range ts {
+			r := results[i]
+			if r.missing != "" || r.failed != "" || rep >= t.reps {
+				continue
+			}
+			runOnce(t, r)
+			if t.ours && rep == 0 && r.failed == "" {
+				// Our output must be a valid archive (checksums and
+				// all), or its numbers mean nothing.
+				if _, err := archive.VerifyFile(context.Background(), t.out, format); err != nil {
+					r.failed = "output does not verify: " + err.Error()
+				}
+			}
+			fmt.Fprintf(os.Stderr, "%-8s %-42s rep %d: %s\n", format, t.name, rep+1, r.last())
+		}
+	}
+	return results
+}

@@ -102,7 +102,12 @@ func (p *Progress) addFile() {
 type Stats struct {
 	Files, Dirs, Symlinks, Hardlinks, Skipped int64
 	BytesRead                                 int64 // content bytes read from the data paths (Verify/Extract: content bytes read from the archive)
-	Warnings                                  []string
+	// ZeroFill counts the zero bytes the archive holds as file content
+	// that were not read (Write only): the padding of a tar entry whose
+	// file shrank while read, the holes of a sparse file. BytesRead +
+	// ZeroFill is what a Verify of the archive counts (CheckCounts).
+	ZeroFill int64
+	Warnings []string
 	// Changed counts the regular files that changed while they were read
 	// (GNU tar's "file changed as we read it": size, mtime or ctime
 	// differ after reading, or fewer bytes than the size could be read;

@@ -36,3 +36,15 @@ func unbufferedFile(w io.Writer) *os.File {
 	}
 	return nil
 }
+
+// outputFileOf is the file w writes to: w itself, or the file behind a
+// StreamCheck; nil when there is none.
+func outputFileOf(w io.Writer) *os.File {
+	switch o := w.(type) {
+	case *os.File:
+		return o
+	case interface{ OutputFile() *os.File }:
+		return o.OutputFile()
+	}
+	return nil
+}

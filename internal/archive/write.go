@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"os"
 	"os/user"
 	"path"
 	"path/filepath"
@@ -139,7 +138,7 @@ func write(ctx context.Context, w io.Writer, dataPaths []Root, opts Options, cap
 	defer closeRoots(roots)
 
 	var out *sysInfo
-	if f, ok := w.(*os.File); ok {
+	if f := outputFileOf(w); f != nil {
 		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
 			si := statSys(fi)
 			if si.ok {
@@ -455,6 +454,10 @@ func (wk *walker) file(n *walkNode, name string) error {
 	}
 	wk.st.Files++
 	wk.st.BytesRead += written
+	if _, tar := wk.s.(*tarSink); tar && e.size > written {
+		// A tar entry holds the file's size: holes and padding are zeros.
+		wk.st.ZeroFill += e.size - written
+	}
 	wk.prog.addFile()
 	return nil
 }

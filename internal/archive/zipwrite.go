@@ -34,7 +34,12 @@ const (
 	zipDictSize  = 32 << 10
 )
 
-func zipWindow(threads int) int { return 2*threads + 2 }
+// zipWindow is threads+2: every worker busy, one chunk being written and
+// one being filled. It was 2*threads+2; at 4 GiB (zip.Writer keeps every
+// entry's header until Close, about 25 MB for 80,000 entries) those extra
+// MiB-sized chunks put the worker over 64 MiB once the stream check's parse
+// runs beside the write (issue 15, bench -targets rss).
+func zipWindow(threads int) int { return threads + 2 }
 
 type zipJob struct {
 	fh    *zip.FileHeader

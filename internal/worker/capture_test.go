@@ -307,53 +307,6 @@ func TestProgressTerminal(t *testing.T) {
 	}
 }
 
-// TestStructureCheckOnce: the full parse runs until one copy passes, then
-// not again; a copy that fails to parse does not mark the stream good.
-func TestStructureCheckOnce(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	bad := filepath.Join(dir, "bad.tar.gz")
-	if err := os.WriteFile(bad, []byte("not gzip"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	good := filepath.Join(dir, "good.tar.gz")
-	f, err := os.Create(good)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := archive.Write(context.Background(), f, []string{dir}, archive.Options{Format: "tar.gz", Exclude: []string{"*.tar.gz"}}); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	sc := &structureCheck{}
-	open := func(p string) (*os.File, int64) {
-		f, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		fi, _ := f.Stat()
-		return f, fi.Size()
-	}
-	badF, badN := open(bad)
-	goodF, goodN := open(good)
-	if err := sc.verify(context.Background(), badF, badN, "tar.gz", false, false); err == nil {
-		t.Fatal("bad copy passed")
-	}
-	if err := sc.verify(context.Background(), goodF, goodN, "tar.gz", false, false); err != nil {
-		t.Fatal(err)
-	}
-	// Once a copy parsed, byte-identical copies (checked by SHA-256 before
-	// verify is called) are not parsed again.
-	if err := sc.verify(context.Background(), badF, badN, "tar.gz", false, false); err != nil {
-		t.Errorf("parsed again after a good copy: %v", err)
-	}
-	// A copy with no hash to compare is parsed whatever came before.
-	if err := sc.verify(context.Background(), badF, badN, "tar.gz", true, false); err == nil {
-		t.Error("forced parse of a bad copy passed")
-	}
-}
-
 // TestCaptureFirstKernelCopy: with the data and the staging destination on
 // one ext4 (no reflinks), the tar capture's file contents are copied by
 // the kernel (copy_file_range: copied_in_kernel logged, at least the big

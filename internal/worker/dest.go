@@ -14,7 +14,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/backupgen/backupgen/internal/archive"
 	"github.com/backupgen/backupgen/internal/config"
 	"github.com/backupgen/backupgen/internal/hostkey"
 )
@@ -43,24 +42,23 @@ import (
 //     complete: a reflink on file
 //     systems that share extents (XFS, btrfs), an in-kernel copy elsewhere.
 //     Compression runs once and no user-space copy of the archive is made
-//     per extra destination; a copy runs while its primary is parsed (step
-//     4), which uses one core. Destinations on one file system share its
+//     per extra destination. Destinations on one file system share its
 //     fate anyway (full, read-only, failing), so streaming to each of them
-//     would buy no isolation; a copy whose primary fails fails with it;
+//     would buy no isolation; a copy whose primary fails fails with it.
+//     On its way the stream is parsed in full (archive.StreamCheck: every
+//     entry, every checksum of the compression format, the zip central
+//     directory against the local headers) and hashed, and its entries
+//     and content bytes must be what the archiver reports writing
+//     (phase_stream.go): the stream is a complete, well-formed archive of
+//     the data, and its SHA-256 is known before anything is read back. A
+//     local temp file's write-back starts as it is written;
 //  3. fsync;
 //  4. verify the temp file: re-read it through its descriptor (pread) and
-//     hash it with SHA-256. A primary fed by the fan-out must match the
-//     SHA-256 of the stream; a copy must match its primary's verified
-//     SHA-256. Then the archive is parsed in full through the descriptor
-//     (archive.VerifyAt: every entry, every checksum of the compression
-//     format) — on one copy only (structureCheck): a copy whose
-//     SHA-256 equals that of a copy that parsed has the same bytes, so
-//     parsing it again would only repeat the decompression. A single
-//     primary's stream is written straight to its file (a native
-//     compressor writes it itself), so there is no stream hash: that
-//     primary is always the one parsed, and its re-read hash is the
-//     archive's. If the parse fails on one primary, the next is parsed in
-//     its turn, so a read error in one copy does not condemn the others;
+//     hash it with SHA-256 (the Runner's beforeReread seam runs just
+//     before). A primary must match the SHA-256 of the stream; a copy
+//     must match its primary's verified SHA-256 (a reflinked copy is
+//     re-read too). Equal SHA-256, equal bytes: the file holds exactly
+//     the stream that was parsed, so it is not parsed again;
 //  5. write the checksum and the signature (internal/hostkey: the host
 //     key signs the final name, SHA-256 and size) the same way:
 //     .NAME-TS.EXT.sha256.tmp-RANDOM and .NAME-TS.EXT.sig.tmp-RANDOM, 0600,
@@ -106,6 +104,9 @@ type destination struct {
 	verified      *signal
 	sum           []byte
 	primaryFailed atomic.Bool
+
+	// beforeReread is the Runner's seam of that name (seams.go).
+	beforeReread func(dir string)
 
 	state  destState
 	err    error
@@ -206,7 +207,7 @@ func (d *destination) failPrimary() {
 // copyFromPrimary is steps 2–6 for a copy: wait until the primary may be
 // copied, copy it from src (a duplicate of the primary's temp file
 // descriptor), then finish.
-func (d *destination) copyFromPrimary(ctx context.Context, src CopySource, format string, sc *structureCheck) error {
+func (d *destination) copyFromPrimary(ctx context.Context, src CopySource) error {
 	p := d.primary
 	if err := p.copyable.wait(ctx); err != nil {
 		return err
@@ -217,16 +218,20 @@ func (d *destination) copyFromPrimary(ctx context.Context, src CopySource, forma
 	if err := d.up.(Copier).CopyFrom(ctx, src, p.size); err != nil {
 		return fmt.Errorf("copy from %s: %w", p.dir, err)
 	}
-	_, err := d.finish(ctx, nil, format, sc)
+	_, err := d.finish(ctx, nil)
 	return err
 }
 
-// finish runs steps 3–6 of the protocol. want is the SHA-256 the copy must
-// have (the stream's), or nil for a copy (it must match its primary's) and
-// for a single primary whose stream was not hashed. It returns the copy's
-// verified SHA-256. A primary fires copyable and verified on the way (on
-// failure, the caller calls failPrimary).
-func (d *destination) finish(ctx context.Context, want []byte, format string, sc *structureCheck) ([]byte, error) {
+// finish runs steps 3–6 of the protocol. want is the SHA-256 of the stream
+// (the stream was parsed while it was written: archive.StreamCheck), which
+// a primary's copy must have; nil for a copy, which must match its
+// primary's. It returns the copy's verified SHA-256. A primary fires
+// copyable and verified on the way (on failure, the caller calls
+// failPrimary).
+func (d *destination) finish(ctx context.Context, want []byte) ([]byte, error) {
+	if want == nil && d.primary == nil {
+		return nil, errors.New("verify: no SHA-256 of the stream to compare the written copy with")
+	}
 	f, size, err := d.up.Stored(ctx)
 	if err != nil {
 		return nil, err
@@ -235,24 +240,15 @@ func (d *destination) finish(ctx context.Context, want []byte, format string, sc
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
 	}
-	var sum []byte
-	readBack := false
-	ru, remote := d.up.(remoteUpload)
-	if f == nil && remote {
-		// Not readable before Commit: the SHA-256 of what was sent,
-		// confirmed part by part by the server; Commit checks the whole.
-		sum = ru.SentSum()
-	} else if sum = streamSum(d.up); sum == nil {
-		readBack = true
-		if sum, err = hashAt(ctx, f, d.path(d.base)+" (uncommitted)", d.size); err != nil {
-			return nil, fmt.Errorf("verify: re-read: %w", err)
-		}
+	sum, err := d.storedSum(ctx, f)
+	if err != nil {
+		return nil, err
 	}
 	if want != nil && !bytes.Equal(sum, want) {
 		return nil, fmt.Errorf("verify: written copy has SHA-256 %x, the stream had %x", sum, want)
 	}
 	if p := d.primary; p != nil {
-		// The copy was hashed while its primary was parsed; now it
+		// The copy was hashed while its primary was hashed; now it
 		// needs the primary's verdict.
 		if err := p.verified.wait(ctx); err != nil {
 			return nil, err
@@ -264,28 +260,14 @@ func (d *destination) finish(ctx context.Context, want []byte, format string, sc
 			return nil, fmt.Errorf("verify: written copy has SHA-256 %x, the copy in %s had %x", sum, p.dir, p.sum)
 		}
 	}
-	// The checksum and signature are written before the parse so that a
-	// primary's copies can start (see copyable) while it is parsed.
 	if err := d.seal(ctx, sum); err != nil {
 		return nil, err
 	}
 	d.copyable.fire()
-	// An encrypted archive cannot be parsed without an identity: its
-	// plaintext was parsed while it was produced, and this copy matched
-	// the SHA-256 of the ciphertext (want; see encryption.go).
-	encrypted := isEncryptedName(d.base)
-	if encrypted && want == nil && d.primary == nil {
-		return nil, errors.New("verify: an encrypted archive without the ciphertext's SHA-256")
-	}
-	force := want == nil && d.primary == nil
-	if f == nil && remote {
+	if ru, remote := d.up.(remoteUpload); f == nil && remote {
 		ru.ReadBackCheck(func(r io.ReaderAt, size int64) error {
-			return readBackCheck(ctx, r, size, sum, format, force, encrypted, sc)
+			return readBackCheck(ctx, r, size, sum)
 		})
-	} else if readBack {
-		if err := sc.verify(ctx, f, d.size, format, force, encrypted); err != nil {
-			return nil, fmt.Errorf("verify: %w", err)
-		}
 	}
 	if d.verified != nil {
 		d.sum = sum
@@ -302,6 +284,29 @@ func (d *destination) finish(ctx context.Context, want []byte, format string, sc
 	return sum, nil
 }
 
+// storedSum is the SHA-256 of the stored copy (step 4): re-read through
+// f after the fsync; for an upload that cannot be read before Commit (S3),
+// the SHA-256 of what was sent, confirmed part by part by the server
+// (Commit checks the whole: readBackCheck); for an SFTP upload that is not
+// read back, the SHA-256 it hashed while writing (the server confirmed the
+// size).
+func (d *destination) storedSum(ctx context.Context, f io.ReaderAt) ([]byte, error) {
+	if ru, remote := d.up.(remoteUpload); f == nil && remote {
+		return ru.SentSum(), nil
+	}
+	if sum := streamSum(d.up); sum != nil {
+		return sum, nil
+	}
+	if d.beforeReread != nil {
+		d.beforeReread(d.dir)
+	}
+	sum, err := hashAt(ctx, f, d.path(d.base)+" (uncommitted)", d.size)
+	if err != nil {
+		return nil, fmt.Errorf("verify: re-read: %w", err)
+	}
+	return sum, nil
+}
+
 // streamSummer is an optional capability of an Upload that is not read
 // back (an SFTP destination with verifyReadBack off, on a metered link):
 // it hashed the stream as it wrote it, and Stored confirmed the size the
@@ -311,7 +316,7 @@ type streamSummer interface {
 }
 
 // streamSum is up's StreamSum, nil when it has none: then the run re-reads
-// and parses what Stored returns.
+// what Stored returns.
 func streamSum(up Upload) []byte {
 	if s, ok := up.(streamSummer); ok {
 		return s.StreamSum()
@@ -320,18 +325,15 @@ func streamSum(up Upload) []byte {
 }
 
 // readBackCheck is step 4 for a remote upload, run by its Commit on the
-// completed object: the SHA-256 of what the server holds, then the parse
-// unless a copy with that SHA-256 parsed already (always when force).
-func readBackCheck(ctx context.Context, r io.ReaderAt, size int64, sum []byte, format string, force, encrypted bool, sc *structureCheck) error {
+// completed object: what the server holds must have the SHA-256 of the
+// stream sent (which was parsed while it was produced).
+func readBackCheck(ctx context.Context, r io.ReaderAt, size int64, sum []byte) error {
 	got, err := hashAt(ctx, r, "read back", size)
 	if err != nil {
 		return fmt.Errorf("verify: read back: %w", err)
 	}
 	if !bytes.Equal(got, sum) {
 		return fmt.Errorf("verify: read back: the server holds SHA-256 %x, the bytes sent had %x", got, sum)
-	}
-	if err := sc.verify(ctx, r, size, format, force, encrypted); err != nil {
-		return fmt.Errorf("verify: %w", err)
 	}
 	return nil
 }
@@ -342,34 +344,6 @@ func (d *destination) seal(ctx context.Context, sum []byte) error {
 		return errors.New("no signing key")
 	}
 	return d.up.Seal(ctx, []byte(checksumLine(sum, d.base)), d.key.SignatureFile(d.base, sum, d.size))
-}
-
-// structureCheck parses the archive fully once for all copies of one
-// stream (see step 4 above). Only call verify for a copy whose SHA-256 was
-// checked against the stream's.
-type structureCheck struct {
-	mu sync.Mutex
-	ok bool
-}
-
-// verify parses the first size bytes of f unless a copy with the same
-// SHA-256 parsed already; always when force is set (a copy with no hash to
-// compare).
-// encrypted: nothing is parsed (see finish).
-func (sc *structureCheck) verify(ctx context.Context, f io.ReaderAt, size int64, format string, force, encrypted bool) error {
-	if encrypted {
-		return nil
-	}
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	if sc.ok && !force {
-		return nil
-	}
-	if _, err := archive.VerifyAt(ctx, f, size, format); err != nil {
-		return err
-	}
-	sc.ok = true
-	return nil
 }
 
 // abort removes whatever the destination still has uncommitted.

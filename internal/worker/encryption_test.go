@@ -387,7 +387,7 @@ func TestEncryptedRunParsesPlaintextStream(t *testing.T) {
 			if code := e.run(cfg); code != ExitFailed {
 				t.Fatalf("run with a corrupt plaintext stream: exit %d, want %d", code, ExitFailed)
 			}
-			if !strings.Contains(e.logBuf.String(), "verify the archive before encryption") {
+			if !strings.Contains(e.logBuf.String(), "verify the archive while it was written") {
 				t.Fatalf("log does not say the plaintext parse failed:\n%s", e.logBuf.String())
 			}
 			assertNoArchives(t, e.dests...)

@@ -8,8 +8,8 @@ import (
 )
 
 // commit is phase 7 (see the protocol in dest.go): each primary is
-// fsynced, verified (against the stream's SHA-256 and by a full parse) and
-// committed under its final name with its .sha256 and .sig; each copy is
+// fsynced, re-read for its SHA-256, which must be the stream's (the stream
+// was parsed in full while it was written: phase_stream.go), and committed under its final name with its .sha256 and .sig; each copy is
 // filled from its primary, then does the same. It reports whether at least
 // one destination holds the verified archive.
 func (rn *run) commit(ctx context.Context) bool {
@@ -20,11 +20,10 @@ func (rn *run) commit(ctx context.Context) bool {
 // finishAll finishes every destination concurrently and returns each
 // one's error (by index in active).
 func (rn *run) finishAll(ctx context.Context) []error {
-	cfg, set := rn.cfg, rn.archives
+	set := rn.archives
 	active := set.active
 	var wg sync.WaitGroup
 	errs := make([]error, len(active))
-	sc := &structureCheck{}
 	// Each copy reads its primary through a duplicate of the descriptor
 	// the primary was written through (never its name: see dest.go),
 	// taken before the primary can commit and close it.
@@ -43,7 +42,7 @@ func (rn *run) finishAll(ctx context.Context) []error {
 						d.failPrimary()
 					}
 				}()
-				_, err = d.finish(ctx, set.streamSum, cfg.Backup.Format, sc)
+				_, err = d.finish(ctx, set.streamSum)
 				return err
 			})
 		case d.primary == nil:
@@ -54,7 +53,7 @@ func (rn *run) finishAll(ctx context.Context) []error {
 			src := srcs[i]
 			goSafe(&wg, &errs[i], func() error {
 				defer src.Close()
-				return d.copyFromPrimary(ctx, src, cfg.Backup.Format, sc)
+				return d.copyFromPrimary(ctx, src)
 			})
 		}
 	}

@@ -28,7 +28,7 @@ func (rn *run) openArchives(ctx context.Context) bool {
 	set := &archiveSet{}
 	primaryOf := map[string]*destination{}
 	for _, d := range rn.usableDests() {
-		d.base, d.key = rn.base, rn.key
+		d.base, d.key, d.beforeReread = rn.base, rn.key, rn.seams.beforeReread
 		if err := d.create(ctx); err != nil {
 			d.fail(fmt.Errorf("create temp file: %w", err))
 			rn.log.Error("destination failed", keyDestination, d.dir, "error", err)
@@ -66,12 +66,18 @@ func (rn *run) openArchives(ctx context.Context) bool {
 }
 
 // stream writes the archive stream (produce) to the primaries and returns
-// the producer's error. Encrypted (encryption.go), the producer writes to
-// the encryptor, which writes the ciphertext to what is described next,
-// and streamSum is the ciphertext's SHA-256 even for one primary. One primary: the archive goes straight into its
-// file (a native compressor writes it itself). Several: through the
-// fan-out, which hashes the stream and writes the primaries concurrently;
-// batching the archiver's small writes keeps its per-write handoff cheap.
+// the producer's error. The stream goes through an archive.StreamCheck,
+// which parses it in full as it is written (every entry, every checksum of
+// the compression format) and counts its entries and content bytes, which
+// must be what the producer reports writing (archive.CheckCounts): so the
+// stream is a complete, well-formed archive of what was archived, and the
+// commit only has to prove, by the SHA-256 (streamSum), that each
+// destination holds that stream. Encrypted (encryption.go), the checked
+// plaintext goes on to the encryptor, which writes the ciphertext to what
+// is described next, and streamSum is the ciphertext's SHA-256. One
+// primary: the stream goes straight into its file (a native compressor's
+// output passes through the check on its way). Several: through the
+// fan-out, which hashes the stream and writes the primaries concurrently.
 // A primary whose write failed is failed and its temp file removed.
 func (rn *run) stream(ctx context.Context, produce archiveProducer) error {
 	cfg, set := rn.cfg, rn.archives
@@ -94,7 +100,7 @@ func (rn *run) stream(ctx context.Context, produce archiveProducer) error {
 	var enc *encryptingStream
 	if rn.recipients != nil {
 		var err error
-		if enc, err = newEncryptingStream(ctx, out, rn.recipients, cfg.Backup.Format, fo == nil); err != nil {
+		if enc, err = newEncryptingStream(out, rn.recipients, fo == nil); err != nil {
 			if fo != nil {
 				fo.Close()
 			}
@@ -102,23 +108,24 @@ func (rn *run) stream(ctx context.Context, produce archiveProducer) error {
 		}
 		out = enc
 	}
-	prog := &archive.Progress{}
-	stopProgress := rn.startProgress(ctx, produce.phase, rn.dataSize, prog)
-	stats, err := produce.run(ctx, out, archive.Options{
-		Format:   cfg.Backup.Format,
-		Level:    cfg.Backup.CompressionLevel,
-		Threads:  cfg.Backup.Threads,
-		Exclude:  cfg.Backup.Exclude,
-		Logger:   rn.log,
-		Progress: prog,
-		SkipDirs: rn.skipDirs(),
-	})
-	stopProgress()
+	check, err := archive.NewStreamCheck(ctx, out, cfg.Backup.Format, enc == nil && fo == nil)
+	if err != nil {
+		if fo != nil {
+			fo.Close()
+		}
+		return err
+	}
+	stats, err := rn.produce(ctx, produce, check)
+	if err == nil {
+		err = checkStream(check, stats)
+	} else {
+		check.Abort()
+	}
 	if enc != nil {
 		if err == nil {
 			set.streamSum, err = enc.finish()
 		} else {
-			enc.abort(err)
+			enc.abort()
 		}
 	}
 	if fo != nil {
@@ -128,17 +135,53 @@ func (rn *run) stream(ctx context.Context, produce archiveProducer) error {
 		fo.Close()
 	}
 	rn.stats = stats
-	if err != nil || fo == nil {
+	if err != nil {
 		return err
 	}
-	// Encrypted: streamSum is already the ciphertext's, which is what
-	// the fan-out hashed too.
-	set.streamSum = fo.Sum()
-	for i, d := range set.primaries {
-		if err := fo.sinkErr(i); err != nil {
-			d.fail(err)
-			d.abort()
+	switch {
+	case fo != nil:
+		// Encrypted: streamSum is already the ciphertext's, which is
+		// what the fan-out hashed too.
+		set.streamSum = fo.Sum()
+		for i, d := range set.primaries {
+			if err := fo.sinkErr(i); err != nil {
+				d.fail(err)
+				d.abort()
+			}
 		}
+	case enc == nil:
+		set.streamSum = check.Sum()
+	}
+	return nil
+}
+
+// produce runs the producer into w with the config's archive options and
+// the progress display.
+func (rn *run) produce(ctx context.Context, produce archiveProducer, w io.Writer) (archive.Stats, error) {
+	cfg := rn.cfg
+	prog := &archive.Progress{}
+	stopProgress := rn.startProgress(ctx, produce.phase, rn.dataSize, prog)
+	defer stopProgress()
+	return produce.run(ctx, w, archive.Options{
+		Format:   cfg.Backup.Format,
+		Level:    cfg.Backup.CompressionLevel,
+		Threads:  cfg.Backup.Threads,
+		Exclude:  cfg.Backup.Exclude,
+		Logger:   rn.log,
+		Progress: prog,
+		SkipDirs: rn.skipDirs(),
+	})
+}
+
+// checkStream ends the stream check: its verdict, then its counts against
+// what the producer wrote.
+func checkStream(check *archive.StreamCheck, wrote archive.Stats) error {
+	parsed, err := check.Close()
+	if err == nil {
+		err = archive.CheckCounts(wrote, parsed)
+	}
+	if err != nil {
+		return fmt.Errorf("verify the archive while it was written: %w", err)
 	}
 	return nil
 }

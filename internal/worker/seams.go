@@ -35,6 +35,10 @@ type seams struct {
 	notifyTotal      time.Duration // all notifications of a run (default notify.DefaultTotal)
 
 	healthRetry time.Duration // pause between health probes (default healthRetry)
+	// beforeReread runs when a destination's copy has been fsynced, right
+	// before it is re-read for its SHA-256 (step 4 in dest.go), with the
+	// destination directory (nil: nothing).
+	beforeReread func(dir string)
 }
 
 // withDefaults fills the unset seams with the real implementations.

@@ -1,0 +1,238 @@
+package archive
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// streamCheckFormats are the formats with each compressor the worker can
+// use: the native tools and the pure-Go encoders.
+var streamCheckFormats = []struct{ name, format string }{
+	{"tar.gz", FormatTarGz},
+	{"tar.zst native", FormatTarZst},
+	{"tar.zst Go", FormatTarZst},
+	{"tar.xz native", FormatTarXz},
+	{"tar.xz Go", FormatTarXz},
+	{"tar.bz2 native", FormatTarBz2},
+	{"tar.bz2 Go", FormatTarBz2},
+	{"zip", FormatZip},
+}
+
+// withoutNative makes the pure-Go encoders run for the test's duration.
+func withoutNative(t *testing.T) {
+	old := lookPath
+	lookPath = func(string) (string, error) { return "", exec.ErrNotFound }
+	t.Cleanup(func() { lookPath = old })
+}
+
+// streamTree is buildTree plus a sparse file (holes: ZeroFill for tar).
+func streamTree(t *testing.T, dir string) []string {
+	src, single := buildTree(t, dir)
+	must(t, os.Remove(filepath.Join(src, "a/fifo")))
+	f, err := os.Create(filepath.Join(src, "sparse.img"))
+	must(t, err)
+	_, err = f.WriteAt(pseudoRandom(8192, 9), 4<<20)
+	must(t, err)
+	must(t, f.Truncate(16<<20))
+	must(t, f.Close())
+	return []string{src, single}
+}
+
+// writeChecked writes the tree through a StreamCheck into a file and
+// returns the producer's stats, the parse's, the stream's SHA-256 and the
+// archive file.
+func writeChecked(t *testing.T, dir, format string, paths []string) (wrote, parsed Stats, sum []byte, file string) {
+	t.Helper()
+	file = filepath.Join(dir, "out."+format)
+	f, err := os.Create(file)
+	must(t, err)
+	defer f.Close()
+	c, err := NewStreamCheck(context.Background(), f, format, true)
+	must(t, err)
+	wrote, err = Write(context.Background(), c, paths, Options{Format: format, Logger: quietLogger})
+	if err != nil {
+		c.Abort()
+		t.Fatalf("Write: %v", err)
+	}
+	parsed, err = c.Close()
+	if err != nil {
+		t.Fatalf("StreamCheck.Close: %v", err)
+	}
+	return wrote, parsed, c.Sum(), file
+}
+
+// The parse of the stream counts what the archiver wrote and what a
+// read-back of the file counts, in every format and with each compressor,
+// and the stream's SHA-256 is the file's.
+func TestStreamCheckAgreesWithFile(t *testing.T) {
+	for _, tc := range streamCheckFormats {
+		t.Run(tc.name, func(t *testing.T) {
+			if strings.HasSuffix(tc.name, " Go") {
+				withoutNative(t)
+			} else if tool := compressorTool(tc.format); strings.HasSuffix(tc.name, " native") {
+				requireTool(t, tool)
+			}
+			dir := t.TempDir()
+			paths := streamTree(t, dir)
+			wrote, parsed, sum, file := writeChecked(t, dir, tc.format, paths)
+			if err := CheckCounts(wrote, parsed); err != nil {
+				t.Fatal(err)
+			}
+			if wrote.Files < 10 || wrote.Symlinks != 2 || (tc.format != FormatZip && (wrote.Hardlinks != 1 || wrote.ZeroFill < 15<<20)) {
+				t.Fatalf("the tree is not what the test expects: %+v", wrote)
+			}
+			data, err := os.ReadFile(file)
+			must(t, err)
+			if want := sha256.Sum256(data); !bytes.Equal(sum, want[:]) {
+				t.Errorf("Sum %x, the file's SHA-256 %x", sum, want)
+			}
+			vst, err := VerifyFile(context.Background(), file, tc.format)
+			must(t, err)
+			if vst.Files != parsed.Files || vst.Dirs != parsed.Dirs || vst.Symlinks != parsed.Symlinks ||
+				vst.Hardlinks != parsed.Hardlinks || vst.BytesRead != parsed.BytesRead {
+				t.Errorf("stream check counted %+v, VerifyFile %+v", parsed, vst)
+			}
+		})
+	}
+}
+
+// feed passes data through a StreamCheck and returns its verdict.
+func feed(format string, data []byte) error {
+	c, err := NewStreamCheck(context.Background(), &bytes.Buffer{}, format, false)
+	if err != nil {
+		return err
+	}
+	for len(data) > 0 {
+		n := min(len(data), 100_000) // many writes, across chunk boundaries
+		if _, err := c.Write(data[:n]); err != nil {
+			c.Abort()
+			return err
+		}
+		data = data[n:]
+	}
+	_, err = c.Close()
+	return err
+}
+
+// A stream with a flipped bit, cut short, with bytes after its end, or
+// (zip) with a central directory that disagrees with its local headers is
+// not a complete, well-formed archive.
+func TestStreamCheckCatchesDamage(t *testing.T) {
+	for _, tc := range streamCheckFormats {
+		t.Run(tc.name, func(t *testing.T) {
+			if strings.HasSuffix(tc.name, " Go") {
+				withoutNative(t)
+			} else if strings.HasSuffix(tc.name, " native") {
+				requireTool(t, compressorTool(tc.format))
+			}
+			dir := t.TempDir()
+			_, _, _, file := writeChecked(t, dir, tc.format, streamTree(t, dir))
+			good, err := os.ReadFile(file)
+			must(t, err)
+			if err := feed(tc.format, good); err != nil {
+				t.Fatalf("intact stream: %v", err)
+			}
+			damaged := map[string][]byte{
+				"truncated":      good[:len(good)*2/3],
+				"end cut":        good[:len(good)-1],
+				"trailing bytes": append(bytes.Clone(good), "garbage"...),
+			}
+			for _, frac := range []int{3, 2} {
+				b := bytes.Clone(good)
+				b[len(b)/frac] ^= 0x10
+				damaged["bit flipped at 1/"+string(rune('0'+frac))] = b
+			}
+			if tc.format == FormatZip {
+				// A name in the central directory (the last record's).
+				b := bytes.Clone(good)
+				i := bytes.LastIndex(b, []byte("single.conf"))
+				b[i] = 'S'
+				damaged["central directory name"] = b
+				b = bytes.Clone(good)
+				i = bytes.LastIndex(b, []byte("PK\x01\x02"))
+				b[i+16] ^= 1 // its CRC-32
+				damaged["central directory CRC"] = b
+			}
+			for name, b := range damaged {
+				if err := feed(tc.format, b); err == nil {
+					t.Errorf("%s: stream check passed", name)
+				}
+			}
+		})
+	}
+}
+
+// CheckCounts refuses a stream that holds other entries or other content
+// bytes than the archiver wrote.
+func TestCheckCounts(t *testing.T) {
+	wrote := Stats{Files: 3, Dirs: 2, Symlinks: 1, Hardlinks: 1, BytesRead: 100, ZeroFill: 20}
+	if err := CheckCounts(wrote, Stats{Files: 3, Dirs: 2, Symlinks: 1, Hardlinks: 1, BytesRead: 120}); err != nil {
+		t.Fatal(err)
+	}
+	for name, parsed := range map[string]Stats{
+		"file missing":   {Files: 2, Dirs: 2, Symlinks: 1, Hardlinks: 1, BytesRead: 120},
+		"dir missing":    {Files: 3, Dirs: 1, Symlinks: 1, Hardlinks: 1, BytesRead: 120},
+		"symlink extra":  {Files: 3, Dirs: 2, Symlinks: 2, Hardlinks: 1, BytesRead: 120},
+		"hard link lost": {Files: 3, Dirs: 2, Symlinks: 1, BytesRead: 120},
+		"fifo":           {Files: 3, Dirs: 2, Symlinks: 1, Hardlinks: 1, Skipped: 1, BytesRead: 120},
+		"bytes short":    {Files: 3, Dirs: 2, Symlinks: 1, Hardlinks: 1, BytesRead: 100},
+	} {
+		if err := CheckCounts(wrote, parsed); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// More than 65535 entries: zip.Writer adds the zip64 end records, which
+// the one-pass zip parse reads instead of the 16-bit count.
+func TestStreamCheckZip64EndRecords(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "many")
+	must(t, os.Mkdir(src, 0o755))
+	for i := range 66000 {
+		f, err := os.Create(filepath.Join(src, "f"+strconv.Itoa(i)))
+		must(t, err)
+		f.Close()
+	}
+	wrote, parsed, _, file := writeChecked(t, dir, FormatZip, []string{src})
+	if err := CheckCounts(wrote, parsed); err != nil || parsed.Files != 66000 {
+		t.Fatalf("%d files: %v", parsed.Files, err)
+	}
+	good, err := os.ReadFile(file)
+	must(t, err)
+	if !bytes.Contains(good[len(good)-200:], []byte("PK\x06\x06")) {
+		t.Fatal("no zip64 end record: the test checks nothing")
+	}
+	b := bytes.Clone(good)
+	i := bytes.LastIndex(b, []byte("PK\x06\x06"))
+	b[i+32] ^= 1 // the record's total entry count
+	if err := feed(FormatZip, b); err == nil {
+		t.Error("a wrong zip64 entry count passed")
+	}
+}
+
+// The archive file behind a StreamCheck is still recognised, and skipped,
+// when it lies inside a data path.
+func TestStreamCheckArchiveInsideDataPath(t *testing.T) {
+	dir := t.TempDir()
+	mustWrite(t, filepath.Join(dir, "data.txt"), []byte("data\n"), 0o644)
+	f, err := os.Create(filepath.Join(dir, "out.tar.gz"))
+	must(t, err)
+	defer f.Close()
+	c, err := NewStreamCheck(context.Background(), f, FormatTarGz, false)
+	must(t, err)
+	st, err := Write(context.Background(), c, []string{dir}, Options{Format: FormatTarGz, Logger: quietLogger})
+	must(t, err)
+	parsed, err := c.Close()
+	must(t, err)
+	if st.Skipped != 1 || parsed.Files != 1 || !strings.Contains(strings.Join(st.Warnings, "\n"), "it is the archive being written") {
+		t.Errorf("wrote %+v, parsed %+v", st, parsed)
+	}
+}

@@ -26,9 +26,8 @@ import (
 // preflight (no two paths name one directory; the archive name is free;
 // where a captureFirst capture is staged, which is a local directory).
 type Runner struct {
-	Config  *config.Config
-	Systemd Systemd
-	Log     *slog.Logger
+	Config *config.Config
+	Log    *slog.Logger
 	// HookOutput receives the pre/post hooks' output (default os.Stderr).
 	HookOutput io.Writer
 	// Now returns the current time (default time.Now).
@@ -83,9 +82,6 @@ func (r *Runner) Run(ctx context.Context) int {
 	}
 	if r.Now == nil {
 		r.Now = time.Now
-	}
-	if r.Systemd == nil {
-		r.Systemd = Systemctl{}
 	}
 	r.seams.withDefaults()
 	rn := &run{Runner: r, cfg: r.Config, log: r.Log.With(keyService, r.Config.Name), start: time.Now()}

@@ -22,9 +22,10 @@ import (
 // Runner runs one backup of one service, in phases (execute): 1 lock,
 // 2 recover what a killed run left, 3 preflight, 4 stop, 5 capture or
 // stream, 6 start, 7 commit, 8 prune, 9 report. Destinations are reached
-// through the Destination interface, except for three local checks of
-// preflight (no two paths name one directory; the archive name is free;
-// where a captureFirst capture is staged, which is a local directory).
+// through the Destination interface, except for two local checks of
+// preflight (no two paths name one directory through a symlink or bind
+// mount: remote duplicates are config's rule; where a captureFirst capture
+// is staged, which only a local directory can hold).
 type Runner struct {
 	Config *config.Config
 	Log    *slog.Logger

@@ -134,12 +134,16 @@ func (e *testEnv) configFile(units []string, mutate func(m map[string]any)) stri
 		"user":        testUser,
 		"group":       testGroup,
 		"backup": map[string]any{
-			"paths":           e.dests,
-			"format":          "tar.gz",
-			"stateDirectory":  e.stateDir,
-			"lockTimeoutSec":  2,
-			"startTimeoutSec": 2,
-			"stopTimeoutSec":  5,
+			"paths":          e.dests,
+			"format":         "tar.gz",
+			"stateDirectory": e.stateDir,
+			"lockTimeoutSec": 2,
+			// Generous: the stand-in is a shell script, and with tests in
+			// parallel on a loaded machine one call took over 2 s
+			// (TestS3ServerHangsMidUpload). No test waits for these to
+			// expire: a unit that fails to start is "failed" at once.
+			"startTimeoutSec": 30,
+			"stopTimeoutSec":  30,
 			"signingKey":      e.keyPath(),
 		},
 	}

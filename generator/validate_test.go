@@ -384,3 +384,15 @@ func TestCalendarRulesAtSpecPositions(t *testing.T) {
 	got = diagnose(t, twoServices+"[services.backup]\nkeepWeekly = \"4\"\n")
 	requireLines(t, got, "services[1].backup.keepWeekly: ")
 }
+
+// Two paths naming one remote place (host case, the default port written
+// out) are reported by backupgen validate at the later one, as the worker
+// reports them: one rule, config's.
+func TestSameRemoteDestinationListedOnce(t *testing.T) {
+	spec := twoServices + "[services.backup]\n" +
+		"paths = [\"/var/backups/db\", \"sftp://bk@NAS.example/srv/b\", \"sftp://bk@nas.example:22/srv/b\"]\n" +
+		"hostName = \"web1\"\n" +
+		"sftp = { privateKeyFile = \"/run/secrets/k\", knownHostsFile = \"/etc/backupgen/known_hosts\" }\n"
+	got := diagnose(t, spec)
+	requireLines(t, got, `spec.toml:14:60: services[1].backup.paths[2]: "sftp://bk@nas.example:22/srv/b": same destination as backup.paths[1]; list it once`)
+}

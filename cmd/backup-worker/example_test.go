@@ -17,6 +17,7 @@ import (
 // every absolute path moved under a scratch root: a real backup of both data
 // paths into both destinations, checked with GNU tar.
 func TestExampleBackup(t *testing.T) {
+	t.Parallel() // its own temp dirs and child environment (PATH, FAKE_SYSTEMCTL_DIR)
 	cfg, err := config.Load("../../examples/homelab/backup/etc/backupgen/myapp.json")
 	if err != nil {
 		t.Fatal(err)

@@ -108,6 +108,7 @@ func (e *e2e) unitState(unit string) string {
 }
 
 func TestBackupWorkerRun(t *testing.T) {
+	t.Parallel() // its own temp dirs and child environment (PATH, FAKE_SYSTEMCTL_DIR)
 	e := setup(t, []string{"app.service"})
 	os.WriteFile(filepath.Join(e.sysDir, "app.service.state"), []byte("active\n"), 0o644)
 
@@ -180,6 +181,7 @@ func TestBackupWorkerSIGTERM(t *testing.T) {
 }
 
 func TestBackupWorkerUsage(t *testing.T) {
+	t.Parallel() // its own temp dirs and child environment (PATH, FAKE_SYSTEMCTL_DIR)
 	e := setup(t, nil)
 	if code, stdout, _ := e.worker("--version"); code != 0 || stdout != "backup-worker 9.9.9-test\n" {
 		t.Errorf("--version: exit %d %q", code, stdout)

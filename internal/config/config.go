@@ -470,7 +470,7 @@ func (v *validator) destinations(b Backup, dataPaths []string) {
 		if d.Remote() {
 			sftp = sftp || d.Kind == "sftp"
 			for j, q := range b.Paths[:i] {
-				if e, err := ParseDestination(q); err == nil && e == d {
+				if e, err := ParseDestination(q); err == nil && e.Remote() && e.Place() == d.Place() {
 					v.add(key, "%q: same destination as backup.paths[%d]; list it once", p, j)
 				}
 			}

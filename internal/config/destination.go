@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"net/url"
 	"path"
 	"regexp"
@@ -101,6 +103,24 @@ func (d Destination) String() string {
 		return "s3://" + d.Bucket + "/" + d.Prefix
 	}
 	return d.Path
+}
+
+// Place identifies where a remote destination keeps its archives, so that
+// two entries of backup.paths that name one place are listed once
+// (destinations): S3 bucket and prefix (the endpoint is one per service),
+// or the SFTP user, host, port and path. A host name is compared without
+// case and trailing dot (DNS names are case-insensitive), an IP address
+// in its canonical form ([::1] and [0:0::1] are one host). Two names for
+// one server (an IP and its name, a CNAME) cannot be told apart here.
+func (d Destination) Place() string {
+	if d.Kind != "sftp" {
+		return d.String()
+	}
+	host := strings.TrimSuffix(strings.ToLower(d.Host), ".")
+	if a, err := netip.ParseAddr(d.Host); err == nil {
+		host = a.Unmap().String()
+	}
+	return "sftp://" + d.User + "@" + net.JoinHostPort(host, d.Port) + d.Path
 }
 
 // IsRemote reports whether the destination p is written as a URL

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -120,6 +121,41 @@ func TestValidateSFTP(t *testing.T) {
 		_, err := Decode(strings.NewReader(strings.Replace(base, "%s", extra, 1)))
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("extra %s: err = %v; want %q", extra, err, want)
+		}
+	}
+}
+
+// TestSameRemotePlaceListedOnce: two entries of backup.paths naming one
+// remote place are reported at the later one ("list it once"), also when
+// they are written differently: host name case and trailing dot, the
+// default port written out, an IPv6 address in another form, an S3
+// prefix with a trailing slash. Entries that differ in user, port, path,
+// bucket or prefix are two places.
+func TestSameRemotePlaceListedOnce(t *testing.T) {
+	base := `{"name":"app","serviceName":[],"dataPaths":["/srv/app"],"user":"u","group":"g","backup":{"paths":[%s],` +
+		`"hostName":"web1","sftp":{"privateKeyFile":"/run/k","knownHostsFile":"/run/kh"},` +
+		`"s3":{"endpoint":"https://s3.example.com","credentialsFile":"/run/secrets/s3"}}}`
+	same := [][2]string{
+		{"sftp://bk@NAS.example/srv/b", "sftp://bk@nas.example/srv/b"},
+		{"sftp://bk@nas.example./srv/b", "sftp://bk@nas.example:22/srv/b"},
+		{"sftp://bk@[fd00::1]/srv/b", "sftp://bk@[fd00:0::0:1]:22/srv/b"},
+		{"s3://bkt/p", "s3://bkt/p/"},
+	}
+	for _, c := range same {
+		_, err := Decode(strings.NewReader(fmt.Sprintf(base, `"/backup/app","`+c[0]+`","`+c[1]+`"`)))
+		if err == nil || !strings.Contains(err.Error(), "backup.paths[2]") || !strings.Contains(err.Error(), "same destination as backup.paths[1]; list it once") {
+			t.Errorf("%s and %s: %v; want backup.paths[2] listed once", c[0], c[1], err)
+		}
+	}
+	for _, c := range [][2]string{
+		{"sftp://bk@nas.example/srv/b", "sftp://other@nas.example/srv/b"},
+		{"sftp://bk@nas.example/srv/b", "sftp://bk@nas.example:2222/srv/b"},
+		{"sftp://bk@nas.example/srv/b", "sftp://bk@nas.example/srv/B"},
+		{"s3://bkt/p", "s3://bkt/P"},
+		{"s3://bkt/p", "s3://bkt2/p"},
+	} {
+		if _, err := Decode(strings.NewReader(fmt.Sprintf(base, `"`+c[0]+`","`+c[1]+`"`))); err != nil {
+			t.Errorf("%s and %s are two places: %v", c[0], c[1], err)
 		}
 	}
 }

@@ -69,11 +69,12 @@ func summaryDurations(t *testing.T, log string) (downtime, duration time.Duratio
 // capture exists and before any archive temp file exists; the capture is
 // gone afterwards; downtime is shorter than the run.
 func TestCaptureFirst(t *testing.T) {
+	t.Parallel()
 	for _, format := range config.Formats {
 		t.Run(format, func(t *testing.T) {
 			e := newTestEnv(t)
 			e.setUnit("app.service", "active")
-			t.Setenv("FAKE_SYSTEMCTL_LS", e.dests[0])
+			e.systemctlEnv("FAKE_SYSTEMCTL_LS", e.dests[0])
 			if code := e.run(e.config([]string{"app.service"}, captureFirst(format))); code != ExitOK {
 				t.Fatalf("exit %d", code)
 			}
@@ -121,6 +122,7 @@ func TestCaptureFirst(t *testing.T) {
 // when compressing fails, and when the run is interrupted; the unit is
 // always started again and no archive appears.
 func TestCaptureFirstCleanup(t *testing.T) {
+	t.Parallel()
 	captureExists := func(t *testing.T, dir string) bool {
 		for _, n := range destFiles(t, dir) {
 			if strings.Contains(n, ".capture.tmp-") {
@@ -188,6 +190,7 @@ func TestCaptureFirstCleanup(t *testing.T) {
 // first beside a roomy destination, the capture goes to the other one and
 // both get the archive.
 func TestCaptureFirstRoom(t *testing.T) {
+	t.Parallel()
 	mount := func(t *testing.T, dir string) {
 		t.Helper()
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -220,7 +223,7 @@ func TestCaptureFirstRoom(t *testing.T) {
 		e := newTestEnv(t)
 		e.setUnit("app.service", "active")
 		mount(t, e.dests[0])
-		t.Setenv("FAKE_SYSTEMCTL_LS", e.dests[1])
+		e.systemctlEnv("FAKE_SYSTEMCTL_LS", e.dests[1])
 		if code := e.run(e.config([]string{"app.service"}, captureFirst("tar.gz"))); code != ExitOK {
 			t.Fatalf("exit %d, want 0", code)
 		}
@@ -235,6 +238,7 @@ func TestCaptureFirstRoom(t *testing.T) {
 }
 
 func TestCaptureFirstStaleCaptureRemoved(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	stale := ".app-20240101T000000Z.capture.tmp-0123abcd"
 	foreign := ".app-db-20240101T000000Z.capture.tmp-0123abcd"
@@ -252,6 +256,7 @@ func TestCaptureFirstStaleCaptureRemoved(t *testing.T) {
 // TestProgressLogged: without a terminal, progress lines with files and
 // bytes are logged at the (test-shortened) interval, in both modes.
 func TestProgressLogged(t *testing.T) {
+	t.Parallel()
 	for _, capture := range []bool{false, true} {
 		e := newTestEnv(t)
 		noReflink(&e.seams) // the capture seam below is the tar capture's
@@ -284,6 +289,7 @@ func TestProgressLogged(t *testing.T) {
 
 // TestProgressTerminal: on a terminal the line is drawn and erased.
 func TestProgressTerminal(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	var out syncBuffer
 	r := e.runner(e.config(nil, nil))

@@ -69,7 +69,13 @@ Global flags:
 
 // Main runs backup-worker with args (without the program name) and returns
 // the exit code. version is printed by --version.
-func Main(ctx context.Context, version string, args []string, stdout, stderr io.Writer) (code int) {
+func Main(ctx context.Context, version string, args []string, stdout, stderr io.Writer) int {
+	return mainWith(ctx, version, args, stdout, stderr, seams{})
+}
+
+// mainWith is Main with the given seams (tests: their own systemctl
+// stand-in; Main: the real things).
+func mainWith(ctx context.Context, version string, args []string, stdout, stderr io.Writer, s seams) (code int) {
 	defer func() {
 		// Last resort: commands restart units in their own defers before a
 		// panic gets here; report it as a failure instead of a crash dump.
@@ -96,7 +102,8 @@ func Main(ctx context.Context, version string, args []string, stdout, stderr io.
 		fmt.Fprintf(stdout, "backup-worker %s\n", version)
 		return ExitOK
 	}
-	c := &cli{stdout: stdout, stderr: stderr}
+	s.withDefaults()
+	c := &cli{stdout: stdout, stderr: stderr, seams: s}
 	cmds := map[string]func(context.Context, []string) int{
 		"run":          c.run,
 		"recover":      c.recover,
@@ -118,6 +125,7 @@ func Main(ctx context.Context, version string, args []string, stdout, stderr io.
 type cli struct {
 	stdout, stderr io.Writer
 	log            *slog.Logger
+	seams          seams // systemd and the rest; defaults filled by mainWith
 }
 
 // common flags of every config-driven command.
@@ -211,11 +219,9 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		return ExitUsage
 	}
 	if *dry {
-		s := &seams{}
-		s.withDefaults()
-		return dryRun(ctx, cfg, Systemctl{}, s, c.stdout, c.log)
+		return dryRun(ctx, cfg, c.seams.systemd, &c.seams, c.stdout, c.log)
 	}
-	r := &Runner{Config: cfg, Systemd: Systemctl{}, Log: c.log, HookOutput: c.stderr}
+	r := &Runner{Config: cfg, Log: c.log, HookOutput: c.stderr, seams: c.seams}
 	return r.Run(ctx)
 }
 

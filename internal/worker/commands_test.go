@@ -18,6 +18,7 @@ import (
 // check-config.
 
 func TestPruneNeverTouchesForeignFiles(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	dest := e.dests[0]
 	e.dests = e.dests[:1]
@@ -79,7 +80,7 @@ func TestPruneNeverTouchesForeignFiles(t *testing.T) {
 	// The prune command agrees: nothing more to remove.
 	var stdout, stderr bytes.Buffer
 	cfgPath := filepath.Join(e.root, "config.json")
-	if code := Main(context.Background(), "test", []string{"prune", "--config", cfgPath, "--dry-run"}, &stdout, &stderr); code != ExitOK {
+	if code := e.main([]string{"prune", "--config", cfgPath, "--dry-run"}, &stdout, &stderr); code != ExitOK {
 		t.Fatalf("prune --dry-run: exit %d\n%s", code, stderr.String())
 	}
 	if !strings.Contains(stdout.String(), "1 kept, 0 would remove") {
@@ -88,6 +89,7 @@ func TestPruneNeverTouchesForeignFiles(t *testing.T) {
 }
 
 func TestPruneCommandDryRun(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	dest := e.dests[0]
 	e.dests = e.dests[:1]
@@ -98,7 +100,7 @@ func TestPruneCommandDryRun(t *testing.T) {
 		backupSettings(m)["retentionSnapshots"] = 2
 	})
 	var stdout, stderr bytes.Buffer
-	if code := Main(context.Background(), "test", []string{"prune", "--config", cfgPath, "--dry-run"}, &stdout, &stderr); code != ExitOK {
+	if code := e.main([]string{"prune", "--config", cfgPath, "--dry-run"}, &stdout, &stderr); code != ExitOK {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	if !strings.Contains(stdout.String(), "would remove "+filepath.Join(dest, "app-20200101T000000Z.tar.gz")) {
@@ -108,7 +110,7 @@ func TestPruneCommandDryRun(t *testing.T) {
 		t.Error("dry run deleted something")
 	}
 	stdout.Reset()
-	if code := Main(context.Background(), "test", []string{"prune", "--config", cfgPath}, &stdout, &stderr); code != ExitOK {
+	if code := e.main([]string{"prune", "--config", cfgPath}, &stdout, &stderr); code != ExitOK {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	if got := archivesIn(t, dest, "tar.gz"); !slices.Equal(got, []string{"app-20210101T000000Z.tar.gz", "app-20220101T000000Z.tar.gz"}) {
@@ -117,6 +119,7 @@ func TestPruneCommandDryRun(t *testing.T) {
 }
 
 func TestListAndVerifyCommands(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	cfgPath := e.configFile(nil, nil)
 	cfg, _ := config.Load(cfgPath)
@@ -125,14 +128,14 @@ func TestListAndVerifyCommands(t *testing.T) {
 	}
 	archiveName := archivesIn(t, e.dests[0], "tar.gz")[0]
 	var stdout, stderr bytes.Buffer
-	if code := Main(context.Background(), "test", []string{"list", "--config", cfgPath, "--verify"}, &stdout, &stderr); code != ExitOK {
+	if code := e.main([]string{"list", "--config", cfgPath, "--verify"}, &stdout, &stderr); code != ExitOK {
 		t.Fatalf("list: exit %d\n%s", code, stderr.String())
 	}
 	if strings.Count(stdout.String(), archiveName) != 2 || !strings.Contains(stdout.String(), " ok") {
 		t.Errorf("list output:\n%s", stdout.String())
 	}
 	stdout.Reset()
-	if code := Main(context.Background(), "test", []string{"verify", "--config", cfgPath}, &stdout, &stderr); code != ExitOK {
+	if code := e.main([]string{"verify", "--config", cfgPath}, &stdout, &stderr); code != ExitOK {
 		t.Fatalf("verify: exit %d\n%s%s", code, stdout.String(), stderr.String())
 	}
 	if strings.Count(stdout.String(), "OK ") != 2 {
@@ -145,14 +148,14 @@ func TestListAndVerifyCommands(t *testing.T) {
 	b[len(b)/2] ^= 0xff
 	os.WriteFile(bad, b, 0o640)
 	stdout.Reset()
-	if code := Main(context.Background(), "test", []string{"verify", "--config", cfgPath}, &stdout, &stderr); code != ExitFailed {
+	if code := e.main([]string{"verify", "--config", cfgPath}, &stdout, &stderr); code != ExitFailed {
 		t.Fatalf("verify of corrupt archive: exit %d, want 1\n%s", code, stdout.String())
 	}
 	if !strings.Contains(stdout.String(), "FAILED "+bad) {
 		t.Errorf("verify output:\n%s", stdout.String())
 	}
 	stdout.Reset()
-	if code := Main(context.Background(), "test", []string{"list", "--config", cfgPath, "--verify"}, &stdout, &stderr); code != ExitFailed {
+	if code := e.main([]string{"list", "--config", cfgPath, "--verify"}, &stdout, &stderr); code != ExitFailed {
 		t.Errorf("list --verify of corrupt archive: exit %d", code)
 	}
 	if !strings.Contains(stdout.String(), "mismatch") {
@@ -160,13 +163,14 @@ func TestListAndVerifyCommands(t *testing.T) {
 	}
 	stdout.Reset()
 	os.Remove(filepath.Join(e.dests[0], archiveName+".sha256"))
-	Main(context.Background(), "test", []string{"list", "--config", cfgPath}, &stdout, &stderr)
+	e.main([]string{"list", "--config", cfgPath}, &stdout, &stderr)
 	if !strings.Contains(stdout.String(), "missing") || !strings.Contains(stdout.String(), "present") {
 		t.Errorf("list output:\n%s", stdout.String())
 	}
 }
 
 func TestRestore(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
 	cfgPath := e.configFile([]string{"app.service"}, nil)
@@ -188,7 +192,7 @@ func TestRestore(t *testing.T) {
 	t.Run("to target", func(t *testing.T) {
 		target := filepath.Join(e.root, "restored")
 		var stdout, stderr bytes.Buffer
-		code := Main(context.Background(), "test", []string{"restore", "--config", cfgPath, "--archive", archivePath, "--target", target}, &stdout, &stderr)
+		code := e.main([]string{"restore", "--config", cfgPath, "--archive", archivePath, "--target", target}, &stdout, &stderr)
 		if code != ExitOK {
 			t.Fatalf("exit %d\n%s", code, stderr.String())
 		}
@@ -196,7 +200,7 @@ func TestRestore(t *testing.T) {
 			assertSameTree(t, dp, filepath.Join(target, archive.EntryName(dp)))
 		}
 		// Non-empty target refused.
-		if code := Main(context.Background(), "test", []string{"restore", "--config", cfgPath, "--archive", archivePath, "--target", target}, &stdout, &stderr); code != ExitFailed {
+		if code := e.main([]string{"restore", "--config", cfgPath, "--archive", archivePath, "--target", target}, &stdout, &stderr); code != ExitFailed {
 			t.Errorf("restore into non-empty target: exit %d, want 1", code)
 		}
 	})
@@ -206,11 +210,11 @@ func TestRestore(t *testing.T) {
 		e.writeFile(filepath.Join(e.dataPaths[0], "new-since-backup.txt"), []byte("new"), 0o644)
 		os.RemoveAll(e.dataPaths[1])
 		var stdout, stderr bytes.Buffer
-		if code := Main(context.Background(), "test", []string{"restore", "--config", cfgPath, "--archive", archivePath}, &stdout, &stderr); code != ExitUsage {
+		if code := e.main([]string{"restore", "--config", cfgPath, "--archive", archivePath}, &stdout, &stderr); code != ExitUsage {
 			t.Fatalf("restore in place without --yes: exit %d, want 2", code)
 		}
 		os.Remove(filepath.Join(e.sysDir, "calls.log"))
-		code := Main(context.Background(), "test", []string{"restore", "--config", cfgPath, "--archive", archivePath, "--yes"}, &stdout, &stderr)
+		code := e.main([]string{"restore", "--config", cfgPath, "--archive", archivePath, "--yes"}, &stdout, &stderr)
 		t.Log(stderr.String())
 		if code != ExitOK {
 			t.Fatalf("exit %d", code)
@@ -251,7 +255,7 @@ func TestRestore(t *testing.T) {
 		os.WriteFile(bad+".sha256", sum, 0o600)
 		os.Remove(filepath.Join(e.sysDir, "calls.log"))
 		var stdout, stderr bytes.Buffer
-		code := Main(context.Background(), "test", []string{"restore", "--config", cfgPath, "--archive", bad, "--yes"}, &stdout, &stderr)
+		code := e.main([]string{"restore", "--config", cfgPath, "--archive", bad, "--yes"}, &stdout, &stderr)
 		if code != ExitFailed {
 			t.Fatalf("exit %d, want 1", code)
 		}
@@ -265,17 +269,18 @@ func TestRestore(t *testing.T) {
 }
 
 func TestCheckConfigAndHelp(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	good := e.configFile(nil, nil)
 	var stdout, stderr bytes.Buffer
-	if code := Main(context.Background(), "test", []string{"check-config", good}, &stdout, &stderr); code != ExitOK || stdout.String() != "ok\n" {
+	if code := e.main([]string{"check-config", good}, &stdout, &stderr); code != ExitOK || stdout.String() != "ok\n" {
 		t.Errorf("check-config good: exit %d, %q", code, stdout.String())
 	}
 	bad := filepath.Join(e.root, "bad.json")
 	os.WriteFile(bad, []byte(`{"name":"bad name","dataPaths":["rel"],"user":"","group":"g","backup":{"paths":["/x"],"format":"rar"}}`), 0o644)
 	stdout.Reset()
 	stderr.Reset()
-	if code := Main(context.Background(), "test", []string{"check-config", bad}, &stdout, &stderr); code != ExitUsage {
+	if code := e.main([]string{"check-config", bad}, &stdout, &stderr); code != ExitUsage {
 		t.Errorf("check-config bad: exit %d, want 2", code)
 	}
 	for _, want := range []string{"name", "dataPaths[0]", "user", "backup.format"} {
@@ -283,15 +288,15 @@ func TestCheckConfigAndHelp(t *testing.T) {
 			t.Errorf("problems lack %q:\n%s", want, stderr.String())
 		}
 	}
-	if code := Main(context.Background(), "test", []string{"run", "--config", bad}, &stdout, &stderr); code != ExitUsage {
+	if code := e.main([]string{"run", "--config", bad}, &stdout, &stderr); code != ExitUsage {
 		t.Errorf("run with bad config: exit %d, want 2", code)
 	}
-	if code := Main(context.Background(), "test", []string{"run"}, &stdout, &stderr); code != ExitUsage {
+	if code := e.main([]string{"run"}, &stdout, &stderr); code != ExitUsage {
 		t.Errorf("run without --config: exit %d, want 2", code)
 	}
 	for _, cmd := range []string{"run", "recover", "list", "verify", "prune", "restore", "check-config"} {
 		stdout.Reset()
-		if code := Main(context.Background(), "test", []string{cmd, "--help"}, &stdout, &stderr); code != ExitOK {
+		if code := e.main([]string{cmd, "--help"}, &stdout, &stderr); code != ExitOK {
 			t.Errorf("%s --help: exit %d", cmd, code)
 		}
 		if !strings.Contains(stdout.String(), "Exit codes:") || !strings.Contains(stdout.String(), "130") {

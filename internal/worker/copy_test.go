@@ -43,6 +43,7 @@ func sameArchives(t *testing.T, dirs ...string) {
 // TestRunSameFileSystemDestinationsAreCopied: the stream goes to the first
 // destination of each file system; the others on it are copied from it.
 func TestRunSameFileSystemDestinationsAreCopied(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
 	e.dests = append(e.dests, filepath.Join(e.root, "dest3"))
@@ -78,6 +79,7 @@ func TestRunSameFileSystemDestinationsAreCopied(t *testing.T) {
 // copy_file_range) fails alone; its primary is committed and pruned, the
 // copy's destination keeps its old archives and no temp file.
 func TestRunCopyFailsPrimaryKept(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
 	fsDir := filepath.Join(e.root, "small")
@@ -114,6 +116,7 @@ func TestRunCopyFailsPrimaryKept(t *testing.T) {
 // (full mid-stream), the other destinations on it fail with it; another
 // file system's destination is committed.
 func TestRunPrimaryFailsItsCopiesFail(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
 	tiny := filepath.Join(e.root, "tiny")
@@ -144,6 +147,7 @@ func TestRunPrimaryFailsItsCopiesFail(t *testing.T) {
 // shares its primary's extents (copy_file_range cloned it): the second
 // archive costs no data blocks.
 func TestRunCopiesShareExtentsOnXFS(t *testing.T) {
+	t.Parallel()
 	filefrag := testtool.Require(t, "filefrag", "e2fsprogs")
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")

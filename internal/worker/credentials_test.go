@@ -10,6 +10,7 @@ import (
 // TestReadCredential: $CREDENTIALS_DIRECTORY/NAME (LoadCredential=) wins
 // over the configured path; errors never carry a secret.
 func TestReadCredential(t *testing.T) {
+	// Not parallel: it sets CREDENTIALS_DIRECTORY (t.Setenv), a process-wide variable.
 	dir := t.TempDir()
 	fallback := filepath.Join(dir, "fallback.env")
 	credDir := filepath.Join(dir, "creds")

@@ -10,6 +10,7 @@ import (
 
 // TestSFTPContract runs the Destination contract on a real OpenSSH server.
 func TestSFTPContract(t *testing.T) {
+	t.Parallel()
 	srv := startSSHD(t)
 	testDestinationContract(t, func(t *testing.T) destFixture {
 		sub := "c-" + randomSuffix()
@@ -57,6 +58,7 @@ func TestSFTPContract(t *testing.T) {
 // LoadCredential=), the key and known_hosts come from there, not from the
 // configured paths.
 func TestSFTPCredentialsDirectory(t *testing.T) {
+	// Not parallel: it sets CREDENTIALS_DIRECTORY (t.Setenv), a process-wide variable.
 	srv := startSSHD(t)
 	creds := t.TempDir()
 	for name, from := range map[string]string{"sftp-key": srv.keyFile, "sftp-known-hosts": srv.knownHostsFile} {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/backupgen/backupgen/internal/config"
 	"github.com/backupgen/backupgen/internal/retention"
 )
 
@@ -95,6 +96,26 @@ func testDestinationContract(t *testing.T, newDest func(t *testing.T) destFixtur
 		want := []string{base, base + ".sha256", base + ".sig"}
 		if got := f.names(t); !sameSet(got, want) {
 			t.Fatalf("store holds %q, want %q", got, want)
+		}
+	})
+	t.Run("a committed name is taken, an uncommitted one is not", func(t *testing.T) {
+		// What preflight's pickName asks every destination: two runs in
+		// one second must pick distinct names in every store.
+		t.Parallel()
+		f := newDest(t)
+		commitArchive(t, f.dest, base, content)
+		next := retention.FileName("app", "tar.gz", time.Date(2030, 1, 2, 3, 4, 6, 0, time.UTC))
+		up := writeUpload(t, f.dest, next, content)
+		defer up.Abort()
+		names, err := takenNames(ctx, f.dest)
+		if err != nil || !names[base] || names[next] {
+			t.Fatalf("takenNames = %v, %v: want %s taken, %s free", names, err, base, next)
+		}
+		rn := &run{Runner: &Runner{Now: func() time.Time { return time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC) }},
+			cfg: &config.Config{Name: "app", Backup: config.Backup{Format: "tar.gz"}},
+			log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		if got := rn.pickName(ctx, []*destination{{dir: f.dest.String(), store: f.dest}}); got != next {
+			t.Fatalf("pickName = %s, want %s (%s is committed)", got, next, base)
 		}
 	})
 	t.Run("abort leaves nothing", func(t *testing.T) {

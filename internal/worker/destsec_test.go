@@ -77,6 +77,7 @@ func swapTemps(t *testing.T, dir string, re *regexp.Regexp, targets []string) (s
 // captureFirst: the same with the tar capture, which was re-opened by name
 // to be compressed.
 func TestTempSwapRace(t *testing.T) {
+	t.Parallel()
 	testtool.Require(t, "tar", "tar")
 	for _, tc := range []struct {
 		name, temp   string
@@ -247,6 +248,7 @@ func makeTraversableUpTo(t *testing.T, p string) {
 // the same way. (The worker used to trust any archive with a matching
 // .sha256.)
 func TestPlantedArchiveUntrusted(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.dests = e.dests[:1]
 	dest := e.dests[0]
@@ -296,7 +298,7 @@ func TestPlantedArchiveUntrusted(t *testing.T) {
 
 	main := func(args ...string) (int, string) {
 		var out bytes.Buffer
-		code := Main(context.Background(), "test", args, &out, &out)
+		code := e.main(args, &out, &out)
 		return code, out.String()
 	}
 	if code, out := main("list", "--config", cfgPath, "--verify"); !regexp.MustCompile(planted + `\s.*\sok\s+bad \(untrusted\)`).MatchString(out) {
@@ -334,6 +336,7 @@ func TestPlantedArchiveUntrusted(t *testing.T) {
 // (no .sig) is untrusted until `verify --adopt` signs it; adopt refuses an
 // archive that does not match its .sha256.
 func TestAdoptUnsignedArchive(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.dests = e.dests[:1]
 	dest := e.dests[0]
@@ -349,7 +352,7 @@ func TestAdoptUnsignedArchive(t *testing.T) {
 	e.writeFile(filepath.Join(dest, "app-20000101T000000Z.tar.gz"), []byte("damaged"), 0o640)
 	e.writeFile(filepath.Join(dest, "app-20000101T000000Z.tar.gz.sha256"), []byte(checksumLine(make([]byte, 32), "app-20000101T000000Z.tar.gz")), 0o640)
 	var out bytes.Buffer
-	code := Main(context.Background(), "test", []string{"verify", "--config", cfgPath, "--all", "--adopt"}, &out, &out)
+	code := e.main([]string{"verify", "--config", cfgPath, "--all", "--adopt"}, &out, &out)
 	t.Log(out.String())
 	if code == ExitOK || !strings.Contains(out.String(), "adopted") || !strings.Contains(out.String(), "FAILED "+filepath.Join(dest, "app-20000101T000000Z.tar.gz")) {
 		t.Errorf("verify --adopt: exit %d", code)
@@ -370,6 +373,7 @@ func TestAdoptUnsignedArchive(t *testing.T) {
 // minSizeRatio is 0. (The worker used to exit 0 and prune the real
 // backups away.)
 func TestShrinkGuard(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	metrics := filepath.Join(e.root, "metrics.prom")
 	mutate := func(ratio any) func(m map[string]any) {
@@ -457,6 +461,7 @@ func TestShrinkGuard(t *testing.T) {
 // as evidence. (Plan used to verify only until minKeep good archives were
 // found, counted the flipped ones and pruned the good one.)
 func TestRunCorruptNewestDoNotCount(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.dests = e.dests[:1]
 	dest := e.dests[0]
@@ -487,6 +492,7 @@ func TestRunCorruptNewestDoNotCount(t *testing.T) {
 // did not mount) while the other still has files: the run warns and does
 // not prune.
 func TestShrinkGuardOneEmptyDataPath(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.dests = e.dests[:1]
 	cfg := e.config(nil, func(m map[string]any) {

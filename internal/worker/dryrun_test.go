@@ -2,7 +2,6 @@ package worker
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io/fs"
 	"path/filepath"
@@ -39,6 +38,7 @@ func treeSnapshot(t *testing.T, root, skip string) map[string]string {
 // destinations, state directory, key) is created, removed or modified,
 // and systemctl saw only read-only verbs.
 func TestRunDryRunChangesNothing(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
 	e.setUnit("db.service", "inactive")
@@ -57,7 +57,7 @@ func TestRunDryRunChangesNothing(t *testing.T) {
 	})
 	before := treeSnapshot(t, e.root, e.sysDir)
 	var stdout, stderr bytes.Buffer
-	code := Main(context.Background(), "test", []string{"run", "--dry-run", "--config", cfgPath}, &stdout, &stderr)
+	code := e.main([]string{"run", "--dry-run", "--config", cfgPath}, &stdout, &stderr)
 	out := stdout.String()
 	t.Logf("exit %d\n%s%s", code, out, stderr.String())
 	if code != ExitPartial {

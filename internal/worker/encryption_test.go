@@ -108,10 +108,10 @@ func (e *testEnv) encryptedConfig(k encKeys, mutate func(b map[string]any)) stri
 	})
 }
 
-func mainOut(t *testing.T, args ...string) (int, string) {
-	t.Helper()
+func (e *testEnv) mainOut(args ...string) (int, string) {
+	e.t.Helper()
 	var stdout, stderr bytes.Buffer
-	code := Main(context.Background(), "test", args, &stdout, &stderr)
+	code := e.main(args, &stdout, &stderr)
 	return code, stdout.String() + stderr.String()
 }
 
@@ -143,6 +143,7 @@ func decryptWithLibrary(t *testing.T, path, identityFile string) []byte {
 // ssh-ed25519 identity decrypts: the run's archive is plain age to every
 // recipient, readable with standard tools.
 func TestEncryptedRunRoundTrip(t *testing.T) {
+	t.Parallel()
 	testtool.Require(t, "ssh-keygen", "openssh-client")
 	tarBin := testtool.Require(t, "tar", "tar")
 	testtool.Require(t, "zstd", "zstd")
@@ -205,23 +206,23 @@ func TestEncryptedRunRoundTrip(t *testing.T) {
 	}
 
 	t.Run("list and verify without identity", func(t *testing.T) {
-		code, s := mainOut(t, "list", "--config", cfgPath, "--verify")
+		code, s := e.mainOut("list", "--config", cfgPath, "--verify")
 		if code != ExitOK || strings.Count(s, name) != 2 || strings.Contains(s, "untrusted") {
 			t.Fatalf("list: exit %d\n%s", code, s)
 		}
-		code, s = mainOut(t, "verify", "--config", cfgPath)
+		code, s = e.mainOut("verify", "--config", cfgPath)
 		if code != ExitOK || strings.Count(s, "OK ") != 2 || !strings.Contains(s, "encrypted: checksum and signature verified") {
 			t.Fatalf("verify: exit %d\n%s", code, s)
 		}
 	})
 	t.Run("verify --identity decrypts and parses", func(t *testing.T) {
 		for _, id := range []string{k.x25519File, k.sshFile} {
-			code, s := mainOut(t, "verify", "--config", cfgPath, "--identity", id)
+			code, s := e.mainOut("verify", "--config", cfgPath, "--identity", id)
 			if code != ExitOK || strings.Count(s, "(decrypted and parsed)") != 2 {
 				t.Fatalf("verify --identity %s: exit %d\n%s", id, code, s)
 			}
 		}
-		code, s := mainOut(t, "verify", "--config", cfgPath, "--identity", k.wrongFile)
+		code, s := e.mainOut("verify", "--config", cfgPath, "--identity", k.wrongFile)
 		if code != ExitFailed || !strings.Contains(s, "not one of the archive's recipients") {
 			t.Fatalf("verify with a wrong identity: exit %d\n%s", code, s)
 		}
@@ -229,12 +230,12 @@ func TestEncryptedRunRoundTrip(t *testing.T) {
 	archivePath := filepath.Join(e.dests[0], name)
 	t.Run("restore needs the identity", func(t *testing.T) {
 		target := filepath.Join(e.root, "r-none")
-		code, s := mainOut(t, "restore", "--config", cfgPath, "--archive", archivePath, "--target", target)
+		code, s := e.mainOut("restore", "--config", cfgPath, "--archive", archivePath, "--target", target)
 		if code != ExitUsage || !strings.Contains(s, "--identity") {
 			t.Fatalf("restore without identity: exit %d\n%s", code, s)
 		}
 		target = filepath.Join(e.root, "r-wrong")
-		code, s = mainOut(t, "restore", "--config", cfgPath, "--archive", archivePath, "--target", target, "--identity", k.wrongFile)
+		code, s = e.mainOut("restore", "--config", cfgPath, "--archive", archivePath, "--target", target, "--identity", k.wrongFile)
 		if code != ExitFailed {
 			t.Fatalf("restore with a wrong identity: exit %d\n%s", code, s)
 		}
@@ -244,7 +245,7 @@ func TestEncryptedRunRoundTrip(t *testing.T) {
 	})
 	t.Run("restore to target", func(t *testing.T) {
 		target := filepath.Join(e.root, "r-ssh")
-		code, s := mainOut(t, "restore", "--config", cfgPath, "--archive", archivePath, "--target", target, "--identity", k.sshFile)
+		code, s := e.mainOut("restore", "--config", cfgPath, "--archive", archivePath, "--target", target, "--identity", k.sshFile)
 		if code != ExitOK {
 			t.Fatalf("restore: exit %d\n%s", code, s)
 		}
@@ -254,7 +255,7 @@ func TestEncryptedRunRoundTrip(t *testing.T) {
 	})
 	t.Run("restore in place", func(t *testing.T) {
 		os.WriteFile(filepath.Join(e.dataPaths[0], "config", "app.conf"), []byte("changed\n"), 0o644)
-		code, s := mainOut(t, "restore", "--config", cfgPath, "--archive", archivePath, "--yes", "--identity", k.x25519File)
+		code, s := e.mainOut("restore", "--config", cfgPath, "--archive", archivePath, "--yes", "--identity", k.x25519File)
 		if code != ExitOK {
 			t.Fatalf("restore --yes: exit %d\n%s", code, s)
 		}
@@ -271,6 +272,7 @@ func TestEncryptedRunRoundTrip(t *testing.T) {
 // A flipped ciphertext byte is caught by the checksum without any
 // identity, and restore refuses the archive even with the right one.
 func TestEncryptedTamperCaughtByChecksum(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	k := newEncKeys(t, filepath.Join(e.root, "keys"))
 	cfgPath := e.encryptedConfig(k, nil)
@@ -283,12 +285,12 @@ func TestEncryptedTamperCaughtByChecksum(t *testing.T) {
 	b, _ := os.ReadFile(bad)
 	b[len(b)/2] ^= 0x01
 	os.WriteFile(bad, b, 0o640)
-	code, s := mainOut(t, "verify", "--config", cfgPath)
+	code, s := e.mainOut("verify", "--config", cfgPath)
 	if code != ExitFailed || !strings.Contains(s, "FAILED "+bad) || !strings.Contains(s, "SHA-256 mismatch") {
 		t.Fatalf("verify of tampered ciphertext: exit %d\n%s", code, s)
 	}
 	target := filepath.Join(e.root, "restored")
-	code, s = mainOut(t, "restore", "--config", cfgPath, "--archive", bad, "--target", target, "--identity", k.x25519File)
+	code, s = e.mainOut("restore", "--config", cfgPath, "--archive", bad, "--target", target, "--identity", k.x25519File)
 	if code != ExitFailed || !strings.Contains(s, "refusing to restore") {
 		t.Fatalf("restore of tampered ciphertext: exit %d\n%s", code, s)
 	}
@@ -300,6 +302,7 @@ func TestEncryptedTamperCaughtByChecksum(t *testing.T) {
 // Unencrypted archives written before encryption was turned on are the
 // same series: listed, counted and pruned with the .age ones.
 func TestEncryptedAndPlainArchivesShareRetention(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	k := newEncKeys(t, filepath.Join(e.root, "keys"))
 	e.dests = e.dests[:1]
@@ -316,7 +319,7 @@ func TestEncryptedAndPlainArchivesShareRetention(t *testing.T) {
 		}
 	}
 	cfgPath := e.encryptedConfig(k, func(b map[string]any) { b["retentionSnapshots"] = 2 })
-	code, s := mainOut(t, "list", "--config", cfgPath)
+	code, s := e.mainOut("list", "--config", cfgPath)
 	if code != ExitOK || strings.Count(s, ".tar.zst ") != 2 {
 		t.Fatalf("list before: exit %d\n%s", code, s)
 	}
@@ -330,11 +333,11 @@ func TestEncryptedAndPlainArchivesShareRetention(t *testing.T) {
 	if len(plain) != 1 || plain[0] != "app-20260101T040000Z.tar.zst" || len(enc) != 1 {
 		t.Fatalf("after the encrypted run: plain %v, encrypted %v (want the newest plain one and the new .age)", plain, enc)
 	}
-	code, s = mainOut(t, "list", "--config", cfgPath, "--verify")
+	code, s = e.mainOut("list", "--config", cfgPath, "--verify")
 	if code != ExitOK || !strings.Contains(s, plain[0]) || !strings.Contains(s, enc[0]) {
 		t.Fatalf("list after: exit %d\n%s", code, s)
 	}
-	code, s = mainOut(t, "prune", "--config", cfgPath, "--dry-run")
+	code, s = e.mainOut("prune", "--config", cfgPath, "--dry-run")
 	if code != ExitOK || !strings.Contains(s, "2 kept") {
 		t.Fatalf("prune --dry-run: exit %d\n%s", code, s)
 	}
@@ -370,6 +373,7 @@ func (c *corruptAt) Write(p []byte) (int, error) {
 // parsed while it is produced: an archiver that emits a corrupt stream
 // fails the run before anything is committed, as it does unencrypted.
 func TestEncryptedRunParsesPlaintextStream(t *testing.T) {
+	t.Parallel()
 	for _, dests := range []int{1, 2} {
 		t.Run(map[int]string{1: "one destination", 2: "fan-out"}[dests], func(t *testing.T) {
 			e := newTestEnv(t)
@@ -402,6 +406,7 @@ func TestEncryptedRunParsesPlaintextStream(t *testing.T) {
 // A recipients file that does not parse fails the run before anything is
 // stopped, naming the file and the line.
 func TestEncryptedBadRecipientsFileFailsPreflight(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	k := newEncKeys(t, filepath.Join(e.root, "keys"))
 	e.setUnit("app.service", "active")
@@ -426,6 +431,7 @@ func TestEncryptedBadRecipientsFileFailsPreflight(t *testing.T) {
 // With LoadCredential=age-recipients the worker reads the credential, not
 // the path in the JSON.
 func TestEncryptedRecipientsFromCredential(t *testing.T) {
+	// Not parallel: it sets CREDENTIALS_DIRECTORY (t.Setenv), a process-wide variable.
 	e := newTestEnv(t)
 	k := newEncKeys(t, filepath.Join(e.root, "keys"))
 	cfgPath := e.encryptedConfig(k, nil)
@@ -444,6 +450,7 @@ func TestEncryptedRecipientsFromCredential(t *testing.T) {
 // after encryption: both hold the same ciphertext (encrypted once), which
 // decrypts to the same archive.
 func TestEncryptedFanOutEncryptsOnce(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	k := newEncKeys(t, filepath.Join(e.root, "keys"))
 	testtool.MountTmpfs(t, e.dests[1], "64m")
@@ -468,6 +475,7 @@ func TestEncryptedFanOutEncryptsOnce(t *testing.T) {
 // captureFirst: the capture is compressed and encrypted after the units
 // are started again; the staging name stays one preflight cleans up.
 func TestEncryptedCaptureFirst(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	k := newEncKeys(t, filepath.Join(e.root, "keys"))
 	e.setUnit("app.service", "active")
@@ -491,6 +499,7 @@ func TestEncryptedCaptureFirst(t *testing.T) {
 // plaintext parse stop, nothing is committed, no temp file is left, the
 // unit runs again (and the run does not hang on the parse's goroutine).
 func TestEncryptedRunInterrupted(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	k := newEncKeys(t, filepath.Join(e.root, "keys"))
 	e.setUnit("app.service", "active")
@@ -521,6 +530,7 @@ func TestEncryptedRunInterrupted(t *testing.T) {
 // What a killed encrypted run leaves (.NAME-TS.EXT.age.tmp-…, and its
 // .sha256/.sig temps) is removed by the next run, like any stale temp.
 func TestEncryptedStaleTempsCleaned(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	k := newEncKeys(t, filepath.Join(e.root, "keys"))
 	e.dests = e.dests[:1]

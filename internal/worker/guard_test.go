@@ -20,6 +20,7 @@ import (
 // any non-zero exit for "not running" and backed up the live service with
 // exit 0.
 func TestUnitStateUnknownFailsRun(t *testing.T) {
+	t.Parallel()
 	for name, arm := range map[string]func(e *testEnv){
 		"no bus":        func(e *testEnv) { e.setUnit("app.service", "active"); e.marker("app.service", "is-active-error") },
 		"unknown state": func(e *testEnv) { e.setUnit("app.service", "bogus") },
@@ -48,6 +49,7 @@ func TestUnitStateUnknownFailsRun(t *testing.T) {
 // now fails before anything is archived and says to check serviceName.
 // A unit that exists but is stopped is still left alone and backed up.
 func TestUnitNotFoundFailsRun(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.marker("app.service", "not-found")
 	if code := e.run(e.config([]string{"app.service"}, nil)); code != ExitFailed {
@@ -72,6 +74,7 @@ func TestUnitNotFoundFailsRun(t *testing.T) {
 // TestUnitBusyStatesAreStopped: a unit that is starting or stopping may be
 // writing its data: it is stopped (and started again) like an active one.
 func TestUnitBusyStatesAreStopped(t *testing.T) {
+	t.Parallel()
 	for _, state := range []string{"activating", "deactivating", "reloading"} {
 		t.Run(state, func(t *testing.T) {
 			e := newTestEnv(t)
@@ -91,13 +94,14 @@ func TestUnitBusyStatesAreStopped(t *testing.T) {
 // TestSystemctlGetsDoubleDash: unit names reach systemctl after "--", so
 // no name can be read as an option (the stand-in exits 64 otherwise).
 func TestSystemctlGetsDoubleDash(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("x.service", "active")
 	ctx := context.Background()
 	for _, f := range []func() error{
-		func() error { _, err := (Systemctl{}).ActiveState(ctx, "x.service"); return err },
-		func() error { return (Systemctl{}).Stop(ctx, "x.service") },
-		func() error { return (Systemctl{}).Start(ctx, "x.service") },
+		func() error { _, err := e.seams.systemd.ActiveState(ctx, "x.service"); return err },
+		func() error { return e.seams.systemd.Stop(ctx, "x.service") },
+		func() error { return e.seams.systemd.Start(ctx, "x.service") },
 	} {
 		if err := f(); err != nil {
 			t.Error(err)
@@ -133,6 +137,7 @@ func nobodyIDs(t *testing.T) (uid, gid int) {
 // unit outside serviceName is never started: run and recover fail with
 // nothing started or stopped.
 func TestForgedStateFile(t *testing.T) {
+	t.Parallel()
 	uid, gid := nobodyIDs(t)
 	forged := `["poweroff.target"]`
 	t.Run("user-owned state dir", func(t *testing.T) {
@@ -183,7 +188,7 @@ func TestForgedStateFile(t *testing.T) {
 			t.Errorf("systemctl was called: %q", calls)
 		}
 		var stdout, stderr strings.Builder
-		code := Main(context.Background(), "test", []string{"recover", "--config", e.configFile([]string{"app.service"}, nil)}, &stdout, &stderr)
+		code := e.main([]string{"recover", "--config", e.configFile([]string{"app.service"}, nil)}, &stdout, &stderr)
 		if code != ExitFailed || len(e.calls()) != 0 {
 			t.Errorf("recover: exit %d, calls %q\n%s", code, e.calls(), stderr.String())
 		}
@@ -199,6 +204,7 @@ func TestForgedStateFile(t *testing.T) {
 // lock or state file are refused within a second, and nothing is created
 // or stopped.
 func TestLockAndStateFilesNotFollowed(t *testing.T) {
+	t.Parallel()
 	for name, plant := range map[string]func(e *testEnv, victim string){
 		"dangling lock symlink": func(e *testEnv, victim string) { must(t, os.Symlink(victim, lockFilePath(e.stateDir, "app"))) },
 		"lock FIFO":             func(e *testEnv, victim string) { must(t, syscall.Mkfifo(lockFilePath(e.stateDir, "app"), 0o600)) },

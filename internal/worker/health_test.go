@@ -54,6 +54,7 @@ func (e *testEnv) assertKeptNotPruned() {
 // TestRunHealthCheckURLComesUpLate: the application answers 503 three
 // times, then 200: the run retries and succeeds, and prunes.
 func TestRunHealthCheckURLComesUpLate(t *testing.T) {
+	t.Parallel()
 	e := healthEnv(t)
 	var hits atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -82,6 +83,7 @@ func TestRunHealthCheckURLComesUpLate(t *testing.T) {
 // TestRunHealthCheckURLNeverComesBack: a 500 until the timeout fails the
 // run loudly, keeps the archives and prunes nothing.
 func TestRunHealthCheckURLNeverComesBack(t *testing.T) {
+	t.Parallel()
 	e := healthEnv(t)
 	var hits atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -107,6 +109,7 @@ func TestRunHealthCheckURLNeverComesBack(t *testing.T) {
 // TestRunHealthCheckTCP: a listening port is healthy; a closed one, never
 // opened before the timeout, fails the run.
 func TestRunHealthCheckTCP(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -140,6 +143,7 @@ func TestRunHealthCheckTCP(t *testing.T) {
 // TestRunHealthCheckTCPComesUpLate: the port opens only some time after
 // the unit is active; the probe keeps trying until it does.
 func TestRunHealthCheckTCPComesUpLate(t *testing.T) {
+	t.Parallel()
 	e := healthEnv(t)
 	addr := closedAddr(t)
 	done := make(chan struct{})
@@ -173,6 +177,7 @@ func TestRunHealthCheckTCPComesUpLate(t *testing.T) {
 // TestRunHealthCheckCommand: the argv runs without a shell; exit 0 is
 // healthy, anything else fails the run with the command's output.
 func TestRunHealthCheckCommand(t *testing.T) {
+	t.Parallel()
 	e := healthEnv(t)
 	marker := filepath.Join(e.root, "probed")
 	script := filepath.Join(e.root, "probe.sh")
@@ -201,6 +206,7 @@ func TestRunHealthCheckCommand(t *testing.T) {
 // the unit (not after startTimeoutSec), never probes the application,
 // keeps the archives and leaves the unit for `recover`.
 func TestRunUnitActivatingThenFailed(t *testing.T) {
+	t.Parallel()
 	e := healthEnv(t)
 	e.writeFile(filepath.Join(e.sysDir, "app.service.start-states"), []byte("activating\nactivating\nfailed\n"), 0o644)
 	var hits atomic.Int32
@@ -240,6 +246,7 @@ func TestRunUnitActivatingThenFailed(t *testing.T) {
 // TestRunUnitActivatingThenActive: a unit that takes a while to become
 // active is waited for, then probed.
 func TestRunUnitActivatingThenActive(t *testing.T) {
+	t.Parallel()
 	e := healthEnv(t)
 	e.writeFile(filepath.Join(e.sysDir, "app.service.start-states"), []byte("activating\nactivating\nactive\n"), 0o644)
 	var hits atomic.Int32
@@ -256,6 +263,7 @@ func TestRunUnitActivatingThenActive(t *testing.T) {
 // TestRunHealthCheckSkippedWhenNotStopped: a service that was not running
 // is not started, so it is not probed either.
 func TestRunHealthCheckSkippedWhenNotStopped(t *testing.T) {
+	t.Parallel()
 	e := healthEnv(t)
 	e.setUnit("app.service", "inactive")
 	var hits atomic.Int32

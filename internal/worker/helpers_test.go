@@ -6,9 +6,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,8 +21,9 @@ import (
 	"github.com/backupgen/backupgen/internal/hostkey"
 )
 
-// testEnv is one test's world: data, destinations, state dir, fake
-// systemctl first on PATH.
+// testEnv is one test's world: data, destinations, state dir, and its own
+// recording systemctl stand-in (seams.systemd; no PATH change, so tests
+// with a testEnv can run in parallel).
 type testEnv struct {
 	t         *testing.T
 	root      string
@@ -68,9 +71,7 @@ func newTestEnv(t *testing.T) *testEnv {
 	if err := os.WriteFile(filepath.Join(bin, "systemctl"), script, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
-	t.Setenv("FAKE_SYSTEMCTL_DIR", e.sysDir)
-	t.Setenv("JOURNAL_STREAM", "")
+	e.seams.systemd = Systemctl{Path: filepath.Join(bin, "systemctl"), Env: []string{"FAKE_SYSTEMCTL_DIR=" + e.sysDir}}
 	e.seams.activePoll = 10 * time.Millisecond
 	// Progress is logged (as under systemd), never drawn on a terminal.
 	e.seams.progressTTY = func() bool { return false }
@@ -133,12 +134,16 @@ func (e *testEnv) configFile(units []string, mutate func(m map[string]any)) stri
 		"user":        testUser,
 		"group":       testGroup,
 		"backup": map[string]any{
-			"paths":           e.dests,
-			"format":          "tar.gz",
-			"stateDirectory":  e.stateDir,
-			"lockTimeoutSec":  2,
-			"startTimeoutSec": 2,
-			"stopTimeoutSec":  5,
+			"paths":          e.dests,
+			"format":         "tar.gz",
+			"stateDirectory": e.stateDir,
+			"lockTimeoutSec": 2,
+			// Generous: the stand-in is a shell script, and with tests in
+			// parallel on a loaded machine one call took over 2 s
+			// (TestS3ServerHangsMidUpload). No test waits for these to
+			// expire: a unit that fails to start is "failed" at once.
+			"startTimeoutSec": 30,
+			"stopTimeoutSec":  30,
 			"signingKey":      e.keyPath(),
 		},
 	}
@@ -158,10 +163,23 @@ func (e *testEnv) configFile(units []string, mutate func(m map[string]any)) stri
 
 func backupSettings(m map[string]any) map[string]any { return m["backup"].(map[string]any) }
 
+// systemctlEnv adds KEY=VALUE to the stand-in's environment (of the
+// runners and commands made after this call).
+func (e *testEnv) systemctlEnv(key, value string) {
+	sc := e.seams.systemd.(Systemctl)
+	sc.Env = append(slices.Clip(sc.Env), key+"="+value)
+	e.seams.systemd = sc
+}
+
+// main runs a backup-worker command as Main does, with this test's seams
+// (its systemctl stand-in).
+func (e *testEnv) main(args []string, stdout, stderr io.Writer) int {
+	return mainWith(context.Background(), "test", args, stdout, stderr, e.seams)
+}
+
 func (e *testEnv) runner(cfg *config.Config) *Runner {
 	return &Runner{
 		Config:     cfg,
-		Systemd:    Systemctl{},
 		Log:        slog.New(slog.NewTextHandler(e.logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		HookOutput: e.logBuf,
 		seams:      e.seams,

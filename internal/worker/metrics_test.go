@@ -21,13 +21,13 @@ import (
 // failed run keeps the last success time, so "no success for 26 hours"
 // keeps counting from the real last success.
 func TestMetricsTextfile(t *testing.T) {
+	// Not parallel: it changes the process umask.
 	e := newTestEnv(t)
 	dir := filepath.Join(e.root, "textfile")
 	os.MkdirAll(dir, 0o755)
 	prom := filepath.Join(dir, "backup-app.prom")
 	cfg := e.config(nil, func(m map[string]any) { backupSettings(m)["prometheusTextfile"] = prom })
 	// Stricter than the unit's UMask=0027: the mode must not come from it.
-	// (Not parallel: newTestEnv sets the environment.)
 	old := syscall.Umask(0o077)
 	code := e.run(cfg)
 	syscall.Umask(old)
@@ -81,6 +81,7 @@ func TestMetricsTextfile(t *testing.T) {
 // credentials file): the label is the configured destination, nothing
 // added.
 func TestMetricsLabelsAreDestinations(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	prom := filepath.Join(dir, "x.prom")
 	err := writeMetrics(prom, runMetrics{service: "app", success: true, archives: []destinationCount{

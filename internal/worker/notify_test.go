@@ -72,6 +72,7 @@ func (e *testEnv) notifyFiles(h *hookServer) func(m map[string]any) {
 // A successful run pings start (before anything is stopped) and success
 // (after the unit is started again); a plain success sends no message.
 func TestRunNotifySuccess(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
 	h := newHookServer(t, e, false)
@@ -99,6 +100,7 @@ func TestRunNotifySuccess(t *testing.T) {
 // A failed run pings /fail and sends the message with the summary, after
 // the unit is started again, and its exit code stays 1.
 func TestRunNotifyFailure(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
 	h := newHookServer(t, e, false)
@@ -137,6 +139,7 @@ func TestRunNotifyFailure(t *testing.T) {
 // own exit code while the server still holds every request (the server is
 // released only after Run returned, so a run that waited would never end).
 func TestRunNotifyHangingEndpoint(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		fail bool
@@ -172,6 +175,7 @@ func TestRunNotifyHangingEndpoint(t *testing.T) {
 // notify-ping, not the paths in the config (which root-only secrets may
 // not be readable at, in the unit's sandbox).
 func TestRunNotifyFromCredentials(t *testing.T) {
+	// Not parallel: it sets CREDENTIALS_DIRECTORY (t.Setenv), a process-wide variable.
 	e := newTestEnv(t)
 	h := newHookServer(t, e, false)
 	creds := filepath.Join(e.root, "creds")
@@ -200,6 +204,7 @@ func TestRunNotifyFromCredentials(t *testing.T) {
 // naming the key; the backup runs, notifies the good endpoints, and keeps
 // its exit code.
 func TestRunNotifyBadFileIsAWarning(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	h := newHookServer(t, e, false)
 	urls := filepath.Join(e.root, "urls")
@@ -229,6 +234,7 @@ func TestRunNotifyBadFileIsAWarning(t *testing.T) {
 // printed); --no-credentials checks the config alone, as the Nix build
 // does (its sandbox cannot see secrets).
 func TestCheckConfigNotifyFiles(t *testing.T) {
+	// Not parallel: it sets CREDENTIALS_DIRECTORY (t.Setenv), a process-wide variable.
 	e := newTestEnv(t)
 	t.Setenv("CREDENTIALS_DIRECTORY", "")
 	urls := filepath.Join(e.root, "urls")
@@ -238,7 +244,7 @@ func TestCheckConfigNotifyFiles(t *testing.T) {
 	})
 	check := func(args ...string) (int, string, string) {
 		var stdout, stderr bytes.Buffer
-		code := Main(context.Background(), "test", append([]string{"check-config"}, args...), &stdout, &stderr)
+		code := e.main(append([]string{"check-config"}, args...), &stdout, &stderr)
 		return code, stdout.String(), stderr.String()
 	}
 	e.writeFile(urls, []byte("ntfy://:tk_secret1@ntfy.example.org/backups\ngotify://gotify.example.org/Asecret2\n"), 0o600)

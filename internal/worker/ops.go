@@ -62,7 +62,7 @@ func (c *cli) recover(ctx context.Context, args []string) int {
 	}
 	log.Warn("starting units left stopped by an interrupted backup", "units", strings.Join(units, ","))
 	timeout := time.Duration(cfg.Backup.StartTimeoutSec) * time.Second
-	if err := startUnits(context.WithoutCancel(ctx), Systemctl{}, log, units, timeout, 0, path); err != nil {
+	if err := startUnits(context.WithoutCancel(ctx), c.seams.systemd, log, units, timeout, 0, path); err != nil {
 		log.Error("recover failed", "error", err)
 		return ExitFailed
 	}

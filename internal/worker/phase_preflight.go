@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -60,7 +59,7 @@ func (rn *run) preflight(ctx context.Context) bool {
 		rn.fatal(fmt.Errorf("preflight failed, nothing was stopped:\n%w", listErr(errs)))
 		return false
 	}
-	rn.base = rn.pickName(usable)
+	rn.base = rn.pickName(ctx, usable)
 	rn.dataSize = size
 	rn.log.Info("preflight ok", keyArchive, rn.base, "data_size", humanBytes(size), "destinations", len(usable))
 	return ctx.Err() == nil
@@ -157,11 +156,20 @@ func (rn *run) checkRoom(ctx context.Context, size int64) map[string]*fsNeed {
 // reflink copy is tried there; the tar capture is its fallback, so the
 // room is needed either way). None: the run fails before anything is
 // stopped.
+//
+// The capture is a local file or directory, so only a local destination
+// can stage it. With none usable (every destination remote, or the local
+// ones absent or failed) the run fails before anything is stopped, naming
+// backup.captureFirst: the state directory is not used instead, since
+// nothing sizes it for a copy of the data, and filling it would break the
+// lock and state file of every later run.
 func (rn *run) pickStaging(ctx context.Context, size int64, room map[string]*fsNeed) error {
+	locals := 0
 	for _, d := range rn.usableDests() {
 		if _, local := d.store.(*localDir); !local {
-			continue // the capture is a local file or directory
+			continue
 		}
+		locals++
 		if avail, dev, err := d.store.FreeSpace(ctx); err == nil && room[dev] != nil &&
 			uint64(room[dev].need)+uint64(size) <= avail {
 			if rn.staging == nil {
@@ -172,6 +180,11 @@ func (rn *run) pickStaging(ctx context.Context, size int64, room map[string]*fsN
 				break
 			}
 		}
+	}
+	if locals == 0 && len(rn.usableDests()) > 0 {
+		return errors.New("backup.captureFirst: no usable local destination to stage the capture in " +
+			"(the capture is a local copy of the data; every usable destination is remote): " +
+			"add a local directory to backup.paths or turn captureFirst off")
 	}
 	if rn.staging == nil && len(rn.usableDests()) > 0 {
 		return fmt.Errorf("captureFirst: no destination has room for the uncompressed capture "+
@@ -198,26 +211,51 @@ func (rn *run) noDestination() error {
 }
 
 // pickName returns NAME-TS.EXT for now, moved on by a second while that name
-// exists in a destination (two runs in one second must not collide).
-func (rn *run) pickName(usable []*destination) string {
+// exists in a destination (two runs in one second must not collide). Every
+// destination is asked through the Destination interface (takenNames): a
+// remote Commit would refuse an existing name too, but only after the
+// units were stopped and the archive uploaded, and that destination would
+// end the run partial.
+func (rn *run) pickName(ctx context.Context, usable []*destination) string {
+	taken := map[string]bool{}
+	for _, d := range usable {
+		names, err := takenNames(ctx, d.store)
+		if err != nil {
+			// Its Commit still refuses an existing name; the run goes on.
+			rn.log.Warn("cannot list the destination to pick a free archive name", keyDestination, d.dir, "error", err)
+		}
+		for n := range names {
+			taken[n] = true
+		}
+	}
 	t := rn.Now().UTC().Truncate(time.Second)
 	ext := rn.cfg.Backup.RunExt()
 	for i := 0; ; i++ {
 		base := retention.FileName(rn.cfg.Name, ext, t)
-		taken := false
-		for _, d := range usable {
-			if _, local := d.store.(*localDir); !local {
-				continue // a remote Commit refuses an existing name itself
-			}
-			if _, err := os.Lstat(filepath.Join(d.dir, base)); err == nil {
-				taken = true
-			}
-		}
-		if !taken || i >= 60 {
+		if !taken[base] || i >= 60 {
 			return base
 		}
 		t = t.Add(time.Second)
 	}
+}
+
+// takenNames returns the names a new archive in store must not take: its
+// committed archives (List, in every format), and for a local directory
+// whatever else sits under an archive-like name (a file List refuses, a
+// symlink: link-to-final would fail on it).
+func takenNames(ctx context.Context, store Destination) (map[string]bool, error) {
+	stored, err := store.List(ctx)
+	names := map[string]bool{}
+	for _, a := range stored {
+		names[a.Name] = true
+	}
+	if l, local := store.(*localDir); local {
+		entries, _ := os.ReadDir(l.dir)
+		for _, e := range entries {
+			names[e.Name()] = true
+		}
+	}
+	return names, err
 }
 
 func (rn *run) usableDests() []*destination {

@@ -24,7 +24,7 @@ func (rn *run) recoverStale(ctx context.Context) bool {
 	}
 	rn.log.Warn("an earlier run left units stopped; starting them first", "state_file", path, "units", strings.Join(units, ","))
 	timeout := time.Duration(rn.cfg.Backup.StartTimeoutSec) * time.Second
-	if err := startUnits(context.WithoutCancel(ctx), rn.Systemd, rn.log, units, timeout, rn.activePoll, path); err != nil {
+	if err := startUnits(context.WithoutCancel(ctx), rn.systemd, rn.log, units, timeout, rn.activePoll, path); err != nil {
 		rn.fatal(fmt.Errorf("units left stopped by an earlier run could not be started; not backing up: %w", err))
 		return false
 	}

@@ -27,7 +27,7 @@ func (rn *run) preBackupHook(ctx context.Context) bool {
 func (rn *run) stop(ctx context.Context) bool {
 	cfg := rn.cfg
 	rn.units = &unitController{
-		systemd:      rn.Systemd,
+		systemd:      rn.systemd,
 		log:          rn.log,
 		stateFile:    stateFilePath(cfg.Backup.StateDirectory, cfg.Name),
 		stopTimeout:  time.Duration(cfg.Backup.StopTimeoutSec) * time.Second,

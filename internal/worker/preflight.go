@@ -232,7 +232,11 @@ func within(p, dir string) bool {
 
 // sameDestinations reports destinations that are one directory under two
 // names (a symlink, a bind mount): each archive would be written twice
-// over itself, and every run would end partial.
+// over itself, and every run would end partial. Two remote entries that
+// name one place (config.Destination.Place: host case, default port, ...)
+// are refused when the config is loaded, with the same "list it once", by
+// config's rule that backupgen validate applies too; a remote has no
+// device and inode to compare here.
 func sameDestinations(dests []*destination) error {
 	var errs *multierror.Error
 	first := map[fileID]string{}

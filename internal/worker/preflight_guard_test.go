@@ -27,6 +27,7 @@ func noStop(t *testing.T, e *testEnv) {
 // archive goes to it. The old worker wrote to the bare mount point and
 // reported ok.
 func TestOptionalDestinationMustBeMounted(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	usb := filepath.Join(e.root, "mnt", "usb")
 	must(t, os.MkdirAll(usb, 0o755))
@@ -59,6 +60,7 @@ func TestOptionalDestinationMustBeMounted(t *testing.T) {
 // mount point is not created on the parent disk: preflight fails before
 // anything is stopped. Below a mounted tmpfs it is created as before.
 func TestRequiredDestinationUnderEmptyMountPoint(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
 	disk := filepath.Join(e.root, "mnt", "disk")
@@ -88,6 +90,7 @@ func TestRequiredDestinationUnderEmptyMountPoint(t *testing.T) {
 // the bare directory holds files: required fails preflight, optional is
 // skipped; mounted, both are used.
 func TestFstabMountPointNotMounted(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
 	disk := filepath.Join(e.root, "mnt", "my disk")
@@ -130,6 +133,7 @@ func TestFstabMountPointNotMounted(t *testing.T) {
 // nested through a symlinked parent, two destinations that are one
 // directory through a symlink.
 func TestPreflightRefusesBeforeStop(t *testing.T) {
+	t.Parallel()
 	cases := map[string]struct {
 		arm  func(e *testEnv) func(*Runner)
 		want string
@@ -197,6 +201,7 @@ func TestPreflightRefusesBeforeStop(t *testing.T) {
 // check-config (exit 2, the key and the fix named) and `run` exits before
 // calling systemctl at all.
 func TestCheckConfigRejectsWhatRunRejects(t *testing.T) {
+	t.Parallel()
 	cases := map[string]struct {
 		mutate func(b map[string]any)
 		want   string
@@ -213,14 +218,14 @@ func TestCheckConfigRejectsWhatRunRejects(t *testing.T) {
 			e.setUnit("app.service", "active")
 			path := e.configFile([]string{"app.service"}, func(m map[string]any) { tc.mutate(backupSettings(m)) })
 			var stdout, stderr strings.Builder
-			if code := Main(context.Background(), "test", []string{"check-config", path}, &stdout, &stderr); code != ExitUsage {
+			if code := e.main([]string{"check-config", path}, &stdout, &stderr); code != ExitUsage {
 				t.Errorf("check-config: exit %d, want %d", code, ExitUsage)
 			}
 			if !strings.Contains(stderr.String(), tc.want) {
 				t.Errorf("check-config output lacks %q:\n%s", tc.want, stderr.String())
 			}
 			stderr.Reset()
-			if code := Main(context.Background(), "test", []string{"run", "--config", path}, &stdout, &stderr); code != ExitUsage {
+			if code := e.main([]string{"run", "--config", path}, &stdout, &stderr); code != ExitUsage {
 				t.Errorf("run: exit %d, want %d", code, ExitUsage)
 			}
 			if calls := e.calls(); len(calls) != 0 {

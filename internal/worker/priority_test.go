@@ -74,6 +74,7 @@ func (p *priorityRecorder) Start(ctx context.Context, unit string) error {
 // I/O level 7. It changes the process's priority, so it runs in a child
 // process of the test binary.
 func TestPriorityLoweredAfterRestart(t *testing.T) {
+	t.Parallel()
 	if os.Getenv("BACKUPGEN_PRIORITY_CHILD") == "" {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestPriorityLoweredAfterRestart$", "-test.v", "-test.count=1")
 		// As under systemd, which sets INVOCATION_ID for every unit.
@@ -95,8 +96,8 @@ func TestPriorityLoweredAfterRestart(t *testing.T) {
 	e.setUnit("app.service", "active")
 	cfg := e.config([]string{"app.service"}, nil)
 	r := e.runner(cfg)
-	rec := &priorityRecorder{Systemd: r.Systemd, t: t}
-	r.Systemd = rec
+	rec := &priorityRecorder{Systemd: r.systemd, t: t}
+	r.systemd = rec
 	if code := r.Run(context.Background()); code != 0 {
 		t.Fatalf("exit %d\n%s", code, e.logBuf.String())
 	}

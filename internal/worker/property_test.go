@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"context"
 	mathbits "math/bits"
 	"math/rand"
 	"os"
@@ -79,11 +78,11 @@ func checkRunAccepts(t *testing.T, s configShape) {
 	must(t, os.MkdirAll(filepath.Join(e.root, "mnt", "usb"), 0o755))
 	path := e.configFile(nil, func(m map[string]any) { s.apply(e, m) })
 	var out, errOut strings.Builder
-	if code := Main(context.Background(), "test", []string{"check-config", path}, &out, &errOut); code != ExitOK {
+	if code := e.main([]string{"check-config", path}, &out, &errOut); code != ExitOK {
 		t.Logf("rejected by check-config:\n%s", errOut.String())
 		return // the run refuses it too, before doing anything (cli.go)
 	}
-	code := Main(context.Background(), "test", []string{"run", "--config", path}, &out, &errOut)
+	code := e.main([]string{"run", "--config", path}, &out, &errOut)
 	if code != ExitOK && code != 5 {
 		raw, _ := os.ReadFile(path)
 		t.Fatalf("check-config accepted this config, run exited %d:\n%s\nlog:\n%s", code, raw, errOut.String())

@@ -22,6 +22,7 @@ import (
 // archive is read, found bad and takes no period) and the corrupt archive
 // (evidence) survive, and the log and prune --dry-run say why.
 func TestRunPrunesByCalendarRules(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	now := time.Date(2026, 12, 1, 4, 0, 0, 0, time.UTC)
 	name := func(t time.Time) string { return retention.FileName("app", "tar.gz", t) }
@@ -78,7 +79,7 @@ func TestRunPrunesByCalendarRules(t *testing.T) {
 	// nothing more to remove, and each archive says why it stays.
 	var stdout, stderr bytes.Buffer
 	cfgPath := filepath.Join(e.root, "config.json")
-	if code := Main(context.Background(), "test", []string{"prune", "--config", cfgPath, "--dry-run"}, &stdout, &stderr); code != ExitOK {
+	if code := e.main([]string{"prune", "--config", cfgPath, "--dry-run"}, &stdout, &stderr); code != ExitOK {
 		t.Fatalf("prune --dry-run: exit %d\n%s", code, stderr.String())
 	}
 	out := stdout.String()
@@ -99,6 +100,7 @@ func TestRunPrunesByCalendarRules(t *testing.T) {
 // archive (here the age limit, which a calendar rule does not override)
 // and the one that keeps each survivor.
 func TestPruneDryRunSaysWhy(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	dest := e.dests[0]
 	e.dests = e.dests[:1]
@@ -115,7 +117,7 @@ func TestPruneDryRunSaysWhy(t *testing.T) {
 		b["keepDaily"], b["maxRetentionDays"] = 3, 30
 	})
 	var stdout, stderr bytes.Buffer
-	if code := Main(context.Background(), "test", []string{"prune", "--config", cfgPath, "--dry-run"}, &stdout, &stderr); code != ExitOK {
+	if code := e.main([]string{"prune", "--config", cfgPath, "--dry-run"}, &stdout, &stderr); code != ExitOK {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	out := stdout.String()

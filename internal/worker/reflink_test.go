@@ -193,11 +193,12 @@ func capturedWith(t *testing.T, log string) (method, path string) {
 // unit is started and gone after the run. The archives, extracted by GNU
 // tar (unzip for zip), equal the data including owners and mtimes.
 func TestCaptureFirstReflink(t *testing.T) {
+	t.Parallel()
 	for _, format := range config.Formats {
 		t.Run(format, func(t *testing.T) {
 			e, _ := reflinkEnv(t)
 			e.setUnit("app.service", "active")
-			t.Setenv("FAKE_SYSTEMCTL_LS", e.dests[1])
+			e.systemctlEnv("FAKE_SYSTEMCTL_LS", e.dests[1])
 			inspected := false
 			setCloneData(&e.seams, func(ctx context.Context, dir string, paths []string, opts archive.Options) (archive.Stats, error) {
 				st, err := archive.Clone(ctx, dir, paths, opts)
@@ -279,6 +280,7 @@ func TestCaptureFirstReflink(t *testing.T) {
 // file system than the data, no clone is tried at all. The archives are
 // right and no capture is left.
 func TestCaptureFirstReflinkFallback(t *testing.T) {
+	t.Parallel()
 	t.Run("tmpfs has no reflink", func(t *testing.T) {
 		e := newTestEnv(t)
 		tmpfs := filepath.Join(e.root, "tmpfs")
@@ -339,6 +341,7 @@ func TestCaptureFirstReflinkFallback(t *testing.T) {
 // fails, and when it turns out unsupported after files were cloned (then
 // the tar capture takes over); the unit is always started again.
 func TestCaptureFirstReflinkCleanup(t *testing.T) {
+	t.Parallel()
 	cloneExists := func(t *testing.T, dir string) bool {
 		for _, n := range destFiles(t, dir) {
 			if fi, err := os.Lstat(filepath.Join(dir, n)); err == nil && fi.IsDir() && strings.Contains(n, ".capture.tmp-") {
@@ -419,6 +422,7 @@ func TestCaptureFirstReflinkCleanup(t *testing.T) {
 // capture directory, a directory named like an archive temp file and a
 // symlink named like a capture directory (and what it points to) are kept.
 func TestCaptureFirstStaleCloneRemoved(t *testing.T) {
+	t.Parallel()
 	e, xfs := reflinkEnv(t)
 	dest := e.dests[1]
 	if err := os.MkdirAll(dest, 0o750); err != nil {

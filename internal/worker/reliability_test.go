@@ -54,6 +54,7 @@ var corruptions = map[string]func(t *testing.T, path string){
 // the floor and is kept; the damaged one is kept as evidence and named in a
 // warning; `prune --dry-run` shows it as "bad, kept".
 func TestPruneNeverCountsCorruptArchives(t *testing.T) {
+	t.Parallel()
 	const older, newer = "app-20240101T000000Z.tar.gz", "app-20240102T000000Z.tar.gz"
 	for how, corrupt := range corruptions {
 		t.Run(how, func(t *testing.T) {
@@ -71,7 +72,7 @@ func TestPruneNeverCountsCorruptArchives(t *testing.T) {
 			})
 
 			var stdout, stderr bytes.Buffer
-			code := Main(context.Background(), "test", []string{"prune", "--config", cfgPath, "--dry-run"}, &stdout, &stderr)
+			code := e.main([]string{"prune", "--config", cfgPath, "--dry-run"}, &stdout, &stderr)
 			t.Logf("dry run:\n%s%s", stdout.String(), stderr.String())
 			if code != ExitOK {
 				t.Fatalf("prune --dry-run: exit %d", code)
@@ -85,7 +86,7 @@ func TestPruneNeverCountsCorruptArchives(t *testing.T) {
 
 			stdout.Reset()
 			stderr.Reset()
-			code = Main(context.Background(), "test", []string{"prune", "--config", cfgPath}, &stdout, &stderr)
+			code = e.main([]string{"prune", "--config", cfgPath}, &stdout, &stderr)
 			t.Logf("prune:\n%s%s", stdout.String(), stderr.String())
 			if code != ExitOK {
 				t.Fatalf("prune: exit %d", code)
@@ -106,6 +107,7 @@ func TestPruneNeverCountsCorruptArchives(t *testing.T) {
 // the newest do not count towards minKeep, so the good older ones the floor
 // needs survive, and the damaged ones are not deleted.
 func TestRunPruneSkipsCorruptArchives(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
 	const (
@@ -158,6 +160,7 @@ func TestRunPruneSkipsCorruptArchives(t *testing.T) {
 // future: the newest archive is never removed and at least minKeep good
 // archives not dated in the future stay.
 func TestRunClockSkew(t *testing.T) {
+	t.Parallel()
 	existing := []string{
 		"app-20240101T000000Z.tar.gz",
 		"app-20240102T000000Z.tar.gz",
@@ -247,6 +250,7 @@ func TestRunClockSkew(t *testing.T) {
 // TestPruneInterruptedRemovesNothing: SIGTERM (a cancelled context) while
 // prune re-reads archives removes nothing and reports no archive as bad.
 func TestPruneInterruptedRemovesNothing(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	dest := e.dests[0]
 	for _, n := range []string{"app-20240101T000000Z.tar.gz", "app-20240102T000000Z.tar.gz", "app-20240103T000000Z.tar.gz"} {

@@ -62,7 +62,7 @@ func (c *cli) restore(ctx context.Context, args []string) int {
 			orNone(cfg.ServiceName), strings.Join(cfg.DataPaths, ", "), strconv.Quote(*archiveArg))
 		return ExitUsage
 	}
-	rs := &restorer{cfg: cfg, log: c.log.With(keyService, cfg.Name), systemd: Systemctl{}, out: c.stdout, now: time.Now,
+	rs := &restorer{cfg: cfg, log: c.log.With(keyService, cfg.Name), systemd: c.seams.systemd, out: c.stdout, now: time.Now,
 		allowSpecial: *allowSpecial, trustUnsigned: *trustUnsigned, ids: ids, dest: *dest}
 	if *target != "" {
 		return rs.toTarget(ctx, *archiveArg, *target)

@@ -20,10 +20,11 @@ import (
 // pass (restore --archive NAME --destination DEST), on real servers.
 
 // mainIn runs backup-worker with args and --config cfgPath.
-func mainIn(t *testing.T, cfgPath string, args ...string) (int, string, string) {
+func (e *testEnv) mainIn(cfgPath string, args ...string) (int, string, string) {
+	t := e.t
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	code := Main(context.Background(), "test", append(args, "--config", cfgPath), &stdout, &stderr)
+	code := e.main(append(args, "--config", cfgPath), &stdout, &stderr)
 	t.Logf("%v: exit %d\n%s%s", args, code, stdout.String(), stderr.String())
 	return code, stdout.String(), stderr.String()
 }
@@ -56,7 +57,7 @@ func TestRestoreFromS3(t *testing.T) {
 	name := archivesIn(t, e.dests[0], "tar.gz")[0]
 	noErr(t, os.Remove(filepath.Join(e.dests[0], name))) // only the remote copy is left
 	target := filepath.Join(e.root, "restored")
-	if code, out, _ := mainIn(t, cfgPath, "restore", "--archive", name, "--destination", remote, "--target", target); code != ExitOK ||
+	if code, out, _ := e.mainIn(cfgPath, "restore", "--archive", name, "--destination", remote, "--target", target); code != ExitOK ||
 		!strings.Contains(out, "restored "+remote+"/hosta/app/"+name) {
 		t.Fatalf("restore from S3: exit %d", code)
 	}
@@ -64,10 +65,10 @@ func TestRestoreFromS3(t *testing.T) {
 		assertSameTree(t, dp, filepath.Join(target, archive.EntryName(dp)))
 	}
 	// Without --destination the name is looked up in every destination.
-	if code, _, _ := mainIn(t, cfgPath, "restore", "--archive", name, "--target", filepath.Join(e.root, "r2")); code != ExitOK {
+	if code, _, _ := e.mainIn(cfgPath, "restore", "--archive", name, "--target", filepath.Join(e.root, "r2")); code != ExitOK {
 		t.Fatalf("restore by name alone: exit %d", code)
 	}
-	if code, _, stderr := mainIn(t, cfgPath, "restore", "--archive", name, "--destination", "s3://elsewhere", "--target", filepath.Join(e.root, "r3")); code != ExitFailed ||
+	if code, _, stderr := e.mainIn(cfgPath, "restore", "--archive", name, "--destination", "s3://elsewhere", "--target", filepath.Join(e.root, "r3")); code != ExitFailed ||
 		!strings.Contains(stderr, "not one of the service's destinations") {
 		t.Fatalf("restore from an unconfigured destination: exit %d", code)
 	}
@@ -79,13 +80,13 @@ func TestRestoreFromS3(t *testing.T) {
 		srv.put("backups", key, corrupt(good, damage))
 		bad := filepath.Join(e.root, "bad-"+damage)
 		noErr(t, os.Mkdir(bad, 0o700))
-		code, _, stderr := mainIn(t, cfgPath, "restore", "--archive", name, "--destination", remote, "--target", bad)
+		code, _, stderr := e.mainIn(cfgPath, "restore", "--archive", name, "--destination", remote, "--target", bad)
 		if code != ExitFailed || !strings.Contains(stderr, "refusing to restore") {
 			t.Fatalf("%s: exit %d, want 1 with 'refusing to restore'", damage, code)
 		}
 		assertEmptyDir(t, bad)
 		os.Remove(filepath.Join(e.sysDir, "calls.log"))
-		if code, _, _ := mainIn(t, cfgPath, "restore", "--archive", name, "--destination", remote, "--yes"); code != ExitFailed {
+		if code, _, _ := e.mainIn(cfgPath, "restore", "--archive", name, "--destination", remote, "--yes"); code != ExitFailed {
 			t.Fatalf("%s in place: exit %d, want 1", damage, code)
 		}
 		if got := e.calls(); len(got) != 0 {
@@ -97,7 +98,7 @@ func TestRestoreFromS3(t *testing.T) {
 		assertNoStaging(t, e.dataPaths)
 	}
 	srv.put("backups", key, good)
-	if code, out, _ := mainIn(t, cfgPath, "restore", "--archive", name, "--destination", remote, "--yes"); code != ExitOK || !strings.Contains(out, "previous data moved to") {
+	if code, out, _ := e.mainIn(cfgPath, "restore", "--archive", name, "--destination", remote, "--yes"); code != ExitOK || !strings.Contains(out, "previous data moved to") {
 		t.Fatalf("restore --yes from S3: exit %d", code)
 	}
 	if got, _ := os.ReadFile(filepath.Join(e.dataPaths[0], "db.sqlite")); string(got) == "current" {
@@ -136,10 +137,10 @@ func TestVerifyAdoptS3(t *testing.T) {
 		srv.put("backups", "hosta/app/"+old, data)
 		srv.put("backups", "hosta/app/"+old+".sha256", []byte(checksumLine(sha256Of(data), old)))
 	}
-	if code, out, _ := mainIn(t, cfgPath, "verify", "--all"); code == ExitOK || !strings.Contains(out, "UNTRUSTED "+remote+"/hosta/app/app-20200101T000000Z.tar.gz") {
+	if code, out, _ := e.mainIn(cfgPath, "verify", "--all"); code == ExitOK || !strings.Contains(out, "UNTRUSTED "+remote+"/hosta/app/app-20200101T000000Z.tar.gz") {
 		t.Fatalf("verify --all before adopting: exit %d", code)
 	}
-	code, out, _ := mainIn(t, cfgPath, "verify", "--all", "--adopt")
+	code, out, _ := e.mainIn(cfgPath, "verify", "--all", "--adopt")
 	if code == ExitOK || !strings.Contains(out, "OK "+remote+"/hosta/app/app-20200101T000000Z.tar.gz (adopted (signed))") ||
 		!strings.Contains(out, "FAILED "+remote+"/hosta/app/app-20190101T000000Z.tar.gz") {
 		t.Fatalf("verify --adopt: exit %d", code)
@@ -150,7 +151,7 @@ func TestVerifyAdoptS3(t *testing.T) {
 	}
 	// The adopted archive is now trusted: restore takes it without
 	// --trust-unsigned.
-	if code, _, _ := mainIn(t, cfgPath, "restore", "--archive", "app-20200101T000000Z.tar.gz", "--target", filepath.Join(e.root, "t")); code != ExitOK {
+	if code, _, _ := e.mainIn(cfgPath, "restore", "--archive", "app-20200101T000000Z.tar.gz", "--target", filepath.Join(e.root, "t")); code != ExitOK {
 		t.Fatalf("restore of the adopted archive: exit %d", code)
 	}
 }
@@ -173,13 +174,13 @@ func TestRestoreFromSFTPEncrypted(t *testing.T) {
 	remote := srv.url("r")
 	wrong := filepath.Join(e.root, "wrong")
 	noErr(t, os.Mkdir(wrong, 0o700))
-	if code, _, stderr := mainIn(t, cfgPath, "restore", "--archive", name, "--destination", remote, "--target", wrong, "--identity", k.wrongFile); code != ExitFailed ||
+	if code, _, stderr := e.mainIn(cfgPath, "restore", "--archive", name, "--destination", remote, "--target", wrong, "--identity", k.wrongFile); code != ExitFailed ||
 		!strings.Contains(stderr, "refusing to restore") {
 		t.Fatalf("wrong identity: exit %d", code)
 	}
 	assertEmptyDir(t, wrong)
 	target := filepath.Join(e.root, "restored")
-	if code, _, _ := mainIn(t, cfgPath, "restore", "--archive", name, "--destination", remote, "--target", target, "--identity", k.x25519File); code != ExitOK {
+	if code, _, _ := e.mainIn(cfgPath, "restore", "--archive", name, "--destination", remote, "--target", target, "--identity", k.x25519File); code != ExitOK {
 		t.Fatalf("restore from SFTP: exit %d", code)
 	}
 	for _, dp := range e.dataPaths {
@@ -192,13 +193,13 @@ func TestRestoreFromSFTPEncrypted(t *testing.T) {
 	noErr(t, err)
 	e.writeFile(filepath.Join(remoteDir, old), data, 0o600)
 	e.writeFile(filepath.Join(remoteDir, old+".sha256"), []byte(checksumLine(sha256Of(data), old)), 0o600)
-	if code, out, _ := mainIn(t, cfgPath, "verify", "--all", "--adopt"); code == ExitOK || !strings.Contains(out, "give --identity") {
+	if code, out, _ := e.mainIn(cfgPath, "verify", "--all", "--adopt"); code == ExitOK || !strings.Contains(out, "give --identity") {
 		t.Fatalf("adopt without identity: exit %d", code)
 	}
-	if code, out, _ := mainIn(t, cfgPath, "verify", "--all", "--adopt", "--identity", k.x25519File); code != ExitOK || !strings.Contains(out, "adopted (signed)") {
+	if code, out, _ := e.mainIn(cfgPath, "verify", "--all", "--adopt", "--identity", k.x25519File); code != ExitOK || !strings.Contains(out, "adopted (signed)") {
 		t.Fatalf("adopt: exit %d", code)
 	}
-	if code, out, _ := mainIn(t, cfgPath, "verify", "--all", "--identity", k.x25519File); code != ExitOK || !strings.Contains(out, "OK "+remote+"/"+old+" (decrypted and parsed)") {
+	if code, out, _ := e.mainIn(cfgPath, "verify", "--all", "--identity", k.x25519File); code != ExitOK || !strings.Contains(out, "OK "+remote+"/"+old+" (decrypted and parsed)") {
 		t.Fatalf("verify after adopting: exit %d", code)
 	}
 	if got := destFiles(t, remoteDir); !slices.Contains(got, old+".sig") || slices.ContainsFunc(got, func(n string) bool { return strings.Contains(n, ".tmp-") }) {
@@ -221,9 +222,10 @@ var hostileNames = []string{
 
 // assertHostileSafe: list shows none of the hostile names raw and counts
 // none; prune leaves them; restore refuses each by name.
-func assertHostileSafe(t *testing.T, cfgPath, remote string, planted []string, stillThere func(string) bool) {
+func (e *testEnv) assertHostileSafe(cfgPath, remote string, planted []string, stillThere func(string) bool) {
+	t := e.t
 	t.Helper()
-	code, out, stderr := mainIn(t, cfgPath, "list")
+	code, out, stderr := e.mainIn(cfgPath, "list")
 	if code != ExitOK {
 		t.Fatalf("list: exit %d", code)
 	}
@@ -231,7 +233,7 @@ func assertHostileSafe(t *testing.T, cfgPath, remote string, planted []string, s
 		strings.Contains(out, "xxxxxxxx") || strings.Contains(out, "untrusted") {
 		t.Errorf("list shows a hostile name or counts it:\n%q", out)
 	}
-	if code, _, _ := mainIn(t, cfgPath, "prune"); code != ExitOK {
+	if code, _, _ := e.mainIn(cfgPath, "prune"); code != ExitOK {
 		t.Errorf("prune: exit %d", code)
 	}
 	for _, n := range planted {
@@ -239,7 +241,7 @@ func assertHostileSafe(t *testing.T, cfgPath, remote string, planted []string, s
 			t.Errorf("prune removed the planted %q", n)
 		}
 		target := filepath.Join(t.TempDir(), "t")
-		code, _, stderr := mainIn(t, cfgPath, "restore", "--archive", n, "--destination", remote, "--target", target, "--trust-unsigned")
+		code, _, stderr := e.mainIn(cfgPath, "restore", "--archive", n, "--destination", remote, "--target", target, "--trust-unsigned")
 		if code == ExitOK || strings.Contains(stderr, "\x1b") || strings.Contains(stderr, "\n/etc/passwd") {
 			t.Errorf("restore of %q: exit %d\n%q", n, code, stderr)
 		}
@@ -274,7 +276,7 @@ func TestHostileNamesS3(t *testing.T) {
 		t.Fatalf("only %d hostile keys planted: the test proves little", len(planted))
 	}
 	keys := srv.keys("backups", prefix)
-	assertHostileSafe(t, cfgPath, remote, planted, func(n string) bool {
+	e.assertHostileSafe(cfgPath, remote, planted, func(n string) bool {
 		return slices.Contains(keys, n) == slices.Contains(srv.keys("backups", prefix), n)
 	})
 }
@@ -300,7 +302,7 @@ func TestHostileNamesSFTP(t *testing.T) {
 	}
 	e.writeFile(filepath.Join(filepath.Dir(remoteDir), "x"), []byte("not an archive of app"), 0o600)
 	planted = append(planted, "../x")
-	assertHostileSafe(t, cfgPath, srv.url("r"), planted, func(n string) bool {
+	e.assertHostileSafe(cfgPath, srv.url("r"), planted, func(n string) bool {
 		_, err := os.Lstat(filepath.Join(remoteDir, n))
 		return err == nil
 	})
@@ -323,7 +325,7 @@ func TestRestoreZipFromSFTP(t *testing.T) {
 	}
 	name := archivesIn(t, remoteDir, "zip")[0]
 	target := filepath.Join(e.root, "restored")
-	if code, _, _ := mainIn(t, cfgPath, "restore", "--archive", name, "--destination", srv.url("r"), "--target", target); code != ExitOK {
+	if code, _, _ := e.mainIn(cfgPath, "restore", "--archive", name, "--destination", srv.url("r"), "--target", target); code != ExitOK {
 		t.Fatalf("restore: exit %d", code)
 	}
 	for _, dp := range e.dataPaths {
@@ -335,7 +337,7 @@ func TestRestoreZipFromSFTP(t *testing.T) {
 	e.writeFile(p, corrupt(data, "bitflip"), 0o600)
 	bad := filepath.Join(e.root, "bad")
 	noErr(t, os.Mkdir(bad, 0o700))
-	if code, _, _ := mainIn(t, cfgPath, "restore", "--archive", name, "--destination", srv.url("r"), "--target", bad); code != ExitFailed {
+	if code, _, _ := e.mainIn(cfgPath, "restore", "--archive", name, "--destination", srv.url("r"), "--target", bad); code != ExitFailed {
 		t.Fatalf("corrupt zip: exit %d, want 1", code)
 	}
 	assertEmptyDir(t, bad)

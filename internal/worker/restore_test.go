@@ -76,13 +76,14 @@ func fdir(name string) forged {
 // These tests prove that even then an archive cannot plant privileges or
 // escape its target; the signature check itself is tested in
 // destsec_test.go (TestPlantedArchiveUntrusted).
-func restoreCmd(t *testing.T, args ...string) (int, string, string) {
+func (e *testEnv) restoreCmd(args ...string) (int, string, string) {
+	t := e.t
 	t.Helper()
 	if len(args) > 0 && args[0] == "restore" {
 		args = append(args, "--trust-unsigned")
 	}
 	var stdout, stderr bytes.Buffer
-	code := Main(context.Background(), "test", args, &stdout, &stderr)
+	code := e.main(args, &stdout, &stderr)
 	t.Logf("%v: exit %d\n%s", args, code, stderr.String())
 	return code, stdout.String(), stderr.String()
 }
@@ -108,6 +109,7 @@ func serviceUserEnv(t *testing.T) (*testEnv, string) {
 // nobody, does not get euid 0. With --allow-special (the admin's explicit
 // choice) they are restored, which also shows the checks can fail.
 func TestRestoreForgedSetuidAndDevices(t *testing.T) {
+	t.Parallel()
 	e, cfgPath := serviceUserEnv(t)
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
@@ -157,13 +159,13 @@ func TestRestoreForgedSetuidAndDevices(t *testing.T) {
 
 	t.Run("target", func(t *testing.T) {
 		target := filepath.Join(e.root, "restored")
-		if code, _, _ := restoreCmd(t, "restore", "--config", cfgPath, "--archive", arch, "--target", target); code != ExitOK {
+		if code, _, _ := e.restoreCmd("restore", "--config", cfgPath, "--archive", arch, "--target", target); code != ExitOK {
 			t.Fatalf("exit %d", code)
 		}
 		assertSafe(filepath.Join(target, archive.EntryName(d1)))
 	})
 	t.Run("in place", func(t *testing.T) {
-		code, _, stderr := restoreCmd(t, "restore", "--config", cfgPath, "--archive", arch, "--yes")
+		code, _, stderr := e.restoreCmd("restore", "--config", cfgPath, "--archive", arch, "--yes")
 		if code != ExitOK {
 			t.Fatalf("exit %d", code)
 		}
@@ -174,7 +176,7 @@ func TestRestoreForgedSetuidAndDevices(t *testing.T) {
 	})
 	t.Run("allow-special", func(t *testing.T) {
 		target := filepath.Join(e.root, "special")
-		if code, _, _ := restoreCmd(t, "restore", "--config", cfgPath, "--archive", arch, "--target", target, "--allow-special"); code != ExitOK {
+		if code, _, _ := e.restoreCmd("restore", "--config", cfgPath, "--archive", arch, "--target", target, "--allow-special"); code != ExitOK {
 			t.Fatalf("exit %d", code)
 		}
 		dir := filepath.Join(target, archive.EntryName(d1))
@@ -200,6 +202,7 @@ func TestRestoreForgedSetuidAndDevices(t *testing.T) {
 // modes, with the same message, before any unit is touched; the data path
 // stays a directory.
 func TestRestoreRootSymlinkRefused(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
 	cfgPath := e.configFile([]string{"app.service"}, nil)
@@ -228,7 +231,7 @@ func TestRestoreRootSymlinkRefused(t *testing.T) {
 				{"restore", "--config", cfgPath, "--archive", arch, "--yes"},
 				{"restore", "--config", cfgPath, "--archive", arch, "--target", filepath.Join(t.TempDir(), "t")},
 			} {
-				code, stdout, stderr := restoreCmd(t, args...)
+				code, stdout, stderr := e.restoreCmd(args...)
 				if code != ExitFailed {
 					t.Errorf("%s: exit %d, want 1", args[0], code)
 				}
@@ -261,6 +264,7 @@ func TestRestoreRootSymlinkRefused(t *testing.T) {
 // path into a regular file verifies (a single-file data path is legal) but
 // an in-place restore refuses it and leaves the data alone.
 func TestRestoreRootTypeChangeRefused(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
 	cfgPath := e.configFile([]string{"app.service"}, nil)
@@ -269,7 +273,7 @@ func TestRestoreRootTypeChangeRefused(t *testing.T) {
 		{hdr: tar.Header{Name: archive.EntryName(d1), Typeflag: tar.TypeReg, Mode: 0o644}, body: []byte("not a directory")},
 		fdir(d2),
 	})
-	code, _, stderr := restoreCmd(t, "restore", "--config", cfgPath, "--archive", arch, "--yes")
+	code, _, stderr := e.restoreCmd("restore", "--config", cfgPath, "--archive", arch, "--yes")
 	if code != ExitFailed || !strings.Contains(stderr, "refusing to replace data path") {
 		t.Errorf("exit %d, want 1 with a refusal", code)
 	}
@@ -285,6 +289,7 @@ func TestRestoreRootTypeChangeRefused(t *testing.T) {
 // (Go's archive/zip writes none) carry no owner; restored as root they
 // belong to the service's user and group, not root, and lose setuid.
 func TestRestoreZipWithoutOwner(t *testing.T) {
+	t.Parallel()
 	e, _ := serviceUserEnv(t)
 	cfgPath := e.configFile([]string{"app.service"}, func(m map[string]any) {
 		m["user"], m["group"] = "nobody", "nogroup"
@@ -311,7 +316,7 @@ func TestRestoreZipWithoutOwner(t *testing.T) {
 	noErr(t, os.WriteFile(arch, buf.Bytes(), 0o644))
 
 	target := filepath.Join(e.root, "restored")
-	if code, _, _ := restoreCmd(t, "restore", "--config", cfgPath, "--archive", arch, "--target", target); code != ExitOK {
+	if code, _, _ := e.restoreCmd("restore", "--config", cfgPath, "--archive", arch, "--target", target); code != ExitOK {
 		t.Fatalf("exit %d", code)
 	}
 	dir := filepath.Join(target, archive.EntryName(d1))
@@ -334,6 +339,7 @@ func TestRestoreZipWithoutOwner(t *testing.T) {
 // `restore --target` onto a tmpfs with the same getfattr and getfacl output
 // and the sparse file's holes kept (stat %b).
 func TestRestoreGNUTarXattrsACLsSparse(t *testing.T) {
+	t.Parallel()
 	tarBin := testtool.Require(t, "tar", "tar")
 	getfattr := testtool.Require(t, "getfattr", "attr")
 	setfattr := testtool.Require(t, "setfattr", "attr")
@@ -384,7 +390,7 @@ func TestRestoreGNUTarXattrsACLsSparse(t *testing.T) {
 	})
 	target := filepath.Join(e.root, "restored")
 	testtool.MountTmpfs(t, target, "128m")
-	code, _, stderr := restoreCmd(t, "restore", "--config", cfgPath, "--archive", arch, "--target", target)
+	code, _, stderr := e.restoreCmd("restore", "--config", cfgPath, "--archive", arch, "--target", target)
 	if code != ExitOK {
 		t.Fatalf("exit %d", code)
 	}
@@ -453,6 +459,7 @@ func sortedBlocks(out string) string {
 // paths stay real directories, and a restore either fails cleanly (data
 // untouched) or puts back the archived data.
 func TestRestoreStagingSwapRace(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
 	cfgPath := e.configFile([]string{"app.service"}, nil)
@@ -495,7 +502,7 @@ func TestRestoreStagingSwapRace(t *testing.T) {
 	ok, failed := 0, 0
 	for i := 0; i < 60 && time.Now().Before(deadline); i++ {
 		var stdout, stderr bytes.Buffer
-		code := Main(context.Background(), "test", []string{"restore", "--config", cfgPath, "--archive", arch, "--yes"}, &stdout, &stderr)
+		code := e.main([]string{"restore", "--config", cfgPath, "--archive", arch, "--yes"}, &stdout, &stderr)
 		if code == ExitOK {
 			ok++
 		} else {
@@ -547,6 +554,7 @@ func (s swapOnStop) Stop(ctx context.Context, unit string) error {
 // it stops anything: the rewrite comes too late to matter, and the data
 // restored is the verified archive's, never the forged one's.
 func TestRestoreArchiveRewrittenAfterVerify(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
 	cfg := e.config([]string{"app.service"}, nil)
@@ -568,7 +576,7 @@ func TestRestoreArchiveRewrittenAfterVerify(t *testing.T) {
 	var logBuf bytes.Buffer
 	rewritten := false
 	rs := &restorer{cfg: cfg, log: slog.New(slog.NewTextHandler(&logBuf, nil)), out: io.Discard, now: time.Now,
-		systemd: swapOnStop{Systemctl{}, func() {
+		systemd: swapOnStop{e.seams.systemd, func() {
 			// Rewrite through the same inode, as its owner can.
 			noErr(t, os.WriteFile(arch, forgedBytes, 0o640))
 			rewritten = true
@@ -610,7 +618,7 @@ func TestRestoreCorruptSignedArchiveRefused(t *testing.T) {
 			noErr(t, os.WriteFile(arch, b, 0o640))
 			noErr(t, os.WriteFile(filepath.Join(e.dataPaths[0], "db.sqlite"), []byte("current"), 0o600))
 			os.Remove(filepath.Join(e.sysDir, "calls.log"))
-			code, _, stderr := restoreCmdStrict(t, "restore", "--config", cfgPath, "--archive", arch, "--yes")
+			code, _, stderr := e.restoreCmdStrict("restore", "--config", cfgPath, "--archive", arch, "--yes")
 			if code != ExitFailed || !strings.Contains(stderr, "refusing to restore") {
 				t.Fatalf("exit %d, want 1 with 'refusing to restore'", code)
 			}
@@ -623,7 +631,7 @@ func TestRestoreCorruptSignedArchiveRefused(t *testing.T) {
 			assertNoStaging(t, e.dataPaths)
 			target := filepath.Join(e.root, "target")
 			noErr(t, os.Mkdir(target, 0o700))
-			if code, _, _ := restoreCmdStrict(t, "restore", "--config", cfgPath, "--archive", arch, "--target", target); code != ExitFailed {
+			if code, _, _ := e.restoreCmdStrict("restore", "--config", cfgPath, "--archive", arch, "--target", target); code != ExitFailed {
 				t.Fatalf("--target: exit %d, want 1", code)
 			}
 			if ents, _ := os.ReadDir(target); len(ents) != 0 {
@@ -649,10 +657,11 @@ func corrupt(b []byte, how string) []byte {
 }
 
 // restoreCmdStrict is restoreCmd without --trust-unsigned.
-func restoreCmdStrict(t *testing.T, args ...string) (int, string, string) {
+func (e *testEnv) restoreCmdStrict(args ...string) (int, string, string) {
+	t := e.t
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	code := Main(context.Background(), "test", args, &stdout, &stderr)
+	code := e.main(args, &stdout, &stderr)
 	t.Logf("%v: exit %d\n%s", args, code, stderr.String())
 	return code, stdout.String(), stderr.String()
 }

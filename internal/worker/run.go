@@ -22,13 +22,13 @@ import (
 // Runner runs one backup of one service, in phases (execute): 1 lock,
 // 2 recover what a killed run left, 3 preflight, 4 stop, 5 capture or
 // stream, 6 start, 7 commit, 8 prune, 9 report. Destinations are reached
-// through the Destination interface, except for three local checks of
-// preflight (no two paths name one directory; the archive name is free;
-// where a captureFirst capture is staged, which is a local directory).
+// through the Destination interface, except for two local checks of
+// preflight (no two paths name one directory through a symlink or bind
+// mount: remote duplicates are config's rule; where a captureFirst capture
+// is staged, which only a local directory can hold).
 type Runner struct {
-	Config  *config.Config
-	Systemd Systemd
-	Log     *slog.Logger
+	Config *config.Config
+	Log    *slog.Logger
 	// HookOutput receives the pre/post hooks' output (default os.Stderr).
 	HookOutput io.Writer
 	// Now returns the current time (default time.Now).
@@ -83,9 +83,6 @@ func (r *Runner) Run(ctx context.Context) int {
 	}
 	if r.Now == nil {
 		r.Now = time.Now
-	}
-	if r.Systemd == nil {
-		r.Systemd = Systemctl{}
 	}
 	r.seams.withDefaults()
 	rn := &run{Runner: r, cfg: r.Config, log: r.Log.With(keyService, r.Config.Name), start: time.Now()}

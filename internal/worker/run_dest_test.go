@@ -19,6 +19,7 @@ import (
 // read-only destination, every format.
 
 func TestRunOneDestinationFullDisk(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
 	testtool.MountTmpfs(t, e.dests[1], "64k")
@@ -52,6 +53,7 @@ func TestRunOneDestinationFullDisk(t *testing.T) {
 }
 
 func TestRunPreflight(t *testing.T) {
+	t.Parallel()
 	t.Run("destination is a file: the others get the archive", func(t *testing.T) {
 		e := newTestEnv(t)
 		e.setUnit("app.service", "active")
@@ -162,6 +164,7 @@ func TestRunPreflight(t *testing.T) {
 }
 
 func TestAllFormats(t *testing.T) {
+	t.Parallel()
 	for _, format := range config.Formats {
 		t.Run(format, func(t *testing.T) {
 			e := newTestEnv(t)
@@ -210,6 +213,7 @@ func mountReadOnly(t *testing.T, dir string) {
 // the run ends partial, the unit is up, and the read-only one keeps its
 // old archive.
 func TestRunReadOnlyDestination(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
 	old := "app-20200101T000000Z.tar.gz"

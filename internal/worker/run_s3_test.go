@@ -49,6 +49,7 @@ func remoteArchives(keys []string) []string {
 }
 
 func TestS3RunLocalAndRemote(t *testing.T) {
+	t.Parallel()
 	srv := startS3Server(t)
 	srv.makeBucket("backups")
 	e := newTestEnv(t)
@@ -94,7 +95,7 @@ func TestS3RunLocalAndRemote(t *testing.T) {
 	cfgPath := e.configFile([]string{"app.service"}, e.s3Config(srv, "s3://backups/fleet", "hosta", 1, nil))
 	for _, args := range [][]string{{"list", "--verify"}, {"verify"}, {"prune", "--dry-run"}} {
 		var stdout, stderr bytes.Buffer
-		if code := Main(context.Background(), "test", append(args, "--config", cfgPath), &stdout, &stderr); code != ExitOK {
+		if code := e.main(append(args, "--config", cfgPath), &stdout, &stderr); code != ExitOK {
 			t.Fatalf("%v: exit %d\n%s%s", args, code, stdout.String(), stderr.String())
 		}
 		if !strings.Contains(stdout.String(), local2[0]) && args[0] != "prune" {
@@ -109,7 +110,7 @@ func TestS3RunLocalAndRemote(t *testing.T) {
 	bad[len(bad)/2] ^= 0xff
 	srv.put("backups", prefix+local2[0], bad)
 	var stdout, stderr bytes.Buffer
-	if code := Main(context.Background(), "test", []string{"verify", "--config", cfgPath}, &stdout, &stderr); code == ExitOK ||
+	if code := e.main([]string{"verify", "--config", cfgPath}, &stdout, &stderr); code == ExitOK ||
 		!strings.Contains(stdout.String(), "FAILED s3://") {
 		t.Fatalf("verify of a corrupted object: exit %d\n%s", code, stdout.String())
 	}
@@ -120,6 +121,7 @@ func TestS3RunLocalAndRemote(t *testing.T) {
 // and pruned; the bucket holds no archive object, only the unfinished
 // upload, which the next run aborts (CleanStale) before writing its own.
 func TestS3ServerKilledMidUpload(t *testing.T) {
+	t.Parallel()
 	srv := startS3Server(t)
 	srv.makeBucket("backups")
 	e := newTestEnv(t)
@@ -186,6 +188,7 @@ func TestS3ServerKilledMidUpload(t *testing.T) {
 // TestS3HostsShareBucket: two hosts and another tool write one bucket
 // and prefix; each host lists and prunes only its own service's archives.
 func TestS3HostsShareBucket(t *testing.T) {
+	t.Parallel()
 	srv := startS3Server(t)
 	srv.makeBucket("shared")
 	planted := []string{"team/notes.txt", "team/hosta/app/notes.txt", "team/hosta/app/deeper/app-20200101T000000Z.tar.gz",
@@ -239,6 +242,7 @@ func TestS3HostsShareBucket(t *testing.T) {
 // TestS3UnreachableAtPreflight: a server that does not answer, or refuses
 // the credentials, is left out before anything is stopped.
 func TestS3UnreachableAtPreflight(t *testing.T) {
+	t.Parallel()
 	srv := startS3Server(t)
 	srv.makeBucket("backups")
 	dead := map[string]any{"endpoint": "http://127.0.0.1:" + fmt.Sprint(freePort(t)), "pathStyle": true, "credentialsFile": srv.credFile}
@@ -288,6 +292,7 @@ func TestS3UnreachableAtPreflight(t *testing.T) {
 // fan-out and no local copy is parsed: the read-back hashes and parses
 // the object before its checksum is published.
 func TestS3OnlyDestination(t *testing.T) {
+	t.Parallel()
 	srv := startS3Server(t)
 	srv.makeBucket("solo")
 	e := newTestEnv(t)
@@ -316,6 +321,7 @@ func TestS3OnlyDestination(t *testing.T) {
 // timeout fails the S3 destination alone: exit 3, the local archive
 // committed, and the run does not hang.
 func TestS3ServerHangsMidUpload(t *testing.T) {
+	t.Parallel()
 	srv := startS3Server(t)
 	srv.makeBucket("backups")
 	e := newTestEnv(t)
@@ -360,6 +366,7 @@ func TestS3ServerHangsMidUpload(t *testing.T) {
 // S3 branch was written before encryption and listed plain names only, so
 // an encrypted history there would never have been pruned.
 func TestS3Encrypted(t *testing.T) {
+	t.Parallel()
 	id, err := ageenc.GenerateX25519Identity()
 	if err != nil {
 		t.Fatal(err)

@@ -40,6 +40,7 @@ func withSFTP(srv *sshServer, more func(b map[string]any)) func(m map[string]any
 // commits the same archive, its .sha256 and .sig in both, with nothing
 // else left on the server; a second run prunes on both.
 func TestRunLocalAndSFTP(t *testing.T) {
+	t.Parallel()
 	for _, readBack := range []bool{true, false} {
 		t.Run(map[bool]string{true: "read-back", false: "no read-back"}[readBack], func(t *testing.T) {
 			e, srv, remote := sftpEnv(t)
@@ -93,6 +94,7 @@ func TestRunLocalAndSFTP(t *testing.T) {
 // nothing appears under a final name on the server; the next run (server
 // back) removes the temp file and commits there.
 func TestRunSFTPServerKilledMidUpload(t *testing.T) {
+	t.Parallel()
 	e, srv, remote := sftpEnv(t)
 	e.setUnit("app.service", "active")
 	// Incompressible data, so the upload takes a while.
@@ -158,6 +160,7 @@ func TestRunSFTPServerKilledMidUpload(t *testing.T) {
 // fails before anything is stopped; beside a local one, it is left out
 // and the run ends partial.
 func TestRunSFTPUnknownHostKey(t *testing.T) {
+	t.Parallel()
 	e, srv, remote := sftpEnv(t)
 	e.setUnit("app.service", "active")
 	other := writeEd25519(t, filepath.Join(t.TempDir(), "other"))
@@ -189,6 +192,7 @@ func TestRunSFTPUnknownHostKey(t *testing.T) {
 // archive and the run ends partial. Alone, it fails the run with no unit
 // stopped.
 func TestRunSFTPUnreachable(t *testing.T) {
+	t.Parallel()
 	e, srv, _ := sftpEnv(t)
 	e.setUnit("app.service", "active")
 	srv.kill()
@@ -219,6 +223,7 @@ func TestRunSFTPUnreachable(t *testing.T) {
 // under the prefix are never touched, and a corrupted remote archive
 // fails verify.
 func TestSFTPCommands(t *testing.T) {
+	t.Parallel()
 	e, srv, remote := sftpEnv(t)
 	cfgPath := e.configFile(nil, withSFTP(srv, func(b map[string]any) { b["retentionSnapshots"] = 1 }))
 	cfg, err := config.Load(cfgPath)
@@ -287,6 +292,7 @@ func TestSFTPCommands(t *testing.T) {
 // goes straight to the upload, no fan-out hash): committed, read back and
 // parsed, or with verifyReadBack off, confirmed by size and stream hash.
 func TestRunSFTPOnly(t *testing.T) {
+	t.Parallel()
 	for _, format := range []string{"tar.zst", "zip"} {
 		for _, readBack := range []bool{true, false} {
 			e, srv, remote := sftpEnv(t)
@@ -320,6 +326,7 @@ func TestRunSFTPOnly(t *testing.T) {
 // signature is checked against the .sha256 and the server's size only,
 // nothing is downloaded, and the archive counts.
 func TestSFTPRetentionReadsBackOnlyWithVerifyReadBack(t *testing.T) {
+	t.Parallel()
 	for _, readBack := range []bool{true, false} {
 		e, srv, remote := sftpEnv(t)
 		e.dests = e.dests[1:]
@@ -362,6 +369,7 @@ func TestSFTPRetentionReadsBackOnlyWithVerifyReadBack(t *testing.T) {
 // at preflight, at once (no retries), before anything is stopped; the
 // error names the login, never the key.
 func TestRunSFTPWrongKey(t *testing.T) {
+	t.Parallel()
 	e, srv, _ := sftpEnv(t)
 	e.setUnit("app.service", "active")
 	writeEd25519(t, srv.keyFile) // a fresh key, not in authorized_keys
@@ -397,6 +405,7 @@ func TestRunSFTPWrongKey(t *testing.T) {
 // their own names; SFTP's List skipped .age archives, so its history grew
 // without bound.
 func TestRunSFTPEncrypted(t *testing.T) {
+	t.Parallel()
 	id, err := ageenc.GenerateX25519Identity()
 	if err != nil {
 		t.Fatal(err)

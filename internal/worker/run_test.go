@@ -76,6 +76,7 @@ func trunc(s string) string {
 }
 
 func TestRunHappyPath(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
 	hookLog := filepath.Join(e.root, "hooks.log")
@@ -194,6 +195,7 @@ func TestRunHappyPath(t *testing.T) {
 }
 
 func TestRunArchiveFailsMidway(t *testing.T) {
+	t.Parallel()
 	t.Run("injected", func(t *testing.T) {
 		e := newTestEnv(t)
 		e.setUnit("app.service", "active")
@@ -260,6 +262,7 @@ func TestRunArchiveFailsMidway(t *testing.T) {
 }
 
 func TestRunInterruptedDuringArchive(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
 	postLog := filepath.Join(e.root, "post.log")
@@ -306,6 +309,7 @@ func (c *cancelAfter) Write(p []byte) (int, error) {
 }
 
 func TestRunLockHeld(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
 	cfg := e.config([]string{"app.service"}, func(m map[string]any) {

@@ -17,6 +17,7 @@ import (
 // run left.
 
 func TestRunPanicRestartsUnits(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
 	r := e.runner(e.config([]string{"app.service"}, nil))
@@ -39,6 +40,7 @@ func TestRunPanicRestartsUnits(t *testing.T) {
 }
 
 func TestRunServiceInactiveIsNotStarted(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "inactive")
 	if code := e.run(e.config([]string{"app.service"}, nil)); code != ExitOK {
@@ -53,6 +55,7 @@ func TestRunServiceInactiveIsNotStarted(t *testing.T) {
 }
 
 func TestRunWithoutUnitsCallsNoSystemctl(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	if code := e.run(e.config(nil, nil)); code != ExitOK {
 		t.Fatalf("exit %d", code)
@@ -68,6 +71,7 @@ func TestRunWithoutUnitsCallsNoSystemctl(t *testing.T) {
 }
 
 func TestRunTwoUnitsStopInOrderStartInReverse(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app-db.service", "active")
 	e.setUnit("app-web.service", "active")
@@ -90,6 +94,7 @@ func TestRunTwoUnitsStopInOrderStartInReverse(t *testing.T) {
 }
 
 func TestRunStopFails(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app-web.service", "active")
 	e.setUnit("app-db.service", "active")
@@ -122,6 +127,7 @@ func TestRunStopFails(t *testing.T) {
 }
 
 func TestRunStopFailsWithLiveBackupAllowed(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
 	e.marker("app.service", "fail-stop")
@@ -137,6 +143,7 @@ func TestRunStopFailsWithLiveBackupAllowed(t *testing.T) {
 }
 
 func TestRunStartFails(t *testing.T) {
+	t.Parallel()
 	for _, how := range []string{"fail-start", "no-come-back"} {
 		t.Run(how, func(t *testing.T) {
 			e := newTestEnv(t)
@@ -165,6 +172,7 @@ func TestRunStartFails(t *testing.T) {
 }
 
 func TestRunRecoversStaleStateFirst(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "inactive")
 	os.MkdirAll(e.stateDir, 0o700)
@@ -187,6 +195,7 @@ func TestRunRecoversStaleStateFirst(t *testing.T) {
 }
 
 func TestRecoverCommand(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	// As if the worker was SIGKILLed after stopping both units.
 	e.setUnit("app-web.service", "inactive")
@@ -197,7 +206,7 @@ func TestRecoverCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	var stdout, stderr bytes.Buffer
-	code := Main(context.Background(), "test", []string{"recover", "--config", cfgPath}, &stdout, &stderr)
+	code := e.main([]string{"recover", "--config", cfgPath}, &stdout, &stderr)
 	t.Log(stderr.String())
 	if code != ExitOK {
 		t.Fatalf("exit %d", code)
@@ -217,7 +226,7 @@ func TestRecoverCommand(t *testing.T) {
 	}
 	// Nothing to do the second time.
 	stderr.Reset()
-	if code := Main(context.Background(), "test", []string{"recover", "--config", cfgPath}, &stdout, &stderr); code != ExitOK {
+	if code := e.main([]string{"recover", "--config", cfgPath}, &stdout, &stderr); code != ExitOK {
 		t.Fatalf("second recover: exit %d", code)
 	}
 	if !strings.Contains(stderr.String(), "nothing to recover") {

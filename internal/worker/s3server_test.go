@@ -46,6 +46,7 @@ func (s *s3Server) s3Settings() map[string]any {
 // TestS3Contract runs the Destination contract on an S3 bucket of a real
 // server, with the read-back on (each fixture its own bucket).
 func TestS3Contract(t *testing.T) {
+	t.Parallel()
 	srv := startS3Server(t)
 	var n atomic.Int32
 	testDestinationContract(t, func(t *testing.T) destFixture {
@@ -86,6 +87,7 @@ func mustParse(t *testing.T, s string) config.Destination {
 // object is the one the parts sent make, the size is the bytes sent, and
 // with the read-back off a committed archive is still exactly the bytes.
 func TestS3CommitConfirmsServerReport(t *testing.T) {
+	t.Parallel()
 	srv := startS3Server(t)
 	srv.makeBucket("etag")
 	off := false

@@ -18,6 +18,10 @@ type archiveConverter func(ctx context.Context, w io.Writer, r io.Reader, opts a
 // package variable, so tests can run in parallel). Zero values mean the
 // real thing.
 type seams struct {
+	// systemd controls the service's units (default Systemctl{}: the
+	// systemctl on PATH). Every command that talks to systemd (run, run
+	// --dry-run, recover, restore in place, status) uses this one.
+	systemd          Systemd
 	writeArchive     archiveWriter
 	captureData      archiveWriter
 	convertCapture   archiveConverter
@@ -43,6 +47,9 @@ type seams struct {
 
 // withDefaults fills the unset seams with the real implementations.
 func (s *seams) withDefaults() {
+	if s.systemd == nil {
+		s.systemd = Systemctl{}
+	}
 	if s.writeArchive == nil {
 		s.writeArchive = archive.Write
 	}

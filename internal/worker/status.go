@@ -57,7 +57,7 @@ func (c *cli) status(ctx context.Context, args []string) int {
 	if !ok {
 		return ExitUsage
 	}
-	st := collectStatus(ctx, cfg, Systemctl{}, c.log, time.Now())
+	st := collectStatus(ctx, cfg, c.seams.systemd, c.log, time.Now())
 	if *asJSON {
 		data, _ := json.MarshalIndent(st, "", "  ")
 		fmt.Fprintf(c.stdout, "%s\n", data)

@@ -16,10 +16,11 @@ import (
 )
 
 // statusOf runs `backup-worker status --config FILE [--json]`.
-func statusOf(t *testing.T, cfgPath string, args ...string) (int, string) {
+func (e *testEnv) statusOf(cfgPath string, args ...string) (int, string) {
+	t := e.t
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	code := Main(context.Background(), "test", append([]string{"status", "--config", cfgPath}, args...), &stdout, &stderr)
+	code := e.main(append([]string{"status", "--config", cfgPath}, args...), &stdout, &stderr)
 	t.Logf("status exit %d\n%s%s", code, stdout.String(), stderr.String())
 	return code, stdout.String()
 }
@@ -41,13 +42,14 @@ func statusConfig(e *testEnv, check map[string]any) string {
 // from backup.onCalendar, the timer's state and each destination's
 // archives (count, newest, total size), missing optional ones as such.
 func TestStatusAfterRun(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
 	cfgPath := statusConfig(e, nil)
 	for _, d := range e.dests {
 		os.MkdirAll(d, 0o755)
 	}
-	if code, out := statusOf(t, cfgPath); code != ExitOK || !strings.Contains(out, "last run   no run recorded") {
+	if code, out := e.statusOf(cfgPath); code != ExitOK || !strings.Contains(out, "last run   no run recorded") {
 		t.Fatalf("before any run: exit %d, %q", code, out)
 	}
 	e.writeSummedArchive(e.dests[0], "app-20200101T000000Z.tar.gz")
@@ -58,7 +60,7 @@ func TestStatusAfterRun(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("last-run.json: %v, mode %v; want 0600", err, fi)
 	}
-	code, out := statusOf(t, cfgPath, "--json")
+	code, out := e.statusOf(cfgPath, "--json")
 	if code != ExitOK {
 		t.Fatalf("status: exit %d", code)
 	}
@@ -96,11 +98,11 @@ func TestStatusAfterRun(t *testing.T) {
 	}
 	// The dry run estimates the next archive with this run's ratio.
 	var dry, dryErr bytes.Buffer
-	Main(context.Background(), "test", []string{"run", "--dry-run", "--config", cfgPath}, &dry, &dryErr)
+	e.main([]string{"run", "--dry-run", "--config", cfgPath}, &dry, &dryErr)
 	if !strings.Contains(dry.String(), "the ratio of the last run)") {
 		t.Errorf("dry run after a run:\n%s%s", dry.String(), dryErr.String())
 	}
-	_, human := statusOf(t, cfgPath)
+	_, human := e.statusOf(cfgPath)
 	for _, want := range []string{"last run   success at ", "archive    " + r.Archive, "service down", "next run   ", "app-backup.timer inactive", ": 2, newest " + d0.Newest, "missing (optional)"} {
 		if !strings.Contains(human, want) {
 			t.Errorf("human status lacks %q", want)
@@ -111,6 +113,7 @@ func TestStatusAfterRun(t *testing.T) {
 // TestStatusAfterFailedHealthCheck: the record keeps the failure and the
 // health check's error; status shows them.
 func TestStatusAfterFailedHealthCheck(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	e.seams.healthRetry = 20 * time.Millisecond
 	e.setUnit("app.service", "active")
@@ -120,7 +123,7 @@ func TestStatusAfterFailedHealthCheck(t *testing.T) {
 	if code := e.runner(loadCfg(t, cfgPath)).Run(context.Background()); code != ExitFailed {
 		t.Fatalf("run: exit %d, want 1", code)
 	}
-	_, out := statusOf(t, cfgPath, "--json")
+	_, out := e.statusOf(cfgPath, "--json")
 	var st Status
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatal(err)
@@ -128,7 +131,7 @@ func TestStatusAfterFailedHealthCheck(t *testing.T) {
 	if r := st.LastRun; r == nil || r.Result != "failed" || r.ExitCode != 1 || !strings.Contains(r.Health, "did not come back") || len(r.Errors) == 0 {
 		t.Errorf("lastRun = %+v", r)
 	}
-	_, human := statusOf(t, cfgPath)
+	_, human := e.statusOf(cfgPath)
 	if !strings.Contains(human, "last run   failed") || !strings.Contains(human, "health     the application did not come back") {
 		t.Error("human status does not show the failure and the health check")
 	}
@@ -137,13 +140,14 @@ func TestStatusAfterFailedHealthCheck(t *testing.T) {
 // TestStatusRefusesUnknownVersion: a record of another format version is
 // reported, not misread.
 func TestStatusRefusesUnknownVersion(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	cfgPath := statusConfig(e, nil)
 	if err := ensureStateDir(e.stateDir); err != nil {
 		t.Fatal(err)
 	}
 	e.writeFile(filepath.Join(e.stateDir, "last-run.json"), []byte(`{"version": 2, "result": "success"}`), 0o600)
-	code, out := statusOf(t, cfgPath)
+	code, out := e.statusOf(cfgPath)
 	if code != ExitFailed || !strings.Contains(out, "format version 2, this worker reads version 1") {
 		t.Errorf("exit %d, %q", code, out)
 	}
@@ -163,6 +167,7 @@ func loadCfg(t *testing.T, path string) *config.Config {
 // them); run --dry-run lists it as its preflight and changes nothing on
 // the server (a real sshd).
 func TestStatusAndDryRunSFTP(t *testing.T) {
+	t.Parallel()
 	e, srv, remote := sftpEnv(t)
 	cfgPath := e.configFile(nil, withSFTP(srv, nil))
 	if code := e.runner(loadCfg(t, cfgPath)).Run(t.Context()); code != ExitOK {
@@ -176,7 +181,7 @@ func TestStatusAndDryRunSFTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, out := statusOf(t, cfgPath, "--json")
+	code, out := e.statusOf(cfgPath, "--json")
 	var st Status
 	if err := json.Unmarshal([]byte(out), &st); err != nil || code != ExitOK {
 		t.Fatalf("status: exit %d, %v", code, err)

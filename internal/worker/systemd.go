@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -41,18 +42,28 @@ func unitRunning(state string) bool { return !slices.Contains(statesDown, state)
 // unitUp reports whether a started unit has come up.
 func unitUp(state string) bool { return slices.Contains(statesUp, state) }
 
-// Systemctl controls units by running the systemctl found on PATH (looked up
-// on every call, so tests can put a recording stand-in first on PATH). Unit
-// names always follow `--`, so a name can never be read as an option.
-type Systemctl struct{}
+// Systemctl controls units by running systemctl. Unit names always follow
+// `--`, so a name can never be read as an option. The zero value is the
+// production one: the systemctl found on PATH, with the worker's
+// environment. Tests give each their own recording stand-in (Path) and its
+// state directory (Env), so no test changes PATH or any other
+// process-wide state and they can run in parallel.
+type Systemctl struct {
+	// Path is the systemctl binary ("": "systemctl" looked up on PATH on
+	// every call).
+	Path string
+	// Env is added to the worker's environment for each call (KEY=VALUE;
+	// nil: the environment as it is).
+	Env []string
+}
 
 // ActiveState runs `systemctl is-active -- UNIT` and reads the state it
 // prints. Its exit status is 0 for active units and 3 (4 for a unit that
 // does not exist, in some versions) otherwise; any other status, or a
 // state it does not know ("Failed to connect to bus" prints nothing and
 // exits 1), is an error: the run then fails before anything is archived.
-func (Systemctl) ActiveState(ctx context.Context, unit string) (string, error) {
-	stdout, err := systemctlOutput(ctx, "is-active", "--", unit)
+func (s Systemctl) ActiveState(ctx context.Context, unit string) (string, error) {
+	stdout, err := s.output(ctx, "is-active", "--", unit)
 	state := strings.TrimSpace(stdout)
 	var exit *exec.ExitError
 	switch {
@@ -68,7 +79,7 @@ func (Systemctl) ActiveState(ctx context.Context, unit string) (string, error) {
 		return "", fmt.Errorf("cannot tell whether %s is running: systemctl is-active printed %q (%v)", unit, state, exitStatus(err))
 	}
 	if !unitRunning(state) {
-		if err := checkUnitExists(ctx, unit); err != nil {
+		if err := s.checkUnitExists(ctx, unit); err != nil {
 			return "", err
 		}
 	}
@@ -78,8 +89,8 @@ func (Systemctl) ActiveState(ctx context.Context, unit string) (string, error) {
 // checkUnitExists fails for a unit systemd does not know: is-active calls
 // it "inactive", so a misspelt serviceName would have the data archived
 // while the application keeps writing it, every night, with exit 0.
-func checkUnitExists(ctx context.Context, unit string) error {
-	stdout, err := systemctlOutput(ctx, "show", "-p", "LoadState", "--value", "--", unit)
+func (s Systemctl) checkUnitExists(ctx context.Context, unit string) error {
+	stdout, err := s.output(ctx, "show", "-p", "LoadState", "--value", "--", unit)
 	if err != nil {
 		return fmt.Errorf("cannot tell whether %s exists: %w", unit, err)
 	}
@@ -98,29 +109,35 @@ func exitStatus(err error) string {
 }
 
 // Stop runs `systemctl stop -- UNIT`, which waits for the stop job to finish.
-func (Systemctl) Stop(ctx context.Context, unit string) error {
-	_, err := systemctlOutput(ctx, "stop", "--", unit)
+func (s Systemctl) Stop(ctx context.Context, unit string) error {
+	_, err := s.output(ctx, "stop", "--", unit)
 	return err
 }
 
 // Start runs `systemctl start -- UNIT`.
-func (Systemctl) Start(ctx context.Context, unit string) error {
-	_, err := systemctlOutput(ctx, "start", "--", unit)
+func (s Systemctl) Start(ctx context.Context, unit string) error {
+	_, err := s.output(ctx, "start", "--", unit)
 	return err
 }
 
-// systemctlOutput runs systemctl and returns its standard output; an error
-// carries its standard error.
-func systemctlOutput(ctx context.Context, args ...string) (string, error) {
-	path, err := exec.LookPath("systemctl")
-	if err != nil {
-		return "", fmt.Errorf("systemctl not found on PATH: %w", err)
+// output runs systemctl and returns its standard output; an error carries
+// its standard error.
+func (s Systemctl) output(ctx context.Context, args ...string) (string, error) {
+	path := s.Path
+	if path == "" {
+		var err error
+		if path, err = exec.LookPath("systemctl"); err != nil {
+			return "", fmt.Errorf("systemctl not found on PATH: %w", err)
+		}
 	}
 	cmd := exec.CommandContext(ctx, path, args...)
+	if s.Env != nil {
+		cmd.Env = append(os.Environ(), s.Env...)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
-	err = cmd.Run()
+	err := cmd.Run()
 	if err == nil {
 		return stdout.String(), nil
 	}

@@ -68,6 +68,7 @@ func asNobodyArgs(t *testing.T, args ...string) {
 // fails before anything is stopped, naming the data path and the rule; no
 // archive is written.
 func TestRunDataPathSymlinkToEtc(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
@@ -108,6 +109,7 @@ func TestRunDataPathSymlinkToEtc(t *testing.T) {
 // directory holding a root-only secret, thousands of times; no archive of
 // many runs, normal or captureFirst (tar capture), holds the secret.
 func TestRunSwapRaceLive(t *testing.T) {
+	t.Parallel()
 	for _, captureFirstMode := range []bool{false, true} {
 		name := "normal"
 		if captureFirstMode {
@@ -187,6 +189,7 @@ func TestRunSwapRaceLive(t *testing.T) {
 // between capture and compression. The archive is made from the capture
 // the run wrote (read back through its descriptor), not from the symlink.
 func TestRunCaptureFileSwapped(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	const secret = "planted-SECRET"
 	evilDir := filepath.Join(e.root, "evil")
@@ -241,6 +244,7 @@ func TestRunCaptureFileSwapped(t *testing.T) {
 // a data path is left out of the walk (warning naming it); over several
 // runs the archive does not grow.
 func TestRunDestinationBindMounted(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to bind-mount")
 	}
@@ -311,6 +315,7 @@ func waitOpen(path string, stop <-chan struct{}) bool {
 // "warning", a warning naming the file, and the changed file count in the
 // summary line.
 func TestRunChangedFileWarns(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []string{"grow", "shrink"} {
 		t.Run(mode, func(t *testing.T) {
 			e := newTestEnv(t)

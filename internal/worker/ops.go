@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -22,20 +23,12 @@ import (
 	"github.com/backupgen/backupgen/internal/retention"
 )
 
-// recover starts the units listed in the state file of a run that was
-// killed before it could start them itself. It is meant for the backup
-// unit's ExecStopPost, so "nothing to do" is the common, successful case.
-func (c *cli) recover(ctx context.Context, args []string) int {
-	var common commonFlags
-	fs := pflag.NewFlagSet("recover", pflag.ContinueOnError)
-	if done, code := c.parse(fs, "recover --config FILE", args, &common); done {
-		return code
-	}
-	cfg, ok := c.loadConfig(common.config)
-	if !ok {
-		return ExitUsage
-	}
-	log := c.log.With(keyService, cfg.Name)
+// Recover starts the units listed in the state file of a run that was
+// killed before it could start them itself, through sd, and returns the
+// exit code. It is meant for the backup unit's ExecStopPost, so "nothing
+// to do" is the common, successful case.
+func Recover(ctx context.Context, cfg *config.Config, sd Systemd, log *slog.Logger) int {
+	log = log.With(keyService, cfg.Name)
 	path := stateFilePath(cfg.Backup.StateDirectory, cfg.Name)
 	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
 		log.Info("nothing to recover")
@@ -62,7 +55,7 @@ func (c *cli) recover(ctx context.Context, args []string) int {
 	}
 	log.Warn("starting units left stopped by an interrupted backup", "units", strings.Join(units, ","))
 	timeout := time.Duration(cfg.Backup.StartTimeoutSec) * time.Second
-	if err := startUnits(context.WithoutCancel(ctx), c.seams.systemd, log, units, timeout, 0, path); err != nil {
+	if err := startUnits(context.WithoutCancel(ctx), sd, log, units, timeout, 0, path); err != nil {
 		log.Error("recover failed", "error", err)
 		return ExitFailed
 	}

@@ -77,11 +77,11 @@ func checkRunAccepts(t *testing.T, s configShape) {
 	e.setUnit("app-db.service", "active")
 	must(t, os.MkdirAll(filepath.Join(e.root, "mnt", "usb"), 0o755))
 	path := e.configFile(nil, func(m map[string]any) { s.apply(e, m) })
-	var out, errOut strings.Builder
-	if code := e.main([]string{"check-config", path}, &out, &errOut); code != ExitOK {
-		t.Logf("rejected by check-config:\n%s", errOut.String())
+	if code, _, checkErr := e.checkConfigCmd(path, false); code != ExitOK {
+		t.Logf("rejected by check-config:\n%s", checkErr)
 		return // the run refuses it too, before doing anything (cli.go)
 	}
+	var out, errOut strings.Builder
 	code := e.main([]string{"run", "--config", path}, &out, &errOut)
 	if code != ExitOK && code != 5 {
 		raw, _ := os.ReadFile(path)

@@ -62,6 +62,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 	}
 	c := &cli{stdout: stdout, stderr: stderr, systemd: worker.Systemctl{}}
 	cmds := map[string]func(context.Context, []string) int{
+		"run":          c.run,
 		"recover":      c.recover,
 		"check-config": c.checkConfig,
 		"status":       c.status,

@@ -29,6 +29,10 @@ func TestHelpAndVersion(t *testing.T) {
 		t.Errorf("--version: %q", stdout.String())
 	}
 	stdout.Reset()
+	if code := Run(context.Background(), []string{"run"}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "--config FILE is required") {
+		t.Errorf("run without --config: exit %d, want 2\n%s", code, stderr.String())
+	}
+	stderr.Reset()
 	if code := Run(context.Background(), []string{"backup"}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), `unknown command "backup"`) || !strings.Contains(stderr.String(), "check-config FILE") {
 		t.Errorf("unknown command: exit %d\n%s", code, stderr.String())
 	}

@@ -1,7 +1,7 @@
 package worker
 
-// The commands not yet moved to cmd/backup-worker (run, list, verify,
-// prune, restore) and the flag parsing they share. check-config, recover
+// The commands not yet moved to cmd/backup-worker (list, verify, prune,
+// restore) and the flag parsing they share. run, check-config, recover
 // and status live there already, one file each.
 
 import (
@@ -25,7 +25,7 @@ const ExitCodesHelp = `Exit codes:
   130  interrupted (SIGINT/SIGTERM); units were started again
 `
 
-// Command runs one of the commands run, list, verify, prune and restore
+// Command runs one of the commands list, verify, prune and restore
 // with args (the command's name first) and returns the exit code; ok is
 // false for any other name.
 func Command(ctx context.Context, args []string, stdout, stderr io.Writer) (code int, ok bool) {
@@ -38,7 +38,6 @@ func commandWith(ctx context.Context, args []string, stdout, stderr io.Writer, s
 	s.withDefaults()
 	c := &cli{stdout: stdout, stderr: stderr, seams: s}
 	cmds := map[string]func(context.Context, []string) int{
-		"run":     c.run,
 		"list":    c.list,
 		"verify":  c.verify,
 		"prune":   c.prune,
@@ -109,28 +108,6 @@ func (c *cli) loadConfig(path string) (*config.Config, bool) {
 		return nil, false
 	}
 	return cfg, true
-}
-
-func (c *cli) run(ctx context.Context, args []string) int {
-	var common commonFlags
-	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
-	dry := fs.Bool("dry-run", false, "print what a run would stop, write and prune; change nothing (dryrun.go)")
-	if done, code := c.parse(fs, "run --config FILE [--dry-run]", args, &common); done {
-		return code
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(c.stderr, "backup-worker run: unexpected arguments %q\n", fs.Args())
-		return ExitUsage
-	}
-	cfg, ok := c.loadConfig(common.config)
-	if !ok {
-		return ExitUsage
-	}
-	if *dry {
-		return dryRun(ctx, cfg, c.seams.systemd, &c.seams, c.stdout, c.log)
-	}
-	r := &Runner{Config: cfg, Log: c.log, HookOutput: c.stderr, seams: c.seams}
-	return r.Run(ctx)
 }
 
 // exitCodeFor maps an error of a maintenance command to an exit code.

@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"time"
 )
 
-// The commands check-config, recover and status live in cmd/backup-worker
+// The commands run, check-config, recover and status live in cmd/backup-worker
 // (flags, help, output; its tests pin those byte for byte); these helpers
 // call the API they use the way they do, with this test's seams, so the
 // tests here keep checking exit codes and messages.
@@ -24,6 +26,23 @@ func (e *testEnv) checkConfigCmd(path string, noCredentials bool) (int, string, 
 		return ExitUsage, "", fmt.Sprintf("backup-worker: %v\n", err)
 	}
 	return ExitOK, "ok\n", ""
+}
+
+// runCmd is `backup-worker run [--dry-run] --config PATH`.
+func (e *testEnv) runCmd(path string, dry bool, stdout, stderr io.Writer) int {
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "backup-worker: %v\n", err)
+		return ExitUsage
+	}
+	log := NewLogger(stderr, slog.LevelInfo)
+	if dry {
+		s := e.seams
+		s.withDefaults()
+		return dryRun(context.Background(), cfg, s.systemd, &s, stdout, log)
+	}
+	r := &Runner{Config: cfg, Log: log, HookOutput: stderr, seams: e.seams}
+	return r.Run(context.Background())
 }
 
 // recoverCmd is `backup-worker recover --config PATH`: exit code and log.

@@ -286,15 +286,12 @@ func TestCheckConfigAndHelp(t *testing.T) {
 			t.Errorf("problems lack %q:\n%s", want, checkErr)
 		}
 	}
-	if code := e.main([]string{"run", "--config", bad}, &stdout, &stderr); code != ExitUsage {
+	if code := e.runCmd(bad, false, &stdout, &stderr); code != ExitUsage {
 		t.Errorf("run with bad config: exit %d, want 2", code)
 	}
-	if code := e.main([]string{"run"}, &stdout, &stderr); code != ExitUsage {
-		t.Errorf("run without --config: exit %d, want 2", code)
-	}
-	// recover, check-config, status and --version: cmd/backup-worker's
-	// TestHelpAndVersion.
-	for _, cmd := range []string{"run", "list", "verify", "prune", "restore"} {
+	// run, recover, check-config, status, --version, run without
+	// --config: cmd/backup-worker's TestHelpAndVersion.
+	for _, cmd := range []string{"list", "verify", "prune", "restore"} {
 		stdout.Reset()
 		if code := e.main([]string{cmd, "--help"}, &stdout, &stderr); code != ExitOK {
 			t.Errorf("%s --help: exit %d", cmd, code)

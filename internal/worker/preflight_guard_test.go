@@ -225,7 +225,7 @@ func TestCheckConfigRejectsWhatRunRejects(t *testing.T) {
 				t.Errorf("check-config output lacks %q:\n%s", tc.want, checkErr)
 			}
 			var stdout, stderr strings.Builder
-			if code := e.main([]string{"run", "--config", path}, &stdout, &stderr); code != ExitUsage {
+			if code := e.runCmd(path, false, &stdout, &stderr); code != ExitUsage {
 				t.Errorf("run: exit %d, want %d", code, ExitUsage)
 			}
 			if calls := e.calls(); len(calls) != 0 {

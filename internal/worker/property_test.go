@@ -82,7 +82,7 @@ func checkRunAccepts(t *testing.T, s configShape) {
 		return // the run refuses it too, before doing anything (cli.go)
 	}
 	var out, errOut strings.Builder
-	code := e.main([]string{"run", "--config", path}, &out, &errOut)
+	code := e.runCmd(path, false, &out, &errOut)
 	if code != ExitOK && code != 5 {
 		raw, _ := os.ReadFile(path)
 		t.Fatalf("check-config accepted this config, run exited %d:\n%s\nlog:\n%s", code, raw, errOut.String())

@@ -97,7 +97,7 @@ func TestStatusAfterRun(t *testing.T) {
 	}
 	// The dry run estimates the next archive with this run's ratio.
 	var dry, dryErr bytes.Buffer
-	e.main([]string{"run", "--dry-run", "--config", cfgPath}, &dry, &dryErr)
+	e.runCmd(cfgPath, true, &dry, &dryErr)
 	if !strings.Contains(dry.String(), "the ratio of the last run)") {
 		t.Errorf("dry run after a run:\n%s%s", dry.String(), dryErr.String())
 	}
@@ -191,7 +191,7 @@ func TestStatusAndDryRunSFTP(t *testing.T) {
 	}
 	before := treeSnapshot(t, filepath.Join(srv.root, "r"), "")
 	var dry, dryErr bytes.Buffer
-	code, _ = Command(t.Context(), []string{"run", "--dry-run", "--config", cfgPath}, &dry, &dryErr)
+	code = e.runCmd(cfgPath, true, &dry, &dryErr)
 	t.Logf("dry run: exit %d\n%s%s", code, dry.String(), dryErr.String())
 	if code != ExitOK || !strings.Contains(dry.String(), srv.url("r")+": ok (reachable, archives listed") {
 		t.Errorf("dry run did not list the SFTP destination as reachable")

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -22,46 +21,6 @@ import (
 	"github.com/backupgen/backupgen/internal/hostkey"
 	"github.com/backupgen/backupgen/internal/retention"
 )
-
-// Recover starts the units listed in the state file of a run that was
-// killed before it could start them itself, through sd, and returns the
-// exit code. It is meant for the backup unit's ExecStopPost, so "nothing
-// to do" is the common, successful case.
-func Recover(ctx context.Context, cfg *config.Config, sd Systemd, log *slog.Logger) int {
-	log = log.With(keyService, cfg.Name)
-	path := stateFilePath(cfg.Backup.StateDirectory, cfg.Name)
-	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
-		log.Info("nothing to recover")
-		return ExitOK
-	}
-	// Waiting for the lock keeps a manual `recover` from starting units in
-	// the middle of a running backup. A killed run holds no lock: flock
-	// dies with its process.
-	lock, err := acquireLock(ctx, lockFilePath(cfg.Backup.StateDirectory, cfg.Name), cfg.Name,
-		time.Duration(cfg.Backup.LockTimeoutSec)*time.Second)
-	if err != nil {
-		log.Error("cannot recover", "error", err)
-		return exitCodeFor(ctx, err)
-	}
-	defer lock.Release()
-	units, err := readStoppedState(path, cfg.ServiceName)
-	if err != nil {
-		log.Error("cannot read state file", "error", err)
-		return ExitFailed
-	}
-	if units == nil {
-		log.Info("nothing to recover")
-		return ExitOK
-	}
-	log.Warn("starting units left stopped by an interrupted backup", "units", strings.Join(units, ","))
-	timeout := time.Duration(cfg.Backup.StartTimeoutSec) * time.Second
-	if err := startUnits(context.WithoutCancel(ctx), sd, log, units, timeout, 0, path); err != nil {
-		log.Error("recover failed", "error", err)
-		return ExitFailed
-	}
-	log.Info("recovered", "units", strings.Join(units, ","))
-	return ExitOK
-}
 
 // formatOf returns the archive format of a file name by its extension
 // (an encrypted archive's is that of its plaintext: NAME-TS.tar.zst.age is
@@ -387,89 +346,4 @@ func (c *cli) verifyOne(ctx context.Context, key *hostkey.Key, a destArchive, ad
 	}
 	fmt.Fprintf(c.stdout, "OK %s%s\n", a.path(), note)
 	return nil
-}
-
-func (c *cli) prune(ctx context.Context, args []string) int {
-	var common commonFlags
-	fs := pflag.NewFlagSet("prune", pflag.ContinueOnError)
-	dryRun := fs.Bool("dry-run", false, "print what would be deleted, delete nothing")
-	if done, code := c.parse(fs, "prune --config FILE [--dry-run]", args, &common); done {
-		return code
-	}
-	cfg, ok := c.loadConfig(common.config)
-	if !ok {
-		return ExitUsage
-	}
-	log := c.log.With(keyService, cfg.Name)
-	if !*dryRun {
-		lock, err := acquireLock(ctx, lockFilePath(cfg.Backup.StateDirectory, cfg.Name), cfg.Name,
-			time.Duration(cfg.Backup.LockTimeoutSec)*time.Second)
-		if err != nil {
-			log.Error("cannot prune", "error", err)
-			return exitCodeFor(ctx, err)
-		}
-		defer lock.Release()
-	}
-	policy := retentionPolicy(cfg)
-	fmt.Fprintf(c.stdout, "policy: %s\n", policy)
-	// Without the key nothing is trusted, so nothing counts and nothing is
-	// removed: pruning is safe, merely useless, until the key is back.
-	key, keyErr := loadSigningKey(cfg, false)
-	if keyErr != nil {
-		log.Warn("signatures cannot be checked; every archive is untrusted and kept", "error", keyErr)
-	}
-	var errs *multierror.Error
-	for _, dir := range cfg.Backup.Paths {
-		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) && cfg.Backup.IsOptional(dir) {
-			fmt.Fprintf(c.stdout, "%s: optional destination missing, skipped\n", dir)
-			continue
-		}
-		store, err := openStore(cfg, dir, false, owner{uid: -1, gid: -1}, nil, log)
-		if err != nil {
-			fmt.Fprintf(c.stdout, "%s: %v\n", dir, err)
-			errs = multierror.Append(errs, err)
-			continue
-		}
-		defer closeStore(store)
-		res, err := pruneDir(ctx, key, store, config.ArchiveExt(cfg.Backup.Format), policy, nil, time.Now(), *dryRun, log)
-		verb := "removed"
-		if *dryRun {
-			verb = "would remove"
-		}
-		for _, a := range res.kept {
-			if a.Check != retention.Bad {
-				fmt.Fprintf(c.stdout, "keep %s: %s\n", joinDest(dir, a.Name), why(a))
-			}
-		}
-		for _, a := range res.removed {
-			fmt.Fprintf(c.stdout, "%s %s: %s\n", verb, joinDest(dir, a.Name), why(a))
-		}
-		nBad, nUntrusted := 0, 0
-		for _, a := range res.bad {
-			what := "bad"
-			if a.untrusted {
-				what = "untrusted"
-				nUntrusted++
-			} else {
-				nBad++
-			}
-			fmt.Fprintf(c.stdout, "%s, kept %s: %v\n", what, joinDest(dir, a.Name), a.reason)
-		}
-		badNote := ""
-		if len(res.bad) > 0 {
-			badNote = fmt.Sprintf(" (%d of them bad)", nBad)
-			if nUntrusted > 0 {
-				badNote = fmt.Sprintf(" (%d of them bad, %d untrusted)", nBad, nUntrusted)
-			}
-		}
-		fmt.Fprintf(c.stdout, "%s: %d kept%s, %d %s\n", dir, len(res.kept), badNote, len(res.removed), verb)
-		if err != nil {
-			fmt.Fprintf(c.stdout, "%s: error: %v\n", dir, err)
-			errs = multierror.Append(errs, err)
-		}
-	}
-	if errs != nil {
-		return exitCodeFor(ctx, errs)
-	}
-	return ExitOK
 }

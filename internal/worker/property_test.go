@@ -79,7 +79,7 @@ func checkRunAccepts(t *testing.T, s configShape) {
 	path := e.configFile(nil, func(m map[string]any) { s.apply(e, m) })
 	if code, _, checkErr := e.checkConfigCmd(path, false); code != ExitOK {
 		t.Logf("rejected by check-config:\n%s", checkErr)
-		return // the run refuses it too, before doing anything (cli.go)
+		return // the run refuses it too, before doing anything (cmd/backup-worker/cmd_run.go)
 	}
 	var out, errOut strings.Builder
 	code := e.runCmd(path, false, &out, &errOut)

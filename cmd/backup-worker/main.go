@@ -1,7 +1,8 @@
 // Command backup-worker backs up one service described by a JSON config:
 // stop its units, archive its data paths to every destination, prune, start
-// the units again. See `backup-worker --help` for commands and exit codes
-// (documented in package worker).
+// the units again. See `backup-worker --help` for commands and exit codes.
+// The commands live here, one file each (cmd_*.go: flags, help, output);
+// the work is done by internal/worker.
 package main
 
 import (
@@ -22,7 +23,7 @@ func main() {
 	// units it stopped before it exits.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	code := worker.Main(ctx, version, os.Args[1:], os.Stdout, os.Stderr)
+	code := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }

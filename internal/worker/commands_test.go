@@ -2,7 +2,6 @@ package worker
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -273,28 +272,26 @@ func TestCheckConfigAndHelp(t *testing.T) {
 	e := newTestEnv(t)
 	good := e.configFile(nil, nil)
 	var stdout, stderr bytes.Buffer
-	if code := e.main([]string{"check-config", good}, &stdout, &stderr); code != ExitOK || stdout.String() != "ok\n" {
-		t.Errorf("check-config good: exit %d, %q", code, stdout.String())
+	if code, out, _ := e.checkConfigCmd(good, false); code != ExitOK || out != "ok\n" {
+		t.Errorf("check-config good: exit %d, %q", code, out)
 	}
 	bad := filepath.Join(e.root, "bad.json")
 	os.WriteFile(bad, []byte(`{"name":"bad name","dataPaths":["rel"],"user":"","group":"g","backup":{"paths":["/x"],"format":"rar"}}`), 0o644)
-	stdout.Reset()
-	stderr.Reset()
-	if code := e.main([]string{"check-config", bad}, &stdout, &stderr); code != ExitUsage {
+	code, _, checkErr := e.checkConfigCmd(bad, false)
+	if code != ExitUsage {
 		t.Errorf("check-config bad: exit %d, want 2", code)
 	}
 	for _, want := range []string{"name", "dataPaths[0]", "user", "backup.format"} {
-		if !strings.Contains(stderr.String(), want) {
-			t.Errorf("problems lack %q:\n%s", want, stderr.String())
+		if !strings.Contains(checkErr, want) {
+			t.Errorf("problems lack %q:\n%s", want, checkErr)
 		}
 	}
-	if code := e.main([]string{"run", "--config", bad}, &stdout, &stderr); code != ExitUsage {
+	if code := e.runCmd(bad, false, &stdout, &stderr); code != ExitUsage {
 		t.Errorf("run with bad config: exit %d, want 2", code)
 	}
-	if code := e.main([]string{"run"}, &stdout, &stderr); code != ExitUsage {
-		t.Errorf("run without --config: exit %d, want 2", code)
-	}
-	for _, cmd := range []string{"run", "recover", "list", "verify", "prune", "restore", "check-config"} {
+	// run, recover, check-config, status, --version, run without
+	// --config: cmd/backup-worker's TestHelpAndVersion.
+	for _, cmd := range []string{"list", "verify", "prune", "restore"} {
 		stdout.Reset()
 		if code := e.main([]string{cmd, "--help"}, &stdout, &stderr); code != ExitOK {
 			t.Errorf("%s --help: exit %d", cmd, code)
@@ -302,10 +299,5 @@ func TestCheckConfigAndHelp(t *testing.T) {
 		if !strings.Contains(stdout.String(), "Exit codes:") || !strings.Contains(stdout.String(), "130") {
 			t.Errorf("%s --help lacks exit codes:\n%s", cmd, stdout.String())
 		}
-	}
-	stdout.Reset()
-	Main(context.Background(), "1.2.3", []string{"--version"}, &stdout, &stderr)
-	if stdout.String() != "backup-worker 1.2.3\n" {
-		t.Errorf("--version: %q", stdout.String())
 	}
 }

@@ -23,6 +23,16 @@ import (
 // asks retention what it would remove, in dry-run mode. It returns the exit
 // code a run would be heading for: 0, 3 (a destination would fail) or 1
 // (the run would fail before stopping anything).
+// DryRun prints to w what a run of cfg would stop, write and prune,
+// changing nothing (systemd sd is only asked for unit states), and returns
+// the exit code the run would likely have (3 when a destination would
+// fail).
+func DryRun(ctx context.Context, cfg *config.Config, sd Systemd, w io.Writer, log *slog.Logger) int {
+	s := seams{systemd: sd}
+	s.withDefaults()
+	return dryRun(ctx, cfg, sd, &s, w, log)
+}
+
 func dryRun(ctx context.Context, cfg *config.Config, sd Systemd, s *seams, w io.Writer, log *slog.Logger) int {
 	fmt.Fprintf(w, "dry run of %s: nothing is stopped, written or removed\n", cfg.Name)
 	failed := !dryUnits(ctx, cfg, sd, w)

@@ -57,7 +57,7 @@ func TestRunDryRunChangesNothing(t *testing.T) {
 	})
 	before := treeSnapshot(t, e.root, e.sysDir)
 	var stdout, stderr bytes.Buffer
-	code := e.main([]string{"run", "--dry-run", "--config", cfgPath}, &stdout, &stderr)
+	code := e.runCmd(cfgPath, true, &stdout, &stderr)
 	out := stdout.String()
 	t.Logf("exit %d\n%s%s", code, out, stderr.String())
 	if code != ExitPartial {

@@ -187,13 +187,12 @@ func TestForgedStateFile(t *testing.T) {
 		if calls := e.calls(); len(calls) != 0 {
 			t.Errorf("systemctl was called: %q", calls)
 		}
-		var stdout, stderr strings.Builder
-		code := e.main([]string{"recover", "--config", e.configFile([]string{"app.service"}, nil)}, &stdout, &stderr)
+		code, stderr := e.recoverCmd(e.configFile([]string{"app.service"}, nil))
 		if code != ExitFailed || len(e.calls()) != 0 {
-			t.Errorf("recover: exit %d, calls %q\n%s", code, e.calls(), stderr.String())
+			t.Errorf("recover: exit %d, calls %q\n%s", code, e.calls(), stderr)
 		}
-		if !strings.Contains(stderr.String(), `lists \"poweroff.target\", which is not one of this service's units`) {
-			t.Errorf("recover does not say why:\n%s", stderr.String())
+		if !strings.Contains(stderr, `lists \"poweroff.target\", which is not one of this service's units`) {
+			t.Errorf("recover does not say why:\n%s", stderr)
 		}
 	})
 }

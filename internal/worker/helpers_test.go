@@ -171,10 +171,15 @@ func (e *testEnv) systemctlEnv(key, value string) {
 	e.seams.systemd = sc
 }
 
-// main runs a backup-worker command as Main does, with this test's seams
-// (its systemctl stand-in).
+// main runs a backup-worker command (one Command runs) as Command does,
+// with this test's seams (its systemctl stand-in).
 func (e *testEnv) main(args []string, stdout, stderr io.Writer) int {
-	return mainWith(context.Background(), "test", args, stdout, stderr, e.seams)
+	e.t.Helper()
+	code, ok := commandWith(context.Background(), args, stdout, stderr, e.seams)
+	if !ok {
+		e.t.Fatalf("%q is not a command of Command", args[0])
+	}
+	return code
 }
 
 func (e *testEnv) runner(cfg *config.Config) *Runner {

@@ -17,9 +17,9 @@ const (
 	keyDuration    = "duration"
 )
 
-// newLogger logs text to w. Under systemd (JOURNAL_STREAM set) the time
+// NewLogger logs text to w. Under systemd (JOURNAL_STREAM set) the time
 // attribute is dropped, since journald timestamps every line itself.
-func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+func NewLogger(w io.Writer, level slog.Level) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if os.Getenv("JOURNAL_STREAM") != "" {
 		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {

@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -243,9 +242,7 @@ func TestCheckConfigNotifyFiles(t *testing.T) {
 		backupSettings(m)["notify"] = map[string]any{"urlsFile": urls, "pingUrlFile": ping}
 	})
 	check := func(args ...string) (int, string, string) {
-		var stdout, stderr bytes.Buffer
-		code := e.main(append([]string{"check-config"}, args...), &stdout, &stderr)
-		return code, stdout.String(), stderr.String()
+		return e.checkConfigCmd(args[len(args)-1], args[0] == "--no-credentials")
 	}
 	e.writeFile(urls, []byte("ntfy://:tk_secret1@ntfy.example.org/backups\ngotify://gotify.example.org/Asecret2\n"), 0o600)
 	e.writeFile(ping, []byte("https://hc-ping.com/secret-uuid-3\n"), 0o600)

@@ -217,15 +217,15 @@ func TestCheckConfigRejectsWhatRunRejects(t *testing.T) {
 			e := newTestEnv(t)
 			e.setUnit("app.service", "active")
 			path := e.configFile([]string{"app.service"}, func(m map[string]any) { tc.mutate(backupSettings(m)) })
-			var stdout, stderr strings.Builder
-			if code := e.main([]string{"check-config", path}, &stdout, &stderr); code != ExitUsage {
+			code, _, checkErr := e.checkConfigCmd(path, false)
+			if code != ExitUsage {
 				t.Errorf("check-config: exit %d, want %d", code, ExitUsage)
 			}
-			if !strings.Contains(stderr.String(), tc.want) {
-				t.Errorf("check-config output lacks %q:\n%s", tc.want, stderr.String())
+			if !strings.Contains(checkErr, tc.want) {
+				t.Errorf("check-config output lacks %q:\n%s", tc.want, checkErr)
 			}
-			stderr.Reset()
-			if code := e.main([]string{"run", "--config", path}, &stdout, &stderr); code != ExitUsage {
+			var stdout, stderr strings.Builder
+			if code := e.runCmd(path, false, &stdout, &stderr); code != ExitUsage {
 				t.Errorf("run: exit %d, want %d", code, ExitUsage)
 			}
 			if calls := e.calls(); len(calls) != 0 {

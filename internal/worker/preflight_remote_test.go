@@ -26,7 +26,7 @@ func TestRunSameRemotePlaceTwice(t *testing.T) {
 		b["sftp"] = map[string]any{"privateKeyFile": "/run/k", "knownHostsFile": "/run/kh"}
 	})
 	var stdout, stderr bytes.Buffer
-	if code := e.main([]string{"run", "--config", cfgPath}, &stdout, &stderr); code != ExitUsage {
+	if code := e.runCmd(cfgPath, false, &stdout, &stderr); code != ExitUsage {
 		t.Fatalf("exit %d, want 2\n%s", code, stderr.String())
 	}
 	if !strings.Contains(stderr.String(), "backup.paths[1]") || !strings.Contains(stderr.String(), "list it once") {

@@ -77,12 +77,12 @@ func checkRunAccepts(t *testing.T, s configShape) {
 	e.setUnit("app-db.service", "active")
 	must(t, os.MkdirAll(filepath.Join(e.root, "mnt", "usb"), 0o755))
 	path := e.configFile(nil, func(m map[string]any) { s.apply(e, m) })
-	var out, errOut strings.Builder
-	if code := e.main([]string{"check-config", path}, &out, &errOut); code != ExitOK {
-		t.Logf("rejected by check-config:\n%s", errOut.String())
-		return // the run refuses it too, before doing anything (cli.go)
+	if code, _, checkErr := e.checkConfigCmd(path, false); code != ExitOK {
+		t.Logf("rejected by check-config:\n%s", checkErr)
+		return // the run refuses it too, before doing anything (cmd/backup-worker/cmd_run.go)
 	}
-	code := e.main([]string{"run", "--config", path}, &out, &errOut)
+	var out, errOut strings.Builder
+	code := e.runCmd(path, false, &out, &errOut)
 	if code != ExitOK && code != 5 {
 		raw, _ := os.ReadFile(path)
 		t.Fatalf("check-config accepted this config, run exited %d:\n%s\nlog:\n%s", code, raw, errOut.String())

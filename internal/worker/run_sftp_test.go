@@ -249,7 +249,7 @@ func TestSFTPCommands(t *testing.T) {
 	}
 	main := func(args ...string) (int, string) {
 		var stdout, stderr bytes.Buffer
-		code := Main(t.Context(), "test", append(args, "--config", cfgPath), &stdout, &stderr)
+		code, _ := Command(t.Context(), append(args, "--config", cfgPath), &stdout, &stderr)
 		return code, stdout.String() + stderr.String()
 	}
 	if code, out := main("list", "--verify"); code != ExitOK || !strings.Contains(out, srv.url("r")) || strings.Count(out, archives[0]) != 2 {
@@ -309,7 +309,7 @@ func TestRunSFTPOnly(t *testing.T) {
 			}
 			if code, out := func() (int, string) {
 				var stdout, stderr bytes.Buffer
-				code := Main(t.Context(), "test", []string{"verify", "--config", filepath.Join(e.root, "config.json")}, &stdout, &stderr)
+				code, _ := Command(t.Context(), []string{"verify", "--config", filepath.Join(e.root, "config.json")}, &stdout, &stderr)
 				return code, stdout.String() + stderr.String()
 			}(); code != ExitOK {
 				t.Fatalf("%s, readBack %v: verify: exit %d\n%s", format, readBack, code, out)

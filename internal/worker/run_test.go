@@ -328,7 +328,7 @@ func TestRunLockHeld(t *testing.T) {
 
 	second := e.runner(cfg)
 	var secondLog bytes.Buffer
-	second.Log = newLogger(&secondLog, 0)
+	second.Log = NewLogger(&secondLog, 0)
 	start := time.Now()
 	code := second.Run(context.Background())
 	elapsed := time.Since(start)

@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -205,9 +204,8 @@ func TestRecoverCommand(t *testing.T) {
 	if err := writeStoppedState(stateFilePath(e.stateDir, "app"), []string{"app-web.service", "app-db.service"}); err != nil {
 		t.Fatal(err)
 	}
-	var stdout, stderr bytes.Buffer
-	code := e.main([]string{"recover", "--config", cfgPath}, &stdout, &stderr)
-	t.Log(stderr.String())
+	code, stderr := e.recoverCmd(cfgPath)
+	t.Log(stderr)
 	if code != ExitOK {
 		t.Fatalf("exit %d", code)
 	}
@@ -225,11 +223,11 @@ func TestRecoverCommand(t *testing.T) {
 		t.Error("state file not removed")
 	}
 	// Nothing to do the second time.
-	stderr.Reset()
-	if code := e.main([]string{"recover", "--config", cfgPath}, &stdout, &stderr); code != ExitOK {
+	code, stderr = e.recoverCmd(cfgPath)
+	if code != ExitOK {
 		t.Fatalf("second recover: exit %d", code)
 	}
-	if !strings.Contains(stderr.String(), "nothing to recover") {
-		t.Errorf("second recover said %q", stderr.String())
+	if !strings.Contains(stderr, "nothing to recover") {
+		t.Errorf("second recover said %q", stderr)
 	}
 }

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,8 +9,6 @@ import (
 	"os"
 	"strings"
 	"time"
-
-	"github.com/spf13/pflag"
 
 	"github.com/backupgen/backupgen/internal/config"
 	"github.com/backupgen/backupgen/internal/schedule"
@@ -46,24 +43,9 @@ type DestStatus struct {
 	Error   string `json:"error,omitempty"`
 }
 
-func (c *cli) status(ctx context.Context, args []string) int {
-	var common commonFlags
-	fs := pflag.NewFlagSet("status", pflag.ContinueOnError)
-	asJSON := fs.Bool("json", false, "print the status as JSON (for scripts)")
-	if done, code := c.parse(fs, "status --config FILE [--json]", args, &common); done {
-		return code
-	}
-	cfg, ok := c.loadConfig(common.config)
-	if !ok {
-		return ExitUsage
-	}
-	st := collectStatus(ctx, cfg, c.seams.systemd, c.log, time.Now())
-	if *asJSON {
-		data, _ := json.MarshalIndent(st, "", "  ")
-		fmt.Fprintf(c.stdout, "%s\n", data)
-	} else {
-		printStatus(c.stdout, st, time.Now())
-	}
+// ExitCode is the exit code of `status`: failed when a destination could
+// not be listed or the last-run record is unreadable (no record yet is ok).
+func (st Status) ExitCode() int {
 	for _, d := range st.Destinations {
 		if d.Error != "" {
 			return ExitFailed
@@ -75,10 +57,10 @@ func (c *cli) status(ctx context.Context, args []string) int {
 	return ExitOK
 }
 
-// collectStatus gathers the status: the last-run record, the next run
+// ReadStatus gathers the status: the last-run record, the next run
 // and what each destination holds (through Destination, so remote stores
 // are listed with the unit's credentials like local directories).
-func collectStatus(ctx context.Context, cfg *config.Config, sd Systemd, log *slog.Logger, now time.Time) Status {
+func ReadStatus(ctx context.Context, cfg *config.Config, sd Systemd, log *slog.Logger, now time.Time) Status {
 	st := Status{Service: cfg.Name, Schedule: cfg.Backup.OnCalendar, Timer: "unknown"}
 	rec, err := readLastRun(cfg.Backup.StateDirectory)
 	switch {
@@ -156,8 +138,8 @@ func destStatus(ctx context.Context, cfg *config.Config, dir string, log *slog.L
 	return ds
 }
 
-// printStatus writes the human form.
-func printStatus(w io.Writer, st Status, now time.Time) {
+// WriteText writes the human form of `status` (ages relative to now).
+func (st Status) WriteText(w io.Writer, now time.Time) {
 	fmt.Fprintf(w, "%s\n", st.Service)
 	if r := st.LastRun; r != nil {
 		fmt.Fprintf(w, "  last run   %s at %s (%s ago), exit %d\n", r.Result, r.Finished.Local().Format("2006-01-02 15:04:05 MST"), age(now, r.Finished), r.ExitCode)

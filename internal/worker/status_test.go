@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,12 +18,10 @@ import (
 
 // statusOf runs `backup-worker status --config FILE [--json]`.
 func (e *testEnv) statusOf(cfgPath string, args ...string) (int, string) {
-	t := e.t
-	t.Helper()
-	var stdout, stderr bytes.Buffer
-	code := e.main(append([]string{"status", "--config", cfgPath}, args...), &stdout, &stderr)
-	t.Logf("status exit %d\n%s%s", code, stdout.String(), stderr.String())
-	return code, stdout.String()
+	e.t.Helper()
+	code, out := e.statusCmd(cfgPath, slices.Contains(args, "--json"))
+	e.t.Logf("status exit %d\n%s", code, out)
+	return code, out
 }
 
 func statusConfig(e *testEnv, check map[string]any) string {
@@ -98,7 +97,7 @@ func TestStatusAfterRun(t *testing.T) {
 	}
 	// The dry run estimates the next archive with this run's ratio.
 	var dry, dryErr bytes.Buffer
-	e.main([]string{"run", "--dry-run", "--config", cfgPath}, &dry, &dryErr)
+	e.runCmd(cfgPath, true, &dry, &dryErr)
 	if !strings.Contains(dry.String(), "the ratio of the last run)") {
 		t.Errorf("dry run after a run:\n%s%s", dry.String(), dryErr.String())
 	}
@@ -192,7 +191,7 @@ func TestStatusAndDryRunSFTP(t *testing.T) {
 	}
 	before := treeSnapshot(t, filepath.Join(srv.root, "r"), "")
 	var dry, dryErr bytes.Buffer
-	code = Main(t.Context(), "test", []string{"run", "--dry-run", "--config", cfgPath}, &dry, &dryErr)
+	code = e.runCmd(cfgPath, true, &dry, &dryErr)
 	t.Logf("dry run: exit %d\n%s%s", code, dry.String(), dryErr.String())
 	if code != ExitOK || !strings.Contains(dry.String(), srv.url("r")+": ok (reachable, archives listed") {
 		t.Errorf("dry run did not list the SFTP destination as reachable")

@@ -50,7 +50,7 @@ func (s Summary) Text() string {
 	if s.Archive != "" {
 		fmt.Fprintf(&b, "archive: %s\n", s.Archive)
 	}
-	fmt.Fprintf(&b, "size: %s\nduration: %s\ndowntime: %s\n", humanBytes(s.Size),
+	fmt.Fprintf(&b, "size: %s\nduration: %s\ndowntime: %s\n", HumanBytes(s.Size),
 		s.Duration.Round(time.Millisecond), s.Downtime.Round(time.Millisecond))
 	if len(s.Destinations) > 0 {
 		b.WriteString("destinations:\n")
@@ -69,7 +69,7 @@ func (s Summary) Text() string {
 
 // Line is the one-line form (Uptime Kuma's msg).
 func (s Summary) Line() string {
-	line := fmt.Sprintf("%s: %s in %s, downtime %s", s.Result, humanBytes(s.Size),
+	line := fmt.Sprintf("%s: %s in %s, downtime %s", s.Result, HumanBytes(s.Size),
 		s.Duration.Round(time.Second), s.Downtime.Round(time.Second))
 	if s.Error != "" {
 		line += "; " + strings.ReplaceAll(s.Error, "\n", "; ")
@@ -81,7 +81,9 @@ func (s Summary) Line() string {
 	return line
 }
 
-func humanBytes(n int64) string {
+// HumanBytes formats n with binary units (1.5 MiB), as messages, logs and
+// status show sizes.
+func HumanBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/backupgen/backupgen/internal/config"
 	"github.com/backupgen/backupgen/internal/hostkey"
+	"github.com/backupgen/backupgen/internal/notify"
 )
 
 // dryRun is `run --dry-run`: what a run would do now, changing nothing.
@@ -40,7 +41,7 @@ func dryRun(ctx context.Context, cfg *config.Config, sd Systemd, s *seams, w io.
 		fmt.Fprintf(w, "pre-backup hook would run first (not run now)\n")
 	}
 	size, err := dataSize(cfg.DataPaths)
-	fmt.Fprintf(w, "data\n  %d path(s), %s (sizes walked, no file read)\n", len(cfg.DataPaths), humanBytes(size))
+	fmt.Fprintf(w, "data\n  %d path(s), %s (sizes walked, no file read)\n", len(cfg.DataPaths), notify.HumanBytes(size))
 	if err != nil {
 		fmt.Fprintf(w, "  error: %v\n", err)
 		failed = true
@@ -72,10 +73,10 @@ func dryRun(ctx context.Context, cfg *config.Config, sd Systemd, s *seams, w io.
 func estimateFromLastRun(cfg *config.Config, size int64) string {
 	rec, err := readLastRun(cfg.Backup.StateDirectory)
 	if err != nil || rec.WalkedBytes <= 0 || rec.SizeBytes <= 0 {
-		return fmt.Sprintf("at most about %s (the data size; no earlier ratio recorded)", humanBytes(size))
+		return fmt.Sprintf("at most about %s (the data size; no earlier ratio recorded)", notify.HumanBytes(size))
 	}
 	ratio := float64(rec.SizeBytes) / float64(rec.WalkedBytes)
-	return fmt.Sprintf("about %s (the data size × %.2f, the ratio of the last run)", humanBytes(int64(float64(size)*ratio)), ratio)
+	return fmt.Sprintf("about %s (the data size × %.2f, the ratio of the last run)", notify.HumanBytes(int64(float64(size)*ratio)), ratio)
 }
 
 // dryUnits prints which units a run would stop; false when a unit's state
@@ -133,13 +134,13 @@ func dryDestinations(ctx context.Context, cfg *config.Config, s *seams, size int
 		}
 		avail, _, err := store.FreeSpace(ctx)
 		if err == nil && avail != unboundedSpace && uint64(est) > avail {
-			fmt.Fprintf(w, "  %s: would fail: estimated archive %s, only %s free\n", dir, humanBytes(est), humanBytes(int64(avail)))
+			fmt.Fprintf(w, "  %s: would fail: estimated archive %s, only %s free\n", dir, notify.HumanBytes(est), notify.HumanBytes(int64(avail)))
 			bad++
 			continue
 		}
 		room := ""
 		if err == nil && avail != unboundedSpace {
-			room = fmt.Sprintf(", %s free, the run wants %s", humanBytes(int64(avail)), humanBytes(est))
+			room = fmt.Sprintf(", %s free, the run wants %s", notify.HumanBytes(int64(avail)), notify.HumanBytes(est))
 		}
 		fmt.Fprintf(w, "  %s: ok (%s%s)\n", dir, note, room)
 		ok++

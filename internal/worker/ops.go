@@ -19,6 +19,7 @@ import (
 	"github.com/backupgen/backupgen/internal/archive"
 	"github.com/backupgen/backupgen/internal/config"
 	"github.com/backupgen/backupgen/internal/hostkey"
+	"github.com/backupgen/backupgen/internal/notify"
 	"github.com/backupgen/backupgen/internal/retention"
 )
 
@@ -168,7 +169,7 @@ func (c *cli) list(ctx context.Context, args []string) int {
 			ck := inspectStored(ctx, key, store, a.Name, *verify, nil)
 			size := "?"
 			if ck.err == nil || ck.size > 0 {
-				size = humanBytes(ck.size)
+				size = notify.HumanBytes(ck.size)
 			}
 			state := ck.checksum
 			if ck.err != nil && state != checksumMismatch {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/backupgen/backupgen/internal/notify"
 	"github.com/backupgen/backupgen/internal/retention"
 	"github.com/hashicorp/go-multierror"
 )
@@ -61,7 +62,7 @@ func (rn *run) preflight(ctx context.Context) bool {
 	}
 	rn.base = rn.pickName(ctx, usable)
 	rn.dataSize = size
-	rn.log.Info("preflight ok", keyArchive, rn.base, "data_size", humanBytes(size), "destinations", len(usable))
+	rn.log.Info("preflight ok", keyArchive, rn.base, "data_size", notify.HumanBytes(size), "destinations", len(usable))
 	return ctx.Err() == nil
 }
 
@@ -142,7 +143,7 @@ func (rn *run) checkRoom(ctx context.Context, size int64) map[string]*fsNeed {
 			dirs[i] = d.dir
 		}
 		err := fmt.Errorf("%s free on the file system of %s, the archive needs about %s",
-			humanBytes(int64(n.avail)), strings.Join(dirs, " and "), humanBytes(n.need))
+			notify.HumanBytes(int64(n.avail)), strings.Join(dirs, " and "), notify.HumanBytes(n.need))
 		for _, d := range n.dests {
 			rn.failDest(d, err)
 		}
@@ -188,7 +189,7 @@ func (rn *run) pickStaging(ctx context.Context, size int64, room map[string]*fsN
 	}
 	if rn.staging == nil && len(rn.usableDests()) > 0 {
 		return fmt.Errorf("captureFirst: no destination has room for the uncompressed capture "+
-			"(about %s on top of the archive); free space or turn captureFirst off", humanBytes(size))
+			"(about %s on top of the archive); free space or turn captureFirst off", notify.HumanBytes(size))
 	}
 	return nil
 }

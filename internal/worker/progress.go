@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/backupgen/backupgen/internal/archive"
+	"github.com/backupgen/backupgen/internal/notify"
 )
 
 // Progress display. On a terminal (stderr is a character device and not
@@ -62,11 +63,11 @@ func (rn *run) startProgress(ctx context.Context, phase string, total int64, p *
 		}
 		if tty {
 			fmt.Fprintf(out, "\r\x1b[K%s: %s of ~%s%s, %d files, %s/s, ETA %s",
-				phase, humanBytes(bytes), humanBytes(total), pct, files, humanBytes(int64(rate)), eta)
+				phase, notify.HumanBytes(bytes), notify.HumanBytes(total), pct, files, notify.HumanBytes(int64(rate)), eta)
 			return
 		}
 		rn.log.Info("progress", "phase", phase, "files", files, keyBytes, bytes, "total_bytes", total,
-			"rate", humanBytes(int64(rate))+"/s", "eta", eta)
+			"rate", notify.HumanBytes(int64(rate))+"/s", "eta", eta)
 	}
 	done := make(chan struct{})
 	var wg sync.WaitGroup

@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/backupgen/backupgen/internal/config"
+	"github.com/backupgen/backupgen/internal/notify"
 	"github.com/backupgen/backupgen/internal/retention"
 	"golang.org/x/sys/unix"
 )
@@ -73,7 +74,7 @@ func (rn *run) shrunk(ctx context.Context, d *destination) (why, prev string) {
 		}
 		if float64(d.size) < ratio*float64(c.size) {
 			return fmt.Sprintf("the archive (%s) is smaller than %g × the previous verified archive %s (%s)",
-				humanBytes(d.size), ratio, a.Name, humanBytes(c.size)), a.Name
+				notify.HumanBytes(d.size), ratio, a.Name, notify.HumanBytes(c.size)), a.Name
 		}
 		return "", a.Name
 	}

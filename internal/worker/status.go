@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/backupgen/backupgen/internal/config"
+	"github.com/backupgen/backupgen/internal/notify"
 	"github.com/backupgen/backupgen/internal/schedule"
 )
 
@@ -144,7 +145,7 @@ func (st Status) WriteText(w io.Writer, now time.Time) {
 	if r := st.LastRun; r != nil {
 		fmt.Fprintf(w, "  last run   %s at %s (%s ago), exit %d\n", r.Result, r.Finished.Local().Format("2006-01-02 15:04:05 MST"), age(now, r.Finished), r.ExitCode)
 		if r.Archive != "" {
-			fmt.Fprintf(w, "  archive    %s, %s\n", r.Archive, humanBytes(r.SizeBytes))
+			fmt.Fprintf(w, "  archive    %s, %s\n", r.Archive, notify.HumanBytes(r.SizeBytes))
 		}
 		fmt.Fprintf(w, "  took       %s, service down %s\n", secs(r.DurationSec), secs(r.DowntimeSec))
 		if r.Health != "" {
@@ -174,7 +175,7 @@ func (st Status) WriteText(w io.Writer, now time.Time) {
 		case d.Archives == 0:
 			fmt.Fprintf(w, "    %s: no archives\n", d.Path)
 		default:
-			fmt.Fprintf(w, "    %s: %d, newest %s (%s ago), %s in all\n", d.Path, d.Archives, d.Newest, age(now, *d.NewestTime), humanBytes(d.TotalBytes))
+			fmt.Fprintf(w, "    %s: %d, newest %s (%s ago), %s in all\n", d.Path, d.Archives, d.Newest, age(now, *d.NewestTime), notify.HumanBytes(d.TotalBytes))
 			if d.Error != "" {
 				fmt.Fprintf(w, "      error: %s\n", d.Error)
 			}

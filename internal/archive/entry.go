@@ -169,13 +169,17 @@ type checker struct {
 	n    int64
 	seed maphash.Seed
 	seen map[uint64]xtype
+	// implicit holds the directories that entries' names imply but no
+	// entry of their own declared: extraction creates them, so a later
+	// non-directory entry of that name would have to replace a directory.
+	implicit map[uint64]bool
 }
 
 func newChecker(maxEntries int64) *checker {
 	if maxEntries <= 0 {
 		maxEntries = DefaultMaxEntries
 	}
-	return &checker{max: maxEntries, seed: maphash.MakeSeed(), seen: map[uint64]xtype{}}
+	return &checker{max: maxEntries, seed: maphash.MakeSeed(), seen: map[uint64]xtype{}, implicit: map[uint64]bool{}}
 }
 
 func (c *checker) hash(name string) uint64 { return maphash.String(c.seed, name) }
@@ -224,6 +228,9 @@ func (c *checker) checkEntry(e *xentry) (string, error) {
 	if prev, ok := c.seen[h]; ok && (prev != xDir || e.typ != xDir) {
 		return "", fmt.Errorf("%w: %q appears twice in the archive", ErrUnsafeName, name)
 	}
+	if e.typ != xDir && c.implicit[h] {
+		return "", fmt.Errorf("%w: %q would replace the directory earlier entries of the archive are in", ErrUnsafeName, name)
+	}
 	for i, text := range e.aclText {
 		if e.acls[i], err = parseACL(text); err != nil {
 			return "", fmt.Errorf("%q: %s: %w", name, []string{paxACLAccess, paxACLDefault}[i], err)
@@ -240,8 +247,12 @@ func (c *checker) checkAncestors(name string, e *xentry) error {
 		if name[i] != '/' {
 			continue
 		}
-		if t, ok := c.lookup(name[:i]); ok && t != xDir {
+		t, ok := c.lookup(name[:i])
+		if ok && t != xDir {
 			return fmt.Errorf("%w: %q would be written through the earlier non-directory entry %q", ErrUnsafeName, name, name[:i])
+		}
+		if !ok {
+			c.implicit[c.hash(name[:i])] = true
 		}
 	}
 	if e.typ == xDir || e.typ == xFile {

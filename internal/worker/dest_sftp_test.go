@@ -4,7 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -19,38 +18,7 @@ func TestSFTPContract(t *testing.T) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		return destFixture{
-			dest: d,
-			names: func(t *testing.T) []string {
-				entries, err := os.ReadDir(dir)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var out []string
-				for _, e := range entries {
-					out = append(out, e.Name())
-				}
-				return out
-			},
-			plant: func(t *testing.T, name, kind string) {
-				p := filepath.Join(dir, name)
-				var err error
-				switch kind {
-				case "fifo":
-					err = syscall.Mkfifo(p, 0o600)
-				case "symlink":
-					target := filepath.Join(srv.root, "outside-"+randomSuffix())
-					if err = os.WriteFile(target, []byte(strings.Repeat("secret\n", 10)), 0o600); err == nil {
-						err = os.Symlink(target, p)
-					}
-				case "file":
-					err = os.WriteFile(p, []byte("not ours\n"), 0o644)
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-			},
-		}
+		return dirFixture(d, dir, filepath.Join(srv.root, "outside-"+randomSuffix()))
 	})
 }
 

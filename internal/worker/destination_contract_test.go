@@ -372,6 +372,14 @@ func newLocalFixture(t *testing.T) destFixture {
 	s.withDefaults()
 	d := &localDir{dir: dir, name: "app", owner: owner{uid: -1, gid: -1}, seams: s,
 		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	return dirFixture(d, dir, filepath.Join(root, "outside"))
+}
+
+// dirFixture is the fixture of a destination whose archives lie in dir on
+// this machine (a local directory, or the directory an SFTP server serves):
+// names lists dir, plant puts another tool's entries there; a planted
+// symlink points at outside, a file with content that must never be read.
+func dirFixture(d Destination, dir, outside string) destFixture {
 	return destFixture{
 		dest: d,
 		names: func(t *testing.T) []string {
@@ -392,7 +400,7 @@ func newLocalFixture(t *testing.T) destFixture {
 			case "fifo":
 				err = syscall.Mkfifo(p, 0o600)
 			case "symlink":
-				target := filepath.Join(root, "outside")
+				target := outside
 				if err = os.WriteFile(target, []byte(strings.Repeat("secret\n", 10)), 0o600); err == nil {
 					err = os.Symlink(target, p)
 				}

@@ -66,6 +66,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 		"recover":      c.recover,
 		"check-config": c.checkConfig,
 		"status":       c.status,
+		"list":         c.list,
 	}
 	if cmd, ok := cmds[args[0]]; ok {
 		return cmd(ctx, args[1:])

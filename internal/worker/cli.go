@@ -6,7 +6,6 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,16 +13,6 @@ import (
 	"github.com/backupgen/backupgen/internal/config"
 	"github.com/spf13/pflag"
 )
-
-// ExitCodesHelp ends every command's --help.
-const ExitCodesHelp = `Exit codes:
-  0    success
-  1    failed
-  2    usage error or invalid config
-  3    partial: some destinations failed, at least one succeeded
-  4    lock held: another run for this service is in progress
-  130  interrupted (SIGINT/SIGTERM); units were started again
-`
 
 // Command runs one of the commands list, verify, prune and restore
 // with args (the command's name first) and returns the exit code; ok is
@@ -38,7 +27,6 @@ func commandWith(ctx context.Context, args []string, stdout, stderr io.Writer, s
 	s.withDefaults()
 	c := &cli{stdout: stdout, stderr: stderr, seams: s}
 	cmds := map[string]func(context.Context, []string) int{
-		"list":    c.list,
 		"verify":  c.verify,
 		"prune":   c.prune,
 		"restore": c.restore,
@@ -108,17 +96,4 @@ func (c *cli) loadConfig(path string) (*config.Config, bool) {
 		return nil, false
 	}
 	return cfg, true
-}
-
-// exitCodeFor maps an error of a maintenance command to an exit code.
-func exitCodeFor(ctx context.Context, err error) int {
-	switch {
-	case err == nil:
-		return ExitOK
-	case ctx.Err() != nil:
-		return ExitInterrupted
-	case errors.Is(err, ErrLockHeld):
-		return ExitLockHeld
-	}
-	return ExitFailed
 }

@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"time"
+
+	"github.com/backupgen/backupgen/internal/config"
 )
 
 // The commands run, check-config, recover and status live in cmd/backup-worker
@@ -75,4 +77,30 @@ func (e *testEnv) statusCmd(path string, asJSON bool) (int, string) {
 	}
 	e.t.Logf("status log:\n%s", log.String())
 	return st.ExitCode(), out.String()
+}
+
+// loadConfig loads path as the commands do, failing the test on a bad
+// config.
+func (e *testEnv) loadConfig(path string) *config.Config {
+	e.t.Helper()
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return cfg
+}
+
+// listCmd is `backup-worker list --config PATH [--verify]`: exit code,
+// stdout, stderr.
+func (e *testEnv) listCmd(path string, opts ListOptions) (int, string, string) {
+	e.t.Helper()
+	var stdout, stderr bytes.Buffer
+	cfg := e.loadConfig(path)
+	now := time.Now()
+	res, err := List(context.Background(), cfg, NewLogger(&stderr, slog.LevelInfo), opts)
+	if res.KeyErr != nil {
+		fmt.Fprintf(&stderr, "backup-worker list: signatures not checked: %v\n", res.KeyErr)
+	}
+	res.WriteText(&stdout, now)
+	return ExitCode(context.Background(), err), stdout.String(), stderr.String()
 }

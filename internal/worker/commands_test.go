@@ -127,13 +127,11 @@ func TestListAndVerifyCommands(t *testing.T) {
 	}
 	archiveName := archivesIn(t, e.dests[0], "tar.gz")[0]
 	var stdout, stderr bytes.Buffer
-	if code := e.main([]string{"list", "--config", cfgPath, "--verify"}, &stdout, &stderr); code != ExitOK {
-		t.Fatalf("list: exit %d\n%s", code, stderr.String())
+	if code, out, errOut := e.listCmd(cfgPath, ListOptions{Verify: true}); code != ExitOK {
+		t.Fatalf("list: exit %d\n%s", code, errOut)
+	} else if strings.Count(out, archiveName) != 2 || !strings.Contains(out, " ok") {
+		t.Errorf("list output:\n%s", out)
 	}
-	if strings.Count(stdout.String(), archiveName) != 2 || !strings.Contains(stdout.String(), " ok") {
-		t.Errorf("list output:\n%s", stdout.String())
-	}
-	stdout.Reset()
 	if code := e.main([]string{"verify", "--config", cfgPath}, &stdout, &stderr); code != ExitOK {
 		t.Fatalf("verify: exit %d\n%s%s", code, stdout.String(), stderr.String())
 	}
@@ -153,18 +151,16 @@ func TestListAndVerifyCommands(t *testing.T) {
 	if !strings.Contains(stdout.String(), "FAILED "+bad) {
 		t.Errorf("verify output:\n%s", stdout.String())
 	}
-	stdout.Reset()
-	if code := e.main([]string{"list", "--config", cfgPath, "--verify"}, &stdout, &stderr); code != ExitFailed {
+	code, out, _ := e.listCmd(cfgPath, ListOptions{Verify: true})
+	if code != ExitFailed {
 		t.Errorf("list --verify of corrupt archive: exit %d", code)
 	}
-	if !strings.Contains(stdout.String(), "mismatch") {
-		t.Errorf("list output:\n%s", stdout.String())
+	if !strings.Contains(out, "mismatch") {
+		t.Errorf("list output:\n%s", out)
 	}
-	stdout.Reset()
 	os.Remove(filepath.Join(e.dests[0], archiveName+".sha256"))
-	e.main([]string{"list", "--config", cfgPath}, &stdout, &stderr)
-	if !strings.Contains(stdout.String(), "missing") || !strings.Contains(stdout.String(), "present") {
-		t.Errorf("list output:\n%s", stdout.String())
+	if _, out, _ := e.listCmd(cfgPath, ListOptions{}); !strings.Contains(out, "missing") || !strings.Contains(out, "present") {
+		t.Errorf("list output:\n%s", out)
 	}
 }
 
@@ -291,7 +287,7 @@ func TestCheckConfigAndHelp(t *testing.T) {
 	}
 	// run, recover, check-config, status, --version, run without
 	// --config: cmd/backup-worker's TestHelpAndVersion.
-	for _, cmd := range []string{"list", "verify", "prune", "restore"} {
+	for _, cmd := range []string{"verify", "prune", "restore"} {
 		stdout.Reset()
 		if code := e.main([]string{cmd, "--help"}, &stdout, &stderr); code != ExitOK {
 			t.Errorf("%s --help: exit %d", cmd, code)

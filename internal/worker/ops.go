@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"text/tabwriter"
-	"time"
 
 	ageenc "filippo.io/age"
 	"github.com/hashicorp/go-multierror"
@@ -19,7 +17,6 @@ import (
 	"github.com/backupgen/backupgen/internal/archive"
 	"github.com/backupgen/backupgen/internal/config"
 	"github.com/backupgen/backupgen/internal/hostkey"
-	"github.com/backupgen/backupgen/internal/notify"
 	"github.com/backupgen/backupgen/internal/retention"
 )
 
@@ -123,97 +120,6 @@ func verifyArchiveKey(ctx context.Context, key *hostkey.Key, path, format string
 	})
 	c.structure = c.err == nil && c.sum != nil
 	return c
-}
-
-func (c *cli) list(ctx context.Context, args []string) int {
-	var common commonFlags
-	fs := pflag.NewFlagSet("list", pflag.ContinueOnError)
-	verify := fs.Bool("verify", false, "re-read every archive and compare it with its .sha256 and .sig (shows mismatch)")
-	if done, code := c.parse(fs, "list --config FILE [--verify]", args, &common); done {
-		return code
-	}
-	cfg, ok := c.loadConfig(common.config)
-	if !ok {
-		return ExitUsage
-	}
-	key, keyErr := loadSigningKey(cfg, false)
-	if keyErr != nil {
-		fmt.Fprintf(c.stderr, "backup-worker list: signatures not checked: %v\n", keyErr)
-	}
-	now := time.Now()
-	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DESTINATION\tARCHIVE\tSIZE\tAGE\tCHECKSUM\tSIGNATURE")
-	var errs *multierror.Error
-	untrusted := 0
-	for _, dir := range cfg.Backup.Paths {
-		store, err := openStore(cfg, dir, false, owner{uid: -1, gid: -1}, nil, c.log)
-		var archives []StoredArchive
-		if err == nil {
-			defer closeStore(store)
-			archives, err = store.List(ctx)
-		}
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) && cfg.Backup.IsOptional(dir) {
-				fmt.Fprintf(tw, "%s\t(missing, optional)\t\t\t\t\n", dir)
-				continue
-			}
-			fmt.Fprintf(tw, "%s\t(error: %v)\t\t\t\t\n", dir, err)
-			errs = multierror.Append(errs, err)
-			continue
-		}
-		if len(archives) == 0 {
-			fmt.Fprintf(tw, "%s\t(no archives)\t\t\t\t\n", dir)
-		}
-		for _, a := range archives {
-			path := joinDest(dir, a.Name)
-			ck := inspectStored(ctx, key, store, a.Name, *verify, nil)
-			size := "?"
-			if ck.err == nil || ck.size > 0 {
-				size = notify.HumanBytes(ck.size)
-			}
-			state := ck.checksum
-			if ck.err != nil && state != checksumMismatch {
-				state += " (" + ck.err.Error() + ")"
-			}
-			if state == checksumMismatch {
-				errs = multierror.Append(errs, fmt.Errorf("%s: %w", path, ck.err))
-			}
-			sig := ck.signature
-			if sig != signatureOK {
-				untrusted++
-				sig += " (untrusted)"
-			}
-			if *verify && ck.signature == signatureBad {
-				errs = multierror.Append(errs, fmt.Errorf("%s: %w", path, ck.sigErr))
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", dir, a.Name, size, age(now, a.Time), state, sig)
-		}
-	}
-	tw.Flush()
-	if untrusted > 0 {
-		fmt.Fprintf(c.stdout, "%d archive(s) untrusted: not counted for retention, never pruned, restored only with --trust-unsigned; adopt ones you vouch for with `backup-worker verify --adopt`\n", untrusted)
-	}
-	if errs != nil {
-		return exitCodeFor(ctx, errs)
-	}
-	return ExitOK
-}
-
-// age renders how long ago t was, coarsely.
-func age(now, t time.Time) string {
-	d := now.Sub(t)
-	if d < 0 {
-		return "in the future"
-	}
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
-	}
-	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
 }
 
 func (c *cli) verify(ctx context.Context, args []string) int {

@@ -301,7 +301,7 @@ func TestPlantedArchiveUntrusted(t *testing.T) {
 		code := e.main(args, &out, &out)
 		return code, out.String()
 	}
-	if code, out, errOut := e.listCmd(cfgPath, ListOptions{Verify: true}); !regexp.MustCompile(planted + `\s.*\sok\s+bad \(untrusted\)`).MatchString(errOut+out) {
+	if code, out, errOut := e.listCmd(cfgPath, ListOptions{Verify: true}); !regexp.MustCompile(planted + `\s.*\sok\s+bad \(untrusted\)`).MatchString(errOut + out) {
 		t.Errorf("list --verify (exit %d) does not show the planted archive as untrusted:\n%s", code, out)
 	}
 	if code, out := main("verify", "--config", cfgPath, filepath.Join(dest, planted)); code == ExitOK || !strings.Contains(out, "UNTRUSTED") {

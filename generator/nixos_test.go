@@ -1095,3 +1095,64 @@ func TestNixOSCalendarRules(t *testing.T) {
 		t.Errorf("keepMonthly beyond maxRetentionDays: exit %d\n%s", r.rc, r.stderr)
 	}
 }
+
+// TestNixCaptureFirstAgreesWithGo: lib.nix's captureFirstProblems (the
+// check a hand-written module gets, and the generated modules' assertion)
+// refuses captureFirst exactly where config.Validate does: when every
+// destination is remote. And a host that turns it on for a service with
+// only remote destinations fails evaluation naming the key.
+func TestNixCaptureFirstAgreesWithGo(t *testing.T) {
+	nix := testtool.Require(t, "nix-instantiate", "nix-bin")
+	type input struct {
+		CaptureFirst bool     `json:"captureFirst"`
+		Paths        []string `json:"paths"`
+	}
+	var inputs []input
+	for _, on := range []bool{false, true} {
+		for _, paths := range [][]string{
+			{"/var/backups/app"}, {"s3://bucket/p"}, {"sftp://u@nas.lan/srv/b"}, {"s3://bucket", "sftp://u@nas.lan/srv/b"},
+			{"s3://bucket", "/var/backups/app"}, {"sftp://u@nas.lan/srv/b", "/mnt/usb/app", "s3://bucket"},
+		} {
+			inputs = append(inputs, input{on, paths})
+		}
+	}
+	js, _ := json.Marshal(inputs)
+	in := writeNix(t, "inputs.json", string(js))
+	expr := fmt.Sprintf(`let h = import %s { }; xs = builtins.fromJSON (builtins.readFile %s); in
+  map (x: h.captureFirstProblems (h.defaults.backup // x) != [ ]) xs`,
+		nixString(exampleFile(t, "lib.nix")), nixString(in))
+	out, err := exec.Command(nix, "--eval", "--strict", "--json", "-E", expr).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nix-instantiate: %v\n%s", err, out)
+	}
+	var nixRefuses []bool
+	if err := json.Unmarshal(out, &nixRefuses); err != nil {
+		t.Fatal(err)
+	}
+	refused := 0
+	for i, x := range inputs {
+		b := map[string]any{"paths": x.Paths, "captureFirst": x.CaptureFirst, "hostName": "h",
+			"s3":   map[string]any{"endpoint": "https://s3.example.org", "credentialsFile": "/run/secrets/s3"},
+			"sftp": map[string]any{"privateKeyFile": "/run/secrets/key", "knownHostsFile": "/etc/known_hosts"}}
+		js, _ := json.Marshal(map[string]any{"name": "app", "dataPaths": []string{"/srv/app"}, "user": "u", "group": "g", "backup": b})
+		_, err := config.Decode(strings.NewReader(string(js)))
+		goRefuses := err != nil && strings.Contains(err.Error(), "backup.captureFirst: no usable local destination")
+		if err != nil && !goRefuses {
+			t.Fatalf("%+v: unexpected error %v", x, err)
+		}
+		if goRefuses {
+			refused++
+		}
+		if nixRefuses[i] != goRefuses {
+			t.Errorf("%+v: Nix refuses=%v, Go refuses=%v", x, nixRefuses[i], goRefuses)
+		}
+	}
+	if refused == 0 || refused == len(inputs) {
+		t.Fatalf("%d of %d refused: the table tests nothing", refused, len(inputs))
+	}
+	my := exampleNS + ".myapp"
+	r := nixosEval(t, exampleDefault(t), exampleHost(t, my+`.backup.paths = [ "s3://offsite/myapp" ]; `+my+`.backup.captureFirst = true;`))
+	if r.rc == 0 || !strings.Contains(r.stderr, "backup.captureFirst: no usable local destination to stage the capture in") {
+		t.Errorf("captureFirst with only an s3:// destination: exit %d\n%s", r.rc, r.stderr)
+	}
+}

@@ -66,12 +66,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 		"recover":      c.recover,
 		"check-config": c.checkConfig,
 		"status":       c.status,
+		"list":         c.list,
+		"prune":        c.prune,
+		"verify":       c.verify,
+		"restore":      c.restore,
 	}
 	if cmd, ok := cmds[args[0]]; ok {
 		return cmd(ctx, args[1:])
-	}
-	if code, ok := worker.Command(ctx, args, stdout, stderr); ok {
-		return code
 	}
 	fmt.Fprintf(stderr, "backup-worker: unknown command %q\n\n%s%s", args[0], mainUsage, worker.ExitCodesHelp)
 	return worker.ExitUsage

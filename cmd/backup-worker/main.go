@@ -1,8 +1,9 @@
 // Command backup-worker backs up one service described by a JSON config:
 // stop its units, archive its data paths to every destination, prune, start
 // the units again. See `backup-worker --help` for commands and exit codes.
-// The commands live here, one file each (cmd_*.go: flags, help, output);
-// the work is done by internal/worker.
+// The commands live here, one file each (cmd_*.go: flags, help, output),
+// dispatched by cli.go, which holds the one flag parser; the work is done
+// by internal/worker, whose operations return results these files print.
 package main
 
 import (

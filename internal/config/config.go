@@ -392,6 +392,11 @@ func (c *Config) Validate() error {
 		v.privatePath("backup.signingKey", b.SigningKey, b.Paths, c.DataPaths,
 			"the service's user could read or replace it and forge trusted archives; the key must be root-only")
 	}
+	if b.CaptureFirst {
+		if err := CaptureFirstStaging(b.Paths); err != nil {
+			v.errs = multierror.Append(v.errs, err)
+		}
+	}
 	if r := b.MinSizeRatio; r != nil && (*r < 0 || *r > 1) {
 		v.add("backup.minSizeRatio", "%v: must be between 0 (size check off) and 1", *r)
 	}

@@ -8,6 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"time"
+
+	ageenc "filippo.io/age"
+
+	"github.com/backupgen/backupgen/internal/config"
 )
 
 // The commands run, check-config, recover and status live in cmd/backup-worker
@@ -75,4 +79,89 @@ func (e *testEnv) statusCmd(path string, asJSON bool) (int, string) {
 	}
 	e.t.Logf("status log:\n%s", log.String())
 	return st.ExitCode(), out.String()
+}
+
+// loadConfig loads path as the commands do, failing the test on a bad
+// config.
+func (e *testEnv) loadConfig(path string) *config.Config {
+	e.t.Helper()
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return cfg
+}
+
+// listCmd is `backup-worker list --config PATH [--verify]`: exit code,
+// stdout, stderr.
+func (e *testEnv) listCmd(path string, opts ListOptions) (int, string, string) {
+	e.t.Helper()
+	var stdout, stderr bytes.Buffer
+	cfg := e.loadConfig(path)
+	now := time.Now()
+	res, err := List(context.Background(), cfg, NewLogger(&stderr, slog.LevelInfo), opts)
+	if res.KeyErr != nil {
+		fmt.Fprintf(&stderr, "backup-worker list: signatures not checked: %v\n", res.KeyErr)
+	}
+	res.WriteText(&stdout, now)
+	return ExitCode(context.Background(), err), stdout.String(), stderr.String()
+}
+
+// pruneCmd is `backup-worker prune --config PATH [--dry-run]`.
+func (e *testEnv) pruneCmd(path string, opts PruneOptions, stdout, stderr io.Writer) int {
+	e.t.Helper()
+	res, err := Prune(context.Background(), e.loadConfig(path), NewLogger(stderr, slog.LevelInfo), opts)
+	res.WriteText(stdout)
+	return ExitCode(context.Background(), err)
+}
+
+// verifyCmd is `backup-worker verify --config PATH [flags] [ARCHIVE...]`
+// (opts.Identities: --identity; see identities): exit code, stdout, stderr.
+func (e *testEnv) verifyCmd(path string, opts VerifyOptions) (int, string, string) {
+	e.t.Helper()
+	var stdout, stderr bytes.Buffer
+	opts.Report = func(v Verdict) { fmt.Fprintln(&stdout, v) }
+	opts.Warn = func(err error) { fmt.Fprintf(&stderr, "backup-worker verify: %v\n", err) }
+	_, err := Verify(context.Background(), e.loadConfig(path), NewLogger(&stderr, slog.LevelInfo), opts)
+	return ExitCode(context.Background(), err), stdout.String(), stderr.String()
+}
+
+// identities loads an identity file as --identity does.
+func (e *testEnv) identities(file string) []ageenc.Identity {
+	e.t.Helper()
+	ids, err := LoadIdentities(file)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ids
+}
+
+// joined is a command helper's result with stdout and stderr as one text,
+// as a terminal shows them (stdout first).
+func joined(code int, stdout, stderr string) (int, string) { return code, stdout + stderr }
+
+// logged logs a command helper's result and returns it.
+func (e *testEnv) logged(code int, stdout, stderr string) (int, string, string) {
+	e.t.Helper()
+	e.t.Logf("exit %d\n%s%s", code, stdout, stderr)
+	return code, stdout, stderr
+}
+
+// pruneOut is pruneCmd with the output returned: exit code, stdout, stderr.
+func (e *testEnv) pruneOut(path string, opts PruneOptions) (int, string, string) {
+	e.t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := e.pruneCmd(path, opts, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+// restoreStrict is `backup-worker restore --config PATH ...` with opts as
+// given (in place when opts.Target is "": --yes): exit code, stdout,
+// stderr.
+func (e *testEnv) restoreStrict(path string, opts RestoreOptions) (int, string, string) {
+	e.t.Helper()
+	var stdout, stderr bytes.Buffer
+	res, err := Restore(context.Background(), e.loadConfig(path), e.seams.systemd, NewLogger(&stderr, slog.LevelInfo), opts)
+	res.WriteText(&stdout)
+	return ExitCode(context.Background(), err), stdout.String(), stderr.String()
 }

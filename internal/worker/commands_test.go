@@ -79,7 +79,7 @@ func TestPruneNeverTouchesForeignFiles(t *testing.T) {
 	// The prune command agrees: nothing more to remove.
 	var stdout, stderr bytes.Buffer
 	cfgPath := filepath.Join(e.root, "config.json")
-	if code := e.main([]string{"prune", "--config", cfgPath, "--dry-run"}, &stdout, &stderr); code != ExitOK {
+	if code := e.pruneCmd(cfgPath, PruneOptions{DryRun: true}, &stdout, &stderr); code != ExitOK {
 		t.Fatalf("prune --dry-run: exit %d\n%s", code, stderr.String())
 	}
 	if !strings.Contains(stdout.String(), "1 kept, 0 would remove") {
@@ -99,7 +99,7 @@ func TestPruneCommandDryRun(t *testing.T) {
 		backupSettings(m)["retentionSnapshots"] = 2
 	})
 	var stdout, stderr bytes.Buffer
-	if code := e.main([]string{"prune", "--config", cfgPath, "--dry-run"}, &stdout, &stderr); code != ExitOK {
+	if code := e.pruneCmd(cfgPath, PruneOptions{DryRun: true}, &stdout, &stderr); code != ExitOK {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	if !strings.Contains(stdout.String(), "would remove "+filepath.Join(dest, "app-20200101T000000Z.tar.gz")) {
@@ -109,7 +109,7 @@ func TestPruneCommandDryRun(t *testing.T) {
 		t.Error("dry run deleted something")
 	}
 	stdout.Reset()
-	if code := e.main([]string{"prune", "--config", cfgPath}, &stdout, &stderr); code != ExitOK {
+	if code := e.pruneCmd(cfgPath, PruneOptions{}, &stdout, &stderr); code != ExitOK {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	if got := archivesIn(t, dest, "tar.gz"); !slices.Equal(got, []string{"app-20210101T000000Z.tar.gz", "app-20220101T000000Z.tar.gz"}) {
@@ -126,19 +126,15 @@ func TestListAndVerifyCommands(t *testing.T) {
 		t.Fatalf("run: exit %d", code)
 	}
 	archiveName := archivesIn(t, e.dests[0], "tar.gz")[0]
-	var stdout, stderr bytes.Buffer
-	if code := e.main([]string{"list", "--config", cfgPath, "--verify"}, &stdout, &stderr); code != ExitOK {
-		t.Fatalf("list: exit %d\n%s", code, stderr.String())
+	if code, out, errOut := e.listCmd(cfgPath, ListOptions{Verify: true}); code != ExitOK {
+		t.Fatalf("list: exit %d\n%s", code, errOut)
+	} else if strings.Count(out, archiveName) != 2 || !strings.Contains(out, " ok") {
+		t.Errorf("list output:\n%s", out)
 	}
-	if strings.Count(stdout.String(), archiveName) != 2 || !strings.Contains(stdout.String(), " ok") {
-		t.Errorf("list output:\n%s", stdout.String())
-	}
-	stdout.Reset()
-	if code := e.main([]string{"verify", "--config", cfgPath}, &stdout, &stderr); code != ExitOK {
-		t.Fatalf("verify: exit %d\n%s%s", code, stdout.String(), stderr.String())
-	}
-	if strings.Count(stdout.String(), "OK ") != 2 {
-		t.Errorf("verify output:\n%s", stdout.String())
+	if code, out, errOut := e.verifyCmd(cfgPath, VerifyOptions{}); code != ExitOK {
+		t.Fatalf("verify: exit %d\n%s%s", code, out, errOut)
+	} else if strings.Count(out, "OK ") != 2 {
+		t.Errorf("verify output:\n%s", out)
 	}
 
 	// Corrupt one copy (same size, one byte flipped).
@@ -146,25 +142,21 @@ func TestListAndVerifyCommands(t *testing.T) {
 	b, _ := os.ReadFile(bad)
 	b[len(b)/2] ^= 0xff
 	os.WriteFile(bad, b, 0o640)
-	stdout.Reset()
-	if code := e.main([]string{"verify", "--config", cfgPath}, &stdout, &stderr); code != ExitFailed {
-		t.Fatalf("verify of corrupt archive: exit %d, want 1\n%s", code, stdout.String())
+	if code, out, _ := e.verifyCmd(cfgPath, VerifyOptions{}); code != ExitFailed {
+		t.Fatalf("verify of corrupt archive: exit %d, want 1\n%s", code, out)
+	} else if !strings.Contains(out, "FAILED "+bad) {
+		t.Errorf("verify output:\n%s", out)
 	}
-	if !strings.Contains(stdout.String(), "FAILED "+bad) {
-		t.Errorf("verify output:\n%s", stdout.String())
-	}
-	stdout.Reset()
-	if code := e.main([]string{"list", "--config", cfgPath, "--verify"}, &stdout, &stderr); code != ExitFailed {
+	code, out, _ := e.listCmd(cfgPath, ListOptions{Verify: true})
+	if code != ExitFailed {
 		t.Errorf("list --verify of corrupt archive: exit %d", code)
 	}
-	if !strings.Contains(stdout.String(), "mismatch") {
-		t.Errorf("list output:\n%s", stdout.String())
+	if !strings.Contains(out, "mismatch") {
+		t.Errorf("list output:\n%s", out)
 	}
-	stdout.Reset()
 	os.Remove(filepath.Join(e.dests[0], archiveName+".sha256"))
-	e.main([]string{"list", "--config", cfgPath}, &stdout, &stderr)
-	if !strings.Contains(stdout.String(), "missing") || !strings.Contains(stdout.String(), "present") {
-		t.Errorf("list output:\n%s", stdout.String())
+	if _, out, _ := e.listCmd(cfgPath, ListOptions{}); !strings.Contains(out, "missing") || !strings.Contains(out, "present") {
+		t.Errorf("list output:\n%s", out)
 	}
 }
 
@@ -190,16 +182,14 @@ func TestRestore(t *testing.T) {
 
 	t.Run("to target", func(t *testing.T) {
 		target := filepath.Join(e.root, "restored")
-		var stdout, stderr bytes.Buffer
-		code := e.main([]string{"restore", "--config", cfgPath, "--archive", archivePath, "--target", target}, &stdout, &stderr)
-		if code != ExitOK {
-			t.Fatalf("exit %d\n%s", code, stderr.String())
+		if code, _, stderr := e.restoreStrict(cfgPath, RestoreOptions{Archive: archivePath, Target: target}); code != ExitOK {
+			t.Fatalf("exit %d\n%s", code, stderr)
 		}
 		for _, dp := range e.dataPaths {
 			assertSameTree(t, dp, filepath.Join(target, archive.EntryName(dp)))
 		}
 		// Non-empty target refused.
-		if code := e.main([]string{"restore", "--config", cfgPath, "--archive", archivePath, "--target", target}, &stdout, &stderr); code != ExitFailed {
+		if code, _, _ := e.restoreStrict(cfgPath, RestoreOptions{Archive: archivePath, Target: target}); code != ExitFailed {
 			t.Errorf("restore into non-empty target: exit %d, want 1", code)
 		}
 	})
@@ -208,13 +198,10 @@ func TestRestore(t *testing.T) {
 		os.Truncate(filepath.Join(e.dataPaths[0], "db.sqlite"), 10)
 		e.writeFile(filepath.Join(e.dataPaths[0], "new-since-backup.txt"), []byte("new"), 0o644)
 		os.RemoveAll(e.dataPaths[1])
-		var stdout, stderr bytes.Buffer
-		if code := e.main([]string{"restore", "--config", cfgPath, "--archive", archivePath}, &stdout, &stderr); code != ExitUsage {
-			t.Fatalf("restore in place without --yes: exit %d, want 2", code)
-		}
+		// In place without --yes: cmd/backup-worker's TestRestoreUsage.
 		os.Remove(filepath.Join(e.sysDir, "calls.log"))
-		code := e.main([]string{"restore", "--config", cfgPath, "--archive", archivePath, "--yes"}, &stdout, &stderr)
-		t.Log(stderr.String())
+		code, stdout, stderr := e.restoreStrict(cfgPath, RestoreOptions{Archive: archivePath})
+		t.Log(stderr)
 		if code != ExitOK {
 			t.Fatalf("exit %d", code)
 		}
@@ -229,8 +216,8 @@ func TestRestore(t *testing.T) {
 		if b, _ := os.ReadFile(filepath.Join(matches[0], "new-since-backup.txt")); string(b) != "new" {
 			t.Error("moved-aside data incomplete")
 		}
-		if !strings.Contains(stdout.String(), "previous data moved to "+matches[0]) {
-			t.Errorf("output does not say where the old data went:\n%s", stdout.String())
+		if !strings.Contains(stdout, "previous data moved to "+matches[0]) {
+			t.Errorf("output does not say where the old data went:\n%s", stdout)
 		}
 		want := []string{"is-active app.service", "stop app.service", "start app.service", "is-active app.service"}
 		if got := e.callsWithoutPolls(); !slices.Equal(got, want) {
@@ -253,13 +240,12 @@ func TestRestore(t *testing.T) {
 		sum, _ := os.ReadFile(archivePath + ".sha256")
 		os.WriteFile(bad+".sha256", sum, 0o600)
 		os.Remove(filepath.Join(e.sysDir, "calls.log"))
-		var stdout, stderr bytes.Buffer
-		code := e.main([]string{"restore", "--config", cfgPath, "--archive", bad, "--yes"}, &stdout, &stderr)
+		code, _, stderr := e.restoreStrict(cfgPath, RestoreOptions{Archive: bad})
 		if code != ExitFailed {
 			t.Fatalf("exit %d, want 1", code)
 		}
-		if !strings.Contains(stderr.String(), "refusing to restore") {
-			t.Errorf("stderr: %s", stderr.String())
+		if !strings.Contains(stderr, "refusing to restore") {
+			t.Errorf("stderr: %s", stderr)
 		}
 		if got := e.calls(); len(got) != 0 {
 			t.Errorf("units touched for a bad archive: %q", got)
@@ -289,15 +275,6 @@ func TestCheckConfigAndHelp(t *testing.T) {
 	if code := e.runCmd(bad, false, &stdout, &stderr); code != ExitUsage {
 		t.Errorf("run with bad config: exit %d, want 2", code)
 	}
-	// run, recover, check-config, status, --version, run without
-	// --config: cmd/backup-worker's TestHelpAndVersion.
-	for _, cmd := range []string{"list", "verify", "prune", "restore"} {
-		stdout.Reset()
-		if code := e.main([]string{cmd, "--help"}, &stdout, &stderr); code != ExitOK {
-			t.Errorf("%s --help: exit %d", cmd, code)
-		}
-		if !strings.Contains(stdout.String(), "Exit codes:") || !strings.Contains(stdout.String(), "130") {
-			t.Errorf("%s --help lacks exit codes:\n%s", cmd, stdout.String())
-		}
-	}
+	// Every command's --help, --version, run without --config:
+	// cmd/backup-worker's TestHelpAndVersion.
 }

@@ -296,25 +296,20 @@ func TestPlantedArchiveUntrusted(t *testing.T) {
 		t.Error("no warning naming the planted archive")
 	}
 
-	main := func(args ...string) (int, string) {
-		var out bytes.Buffer
-		code := e.main(args, &out, &out)
-		return code, out.String()
-	}
-	if code, out := main("list", "--config", cfgPath, "--verify"); !regexp.MustCompile(planted + `\s.*\sok\s+bad \(untrusted\)`).MatchString(out) {
+	if code, out, errOut := e.listCmd(cfgPath, ListOptions{Verify: true}); !regexp.MustCompile(planted + `\s.*\sok\s+bad \(untrusted\)`).MatchString(errOut + out) {
 		t.Errorf("list --verify (exit %d) does not show the planted archive as untrusted:\n%s", code, out)
 	}
-	if code, out := main("verify", "--config", cfgPath, filepath.Join(dest, planted)); code == ExitOK || !strings.Contains(out, "UNTRUSTED") {
+	if code, out := joined(e.verifyCmd(cfgPath, VerifyOptions{Archives: []string{filepath.Join(dest, planted)}})); code == ExitOK || !strings.Contains(out, "UNTRUSTED") {
 		t.Errorf("verify of the planted archive: exit %d\n%s", code, out)
 	}
 	target := filepath.Join(e.root, "restored")
-	if code, out := main("restore", "--config", cfgPath, "--archive", filepath.Join(dest, planted), "--target", target); code == ExitOK || !strings.Contains(out, "--trust-unsigned") {
+	if code, out := joined(e.restoreStrict(cfgPath, RestoreOptions{Archive: filepath.Join(dest, planted), Target: target})); code == ExitOK || !strings.Contains(out, "--trust-unsigned") {
 		t.Errorf("restore of the planted archive: exit %d\n%s", code, out)
 	}
 	if entries, _ := os.ReadDir(target); len(entries) != 0 {
 		t.Errorf("restore wrote %d entries into the target", len(entries))
 	}
-	if code, out := main("restore", "--config", cfgPath, "--archive", filepath.Join(dest, planted), "--target", target, "--trust-unsigned"); code != ExitOK {
+	if code, out := joined(e.restoreStrict(cfgPath, RestoreOptions{Archive: filepath.Join(dest, planted), Target: target, TrustUnsigned: true})); code != ExitOK {
 		t.Errorf("restore --trust-unsigned: exit %d\n%s", code, out)
 	}
 
@@ -324,10 +319,10 @@ func TestPlantedArchiveUntrusted(t *testing.T) {
 	sig[len(sig)-2] ^= 0x01
 	os.WriteFile(sigPath, sig, 0o640)
 	target2 := filepath.Join(e.root, "restored2")
-	if code, out := main("restore", "--config", cfgPath, "--archive", filepath.Join(dest, real1), "--target", target2); code == ExitOK || !strings.Contains(out, "not trusted") {
+	if code, out := joined(e.restoreStrict(cfgPath, RestoreOptions{Archive: filepath.Join(dest, real1), Target: target2})); code == ExitOK || !strings.Contains(out, "not trusted") {
 		t.Errorf("restore with a tampered signature: exit %d\n%s", code, out)
 	}
-	if code, out := main("verify", "--config", cfgPath, filepath.Join(dest, real1)); code == ExitOK || !strings.Contains(out, "UNTRUSTED") {
+	if code, out := joined(e.verifyCmd(cfgPath, VerifyOptions{Archives: []string{filepath.Join(dest, real1)}})); code == ExitOK || !strings.Contains(out, "UNTRUSTED") {
 		t.Errorf("verify with a tampered signature: exit %d\n%s", code, out)
 	}
 }
@@ -351,10 +346,9 @@ func TestAdoptUnsignedArchive(t *testing.T) {
 	}
 	e.writeFile(filepath.Join(dest, "app-20000101T000000Z.tar.gz"), []byte("damaged"), 0o640)
 	e.writeFile(filepath.Join(dest, "app-20000101T000000Z.tar.gz.sha256"), []byte(checksumLine(make([]byte, 32), "app-20000101T000000Z.tar.gz")), 0o640)
-	var out bytes.Buffer
-	code := e.main([]string{"verify", "--config", cfgPath, "--all", "--adopt"}, &out, &out)
-	t.Log(out.String())
-	if code == ExitOK || !strings.Contains(out.String(), "adopted") || !strings.Contains(out.String(), "FAILED "+filepath.Join(dest, "app-20000101T000000Z.tar.gz")) {
+	code, out := joined(e.verifyCmd(cfgPath, VerifyOptions{All: true, Adopt: true}))
+	t.Log(out)
+	if code == ExitOK || !strings.Contains(out, "adopted") || !strings.Contains(out, "FAILED "+filepath.Join(dest, "app-20000101T000000Z.tar.gz")) {
 		t.Errorf("verify --adopt: exit %d", code)
 	}
 	if err := checkTrust(context.Background(), e.key(), dest, name); err != nil {

@@ -74,10 +74,10 @@ func loadRecipients(cfg *config.Config) ([]ageenc.Recipient, error) {
 	return out, nil
 }
 
-// loadIdentities reads an identity file for verify/restore: age identities
+// LoadIdentities reads an identity file for verify/restore: age identities
 // (AGE-SECRET-KEY-1…, one per line, as age-keygen writes them) or an
 // unencrypted OpenSSH private key (ssh-ed25519 or ssh-rsa).
-func loadIdentities(path string) ([]ageenc.Identity, error) {
+func LoadIdentities(path string) ([]ageenc.Identity, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("identity: %w", err)

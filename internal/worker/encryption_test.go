@@ -108,18 +108,11 @@ func (e *testEnv) encryptedConfig(k encKeys, mutate func(b map[string]any)) stri
 	})
 }
 
-func (e *testEnv) mainOut(args ...string) (int, string) {
-	e.t.Helper()
-	var stdout, stderr bytes.Buffer
-	code := e.main(args, &stdout, &stderr)
-	return code, stdout.String() + stderr.String()
-}
-
 // decryptWithLibrary decrypts the age file at path with the identity file
 // (the age CLI is not installed; the test decrypts with filippo.io/age).
 func decryptWithLibrary(t *testing.T, path, identityFile string) []byte {
 	t.Helper()
-	ids, err := loadIdentities(identityFile)
+	ids, err := LoadIdentities(identityFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,23 +199,23 @@ func TestEncryptedRunRoundTrip(t *testing.T) {
 	}
 
 	t.Run("list and verify without identity", func(t *testing.T) {
-		code, s := e.mainOut("list", "--config", cfgPath, "--verify")
+		code, s := joined(e.listCmd(cfgPath, ListOptions{Verify: true}))
 		if code != ExitOK || strings.Count(s, name) != 2 || strings.Contains(s, "untrusted") {
 			t.Fatalf("list: exit %d\n%s", code, s)
 		}
-		code, s = e.mainOut("verify", "--config", cfgPath)
+		code, s = joined(e.verifyCmd(cfgPath, VerifyOptions{}))
 		if code != ExitOK || strings.Count(s, "OK ") != 2 || !strings.Contains(s, "encrypted: checksum and signature verified") {
 			t.Fatalf("verify: exit %d\n%s", code, s)
 		}
 	})
 	t.Run("verify --identity decrypts and parses", func(t *testing.T) {
 		for _, id := range []string{k.x25519File, k.sshFile} {
-			code, s := e.mainOut("verify", "--config", cfgPath, "--identity", id)
+			code, s := joined(e.verifyCmd(cfgPath, VerifyOptions{Identities: e.identities(id)}))
 			if code != ExitOK || strings.Count(s, "(decrypted and parsed)") != 2 {
 				t.Fatalf("verify --identity %s: exit %d\n%s", id, code, s)
 			}
 		}
-		code, s := e.mainOut("verify", "--config", cfgPath, "--identity", k.wrongFile)
+		code, s := joined(e.verifyCmd(cfgPath, VerifyOptions{Identities: e.identities(k.wrongFile)}))
 		if code != ExitFailed || !strings.Contains(s, "not one of the archive's recipients") {
 			t.Fatalf("verify with a wrong identity: exit %d\n%s", code, s)
 		}
@@ -230,12 +223,18 @@ func TestEncryptedRunRoundTrip(t *testing.T) {
 	archivePath := filepath.Join(e.dests[0], name)
 	t.Run("restore needs the identity", func(t *testing.T) {
 		target := filepath.Join(e.root, "r-none")
-		code, s := e.mainOut("restore", "--config", cfgPath, "--archive", archivePath, "--target", target)
-		if code != ExitUsage || !strings.Contains(s, "--identity") {
+		// The command refuses it as a usage error before loading the
+		// config (cmd/backup-worker's TestRestoreUsage); the engine
+		// refuses it too, before touching the target.
+		code, s := joined(e.restoreStrict(cfgPath, RestoreOptions{Archive: archivePath, Target: target}))
+		if code != ExitFailed || !strings.Contains(s, "--identity") {
 			t.Fatalf("restore without identity: exit %d\n%s", code, s)
 		}
+		if _, err := os.Stat(target); !os.IsNotExist(err) {
+			t.Fatalf("restore without identity left the target: %v", err)
+		}
 		target = filepath.Join(e.root, "r-wrong")
-		code, s = e.mainOut("restore", "--config", cfgPath, "--archive", archivePath, "--target", target, "--identity", k.wrongFile)
+		code, s = joined(e.restoreStrict(cfgPath, RestoreOptions{Archive: archivePath, Target: target, Identities: e.identities(k.wrongFile)}))
 		if code != ExitFailed {
 			t.Fatalf("restore with a wrong identity: exit %d\n%s", code, s)
 		}
@@ -245,7 +244,7 @@ func TestEncryptedRunRoundTrip(t *testing.T) {
 	})
 	t.Run("restore to target", func(t *testing.T) {
 		target := filepath.Join(e.root, "r-ssh")
-		code, s := e.mainOut("restore", "--config", cfgPath, "--archive", archivePath, "--target", target, "--identity", k.sshFile)
+		code, s := joined(e.restoreStrict(cfgPath, RestoreOptions{Archive: archivePath, Target: target, Identities: e.identities(k.sshFile)}))
 		if code != ExitOK {
 			t.Fatalf("restore: exit %d\n%s", code, s)
 		}
@@ -255,7 +254,7 @@ func TestEncryptedRunRoundTrip(t *testing.T) {
 	})
 	t.Run("restore in place", func(t *testing.T) {
 		os.WriteFile(filepath.Join(e.dataPaths[0], "config", "app.conf"), []byte("changed\n"), 0o644)
-		code, s := e.mainOut("restore", "--config", cfgPath, "--archive", archivePath, "--yes", "--identity", k.x25519File)
+		code, s := joined(e.restoreStrict(cfgPath, RestoreOptions{Archive: archivePath, Identities: e.identities(k.x25519File)}))
 		if code != ExitOK {
 			t.Fatalf("restore --yes: exit %d\n%s", code, s)
 		}
@@ -285,12 +284,12 @@ func TestEncryptedTamperCaughtByChecksum(t *testing.T) {
 	b, _ := os.ReadFile(bad)
 	b[len(b)/2] ^= 0x01
 	os.WriteFile(bad, b, 0o640)
-	code, s := e.mainOut("verify", "--config", cfgPath)
+	code, s := joined(e.verifyCmd(cfgPath, VerifyOptions{}))
 	if code != ExitFailed || !strings.Contains(s, "FAILED "+bad) || !strings.Contains(s, "SHA-256 mismatch") {
 		t.Fatalf("verify of tampered ciphertext: exit %d\n%s", code, s)
 	}
 	target := filepath.Join(e.root, "restored")
-	code, s = e.mainOut("restore", "--config", cfgPath, "--archive", bad, "--target", target, "--identity", k.x25519File)
+	code, s = joined(e.restoreStrict(cfgPath, RestoreOptions{Archive: bad, Target: target, Identities: e.identities(k.x25519File)}))
 	if code != ExitFailed || !strings.Contains(s, "refusing to restore") {
 		t.Fatalf("restore of tampered ciphertext: exit %d\n%s", code, s)
 	}
@@ -319,7 +318,7 @@ func TestEncryptedAndPlainArchivesShareRetention(t *testing.T) {
 		}
 	}
 	cfgPath := e.encryptedConfig(k, func(b map[string]any) { b["retentionSnapshots"] = 2 })
-	code, s := e.mainOut("list", "--config", cfgPath)
+	code, s := joined(e.listCmd(cfgPath, ListOptions{}))
 	if code != ExitOK || strings.Count(s, ".tar.zst ") != 2 {
 		t.Fatalf("list before: exit %d\n%s", code, s)
 	}
@@ -333,11 +332,11 @@ func TestEncryptedAndPlainArchivesShareRetention(t *testing.T) {
 	if len(plain) != 1 || plain[0] != "app-20260101T040000Z.tar.zst" || len(enc) != 1 {
 		t.Fatalf("after the encrypted run: plain %v, encrypted %v (want the newest plain one and the new .age)", plain, enc)
 	}
-	code, s = e.mainOut("list", "--config", cfgPath, "--verify")
+	code, s = joined(e.listCmd(cfgPath, ListOptions{Verify: true}))
 	if code != ExitOK || !strings.Contains(s, plain[0]) || !strings.Contains(s, enc[0]) {
 		t.Fatalf("list after: exit %d\n%s", code, s)
 	}
-	code, s = e.mainOut("prune", "--config", cfgPath, "--dry-run")
+	code, s = joined(e.pruneOut(cfgPath, PruneOptions{DryRun: true}))
 	if code != ExitOK || !strings.Contains(s, "2 kept") {
 		t.Fatalf("prune --dry-run: exit %d\n%s", code, s)
 	}

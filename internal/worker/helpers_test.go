@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -169,17 +168,6 @@ func (e *testEnv) systemctlEnv(key, value string) {
 	sc := e.seams.systemd.(Systemctl)
 	sc.Env = append(slices.Clip(sc.Env), key+"="+value)
 	e.seams.systemd = sc
-}
-
-// main runs a backup-worker command (one Command runs) as Command does,
-// with this test's seams (its systemctl stand-in).
-func (e *testEnv) main(args []string, stdout, stderr io.Writer) int {
-	e.t.Helper()
-	code, ok := commandWith(context.Background(), args, stdout, stderr, e.seams)
-	if !ok {
-		e.t.Fatalf("%q is not a command of Command", args[0])
-	}
-	return code
 }
 
 func (e *testEnv) runner(cfg *config.Config) *Runner {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/backupgen/backupgen/internal/config"
 	"github.com/backupgen/backupgen/internal/notify"
 	"github.com/backupgen/backupgen/internal/retention"
 	"github.com/hashicorp/go-multierror"
@@ -182,10 +183,14 @@ func (rn *run) pickStaging(ctx context.Context, size int64, room map[string]*fsN
 			}
 		}
 	}
-	if locals == 0 && len(rn.usableDests()) > 0 {
-		return errors.New("backup.captureFirst: no usable local destination to stage the capture in " +
-			"(the capture is a local copy of the data; every usable destination is remote): " +
-			"add a local directory to backup.paths or turn captureFirst off")
+	if locals == 0 {
+		var usable []string
+		for _, d := range rn.usableDests() {
+			usable = append(usable, d.dir)
+		}
+		if err := config.CaptureFirstStaging(usable); err != nil {
+			return err
+		}
 	}
 	if rn.staging == nil && len(rn.usableDests()) > 0 {
 		return fmt.Errorf("captureFirst: no destination has room for the uncompressed capture "+

@@ -69,15 +69,15 @@ func why(a retention.Archive) string { return strings.Join(a.Why, "; ") }
 // archives failed their integrity check.
 type pruneResult struct {
 	kept, removed []retention.Archive
-	bad           []badArchive
+	bad           []BadArchive
 }
 
-// badArchive is an archive whose .sha256 is missing, unreadable or does not
+// BadArchive is an archive whose .sha256 is missing, unreadable or does not
 // match its content, or (untrusted) whose signature is missing or wrong.
-type badArchive struct {
+type BadArchive struct {
 	retention.Archive
-	reason    error
-	untrusted bool
+	Reason    error
+	Untrusted bool
 }
 
 // pruneDir applies policy to the service's archives with extension ext in
@@ -127,14 +127,14 @@ func pruneDir(ctx context.Context, key *hostkey.Key, store Destination, ext stri
 		c := reasons[a.Name]
 		// Untrusted: intact (matches its .sha256), only the signature is
 		// missing or wrong. Anything else is damage.
-		b := badArchive{a, c.reason(), c.err == nil && c.checksum == checksumOK}
+		b := BadArchive{a, c.reason(), c.err == nil && c.checksum == checksumOK}
 		res.bad = append(res.bad, b)
-		if b.untrusted {
+		if b.Untrusted {
 			log.Warn("archive is untrusted (signature missing or wrong); kept and not counted for retention",
-				keyDestination, dir, keyArchive, a.Name, "error", b.reason)
+				keyDestination, dir, keyArchive, a.Name, "error", b.Reason)
 		} else {
 			log.Warn("archive failed its checksum check; kept as evidence and not counted for retention",
-				keyDestination, dir, keyArchive, a.Name, "error", b.reason)
+				keyDestination, dir, keyArchive, a.Name, "error", b.Reason)
 		}
 	}
 	if dryRun {

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bytes"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -71,17 +72,33 @@ func TestRunsInOneSecondRemote(t *testing.T) {
 }
 
 // TestCaptureFirstAllRemote: captureFirst stages the capture in a local
-// destination; with every destination remote the run fails preflight,
-// naming backup.captureFirst and what to do, before anything is stopped.
+// destination. With every destination remote the config is refused
+// (config.CaptureFirstStaging, naming backup.captureFirst); with the only
+// local one an optional destination that is missing, the run's preflight
+// refuses by the same rule, before anything is stopped or uploaded.
 func TestCaptureFirstAllRemote(t *testing.T) {
 	t.Parallel()
 	s3 := startS3Server(t)
 	s3.makeBucket("only")
 	e := newTestEnv(t)
 	e.setUnit("app.service", "active")
-	cfg := e.config([]string{"app.service"}, func(m map[string]any) {
+	const want = "backup.captureFirst: no usable local destination to stage the capture in"
+	const advice = "add a local directory to backup.paths or turn captureFirst off"
+	remoteOnly := e.configFile([]string{"app.service"}, func(m map[string]any) {
 		b := backupSettings(m)
 		b["paths"] = []string{"s3://only"}
+		b["s3"] = s3.s3Settings()
+		b["hostName"] = "hosta"
+		b["captureFirst"] = true
+	})
+	if code, _, stderr := e.checkConfigCmd(remoteOnly, true); code != ExitUsage || !strings.Contains(stderr, want) || !strings.Contains(stderr, advice) {
+		t.Errorf("check-config of captureFirst with only s3://: exit %d\n%s", code, stderr)
+	}
+	usb := filepath.Join(e.root, "usb")
+	cfg := e.config([]string{"app.service"}, func(m map[string]any) {
+		b := backupSettings(m)
+		b["paths"] = []string{usb, "s3://only"}
+		b["optionalPaths"] = []string{usb}
 		b["s3"] = s3.s3Settings()
 		b["hostName"] = "hosta"
 		b["captureFirst"] = true
@@ -89,9 +106,7 @@ func TestCaptureFirstAllRemote(t *testing.T) {
 	if code := e.run(cfg); code != ExitFailed {
 		t.Fatalf("exit %d, want 1", code)
 	}
-	log := e.logBuf.String()
-	if !strings.Contains(log, "backup.captureFirst: no usable local destination to stage the capture") ||
-		!strings.Contains(log, "add a local directory to backup.paths or turn captureFirst off") {
+	if log := e.logBuf.String(); !strings.Contains(log, want) || !strings.Contains(log, advice) {
 		t.Errorf("no captureFirst message naming the key:\n%s", log)
 	}
 	if got := e.calls(); len(got) != 0 {

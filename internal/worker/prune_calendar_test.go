@@ -79,7 +79,7 @@ func TestRunPrunesByCalendarRules(t *testing.T) {
 	// nothing more to remove, and each archive says why it stays.
 	var stdout, stderr bytes.Buffer
 	cfgPath := filepath.Join(e.root, "config.json")
-	if code := e.main([]string{"prune", "--config", cfgPath, "--dry-run"}, &stdout, &stderr); code != ExitOK {
+	if code := e.pruneCmd(cfgPath, PruneOptions{DryRun: true}, &stdout, &stderr); code != ExitOK {
 		t.Fatalf("prune --dry-run: exit %d\n%s", code, stderr.String())
 	}
 	out := stdout.String()
@@ -117,7 +117,7 @@ func TestPruneDryRunSaysWhy(t *testing.T) {
 		b["keepDaily"], b["maxRetentionDays"] = 3, 30
 	})
 	var stdout, stderr bytes.Buffer
-	if code := e.main([]string{"prune", "--config", cfgPath, "--dry-run"}, &stdout, &stderr); code != ExitOK {
+	if code := e.pruneCmd(cfgPath, PruneOptions{DryRun: true}, &stdout, &stderr); code != ExitOK {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	out := stdout.String()

@@ -72,7 +72,7 @@ func TestPruneNeverCountsCorruptArchives(t *testing.T) {
 			})
 
 			var stdout, stderr bytes.Buffer
-			code := e.main([]string{"prune", "--config", cfgPath, "--dry-run"}, &stdout, &stderr)
+			code := e.pruneCmd(cfgPath, PruneOptions{DryRun: true}, &stdout, &stderr)
 			t.Logf("dry run:\n%s%s", stdout.String(), stderr.String())
 			if code != ExitOK {
 				t.Fatalf("prune --dry-run: exit %d", code)
@@ -86,7 +86,7 @@ func TestPruneNeverCountsCorruptArchives(t *testing.T) {
 
 			stdout.Reset()
 			stderr.Reset()
-			code = e.main([]string{"prune", "--config", cfgPath}, &stdout, &stderr)
+			code = e.pruneCmd(cfgPath, PruneOptions{}, &stdout, &stderr)
 			t.Logf("prune:\n%s%s", stdout.String(), stderr.String())
 			if code != ExitOK {
 				t.Fatalf("prune: exit %d", code)

@@ -9,72 +9,91 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	ageenc "filippo.io/age"
 	"github.com/hashicorp/go-multierror"
-	"github.com/spf13/pflag"
 
 	"github.com/backupgen/backupgen/internal/archive"
 	"github.com/backupgen/backupgen/internal/config"
 	"github.com/backupgen/backupgen/internal/retention"
 )
 
-func (c *cli) restore(ctx context.Context, args []string) int {
-	var common commonFlags
-	fs := pflag.NewFlagSet("restore", pflag.ContinueOnError)
-	archiveArg := fs.String("archive", "", "the archive to restore: its `NAME` as `list` shows it (looked up in --destination, else in every destination in order), or the PATH of an archive file (required)")
-	dest := fs.String("destination", "", "read --archive NAME from this `DEST`ination of the service (a directory, s3:// or sftp:// URL as `list` shows it)")
-	target := fs.String("target", "", "extract into `DIR` (new or empty) instead of restoring in place")
-	yes := fs.Bool("yes", false, "restore in place: stop the units, move the current data aside, extract, start the units")
-	trustUnsigned := fs.Bool("trust-unsigned", false, "restore an archive whose signature is missing or wrong (not written by this host's worker)")
-	allowSpecial := fs.Bool("allow-special", false, "also restore setuid/setgid bits, device nodes, fifos and extended attributes outside user.* "+
-		"(e.g. security.capability); without it they are skipped with a warning. Only for archives nobody else could have written: "+
-		"the service's user can write its destinations")
-	identity := fs.String("identity", "", "age identity `FILE` (age-keygen output, or an unencrypted ssh-ed25519/ssh-rsa private key); required for an encrypted (.age) archive")
-	if done, code := c.parse(fs, "restore --config FILE --archive NAME|PATH [--destination DEST] [--target DIR] [--yes] [--allow-special] [--trust-unsigned] [--identity FILE]", args, &common); done {
-		return code
-	}
-	if *archiveArg == "" || fs.NArg() > 0 {
-		fmt.Fprintln(c.stderr, "backup-worker restore: --archive NAME|PATH is required (and no other arguments)")
-		return ExitUsage
-	}
-	var ids []ageenc.Identity
-	switch {
-	case *identity != "":
-		var err error
-		if ids, err = loadIdentities(*identity); err != nil {
-			fmt.Fprintf(c.stderr, "backup-worker restore: %v\n", err)
-			return ExitUsage
-		}
-	case isEncryptedName(*archiveArg):
-		fmt.Fprintf(c.stderr, "backup-worker restore: %s is encrypted: give --identity FILE (a private key of one of its recipients)\n", strconv.Quote(*archiveArg))
-		return ExitUsage
-	}
-	cfg, ok := c.loadConfig(common.config)
-	if !ok {
-		return ExitUsage
-	}
-	if *target == "" && !*yes {
-		fmt.Fprintf(c.stderr, "backup-worker restore: restoring in place stops %s, moves %s aside to <path>.pre-restore-<timestamp> and extracts %s.\nRe-run with --yes to do that, or use --target DIR to extract elsewhere.\n",
-			orNone(cfg.ServiceName), strings.Join(cfg.DataPaths, ", "), strconv.Quote(*archiveArg))
-		return ExitUsage
-	}
-	rs := &restorer{cfg: cfg, log: c.log.With(keyService, cfg.Name), systemd: c.seams.systemd, out: c.stdout, now: time.Now,
-		allowSpecial: *allowSpecial, trustUnsigned: *trustUnsigned, ids: ids, dest: *dest}
-	if *target != "" {
-		return rs.toTarget(ctx, *archiveArg, *target)
-	}
-	return rs.inPlace(ctx, *archiveArg)
+// RestoreOptions are the restore command's choices.
+type RestoreOptions struct {
+	// Archive is an archive NAME as List shows it (looked up in
+	// Destination, else in every destination in order), or the PATH of an
+	// archive file.
+	Archive     string
+	Destination string
+	// Target: extract into this directory (new or empty), leaving the
+	// service alone; "" restores in place (stop, swap, start).
+	Target string
+	// TrustUnsigned restores an archive whose signature is missing or
+	// wrong; AllowSpecial also restores setuid/setgid bits, devices,
+	// fifos and privileged xattrs.
+	TrustUnsigned bool
+	AllowSpecial  bool
+	// Identities decrypt an encrypted (.age) archive.
+	Identities []ageenc.Identity
 }
 
-func orNone(units []string) string {
-	if len(units) == 0 {
-		return "no units"
+// RestoreResult is what a restore put where (WriteText prints it as the
+// restore command does).
+type RestoreResult struct {
+	Archive string // the archive, as messages name it
+	Target  string // RestoreOptions.Target
+	// Restored lists the data paths put in place (in place: also the
+	// ones swapped before another failed).
+	Restored []RestoredPath
+	// Complete: every data path was restored.
+	Complete bool
+}
+
+// RestoredPath is one data path restored.
+type RestoredPath struct {
+	DataPath string
+	To       string // where its restored copy is (DataPath itself in place)
+	Aside    string // in place: where the previous data went ("" if none)
+}
+
+// WriteText prints what was restored where.
+func (r RestoreResult) WriteText(w io.Writer) {
+	if r.Target != "" {
+		if r.Complete {
+			fmt.Fprintf(w, "restored %s into %s\n", r.Archive, r.Target)
+			for _, p := range r.Restored {
+				fmt.Fprintf(w, "  %s -> %s\n", p.DataPath, p.To)
+			}
+		}
+		return
 	}
-	return strings.Join(units, ", ")
+	for _, p := range r.Restored {
+		if p.Aside != "" {
+			fmt.Fprintf(w, "%s: previous data moved to %s\n", p.DataPath, p.Aside)
+		} else {
+			fmt.Fprintf(w, "%s: restored (there was no previous data)\n", p.DataPath)
+		}
+	}
+	if r.Complete {
+		fmt.Fprintf(w, "restored %s\n", r.Archive)
+	}
+}
+
+// Restore restores an archive of the service: into opts.Target, or in
+// place (units stopped only once the whole archive verified, the current
+// data moved aside, never deleted, units started again). Nothing is
+// extracted unless the archive is trusted (signed by this host) or
+// TrustUnsigned is set, and what is extracted is held to the checksum
+// that was signed. The error says why it failed (it is also logged); the
+// result says what was restored, in part when some of it failed.
+func Restore(ctx context.Context, cfg *config.Config, systemd Systemd, log *slog.Logger, opts RestoreOptions) (RestoreResult, error) {
+	rs := &restorer{cfg: cfg, log: log.With(keyService, cfg.Name), systemd: systemd, now: time.Now,
+		allowSpecial: opts.AllowSpecial, trustUnsigned: opts.TrustUnsigned, ids: opts.Identities, dest: opts.Destination}
+	if opts.Target != "" {
+		return rs.toTarget(ctx, opts.Archive, opts.Target)
+	}
+	return rs.inPlace(ctx, opts.Archive)
 }
 
 // restorer restores one archive of one service.
@@ -82,7 +101,6 @@ type restorer struct {
 	cfg     *config.Config
 	log     *slog.Logger
 	systemd Systemd
-	out     io.Writer
 	now     func() time.Time
 	// trustUnsigned: --trust-unsigned (see trust).
 	trustUnsigned bool
@@ -148,17 +166,17 @@ func (rs *restorer) extractOptions() (archive.ExtractOptions, error) {
 // private staging directory inside dir and moved into dir only once the
 // whole stream verified; a refused archive leaves dir as it was (and
 // removes it if the restore made it).
-func (rs *restorer) toTarget(ctx context.Context, arg, dir string) int {
+func (rs *restorer) toTarget(ctx context.Context, arg, dir string) (RestoreResult, error) {
 	made, err := prepareTarget(dir)
 	if err != nil {
 		rs.log.Error("restore failed", "error", err, "target", dir)
-		return ExitFailed
+		return RestoreResult{Target: dir}, err
 	}
-	code := rs.toTargetChecked(ctx, arg, dir)
-	if code != ExitOK && made {
+	res, err := rs.toTargetChecked(ctx, arg, dir)
+	if err != nil && made {
 		os.Remove(dir) // only if still empty
 	}
-	return code
+	return res, err
 }
 
 // prepareTarget checks that dir is empty or missing (then makes it: made).
@@ -178,24 +196,26 @@ func prepareTarget(dir string) (made bool, err error) {
 	return false, nil
 }
 
-func (rs *restorer) toTargetChecked(ctx context.Context, arg, dir string) int {
+func (rs *restorer) toTargetChecked(ctx context.Context, arg, dir string) (RestoreResult, error) {
+	res := RestoreResult{Target: dir}
 	src, lock, err := rs.check(ctx, arg)
 	if err != nil {
 		rs.log.Error("restore failed", "error", err)
-		return exitCodeFor(ctx, err)
+		return res, err
 	}
 	defer lock.Release()
 	defer src.Close()
+	res.Archive = src.label
 	s, err := newStaging(dir, ".restore-")
 	if err != nil {
 		rs.log.Error("restore failed", "error", err)
-		return ExitFailed
+		return res, err
 	}
 	defer s.remove()
 	opts, err := rs.extractOptions()
 	if err != nil {
 		rs.log.Error("restore failed", "error", err)
-		return ExitFailed
+		return res, err
 	}
 	rs.log.Info("extracting and verifying", keyArchive, src.label, "target", dir)
 	stats, err := rs.extract(ctx, src, s.dir, opts)
@@ -204,14 +224,14 @@ func (rs *restorer) toTargetChecked(ctx context.Context, arg, dir string) int {
 	}
 	if err != nil {
 		rs.log.Error("restore failed; the target was left empty", "error", err, "target", dir)
-		return exitCodeFor(ctx, err)
+		return res, err
 	}
 	rs.log.Info("restored", keyArchive, src.label, "target", dir, "files", stats.Files, keyBytes, stats.BytesRead)
-	fmt.Fprintf(rs.out, "restored %s into %s\n", src.label, dir)
 	for _, p := range rs.cfg.DataPaths {
-		fmt.Fprintf(rs.out, "  %s -> %s\n", p, filepath.Join(dir, archive.EntryName(p)))
+		res.Restored = append(res.Restored, RestoredPath{DataPath: p, To: filepath.Join(dir, archive.EntryName(p))})
 	}
-	return ExitOK
+	res.Complete = true
+	return res, nil
 }
 
 // inPlace restores the archive over the live data paths.
@@ -224,15 +244,16 @@ func (rs *restorer) toTargetChecked(ctx context.Context, arg, dir string) int {
 // staged copies renamed into place. A refused, failed or interrupted
 // extraction therefore leaves the service and its data untouched. The
 // units are started again in every case, exactly like a backup run.
-func (rs *restorer) inPlace(ctx context.Context, arg string) (code int) {
+func (rs *restorer) inPlace(ctx context.Context, arg string) (res RestoreResult, err error) {
 	cfg := rs.cfg
 	src, lock, err := rs.check(ctx, arg)
 	if err != nil {
 		rs.log.Error("restore failed", "error", err)
-		return exitCodeFor(ctx, err)
+		return res, err
 	}
 	defer lock.Release()
 	defer src.Close()
+	res.Archive = src.label
 	stages, err := rs.stageAll(ctx, src)
 	defer func() {
 		for _, s := range stages {
@@ -241,7 +262,7 @@ func (rs *restorer) inPlace(ctx context.Context, arg string) (code int) {
 	}()
 	if err != nil {
 		rs.log.Error("restore failed; service and current data left untouched", "error", err)
-		return exitCodeFor(ctx, err)
+		return res, err
 	}
 	units := &unitController{
 		systemd:      rs.systemd,
@@ -251,22 +272,25 @@ func (rs *restorer) inPlace(ctx context.Context, arg string) (code int) {
 		startTimeout: time.Duration(cfg.Backup.StartTimeoutSec) * time.Second,
 	}
 	defer func() {
-		if err := units.restart(ctx); err != nil {
-			rs.log.Error("restore: units did not come back", "error", err)
-			if code == ExitOK {
-				code = ExitFailed
+		if rerr := units.restart(ctx); rerr != nil {
+			rs.log.Error("restore: units did not come back", "error", rerr)
+			if err == nil {
+				err = rerr
 			}
 		}
 	}()
 	if err := units.stopAll(ctx, cfg.ServiceName); err != nil {
 		rs.log.Error("restore aborted: could not stop the service; nothing was changed", "error", err)
-		return exitCodeFor(ctx, err)
+		return res, err
 	}
-	return rs.swapAll(stages, src.label)
+	res.Restored, err = rs.swapAll(stages, src.label)
+	res.Complete = err == nil
+	return res, err
 }
 
-// swapAll moves every staged data path into place and reports it.
-func (rs *restorer) swapAll(stages []*staged, label string) int {
+// swapAll moves every staged data path into place and returns those it
+// moved.
+func (rs *restorer) swapAll(stages []*staged, label string) ([]RestoredPath, error) {
 	ts := rs.now().UTC().Format(retention.TimeLayout)
 	var errs *multierror.Error
 	for _, s := range stages {
@@ -276,21 +300,19 @@ func (rs *restorer) swapAll(stages []*staged, label string) int {
 		}
 		s.done = true
 	}
+	var done []RestoredPath
 	for _, s := range stages {
-		switch {
-		case s.aside != "" && s.done:
-			fmt.Fprintf(rs.out, "%s: previous data moved to %s\n", s.dataPath, s.aside)
-		case s.done:
-			fmt.Fprintf(rs.out, "%s: restored (there was no previous data)\n", s.dataPath)
+		if s.done {
+			done = append(done, RestoredPath{DataPath: s.dataPath, To: s.dataPath, Aside: s.aside})
 		}
 	}
 	if errs != nil {
-		rs.log.Error("restore incomplete", "error", listErr(errs))
-		return ExitFailed
+		err := listErr(errs)
+		rs.log.Error("restore incomplete", "error", err)
+		return done, err
 	}
 	rs.log.Info("restored in place", keyArchive, label)
-	fmt.Fprintf(rs.out, "restored %s\n", label)
-	return ExitOK
+	return done, nil
 }
 
 // extract extracts src into dir (or opts.Roots) in one pass that also

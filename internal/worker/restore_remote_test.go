@@ -19,16 +19,6 @@ import (
 // Restoring from remote destinations, read through the Destination in one
 // pass (restore --archive NAME --destination DEST), on real servers.
 
-// mainIn runs backup-worker with args and --config cfgPath.
-func (e *testEnv) mainIn(cfgPath string, args ...string) (int, string, string) {
-	t := e.t
-	t.Helper()
-	var stdout, stderr bytes.Buffer
-	code := e.main(append(args, "--config", cfgPath), &stdout, &stderr)
-	t.Logf("%v: exit %d\n%s%s", args, code, stdout.String(), stderr.String())
-	return code, stdout.String(), stderr.String()
-}
-
 // assertEmptyDir fails unless dir exists and is empty (a target a refused
 // restore must leave as it was).
 func assertEmptyDir(t *testing.T, dir string) {
@@ -57,7 +47,7 @@ func TestRestoreFromS3(t *testing.T) {
 	name := archivesIn(t, e.dests[0], "tar.gz")[0]
 	noErr(t, os.Remove(filepath.Join(e.dests[0], name))) // only the remote copy is left
 	target := filepath.Join(e.root, "restored")
-	if code, out, _ := e.mainIn(cfgPath, "restore", "--archive", name, "--destination", remote, "--target", target); code != ExitOK ||
+	if code, out, _ := e.logged(e.restoreStrict(cfgPath, RestoreOptions{Archive: name, Destination: remote, Target: target})); code != ExitOK ||
 		!strings.Contains(out, "restored "+remote+"/hosta/app/"+name) {
 		t.Fatalf("restore from S3: exit %d", code)
 	}
@@ -65,10 +55,10 @@ func TestRestoreFromS3(t *testing.T) {
 		assertSameTree(t, dp, filepath.Join(target, archive.EntryName(dp)))
 	}
 	// Without --destination the name is looked up in every destination.
-	if code, _, _ := e.mainIn(cfgPath, "restore", "--archive", name, "--target", filepath.Join(e.root, "r2")); code != ExitOK {
+	if code, _, _ := e.logged(e.restoreStrict(cfgPath, RestoreOptions{Archive: name, Target: filepath.Join(e.root, "r2")})); code != ExitOK {
 		t.Fatalf("restore by name alone: exit %d", code)
 	}
-	if code, _, stderr := e.mainIn(cfgPath, "restore", "--archive", name, "--destination", "s3://elsewhere", "--target", filepath.Join(e.root, "r3")); code != ExitFailed ||
+	if code, _, stderr := e.logged(e.restoreStrict(cfgPath, RestoreOptions{Archive: name, Destination: "s3://elsewhere", Target: filepath.Join(e.root, "r3")})); code != ExitFailed ||
 		!strings.Contains(stderr, "not one of the service's destinations") {
 		t.Fatalf("restore from an unconfigured destination: exit %d", code)
 	}
@@ -80,13 +70,13 @@ func TestRestoreFromS3(t *testing.T) {
 		srv.put("backups", key, corrupt(good, damage))
 		bad := filepath.Join(e.root, "bad-"+damage)
 		noErr(t, os.Mkdir(bad, 0o700))
-		code, _, stderr := e.mainIn(cfgPath, "restore", "--archive", name, "--destination", remote, "--target", bad)
+		code, _, stderr := e.logged(e.restoreStrict(cfgPath, RestoreOptions{Archive: name, Destination: remote, Target: bad}))
 		if code != ExitFailed || !strings.Contains(stderr, "refusing to restore") {
 			t.Fatalf("%s: exit %d, want 1 with 'refusing to restore'", damage, code)
 		}
 		assertEmptyDir(t, bad)
 		os.Remove(filepath.Join(e.sysDir, "calls.log"))
-		if code, _, _ := e.mainIn(cfgPath, "restore", "--archive", name, "--destination", remote, "--yes"); code != ExitFailed {
+		if code, _, _ := e.logged(e.restoreStrict(cfgPath, RestoreOptions{Archive: name, Destination: remote})); code != ExitFailed {
 			t.Fatalf("%s in place: exit %d, want 1", damage, code)
 		}
 		if got := e.calls(); len(got) != 0 {
@@ -98,7 +88,7 @@ func TestRestoreFromS3(t *testing.T) {
 		assertNoStaging(t, e.dataPaths)
 	}
 	srv.put("backups", key, good)
-	if code, out, _ := e.mainIn(cfgPath, "restore", "--archive", name, "--destination", remote, "--yes"); code != ExitOK || !strings.Contains(out, "previous data moved to") {
+	if code, out, _ := e.logged(e.restoreStrict(cfgPath, RestoreOptions{Archive: name, Destination: remote})); code != ExitOK || !strings.Contains(out, "previous data moved to") {
 		t.Fatalf("restore --yes from S3: exit %d", code)
 	}
 	if got, _ := os.ReadFile(filepath.Join(e.dataPaths[0], "db.sqlite")); string(got) == "current" {
@@ -137,10 +127,10 @@ func TestVerifyAdoptS3(t *testing.T) {
 		srv.put("backups", "hosta/app/"+old, data)
 		srv.put("backups", "hosta/app/"+old+".sha256", []byte(checksumLine(sha256Of(data), old)))
 	}
-	if code, out, _ := e.mainIn(cfgPath, "verify", "--all"); code == ExitOK || !strings.Contains(out, "UNTRUSTED "+remote+"/hosta/app/app-20200101T000000Z.tar.gz") {
+	if code, out, _ := e.logged(e.verifyCmd(cfgPath, VerifyOptions{All: true})); code == ExitOK || !strings.Contains(out, "UNTRUSTED "+remote+"/hosta/app/app-20200101T000000Z.tar.gz") {
 		t.Fatalf("verify --all before adopting: exit %d", code)
 	}
-	code, out, _ := e.mainIn(cfgPath, "verify", "--all", "--adopt")
+	code, out, _ := e.logged(e.verifyCmd(cfgPath, VerifyOptions{All: true, Adopt: true}))
 	if code == ExitOK || !strings.Contains(out, "OK "+remote+"/hosta/app/app-20200101T000000Z.tar.gz (adopted (signed))") ||
 		!strings.Contains(out, "FAILED "+remote+"/hosta/app/app-20190101T000000Z.tar.gz") {
 		t.Fatalf("verify --adopt: exit %d", code)
@@ -151,7 +141,7 @@ func TestVerifyAdoptS3(t *testing.T) {
 	}
 	// The adopted archive is now trusted: restore takes it without
 	// --trust-unsigned.
-	if code, _, _ := e.mainIn(cfgPath, "restore", "--archive", "app-20200101T000000Z.tar.gz", "--target", filepath.Join(e.root, "t")); code != ExitOK {
+	if code, _, _ := e.logged(e.restoreStrict(cfgPath, RestoreOptions{Archive: "app-20200101T000000Z.tar.gz", Target: filepath.Join(e.root, "t")})); code != ExitOK {
 		t.Fatalf("restore of the adopted archive: exit %d", code)
 	}
 }
@@ -174,13 +164,13 @@ func TestRestoreFromSFTPEncrypted(t *testing.T) {
 	remote := srv.url("r")
 	wrong := filepath.Join(e.root, "wrong")
 	noErr(t, os.Mkdir(wrong, 0o700))
-	if code, _, stderr := e.mainIn(cfgPath, "restore", "--archive", name, "--destination", remote, "--target", wrong, "--identity", k.wrongFile); code != ExitFailed ||
+	if code, _, stderr := e.logged(e.restoreStrict(cfgPath, RestoreOptions{Archive: name, Destination: remote, Target: wrong, Identities: e.identities(k.wrongFile)})); code != ExitFailed ||
 		!strings.Contains(stderr, "refusing to restore") {
 		t.Fatalf("wrong identity: exit %d", code)
 	}
 	assertEmptyDir(t, wrong)
 	target := filepath.Join(e.root, "restored")
-	if code, _, _ := e.mainIn(cfgPath, "restore", "--archive", name, "--destination", remote, "--target", target, "--identity", k.x25519File); code != ExitOK {
+	if code, _, _ := e.logged(e.restoreStrict(cfgPath, RestoreOptions{Archive: name, Destination: remote, Target: target, Identities: e.identities(k.x25519File)})); code != ExitOK {
 		t.Fatalf("restore from SFTP: exit %d", code)
 	}
 	for _, dp := range e.dataPaths {
@@ -193,13 +183,13 @@ func TestRestoreFromSFTPEncrypted(t *testing.T) {
 	noErr(t, err)
 	e.writeFile(filepath.Join(remoteDir, old), data, 0o600)
 	e.writeFile(filepath.Join(remoteDir, old+".sha256"), []byte(checksumLine(sha256Of(data), old)), 0o600)
-	if code, out, _ := e.mainIn(cfgPath, "verify", "--all", "--adopt"); code == ExitOK || !strings.Contains(out, "give --identity") {
+	if code, out, _ := e.logged(e.verifyCmd(cfgPath, VerifyOptions{All: true, Adopt: true})); code == ExitOK || !strings.Contains(out, "give --identity") {
 		t.Fatalf("adopt without identity: exit %d", code)
 	}
-	if code, out, _ := e.mainIn(cfgPath, "verify", "--all", "--adopt", "--identity", k.x25519File); code != ExitOK || !strings.Contains(out, "adopted (signed)") {
+	if code, out, _ := e.logged(e.verifyCmd(cfgPath, VerifyOptions{All: true, Adopt: true, Identities: e.identities(k.x25519File)})); code != ExitOK || !strings.Contains(out, "adopted (signed)") {
 		t.Fatalf("adopt: exit %d", code)
 	}
-	if code, out, _ := e.mainIn(cfgPath, "verify", "--all", "--identity", k.x25519File); code != ExitOK || !strings.Contains(out, "OK "+remote+"/"+old+" (decrypted and parsed)") {
+	if code, out, _ := e.logged(e.verifyCmd(cfgPath, VerifyOptions{All: true, Identities: e.identities(k.x25519File)})); code != ExitOK || !strings.Contains(out, "OK "+remote+"/"+old+" (decrypted and parsed)") {
 		t.Fatalf("verify after adopting: exit %d", code)
 	}
 	if got := destFiles(t, remoteDir); !slices.Contains(got, old+".sig") || slices.ContainsFunc(got, func(n string) bool { return strings.Contains(n, ".tmp-") }) {
@@ -225,7 +215,7 @@ var hostileNames = []string{
 func (e *testEnv) assertHostileSafe(cfgPath, remote string, planted []string, stillThere func(string) bool) {
 	t := e.t
 	t.Helper()
-	code, out, stderr := e.mainIn(cfgPath, "list")
+	code, out, stderr := e.logged(e.listCmd(cfgPath, ListOptions{}))
 	if code != ExitOK {
 		t.Fatalf("list: exit %d", code)
 	}
@@ -233,7 +223,7 @@ func (e *testEnv) assertHostileSafe(cfgPath, remote string, planted []string, st
 		strings.Contains(out, "xxxxxxxx") || strings.Contains(out, "untrusted") {
 		t.Errorf("list shows a hostile name or counts it:\n%q", out)
 	}
-	if code, _, _ := e.mainIn(cfgPath, "prune"); code != ExitOK {
+	if code, _, _ := e.logged(e.pruneOut(cfgPath, PruneOptions{})); code != ExitOK {
 		t.Errorf("prune: exit %d", code)
 	}
 	for _, n := range planted {
@@ -241,7 +231,7 @@ func (e *testEnv) assertHostileSafe(cfgPath, remote string, planted []string, st
 			t.Errorf("prune removed the planted %q", n)
 		}
 		target := filepath.Join(t.TempDir(), "t")
-		code, _, stderr := e.mainIn(cfgPath, "restore", "--archive", n, "--destination", remote, "--target", target, "--trust-unsigned")
+		code, _, stderr := e.logged(e.restoreStrict(cfgPath, RestoreOptions{Archive: n, Destination: remote, Target: target, TrustUnsigned: true}))
 		if code == ExitOK || strings.Contains(stderr, "\x1b") || strings.Contains(stderr, "\n/etc/passwd") {
 			t.Errorf("restore of %q: exit %d\n%q", n, code, stderr)
 		}
@@ -325,7 +315,7 @@ func TestRestoreZipFromSFTP(t *testing.T) {
 	}
 	name := archivesIn(t, remoteDir, "zip")[0]
 	target := filepath.Join(e.root, "restored")
-	if code, _, _ := e.mainIn(cfgPath, "restore", "--archive", name, "--destination", srv.url("r"), "--target", target); code != ExitOK {
+	if code, _, _ := e.logged(e.restoreStrict(cfgPath, RestoreOptions{Archive: name, Destination: srv.url("r"), Target: target})); code != ExitOK {
 		t.Fatalf("restore: exit %d", code)
 	}
 	for _, dp := range e.dataPaths {
@@ -337,7 +327,7 @@ func TestRestoreZipFromSFTP(t *testing.T) {
 	e.writeFile(p, corrupt(data, "bitflip"), 0o600)
 	bad := filepath.Join(e.root, "bad")
 	noErr(t, os.Mkdir(bad, 0o700))
-	if code, _, _ := e.mainIn(cfgPath, "restore", "--archive", name, "--destination", srv.url("r"), "--target", bad); code != ExitFailed {
+	if code, _, _ := e.logged(e.restoreStrict(cfgPath, RestoreOptions{Archive: name, Destination: srv.url("r"), Target: bad})); code != ExitFailed {
 		t.Fatalf("corrupt zip: exit %d, want 1", code)
 	}
 	assertEmptyDir(t, bad)

@@ -5,7 +5,6 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -70,22 +69,16 @@ func fdir(name string) forged {
 	return forged{hdr: tar.Header{Name: archive.EntryName(name) + "/", Typeflag: tar.TypeDir, Mode: 0o755}}
 }
 
-// restoreCmd runs backup-worker with args and returns exit code and stderr.
-// The archives here are forged by the test, so unsigned: restore gets
-// --trust-unsigned, as an admin who chose to trust one would give it.
-// These tests prove that even then an archive cannot plant privileges or
-// escape its target; the signature check itself is tested in
-// destsec_test.go (TestPlantedArchiveUntrusted).
-func (e *testEnv) restoreCmd(args ...string) (int, string, string) {
-	t := e.t
-	t.Helper()
-	if len(args) > 0 && args[0] == "restore" {
-		args = append(args, "--trust-unsigned")
-	}
-	var stdout, stderr bytes.Buffer
-	code := e.main(args, &stdout, &stderr)
-	t.Logf("%v: exit %d\n%s", args, code, stderr.String())
-	return code, stdout.String(), stderr.String()
+// restoreCmd is `backup-worker restore --config PATH ...`: exit code,
+// stdout, stderr. The archives here are forged by the test, so unsigned:
+// restore gets --trust-unsigned, as an admin who chose to trust one would
+// give it. These tests prove that even then an archive cannot plant
+// privileges or escape its target; the signature check itself is tested
+// in destsec_test.go (TestPlantedArchiveUntrusted).
+func (e *testEnv) restoreCmd(path string, opts RestoreOptions) (int, string, string) {
+	e.t.Helper()
+	opts.TrustUnsigned = true
+	return e.logged(e.restoreStrict(path, opts))
 }
 
 // serviceUserEnv: a test world whose service user is nobody:nogroup, so
@@ -159,13 +152,13 @@ func TestRestoreForgedSetuidAndDevices(t *testing.T) {
 
 	t.Run("target", func(t *testing.T) {
 		target := filepath.Join(e.root, "restored")
-		if code, _, _ := e.restoreCmd("restore", "--config", cfgPath, "--archive", arch, "--target", target); code != ExitOK {
+		if code, _, _ := e.restoreCmd(cfgPath, RestoreOptions{Archive: arch, Target: target}); code != ExitOK {
 			t.Fatalf("exit %d", code)
 		}
 		assertSafe(filepath.Join(target, archive.EntryName(d1)))
 	})
 	t.Run("in place", func(t *testing.T) {
-		code, _, stderr := e.restoreCmd("restore", "--config", cfgPath, "--archive", arch, "--yes")
+		code, _, stderr := e.restoreCmd(cfgPath, RestoreOptions{Archive: arch})
 		if code != ExitOK {
 			t.Fatalf("exit %d", code)
 		}
@@ -176,7 +169,7 @@ func TestRestoreForgedSetuidAndDevices(t *testing.T) {
 	})
 	t.Run("allow-special", func(t *testing.T) {
 		target := filepath.Join(e.root, "special")
-		if code, _, _ := e.restoreCmd("restore", "--config", cfgPath, "--archive", arch, "--target", target, "--allow-special"); code != ExitOK {
+		if code, _, _ := e.restoreCmd(cfgPath, RestoreOptions{Archive: arch, Target: target, AllowSpecial: true}); code != ExitOK {
 			t.Fatalf("exit %d", code)
 		}
 		dir := filepath.Join(target, archive.EntryName(d1))
@@ -226,20 +219,27 @@ func TestRestoreRootSymlinkRefused(t *testing.T) {
 			arch := plantTarGz(t, filepath.Join(e.root, "planted", strings.ReplaceAll(tc.name, " ", "-")), tc.entries)
 			os.Remove(filepath.Join(e.sysDir, "calls.log"))
 			var msgs []string
-			for _, args := range [][]string{
-				{"verify", "--config", cfgPath, arch},
-				{"restore", "--config", cfgPath, "--archive", arch, "--yes"},
-				{"restore", "--config", cfgPath, "--archive", arch, "--target", filepath.Join(t.TempDir(), "t")},
+			for _, c := range []struct {
+				name string
+				run  func() (int, string, string)
+			}{
+				{"verify", func() (int, string, string) {
+					return e.logged(e.verifyCmd(cfgPath, VerifyOptions{Archives: []string{arch}}))
+				}},
+				{"restore", func() (int, string, string) { return e.restoreCmd(cfgPath, RestoreOptions{Archive: arch}) }},
+				{"restore --target", func() (int, string, string) {
+					return e.restoreCmd(cfgPath, RestoreOptions{Archive: arch, Target: filepath.Join(t.TempDir(), "t")})
+				}},
 			} {
-				code, stdout, stderr := e.restoreCmd(args...)
+				code, stdout, stderr := c.run()
 				if code != ExitFailed {
-					t.Errorf("%s: exit %d, want 1", args[0], code)
+					t.Errorf("%s: exit %d, want 1", c.name, code)
 				}
 				// The log quotes the message (slog's text format).
 				out := strings.ReplaceAll(stdout+stderr, `\"`, `"`)
 				i := strings.Index(out, tc.want)
 				if i < 0 {
-					t.Errorf("%s: output lacks %q:\n%s", args[0], tc.want, out)
+					t.Errorf("%s: output lacks %q:\n%s", c.name, tc.want, out)
 					continue
 				}
 				j := strings.LastIndex(out[:i], "unsafe archive entry name")
@@ -273,7 +273,7 @@ func TestRestoreRootTypeChangeRefused(t *testing.T) {
 		{hdr: tar.Header{Name: archive.EntryName(d1), Typeflag: tar.TypeReg, Mode: 0o644}, body: []byte("not a directory")},
 		fdir(d2),
 	})
-	code, _, stderr := e.restoreCmd("restore", "--config", cfgPath, "--archive", arch, "--yes")
+	code, _, stderr := e.restoreCmd(cfgPath, RestoreOptions{Archive: arch})
 	if code != ExitFailed || !strings.Contains(stderr, "refusing to replace data path") {
 		t.Errorf("exit %d, want 1 with a refusal", code)
 	}
@@ -316,7 +316,7 @@ func TestRestoreZipWithoutOwner(t *testing.T) {
 	noErr(t, os.WriteFile(arch, buf.Bytes(), 0o644))
 
 	target := filepath.Join(e.root, "restored")
-	if code, _, _ := e.restoreCmd("restore", "--config", cfgPath, "--archive", arch, "--target", target); code != ExitOK {
+	if code, _, _ := e.restoreCmd(cfgPath, RestoreOptions{Archive: arch, Target: target}); code != ExitOK {
 		t.Fatalf("exit %d", code)
 	}
 	dir := filepath.Join(target, archive.EntryName(d1))
@@ -390,7 +390,7 @@ func TestRestoreGNUTarXattrsACLsSparse(t *testing.T) {
 	})
 	target := filepath.Join(e.root, "restored")
 	testtool.MountTmpfs(t, target, "128m")
-	code, _, stderr := e.restoreCmd("restore", "--config", cfgPath, "--archive", arch, "--target", target)
+	code, _, stderr := e.restoreCmd(cfgPath, RestoreOptions{Archive: arch, Target: target})
 	if code != ExitOK {
 		t.Fatalf("exit %d", code)
 	}
@@ -501,23 +501,22 @@ func TestRestoreStagingSwapRace(t *testing.T) {
 	deadline := time.Now().Add(4 * time.Second)
 	ok, failed := 0, 0
 	for i := 0; i < 60 && time.Now().Before(deadline); i++ {
-		var stdout, stderr bytes.Buffer
-		code := e.main([]string{"restore", "--config", cfgPath, "--archive", arch, "--yes"}, &stdout, &stderr)
+		code, _, stderr := e.restoreStrict(cfgPath, RestoreOptions{Archive: arch})
 		if code == ExitOK {
 			ok++
 		} else {
 			failed++
 		}
 		if ents, _ := os.ReadDir(decoy); len(ents) > 0 {
-			t.Fatalf("restore %d wrote into the decoy through a swapped staging directory: %v\n%s", i, ents, stderr.String())
+			t.Fatalf("restore %d wrote into the decoy through a swapped staging directory: %v\n%s", i, ents, stderr)
 		}
 		for _, dp := range e.dataPaths {
 			if fi, err := os.Lstat(dp); err != nil || !fi.IsDir() {
-				t.Fatalf("restore %d: data path %s is %v (%v)\n%s", i, dp, fi, err, stderr.String())
+				t.Fatalf("restore %d: data path %s is %v (%v)\n%s", i, dp, fi, err, stderr)
 			}
 		}
 		if got, err := os.ReadFile(filepath.Join(e.dataPaths[0], "db.sqlite")); err != nil || !bytes.Equal(got, want) {
-			t.Fatalf("restore %d (exit %d): data differs (%v)\n%s", i, code, err, stderr.String())
+			t.Fatalf("restore %d (exit %d): data differs (%v)\n%s", i, code, err, stderr)
 		}
 		// Drop the moved-aside copies so the next restore (same second)
 		// can move the data aside again.
@@ -575,13 +574,13 @@ func TestRestoreArchiveRewrittenAfterVerify(t *testing.T) {
 	noErr(t, os.WriteFile(filepath.Join(d1, "db.sqlite"), []byte("changed since the backup"), 0o600))
 	var logBuf bytes.Buffer
 	rewritten := false
-	rs := &restorer{cfg: cfg, log: slog.New(slog.NewTextHandler(&logBuf, nil)), out: io.Discard, now: time.Now,
-		systemd: swapOnStop{e.seams.systemd, func() {
-			// Rewrite through the same inode, as its owner can.
-			noErr(t, os.WriteFile(arch, forgedBytes, 0o640))
-			rewritten = true
-		}}}
-	code := rs.inPlace(context.Background(), arch)
+	sys := swapOnStop{e.seams.systemd, func() {
+		// Rewrite through the same inode, as its owner can.
+		noErr(t, os.WriteFile(arch, forgedBytes, 0o640))
+		rewritten = true
+	}}
+	_, err = Restore(context.Background(), cfg, sys, slog.New(slog.NewTextHandler(&logBuf, nil)), RestoreOptions{Archive: arch})
+	code := ExitCode(context.Background(), err)
 	t.Log(logBuf.String())
 	if code != ExitOK || !rewritten {
 		t.Errorf("exit %d (archive rewritten: %v), want 0", code, rewritten)
@@ -618,7 +617,7 @@ func TestRestoreCorruptSignedArchiveRefused(t *testing.T) {
 			noErr(t, os.WriteFile(arch, b, 0o640))
 			noErr(t, os.WriteFile(filepath.Join(e.dataPaths[0], "db.sqlite"), []byte("current"), 0o600))
 			os.Remove(filepath.Join(e.sysDir, "calls.log"))
-			code, _, stderr := e.restoreCmdStrict("restore", "--config", cfgPath, "--archive", arch, "--yes")
+			code, _, stderr := e.restoreCmdStrict(cfgPath, RestoreOptions{Archive: arch})
 			if code != ExitFailed || !strings.Contains(stderr, "refusing to restore") {
 				t.Fatalf("exit %d, want 1 with 'refusing to restore'", code)
 			}
@@ -631,7 +630,7 @@ func TestRestoreCorruptSignedArchiveRefused(t *testing.T) {
 			assertNoStaging(t, e.dataPaths)
 			target := filepath.Join(e.root, "target")
 			noErr(t, os.Mkdir(target, 0o700))
-			if code, _, _ := e.restoreCmdStrict("restore", "--config", cfgPath, "--archive", arch, "--target", target); code != ExitFailed {
+			if code, _, _ := e.restoreCmdStrict(cfgPath, RestoreOptions{Archive: arch, Target: target}); code != ExitFailed {
 				t.Fatalf("--target: exit %d, want 1", code)
 			}
 			if ents, _ := os.ReadDir(target); len(ents) != 0 {
@@ -657,13 +656,9 @@ func corrupt(b []byte, how string) []byte {
 }
 
 // restoreCmdStrict is restoreCmd without --trust-unsigned.
-func (e *testEnv) restoreCmdStrict(args ...string) (int, string, string) {
-	t := e.t
-	t.Helper()
-	var stdout, stderr bytes.Buffer
-	code := e.main(args, &stdout, &stderr)
-	t.Logf("%v: exit %d\n%s", args, code, stderr.String())
-	return code, stdout.String(), stderr.String()
+func (e *testEnv) restoreCmdStrict(path string, opts RestoreOptions) (int, string, string) {
+	e.t.Helper()
+	return e.logged(e.restoreStrict(path, opts))
 }
 
 // assertNoStaging fails when a staging directory is left beside a data path.

@@ -93,26 +93,21 @@ func TestS3RunLocalAndRemote(t *testing.T) {
 	// list --verify and verify read the remote archive through the
 	// Destination; a corrupted object is reported.
 	cfgPath := e.configFile([]string{"app.service"}, e.s3Config(srv, "s3://backups/fleet", "hosta", 1, nil))
-	for _, args := range [][]string{{"list", "--verify"}, {"verify"}, {"prune", "--dry-run"}} {
-		var stdout, stderr bytes.Buffer
-		if code := e.main(append(args, "--config", cfgPath), &stdout, &stderr); code != ExitOK {
-			t.Fatalf("%v: exit %d\n%s%s", args, code, stdout.String(), stderr.String())
-		}
-		if !strings.Contains(stdout.String(), local2[0]) && args[0] != "prune" {
-			t.Errorf("%v does not show the remote archive:\n%s", args, stdout.String())
-		}
-		if args[0] == "verify" && !strings.Contains(stdout.String(), "OK s3://backups/fleet/hosta/app/"+local2[0]) {
-			t.Errorf("verify did not check the remote archive:\n%s", stdout.String())
-		}
+	if code, out, errOut := e.listCmd(cfgPath, ListOptions{Verify: true}); code != ExitOK || !strings.Contains(out, local2[0]) {
+		t.Fatalf("list --verify: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, out, errOut := e.verifyCmd(cfgPath, VerifyOptions{}); code != ExitOK || !strings.Contains(out, "OK s3://backups/fleet/hosta/app/"+local2[0]) {
+		t.Fatalf("verify did not check the remote archive: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, out, errOut := e.pruneOut(cfgPath, PruneOptions{DryRun: true}); code != ExitOK {
+		t.Fatalf("prune --dry-run: exit %d\n%s%s", code, out, errOut)
 	}
 	good := srv.get("backups", prefix+local2[0])
 	bad := bytes.Clone(good)
 	bad[len(bad)/2] ^= 0xff
 	srv.put("backups", prefix+local2[0], bad)
-	var stdout, stderr bytes.Buffer
-	if code := e.main([]string{"verify", "--config", cfgPath}, &stdout, &stderr); code == ExitOK ||
-		!strings.Contains(stdout.String(), "FAILED s3://") {
-		t.Fatalf("verify of a corrupted object: exit %d\n%s", code, stdout.String())
+	if code, out, _ := e.verifyCmd(cfgPath, VerifyOptions{}); code == ExitOK || !strings.Contains(out, "FAILED s3://") {
+		t.Fatalf("verify of a corrupted object: exit %d\n%s", code, out)
 	}
 }
 

@@ -247,15 +247,10 @@ func TestSFTPCommands(t *testing.T) {
 	if len(archives) != 1 {
 		t.Fatalf("server holds %v after two runs with retentionSnapshots=1", archives)
 	}
-	main := func(args ...string) (int, string) {
-		var stdout, stderr bytes.Buffer
-		code, _ := Command(t.Context(), append(args, "--config", cfgPath), &stdout, &stderr)
-		return code, stdout.String() + stderr.String()
-	}
-	if code, out := main("list", "--verify"); code != ExitOK || !strings.Contains(out, srv.url("r")) || strings.Count(out, archives[0]) != 2 {
+	if code, out := joined(e.listCmd(cfgPath, ListOptions{Verify: true})); code != ExitOK || !strings.Contains(out, srv.url("r")) || strings.Count(out, archives[0]) != 2 {
 		t.Fatalf("list --verify: exit %d\n%s", code, out)
 	}
-	if code, out := main("verify"); code != ExitOK || !strings.Contains(out, "OK "+srv.url("r")+"/"+archives[0]) {
+	if code, out := joined(e.verifyCmd(cfgPath, VerifyOptions{})); code != ExitOK || !strings.Contains(out, "OK "+srv.url("r")+"/"+archives[0]) {
 		t.Fatalf("verify: exit %d\n%s", code, out)
 	}
 	// An older archive of ours, valid and signed: prune removes it,
@@ -266,10 +261,10 @@ func TestSFTPCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.writeSignedArchive(remote, old, valid)
-	if code, out := main("prune", "--dry-run"); code != ExitOK || !strings.Contains(out, "would remove "+srv.url("r")+"/"+old) {
+	if code, out := joined(e.pruneOut(cfgPath, PruneOptions{DryRun: true})); code != ExitOK || !strings.Contains(out, "would remove "+srv.url("r")+"/"+old) {
 		t.Fatalf("prune --dry-run: exit %d\n%s", code, out)
 	}
-	if code, out := main("prune"); code != ExitOK {
+	if code, out := joined(e.pruneOut(cfgPath, PruneOptions{})); code != ExitOK {
 		t.Fatalf("prune: exit %d\n%s", code, out)
 	}
 	if got := destFiles(t, remote); !slices.Equal(got, []string{archives[0], archives[0] + ".sha256", archives[0] + ".sig", "notes.txt"}) {
@@ -283,7 +278,7 @@ func TestSFTPCommands(t *testing.T) {
 	data, _ := os.ReadFile(p)
 	data[len(data)/2] ^= 0xff
 	e.writeFile(p, data, 0o600)
-	if code, out := main("verify"); code == ExitOK || !strings.Contains(out, "FAILED") {
+	if code, out := joined(e.verifyCmd(cfgPath, VerifyOptions{})); code == ExitOK || !strings.Contains(out, "FAILED") {
 		t.Fatalf("verify of a corrupted remote archive: exit %d\n%s", code, out)
 	}
 }
@@ -307,11 +302,7 @@ func TestRunSFTPOnly(t *testing.T) {
 			if got := archivesIn(t, remote, format); len(got) != 1 {
 				t.Fatalf("%s, readBack %v: server holds %v", format, readBack, destFiles(t, remote))
 			}
-			if code, out := func() (int, string) {
-				var stdout, stderr bytes.Buffer
-				code, _ := Command(t.Context(), []string{"verify", "--config", filepath.Join(e.root, "config.json")}, &stdout, &stderr)
-				return code, stdout.String() + stderr.String()
-			}(); code != ExitOK {
+			if code, out := joined(e.verifyCmd(filepath.Join(e.root, "config.json"), VerifyOptions{})); code != ExitOK {
 				t.Fatalf("%s, readBack %v: verify: exit %d\n%s", format, readBack, code, out)
 			}
 		}

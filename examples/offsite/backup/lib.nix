@@ -49,7 +49,7 @@ let
   # A stamp of these helpers (lib.nix, options.nix, cron.nix, core.nix as
   # rendered): core.nix asserts that every module in an evaluation was
   # generated for the helpers it gets.
-  version = "2b62b3cf51144f70";
+  version = "5cf450160aa9cdfe";
 
   # The built-in defaults, rendered from backupgen's Go definition
   # (generator.Defaults); a hand-written backupConfig may leave any key out.
@@ -163,6 +163,14 @@ let
       else
         [ ]
     ) keepRules;
+  # config.CaptureFirstStaging: the capture is a local copy of the data,
+  # staged in a local destination, so captureFirst needs one in paths.
+  captureFirstProblems =
+    backup:
+    if backup.captureFirst == true && backup.paths != [ ] && localPaths backup.paths == [ ] then
+      [ "backup.captureFirst: no usable local destination to stage the capture in (the capture is a local copy of the data; every usable destination is remote): add a local directory to backup.paths or turn captureFirst off" ]
+    else
+      [ ];
 
   # The unit's sandbox (generator/hardening.go). `strict` is left out for
   # services with hooks: a container runtime run by a hook enters
@@ -529,6 +537,7 @@ let
           "dumpDirectory"
         ]
         ++ keepProblems backup
+        ++ captureFirstProblems backup
         ++ one "backup.minSizeRatio" (v: if (builtins.isFloat v || builtins.isInt v) && v >= 0 then null else "must be a non-negative number") backup.minSizeRatio
         ++ each "backup.encryption.recipients" recipientProblem backup.encryption.recipients
         ++ one "backup.encryption.recipientsFile" recipientsFileProblem backup.encryption.recipientsFile
@@ -856,6 +865,7 @@ let
       scheduleProblem
       recipientProblem
       keepProblems
+      captureFirstProblems
 
       secretFileProblem
       metricsDirectoryProblem

@@ -97,7 +97,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.vault" = "2b62b3cf51144f70"; }
+    { backupgen.helpers."modules.services.virtualization.vault" = "5cf450160aa9cdfe"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -99,7 +99,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."hosts.backups.overrides" = "2b62b3cf51144f70"; }
+    { backupgen.helpers."hosts.backups.overrides" = "5cf450160aa9cdfe"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

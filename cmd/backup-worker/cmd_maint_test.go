@@ -98,6 +98,8 @@ func TestRestoreUsage(t *testing.T) {
 		{[]string{"restore", "--archive", "a.tar.zst", "extra"}, "--archive NAME|PATH is required (and no other arguments)"},
 		{[]string{"restore", "--archive", "app-20200101T000000Z.tar.zst.age", "--target", "t"}, `"app-20200101T000000Z.tar.zst.age" is encrypted: give --identity FILE`},
 		{[]string{"restore", "--archive", "app-20200101T000000Z.tar.zst"}, "restoring in place stops app.service, moves " + data + " aside to <path>.pre-restore-<timestamp>"},
+		{[]string{"restore", "--archive", "app-20200101T000000Z.tar.zst", "--path", data + "/file.txt", "--yes"}, "--path restores into --target DIR only"},
+		{[]string{"restore", "--archive", "app-20200101T000000Z.tar.zst", "--path", "/etc/shadow", "--target", "t"}, `--path "/etc/shadow": not inside a data path of app`},
 		{[]string{"verify", "nothing.rar"}, "nothing.rar: unknown archive extension"},
 	} {
 		code, _, stderr := e.worker(append(tc.args, "--config", e.config)...)

@@ -31,8 +31,9 @@ func (c *cli) restore(ctx context.Context, args []string) int {
 	fs.BoolVar(&f.opts.AllowSpecial, "allow-special", false, "also restore setuid/setgid bits, device nodes, fifos and extended attributes outside user.* "+
 		"(e.g. security.capability); without it they are skipped with a warning. Only for archives nobody else could have written: "+
 		"the service's user can write its destinations")
+	fs.StringArrayVar(&f.opts.Paths, "path", nil, "with --target, restore only this file or directory (as it was on this host, inside a data path); repeatable. The whole archive is still verified")
 	fs.StringVar(&f.identity, "identity", "", "age identity `FILE` (age-keygen output, or an unencrypted ssh-ed25519/ssh-rsa private key); required for an encrypted (.age) archive")
-	if done, code := c.parse(fs, "restore --config FILE --archive NAME|PATH [--destination DEST] [--target DIR] [--yes] [--allow-special] [--trust-unsigned] [--identity FILE]", args, &common); done {
+	if done, code := c.parse(fs, "restore --config FILE --archive NAME|PATH [--destination DEST] [--target DIR [--path PATH]...] [--yes] [--allow-special] [--trust-unsigned] [--identity FILE]", args, &common); done {
 		return code
 	}
 	if code, ok := c.restoreArgs(fs, &f); !ok {
@@ -40,6 +41,10 @@ func (c *cli) restore(ctx context.Context, args []string) int {
 	}
 	cfg, ok := c.loadConfig(common.config)
 	if !ok {
+		return worker.ExitUsage
+	}
+	if err := worker.CheckRestorePaths(cfg, f.opts); err != nil {
+		fmt.Fprintf(c.stderr, "backup-worker restore: %v\n", err)
 		return worker.ExitUsage
 	}
 	if f.opts.Target == "" && !f.yes {

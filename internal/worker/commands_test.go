@@ -194,6 +194,58 @@ func TestRestore(t *testing.T) {
 		}
 	})
 
+	// restore --target DIR --path P: only P comes back, the whole archive
+	// is still verified, and a P the archive does not hold fails with the
+	// target left as it was.
+	t.Run("one path to target", func(t *testing.T) {
+		file := filepath.Join(e.dataPaths[0], "db.sqlite")
+		target := filepath.Join(e.root, "restored-one")
+		code, stdout, stderr := e.restoreStrict(cfgPath, RestoreOptions{Archive: archivePath, Target: target, Paths: []string{file}})
+		if code != ExitOK {
+			t.Fatalf("exit %d\n%s", code, stderr)
+		}
+		got := filepath.Join(target, archive.EntryName(file))
+		if want := file + " -> " + got; !strings.Contains(stdout, want) {
+			t.Errorf("stdout %q lacks %q", stdout, want)
+		}
+		if a, b := mustReadFile(t, filepath.Join(pristine, archive.EntryName(file))), mustReadFile(t, got); !bytes.Equal(a, b) {
+			t.Errorf("restored %s differs from the data", got)
+		}
+		var found []string
+		filepath.WalkDir(target, func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				found = append(found, p)
+			}
+			return err
+		})
+		if len(found) != 1 {
+			t.Errorf("restored more than the one path: %v", found)
+		}
+
+		missing := filepath.Join(e.dataPaths[0], "never-there.txt")
+		target2 := filepath.Join(e.root, "restored-missing")
+		code, _, stderr = e.restoreStrict(cfgPath, RestoreOptions{Archive: archivePath, Target: target2, Paths: []string{file, missing}})
+		if code != ExitFailed || !strings.Contains(stderr, missing) {
+			t.Errorf("a path the archive lacks: exit %d, want 1 naming %s\n%s", code, missing, stderr)
+		}
+		if _, err := os.Lstat(target2); !os.IsNotExist(err) {
+			t.Errorf("the failed restore left its target: %v", err)
+		}
+
+		for _, bad := range []RestoreOptions{
+			{Archive: archivePath, Target: filepath.Join(e.root, "r3"), Paths: []string{"/etc/shadow"}},
+			{Archive: archivePath, Target: filepath.Join(e.root, "r3"), Paths: []string{e.dataPaths[0] + "/../x"}},
+			{Archive: archivePath, Paths: []string{file}}, // in place: whole data paths only
+		} {
+			if code, _, stderr := e.restoreStrict(cfgPath, bad); code != ExitFailed || !strings.Contains(stderr, "--path") {
+				t.Errorf("%+v: exit %d\n%s", bad.Paths, code, stderr)
+			}
+		}
+		if _, err := os.Lstat(filepath.Join(e.root, "r3")); !os.IsNotExist(err) {
+			t.Errorf("a refused --path made its target: %v", err)
+		}
+	})
+
 	t.Run("in place", func(t *testing.T) {
 		os.Truncate(filepath.Join(e.dataPaths[0], "db.sqlite"), 10)
 		e.writeFile(filepath.Join(e.dataPaths[0], "new-since-backup.txt"), []byte("new"), 0o644)
@@ -277,4 +329,13 @@ func TestCheckConfigAndHelp(t *testing.T) {
 	}
 	// Every command's --help, --version, run without --config:
 	// cmd/backup-worker's TestHelpAndVersion.
+}
+
+func mustReadFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -36,6 +36,11 @@ type RestoreOptions struct {
 	AllowSpecial  bool
 	// Identities decrypt an encrypted (.age) archive.
 	Identities []ageenc.Identity
+	// Paths, with Target, restores only these files or directories (each
+	// a data path or below one; CheckRestorePaths) instead of every data
+	// path: the one file a user lost need not cost a full copy of the
+	// rest. The whole archive is still read and verified.
+	Paths []string
 }
 
 // RestoreResult is what a restore put where (WriteText prints it as the
@@ -89,7 +94,12 @@ func (r RestoreResult) WriteText(w io.Writer) {
 // result says what was restored, in part when some of it failed.
 func Restore(ctx context.Context, cfg *config.Config, systemd Systemd, log *slog.Logger, opts RestoreOptions) (RestoreResult, error) {
 	rs := &restorer{cfg: cfg, log: log.With(keyService, cfg.Name), systemd: systemd, now: time.Now,
-		allowSpecial: opts.AllowSpecial, trustUnsigned: opts.TrustUnsigned, ids: opts.Identities, dest: opts.Destination}
+		allowSpecial: opts.AllowSpecial, trustUnsigned: opts.TrustUnsigned, ids: opts.Identities, dest: opts.Destination,
+		paths: opts.Paths}
+	if err := CheckRestorePaths(cfg, opts); err != nil {
+		rs.log.Error("restore refused", "error", err)
+		return RestoreResult{Target: opts.Target}, err
+	}
 	if opts.Target != "" {
 		return rs.toTarget(ctx, opts.Archive, opts.Target)
 	}
@@ -111,6 +121,8 @@ type restorer struct {
 	ids []ageenc.Identity
 	// dest is --destination: where the archive name is looked up.
 	dest string
+	// paths is --path: restore only these (toTarget only).
+	paths []string
 }
 
 // check opens the archive, locks the service and decides whether the
@@ -145,7 +157,7 @@ func (rs *restorer) check(ctx context.Context, arg string) (src *restoreSource, 
 // group, never root.
 func (rs *restorer) extractOptions() (archive.ExtractOptions, error) {
 	opts := archive.ExtractOptions{
-		Prefixes:     rs.cfg.DataPaths,
+		Prefixes:     rs.restoredPaths(),
 		SameOwner:    os.Geteuid() == 0,
 		AllowSpecial: rs.allowSpecial,
 		Logger:       rs.log,
@@ -220,6 +232,9 @@ func (rs *restorer) toTargetChecked(ctx context.Context, arg, dir string) (Resto
 	rs.log.Info("extracting and verifying", keyArchive, src.label, "target", dir)
 	stats, err := rs.extract(ctx, src, s.dir, opts)
 	if err == nil {
+		err = rs.checkPathsRestored(s.dir, src.label)
+	}
+	if err == nil {
 		err = s.moveContentTo(dir)
 	}
 	if err != nil {
@@ -227,7 +242,7 @@ func (rs *restorer) toTargetChecked(ctx context.Context, arg, dir string) (Resto
 		return res, err
 	}
 	rs.log.Info("restored", keyArchive, src.label, "target", dir, "files", stats.Files, keyBytes, stats.BytesRead)
-	for _, p := range rs.cfg.DataPaths {
+	for _, p := range rs.restoredPaths() {
 		res.Restored = append(res.Restored, RestoredPath{DataPath: p, To: filepath.Join(dir, archive.EntryName(p))})
 	}
 	res.Complete = true

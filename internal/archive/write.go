@@ -306,7 +306,7 @@ type walker struct {
 	links  map[[2]uint64]string
 	out    *sysInfo
 	prog   *Progress
-	base   string // entry name of the data path being walked
+	base   string       // entry name of the data path being walked
 	man    ManifestSink // nil: no manifest (manifest.go)
 	sum    *fileSum     // the content hash of the file being copied, for man
 }

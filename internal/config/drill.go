@@ -17,6 +17,9 @@ type Drill struct {
 	// ScratchDirectory is where a drill makes its private restore
 	// directory (removed afterwards); never a data path or a destination.
 	ScratchDirectory string `json:"scratchDirectory,omitempty"`
+	// ManifestDirectory is where the backup runs keep the manifests a
+	// drill compares with (default DefaultManifestDirectory/NAME).
+	ManifestDirectory string `json:"manifestDirectory,omitempty"`
 	// IdentityFile is an age identity for encrypted archives, passed
 	// with LoadCredential=drill-identity. Without it an encrypted
 	// archive's drill checks only its checksum and signature.
@@ -40,11 +43,14 @@ func (d Drill) ScratchDirectoryOrDefault() string {
 	return d.ScratchDirectory
 }
 
-// ManifestDirectory is where the backup runs of service name keep the
-// manifests a drill compares with: root-only, on the host (never beside
-// the archives, where the service user or the bucket's other users could
-// rewrite them and where they would show file names in clear).
-func ManifestDirectory(name string) string {
+// ManifestDirectoryOrDefault is where the backup runs of service name
+// keep the manifests a drill compares with: root-only, on the host (never
+// beside the archives, where the service user or the bucket's other users
+// could rewrite them and where they would show file names in clear).
+func (d Drill) ManifestDirectoryOrDefault(name string) string {
+	if d.ManifestDirectory != "" {
+		return d.ManifestDirectory
+	}
 	return filepath.Join(DefaultManifestDirectory, name)
 }
 
@@ -59,6 +65,8 @@ func (v *validator) drill(c *Config) {
 	v.errs = appendCalendarErrors(v.errs, "backup.drill.onCalendar", d.OnCalendar)
 	v.privatePath("backup.drill.scratchDirectory", d.ScratchDirectoryOrDefault(), c.Backup.Paths, c.DataPaths,
 		"a drill restores into it and removes what it restored; it must never be live data or an archive")
+	v.privatePath("backup.drill.manifestDirectory", d.ManifestDirectoryOrDefault(c.Name), c.Backup.Paths, c.DataPaths,
+		"the service's user could rewrite the manifests a drill trusts")
 	if d.IdentityFile != "" {
 		if why := SecretFileProblem(d.IdentityFile, "the identity decrypts every archive"); why != "" {
 			v.add("backup.drill.identityFile", "%q: %s", d.IdentityFile, why)

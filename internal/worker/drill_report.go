@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -155,4 +156,38 @@ func writeDrillMetrics(path string, res *DrillResult) error {
 		fmt.Fprintf(&b, "backupgen_drill_destination_success{%s,destination=\"%s\",result=\"%s\"} %d\n", svc, escapeLabel(r.Destination), r.Result, v)
 	}
 	return writeFileAtomic(path, b.Bytes(), 0o644, owner{uid: -1, gid: -1})
+}
+
+// readLastDrill adds the latest drill to the status, when drills are on.
+func (st *Status) readLastDrill(cfg *config.Config) {
+	if cfg.Backup.Drill == nil {
+		return
+	}
+	rec, err := readLastDrill(cfg.Backup.StateDirectory)
+	switch {
+	case err != nil:
+		st.LastDrillError = err.Error()
+	case rec == nil:
+		st.LastDrillError = fmt.Sprintf("no drill recorded in %s (none yet, or none since the last boot if it is under /run)", cfg.Backup.StateDirectory)
+	default:
+		st.LastDrill = rec
+	}
+}
+
+// writeDrill writes the latest drill's lines of `status`.
+func (st Status) writeDrill(w io.Writer, now time.Time) {
+	r := st.LastDrill
+	switch {
+	case r != nil:
+		fmt.Fprintf(w, "  last drill %s at %s (%s ago)\n", r.Result, r.Finished.Local().Format("2006-01-02 15:04:05 MST"), age(now, r.Finished))
+		for _, d := range r.Destinations {
+			line := d.Result
+			if d.Error != "" {
+				line += ": " + d.Error
+			}
+			fmt.Fprintf(w, "    %s: %s\n", d.Destination, line)
+		}
+	case st.LastDrillError != "":
+		fmt.Fprintf(w, "  last drill %s\n", st.LastDrillError)
+	}
 }

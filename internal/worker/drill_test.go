@@ -104,6 +104,11 @@ func TestDrillAfterBackup(t *testing.T) {
 				t.Errorf("the drill called systemctl: %q", after[len(before):])
 			}
 			e.assertScratchEmpty()
+			var status bytes.Buffer
+			ReadStatus(context.Background(), cfg, e.seams.systemd, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now()).WriteText(&status, time.Now())
+			if !strings.Contains(status.String(), "  last drill ok at ") || !strings.Contains(status.String(), "    "+e.dests[1]+": ok\n") {
+				t.Errorf("status:\n%s", status.String())
+			}
 			rec := e.lastDrill()
 			if rec.Result != DrillOK || len(rec.Destinations) != 2 || rec.Destinations[0].Entries < 8 {
 				t.Errorf("last-drill.json: %+v", rec)

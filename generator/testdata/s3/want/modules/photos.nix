@@ -11,6 +11,8 @@
   mkBackupTimer,
   mkBackupDirectories,
   mkBackupCommand,
+  mkBackupDrillService,
+  mkBackupDrillTimer,
   ...
 }:
 let
@@ -92,12 +94,17 @@ in
           pingUrlFile = null;
         };
         healthCheck = null;
+        drill = {
+          schedule = null;
+          scratchDirectory = "/var/lib/backup-worker/drill";
+          identityFile = null;
+        };
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."services.offsite.photos" = "2b62b3cf51144f70"; }
+    { backupgen.helpers."services.offsite.photos" = "4028cc85f2f147dd"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {
@@ -124,6 +131,16 @@ in
             backupConfig = cfg.backup;
           };
         }
+        (lib.mkIf (cfg.backup.drill.schedule != null) {
+          # Restore drills: photos-backup-drill.service never stops the
+          # application; it waits for a backup in progress.
+          systemd.services.photos-backup-drill = mkBackupDrillService serviceArgs;
+          systemd.timers.photos-backup-drill = mkBackupDrillTimer {
+            name = "photos";
+            description = "photos";
+            backupConfig = cfg.backup;
+          };
+        })
       ]
     ))
   ];

@@ -52,7 +52,15 @@ type Drill struct {
 	// Destination limits the drill to one of the service's destinations.
 	Destination string
 	Now         func() time.Time
+	// LockWait bounds the wait for a backup in progress (default
+	// drillLockWait).
+	LockWait time.Duration
 }
+
+// drillLockWait: a drill that finds a backup (or a restore) of the
+// service running waits for it rather than failing; the unit's
+// TimeoutStartSec bounds it too.
+const drillLockWait = 2 * time.Hour
 
 // DrillResult is what a drill found (last-drill.json).
 type DrillResult struct {
@@ -100,8 +108,7 @@ func (d *Drill) Run(ctx context.Context) int {
 		dests = []string{d.Destination}
 	}
 	start := d.Now()
-	lock, err := acquireLock(ctx, lockFilePath(cfg.Backup.StateDirectory, cfg.Name), cfg.Name,
-		time.Duration(cfg.Backup.LockTimeoutSec)*time.Second)
+	lock, err := d.lock(ctx, log)
 	if err != nil {
 		log.Error("drill not started", "error", err)
 		if errors.Is(err, ErrLockHeld) {
@@ -122,6 +129,23 @@ func (d *Drill) Run(ctx context.Context) int {
 	res.Result, res.ExitCode = drillOutcome(ctx, res.Destinations)
 	d.report(ctx, log, res)
 	return res.ExitCode
+}
+
+// lock takes the service's lock, waiting up to LockWait for a backup in
+// progress (and saying so).
+func (d *Drill) lock(ctx context.Context, log *slog.Logger) (*serviceLock, error) {
+	cfg := d.Config
+	path := lockFilePath(cfg.Backup.StateDirectory, cfg.Name)
+	lock, err := acquireLock(ctx, path, cfg.Name, time.Duration(cfg.Backup.LockTimeoutSec)*time.Second)
+	if !errors.Is(err, ErrLockHeld) {
+		return lock, err
+	}
+	wait := d.LockWait
+	if wait == 0 {
+		wait = drillLockWait
+	}
+	log.Info("a backup of the service is in progress; the drill waits for it", "max_wait", wait)
+	return acquireLock(ctx, path, cfg.Name, wait)
 }
 
 // drillIdentities reads backup.drill.identityFile ($CREDENTIALS_DIRECTORY/

@@ -316,11 +316,13 @@ func TestDrillEncrypted(t *testing.T) {
 }
 
 // A drill takes the service's lock: while a backup holds it, the drill
-// waits, then gives up with exit 4, restoring nothing.
+// waits for it and then runs; if it is held beyond LockWait, the drill
+// gives up with exit 4, restoring nothing.
 func TestDrillWaitsForTheLock(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t)
 	cfg := e.config(nil, e.withDrill(nil))
+	cfg.Backup.LockTimeoutSec = 0
 	if code := e.run(cfg); code != ExitOK {
 		t.Fatalf("backup: exit %d", code)
 	}
@@ -328,8 +330,29 @@ func TestDrillWaitsForTheLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	released := make(chan struct{})
+	go func() {
+		// Released once the drill says it waits.
+		for !strings.Contains(e.logBuf.String(), "the drill waits for it") {
+			time.Sleep(10 * time.Millisecond)
+		}
+		lock.Release()
+		close(released)
+	}()
+	if code, _ := e.drill(cfg, ""); code != ExitOK {
+		t.Fatalf("drill after the backup ended: exit %d", code)
+	}
+	<-released
+	lock, err = acquireLock(context.Background(), lockFilePath(e.stateDir, "app"), "app", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer lock.Release()
-	if code, _ := e.drill(cfg, ""); code != ExitLockHeld {
+	os.Remove(filepath.Join(e.stateDir, lastDrillFile))
+	var out bytes.Buffer
+	d := &Drill{Config: cfg, Out: &out, LockWait: 50 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(e.logBuf, nil))}
+	if code := d.Run(context.Background()); code != ExitLockHeld {
 		t.Fatalf("drill: exit %d, want 4", code)
 	}
 	if _, err := os.Stat(filepath.Join(e.root, "scratch")); err == nil {

@@ -30,6 +30,7 @@ func TestDrillRules(t *testing.T) {
 		`{"identityFile":"/nix/store/abc-key"}`:      `backup.drill.identityFile "/nix/store/abc-key": the identity decrypts every archive, and the Nix store`,
 		`{"identityFile":"/run/secrets/my key"}`:     `must not hold spaces`,
 		`{"scratchDirectory":"/var/tmp","colour":1}`: "colour: unknown key",
+		`{"manifestDirectory":"/backup/manifests"}`:  `backup.drill.manifestDirectory "/backup/manifests": overlaps destination "/backup": the service's user could rewrite the manifests`,
 	}
 	for in, want := range bad {
 		_, err := Decode(strings.NewReader(strings.Replace(base, "%s", in, 1)))

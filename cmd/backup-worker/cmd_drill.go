@@ -26,8 +26,8 @@ func (c *cli) drill(ctx context.Context, args []string) int {
 	if !ok {
 		return worker.ExitUsage
 	}
-	if cfg.Backup.Drill == nil {
-		fmt.Fprintf(c.stderr, "backup-worker drill: %s has no backup.drill: its backups write no manifest to compare with\n", cfg.Name)
+	if err := worker.CheckDrill(cfg, *dest); err != nil {
+		fmt.Fprintf(c.stderr, "backup-worker drill: %v\n", err)
 		return worker.ExitUsage
 	}
 	d := &worker.Drill{Config: cfg, Log: c.log, Out: c.stdout, Destination: *dest}

@@ -53,7 +53,7 @@ func TestBackupWorkerDrill(t *testing.T) {
 	if code, stdout, _ := e.worker("status", "--config", e.config); code != 0 || !strings.Contains(stdout, "last drill ok at ") {
 		t.Errorf("status: exit %d\n%s", code, stdout)
 	}
-	if code, _, stderr := e.worker("drill", "--config", e.config, "--destination", "/elsewhere"); code != 2 {
+	if code, _, stderr := e.worker("drill", "--config", e.config, "--destination", "/elsewhere"); code != 2 || !strings.Contains(stderr, "--destination /elsewhere is not one of the service's destinations") {
 		t.Errorf("drill --destination not of the service: exit %d\n%s", code, stderr)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	ageenc "filippo.io/age"
@@ -99,12 +100,12 @@ func (d *Drill) Run(ctx context.Context) int {
 	}
 	cfg := d.Config
 	log := d.Log.With(keyService, cfg.Name)
+	if err := d.check(); err != nil {
+		log.Error("drill not started", "error", err)
+		return ExitUsage
+	}
 	dests := cfg.Backup.Paths
 	if d.Destination != "" {
-		if !configuredDest(cfg, d.Destination) {
-			fmt.Fprintf(d.Out, "drill %s: --destination %s is not one of the service's destinations\n", cfg.Name, d.Destination)
-			return ExitUsage
-		}
 		dests = []string{d.Destination}
 	}
 	start := d.Now()
@@ -129,6 +130,24 @@ func (d *Drill) Run(ctx context.Context) int {
 	res.Result, res.ExitCode = drillOutcome(ctx, res.Destinations)
 	d.report(ctx, log, res)
 	return res.ExitCode
+}
+
+// check: drills are on (the runs write manifests) and Destination, if
+// set, is one of the service's.
+func (d *Drill) check() error {
+	cfg := d.Config
+	if cfg.Backup.Drill == nil {
+		return fmt.Errorf("%s has no backup.drill: its backups write no manifest to compare with", cfg.Name)
+	}
+	if d.Destination != "" && !configuredDest(cfg, d.Destination) {
+		return fmt.Errorf("--destination %s is not one of the service's destinations (%s)", d.Destination, strings.Join(cfg.Backup.Paths, ", "))
+	}
+	return nil
+}
+
+// CheckDrill is what the drill command refuses before it starts (exit 2).
+func CheckDrill(cfg *config.Config, dest string) error {
+	return (&Drill{Config: cfg, Destination: dest}).check()
 }
 
 // lock takes the service's lock, waiting up to LockWait for a backup in

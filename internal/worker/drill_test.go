@@ -387,3 +387,25 @@ func TestDrillManifestsBounded(t *testing.T) {
 		t.Errorf("the newest archive's manifest is missing: %v", err)
 	}
 }
+
+// The reflink capture (captureFirst on XFS: the archive is written from
+// the clone with WriteTree) writes the manifest too, under the data
+// paths' names, and the drill passes.
+func TestDrillAfterReflinkCapture(t *testing.T) {
+	t.Parallel()
+	e, _ := reflinkEnv(t)
+	e.setUnit("app.service", "active")
+	cfg := e.config([]string{"app.service"}, func(m map[string]any) {
+		captureFirst("tar.gz")(m)
+		e.withDrill(nil)(m)
+	})
+	if code := e.run(cfg); code != ExitOK {
+		t.Fatalf("backup: exit %d", code)
+	}
+	if method, _ := capturedWith(t, e.logBuf.String()); method != "reflink" {
+		t.Fatalf("captured with %s, want reflink", method)
+	}
+	if code, out := e.drill(cfg, ""); code != ExitOK || strings.Count(out, ": ok: app-") != 2 {
+		t.Fatalf("drill: exit %d\n%s", code, out)
+	}
+}

@@ -95,6 +95,10 @@ func (r *Runner) Run(ctx context.Context) int {
 		return code
 	}
 	defer release()
+	// Until the report is out: a run killed before it is reported by
+	// Recover (killed.go).
+	rn.markRunning()
+	defer rn.clearRunning()
 	// The start ping goes out before anything is stopped (bounded).
 	rn.notifier = rn.loadNotifier()
 	rn.notifier.Start(ctx)

@@ -223,7 +223,7 @@ func (d *Drill) one(ctx context.Context, log *slog.Logger, dest string, ids []ag
 		return fail(err)
 	}
 	r.Archive = name
-	rs := &restorer{cfg: d.Config, log: log, out: io.Discard, now: d.Now, ids: ids, dest: dest}
+	rs := &restorer{cfg: d.Config, log: log, now: d.Now, ids: ids, dest: dest}
 	src, err := rs.openSource(ctx, name)
 	if err != nil {
 		return fail(err)

@@ -111,6 +111,10 @@ func (w *commandWorld) writeConfig() {
 	b["optionalPaths"] = []string{usb}
 	b["stateDirectory"] = filepath.Join(w.root, "state", "myapp")
 	b["signingKey"] = filepath.Join(w.root, "keys", "signing.key")
+	// The example turns drills on: their directories under the temp root.
+	drill := b["drill"].(map[string]any)
+	drill["scratchDirectory"] = filepath.Join(w.root, "drill")
+	drill["manifestDirectory"] = filepath.Join(w.root, "manifests")
 	out, _ := json.MarshalIndent(m, "", "  ")
 	if err := os.WriteFile(w.config, out, 0o600); err != nil {
 		w.t.Fatal(err)
@@ -207,6 +211,15 @@ func TestCommandOperatorsDay(t *testing.T) {
 	if len(restored) != 2 {
 		t.Errorf("restored files %v, want the two data paths' file.txt", restored)
 	}
+	// 5. drill: the newest archive restored aside and compared with the
+	// manifest the run wrote; the application is not touched.
+	before := w.log("calls.log")
+	if code, out, _ = w.run("drill"); code != 0 || !strings.Contains(out, w.dest+": ok: "+filepath.Base(archives[0])) || !strings.Contains(out, "mnt/myapp: skipped") {
+		t.Errorf("drill: exit %d", code)
+	}
+	if w.log("calls.log") != before {
+		t.Error("the drill called systemctl")
+	}
 	if code, out, _ = w.run("run", "--dry-run"); code != 0 || !strings.Contains(out, "dry run of myapp") {
 		t.Errorf("run --dry-run: exit %d", code)
 	}
@@ -246,7 +259,7 @@ func TestCommandNeedsRoot(t *testing.T) {
 	os.Chmod(w.root, 0o755)
 	os.Chmod(w.cmd, 0o755)
 	nobody := []string{setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"}
-	for _, args := range [][]string{{}, {"status"}, {"list"}, {"run"}, {"prune", "--dry-run"}, {"restore", "--archive", "x"}} {
+	for _, args := range [][]string{{}, {"status"}, {"list"}, {"run"}, {"prune", "--dry-run"}, {"restore", "--archive", "x"}, {"drill"}} {
 		verb := "status"
 		if len(args) > 0 {
 			verb = args[0]

@@ -118,6 +118,18 @@ type BackupModel struct {
 	NotifyURLsFile, NotifyPingURLFile string
 	// HealthCheck is backup.healthCheck (nil: none).
 	HealthCheck *config.HealthCheck
+	// Drill is backup.drill: DrillSchedule "" means no drills.
+	DrillSchedule, DrillScratchDirectory, DrillIdentityFile string
+	// DrillOnCalendar is DrillSchedule converted (buildModel).
+	DrillOnCalendar []string
+}
+
+// Drill is the worker config's backup.drill (nil: no drills).
+func (b BackupModel) Drill() *config.Drill {
+	if b.DrillSchedule == "" {
+		return nil
+	}
+	return &config.Drill{OnCalendar: b.DrillOnCalendar, ScratchDirectory: b.DrillScratchDirectory, IdentityFile: b.DrillIdentityFile}
 }
 
 // Notify is the worker config's backup.notify (nil: none).
@@ -264,6 +276,19 @@ func (s ServiceModel) Credentials() []Credential {
 	return out
 }
 
+// DrillCredentials are the drill unit's: the backup's, and the identity
+// that decrypts (only the drill unit gets it).
+func (s ServiceModel) DrillCredentials() []Credential {
+	out := s.Credentials()
+	if p := s.Backup.DrillIdentityFile; p != "" {
+		out = append(out, Credential{config.DrillIdentityCredential, p})
+	}
+	return out
+}
+
+// DrillUnitBase is the base name of the drill's service and timer.
+func (s ServiceModel) DrillUnitBase() string { return s.UnitBase() + "-drill" }
+
 // hasKind reports whether a destination is of kind (config.Destination).
 func (s ServiceModel) hasKind(kind string) bool {
 	for _, p := range s.Backup.Paths {
@@ -346,6 +371,7 @@ func (s ServiceModel) WorkerConfig() config.Config {
 			PrometheusTextfile: s.PrometheusTextfile(),
 
 			HealthCheck: s.Backup.HealthCheck,
+			Drill:       s.Backup.Drill(),
 		},
 	}
 }
@@ -380,6 +406,11 @@ func buildModel(spec *Spec, opts Options) (*Model, error) {
 			return nil, fmt.Errorf("service %s: %w", s.Name, err)
 		}
 		s.OnCalendar = cal
+		if s.Backup.DrillSchedule != "" {
+			if s.Backup.DrillOnCalendar, err = schedule.ToOnCalendar(s.Backup.DrillSchedule); err != nil {
+				return nil, fmt.Errorf("service %s: drill: %w", s.Name, err)
+			}
+		}
 		s.MetricsDirectory = spec.Metrics.TextfileDirectory
 		m.Services = append(m.Services, s)
 	}
@@ -441,6 +472,10 @@ func resolveService(d ServiceSettings, svc Service) ServiceModel {
 			},
 			NotifyURLsFile:    pick(b.Notify.URLsFile, db.Notify.URLsFile, ""),
 			NotifyPingURLFile: pick(b.Notify.PingURLFile, db.Notify.PingURLFile, ""),
+
+			DrillSchedule:         pick(b.Drill.Schedule, db.Drill.Schedule, ""),
+			DrillScratchDirectory: pick(b.Drill.ScratchDirectory, db.Drill.ScratchDirectory, config.DefaultDrillScratchDirectory),
+			DrillIdentityFile:     pick(b.Drill.IdentityFile, db.Drill.IdentityFile, ""),
 		},
 	}
 	s.Backup.HealthCheck = resolveHealthCheck(b.HealthCheck, db.HealthCheck)

@@ -253,6 +253,17 @@ func TestNixOSExample(t *testing.T) {
 			}
 		}
 	}
+	// The example's restore drills: a unit per service that runs the
+	// drill with the backup's config, at idle priority, and its timer.
+	for _, name := range []string{"immich", "myapp", "vaultwarden"} {
+		drill := r.unit(name + "-backup-drill.service")
+		if !strings.Contains(drill, " drill --config /nix/store/") || !strings.Contains(drill, "IOSchedulingClass=idle") {
+			t.Errorf("%s-backup-drill.service:\n%s", name, drill)
+		}
+		if cal, _ := r.get("systemd", "timers", name+"-backup-drill", "timerConfig", "OnCalendar").([]any); len(cal) != 1 || cal[0] != "Sun *-*-* 05:30:00" {
+			t.Errorf("%s-backup-drill.timer OnCalendar %v", name, cal)
+		}
+	}
 	cfg, err := config.Load(r.workerConfigFile(t, "myapp-backup.service"))
 	if err != nil {
 		t.Fatal(err)
@@ -401,6 +412,7 @@ func TestNixOSModulesAgreeWithGo(t *testing.T) {
 				if diff := cmp.Diff(s.OnCalendar, cal); diff != "" {
 					t.Errorf("%s: OnCalendar from Nix differs from Go (-go +nix):\n%s", s.Name, diff)
 				}
+				drillUnitsAgree(t, r, outDir, s)
 			}
 			if m.MetricsDirectory != "" {
 				goRules = append(goRules, ruleLines(t, filepath.Join(outDir, "etc/tmpfiles.d/backupgen-metrics.conf"))...)
@@ -475,6 +487,17 @@ func TestNixOSPlaceholdersAndTemplates(t *testing.T) {
 		my+`.backup.paths = [ "/srv/backups/{name}" ]; `+my+`.backup.optionalPaths = [ ]; `+my+`.backup.onFailure = [ "notify-email@%n.service" ];`))
 	if r.rc != 0 {
 		t.Fatalf("exit %d\n%s", r.rc, r.stderr)
+	}
+	// The example's restore drills: a unit per service that runs the
+	// drill with the backup's config, at idle priority, and its timer.
+	for _, name := range []string{"immich", "myapp", "vaultwarden"} {
+		drill := r.unit(name + "-backup-drill.service")
+		if !strings.Contains(drill, " drill --config /nix/store/") || !strings.Contains(drill, "IOSchedulingClass=idle") {
+			t.Errorf("%s-backup-drill.service:\n%s", name, drill)
+		}
+		if cal, _ := r.get("systemd", "timers", name+"-backup-drill", "timerConfig", "OnCalendar").([]any); len(cal) != 1 || cal[0] != "Sun *-*-* 05:30:00" {
+			t.Errorf("%s-backup-drill.timer OnCalendar %v", name, cal)
+		}
 	}
 	cfg, err := config.Load(r.workerConfigFile(t, "myapp-backup.service"))
 	if err != nil {
@@ -705,6 +728,9 @@ func runRecipeHook(t *testing.T, cfg *config.Config) {
 		cfg.Backup.OptionalPaths[i] = under(p)
 	}
 	cfg.Backup.StateDirectory = under(cfg.Backup.StateDirectory)
+	if d := cfg.Backup.Drill; d != nil {
+		d.ScratchDirectory, d.ManifestDirectory = under("/drill"), under("/manifests")
+	}
 	cfg.ServiceName = nil
 	cfg.Backup.Format = "tar.gz"
 	js, err := cfg.Marshal()
@@ -1093,6 +1119,35 @@ func TestNixOSCalendarRules(t *testing.T) {
 	r = nixosEval(t, exampleDefault(t), exampleHost(t, my+`.backup.keepMonthly = 2;`))
 	if r.rc == 0 || !strings.Contains(r.stderr, "backup.keepMonthly 2 keeps archives up to 62 days old, but maxRetentionDays = 30") {
 		t.Errorf("keepMonthly beyond maxRetentionDays: exit %d\n%s", r.rc, r.stderr)
+	}
+}
+
+// drillUnitsAgree: the NixOS drill service has the plain unit's settings
+// and its timer the same OnCalendar; without backup.drill neither exists.
+func drillUnitsAgree(t *testing.T, r evalResult, outDir string, s ServiceModel) {
+	t.Helper()
+	svc := s.DrillUnitBase() + ".service"
+	if !s.DrillOn() {
+		if r.unit(svc) != "" || r.unit(s.DrillUnitBase()+".timer") != "" {
+			t.Errorf("%s: no backup.drill, but drill units are emitted", s.Name)
+		}
+		return
+	}
+	plain, err := os.ReadFile(filepath.Join(outDir, "etc/systemd/system", svc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker := goldenOptions.WorkerPath
+	if diff := cmp.Diff(unitSettings(string(plain), worker), unitSettings(r.unit(svc), worker)); diff != "" {
+		t.Errorf("%s: the NixOS unit differs from the plain unit (-plain +nixos):\n%s", svc, diff)
+	}
+	timer, _ := r.get("systemd", "timers", s.DrillUnitBase(), "timerConfig", "OnCalendar").([]any)
+	var cal []string
+	for _, c := range timer {
+		cal = append(cal, c.(string))
+	}
+	if diff := cmp.Diff(s.Backup.DrillOnCalendar, cal); diff != "" {
+		t.Errorf("%s: drill OnCalendar from Nix differs from Go (-go +nix):\n%s", s.Name, diff)
 	}
 }
 

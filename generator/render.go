@@ -82,6 +82,7 @@ type libData struct {
 	BaseHardening   []Setting
 	StrictHardening []Setting
 	Runtimes        []Runtime
+	DrillPriority   []Setting
 }
 
 // helperFiles are the files shared by every generated folder; they do not
@@ -91,7 +92,7 @@ var helperFiles = []string{"lib.nix", "options.nix", "core.nix", "cron.nix", com
 // renderHelpers renders the shared helper files, stamped with version.
 func renderHelpers(version string) (map[string][]byte, error) {
 	out := map[string][]byte{}
-	data := libData{version, Defaults(), config.Formats, baseHardening, strictHardening, Runtimes}
+	data := libData{version, Defaults(), config.Formats, baseHardening, strictHardening, Runtimes, drillPriority}
 	for _, name := range []string{"lib.nix", "options.nix", "core.nix"} {
 		b, err := execute(name+".tmpl", data)
 		if err != nil {
@@ -170,6 +171,18 @@ func render(m *Model) ([]File, error) {
 				return nil, err
 			}
 			add(t.path, out)
+		}
+		if s.DrillOn() {
+			for _, t := range []struct{ tmpl, path string }{
+				{"drill-service.tmpl", "etc/systemd/system/" + s.DrillUnitBase() + ".service"},
+				{"drill-timer.tmpl", "etc/systemd/system/" + s.DrillUnitBase() + ".timer"},
+			} {
+				out, err := execute(t.tmpl, data)
+				if err != nil {
+					return nil, err
+				}
+				add(t.path, out)
+			}
 		}
 		cfg := s.WorkerConfig()
 		if err := cfg.Validate(); err != nil {

@@ -95,6 +95,16 @@ type BackupSettings struct {
 	// from [defaults.backup] as a whole table, never key by key (a url
 	// there and a tcp here would be two probes).
 	HealthCheck HealthCheckSettings `toml:"healthCheck"`
+	// Drill is backup.drill (config.Drill): restore drills on a timer of
+	// their own, on when a schedule is set.
+	Drill DrillSettings `toml:"drill"`
+}
+
+// DrillSettings mirror the module's backup.drill.* options.
+type DrillSettings struct {
+	Schedule         *string `toml:"schedule"`
+	ScratchDirectory *string `toml:"scratchDirectory"`
+	IdentityFile     *string `toml:"identityFile"`
 }
 
 // NotifySettings mirror the module's backup.notify.* options.
@@ -202,6 +212,10 @@ var keyDocs = map[string]keyDoc{
 	"tcp":         {"HOST:PORT", `"127.0.0.1:5432"`},
 	"command":     {"a list: an absolute program path and its arguments", `["/run/current-system/sw/bin/pg_isready", "-q"]`},
 	"timeoutSec":  {"a whole number of seconds", "60"},
+
+	"drill":            {"a table", `{ schedule = "0 5 * * 0" }`},
+	"scratchDirectory": {"an absolute path, never a data path or destination", `"/var/lib/backup-worker/drill"`},
+	"identityFile":     {"an absolute path to an age identity file, outside the Nix store", `"/run/secrets/backup-age-identity"`},
 }
 
 // multilineKeys hold shell scripts, where a newline or tab is legitimate;

@@ -131,6 +131,11 @@ func (v *validator) settings(key string, s ServiceSettings) {
 			v.errorf(bk+".schedule", "%v", err)
 		}
 	}
+	if b.Drill.Schedule != nil {
+		if _, err := schedule.ToOnCalendar(*b.Drill.Schedule); err != nil {
+			v.errorf(bk+".drill.schedule", "%v", err)
+		}
+	}
 	if b.RandomizedDelaySec != nil && *b.RandomizedDelaySec < 0 {
 		v.errorf(bk+".randomizedDelaySec", "%d is negative; use 0 (no delay) or a positive number", *b.RandomizedDelaySec)
 	}
@@ -220,6 +225,9 @@ func (v *validator) workerErrors(i int, err error, nameMissing bool) {
 func (v *validator) specKey(i int, key string) string {
 	if key == "backup.prometheusTextfile" {
 		return "metrics.textfileDirectory" // DIR/backup-NAME.prom
+	}
+	if strings.HasPrefix(key, "backup.drill.onCalendar") {
+		key = "backup.drill.schedule" // converted from it
 	}
 	own := fmt.Sprintf("services[%d].%s", i, key)
 	for _, k := range []string{own, "defaults." + key} {

@@ -30,6 +30,9 @@ Commands:
                                [--no-credentials: the config only, as in the Nix build sandbox]
   status --config FILE [--json]
                                last run, next run, archives per destination
+  drill --config FILE [--destination DEST]
+                               restore the newest archive of each destination into a scratch
+                               directory and compare it with the backup's manifest
 
 Global flags:
   -h, --help       show help (also: backup-worker COMMAND --help)
@@ -70,6 +73,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 		"prune":        c.prune,
 		"verify":       c.verify,
 		"restore":      c.restore,
+
+		"drill": c.drill,
 	}
 	if cmd, ok := cmds[args[0]]; ok {
 		return cmd(ctx, args[1:])

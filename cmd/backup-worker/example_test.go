@@ -35,6 +35,11 @@ func TestExampleBackup(t *testing.T) {
 	}
 	cfg.Backup.StateDirectory = under(cfg.Backup.StateDirectory)
 	cfg.Backup.SigningKey = under(cfg.Backup.SigningKeyOrDefault())
+	if cfg.Backup.Drill == nil {
+		t.Fatal("the example no longer turns drills on")
+	}
+	cfg.Backup.Drill.ScratchDirectory = under(cfg.Backup.Drill.ScratchDirectoryOrDefault())
+	cfg.Backup.Drill.ManifestDirectory = under(cfg.Backup.Drill.ManifestDirectoryOrDefault(cfg.Name))
 	// The example's myapp user does not exist on a test machine; the
 	// current ids also work unprivileged (the Nix build sandbox).
 	cfg.User, cfg.Group = strconv.Itoa(os.Getuid()), strconv.Itoa(os.Getgid())
@@ -90,6 +95,12 @@ func TestExampleBackup(t *testing.T) {
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("backup-worker run: %v\n%s", err, stderr.String())
+	}
+	// The example's drill: both copies restore identical to the manifest.
+	drill := exec.Command(bin, "drill", "--config", cfgFile)
+	drill.Env = cmd.Env
+	if out, err := drill.CombinedOutput(); err != nil || strings.Count(string(out), ": ok: myapp-") != 2 {
+		t.Errorf("backup-worker drill: %v\n%s", err, out)
 	}
 	calls, _ := os.ReadFile(filepath.Join(sysDir, "calls.log"))
 	if !strings.Contains(string(calls), "stop "+unit+"\nstart "+unit+"\n") {

@@ -39,7 +39,7 @@ func TestGenerateThenCheck(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("generate: exit %d: %s", code, stderr)
 	}
-	if !strings.Contains(stdout, "wrote 25 files") {
+	if !strings.Contains(stdout, "wrote 31 files") {
 		t.Errorf("stdout: %q", stdout)
 	}
 	// The per-service command is executable, the rest is not; a lost
@@ -192,7 +192,7 @@ func TestSpecArgument(t *testing.T) {
 	if code, stdout, stderr := run(t, "validate", exampleSpec); code != 0 || !strings.HasPrefix(stdout, exampleSpec+": ok (3 services)") {
 		t.Errorf("validate FILE: %d %q %q", code, stdout, stderr)
 	}
-	if code, stdout, stderr := run(t, "generate", exampleSpec, "--out", out); code != 0 || !strings.Contains(stdout, "wrote 25 files") {
+	if code, stdout, stderr := run(t, "generate", exampleSpec, "--out", out); code != 0 || !strings.Contains(stdout, "wrote 31 files") {
 		t.Errorf("generate FILE: %d %q %q", code, stdout, stderr)
 	}
 	if code, stdout, stderr := run(t, "check", "--out", out, exampleSpec); code != 0 || !strings.Contains(stdout, "up to date") {

@@ -69,6 +69,10 @@ type Options struct {
 	// reachable inside a data path (bind mount, symlinked parent) is not
 	// archived into itself. See DirIdentity.
 	SkipDirs []SkipDir
+	// Manifest, if set, receives every entry of the archive as Write,
+	// WriteTree or Convert write it (not Capture: its Convert does), with
+	// the SHA-256 of each regular file's content (manifest.go).
+	Manifest ManifestSink
 }
 
 // Progress counts the work done by a Write, Capture or Convert so far. The

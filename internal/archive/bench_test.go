@@ -65,3 +65,42 @@ func BenchmarkCaptureSmallFiles(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkWriteManifest is BenchmarkWrite of tar.gz and tar.zst with and
+// without the manifest (backup.drill): the cost of hashing every file's
+// content while it is archived.
+func BenchmarkWriteManifest(b *testing.B) {
+	dir, total := buildBenchTree(b)
+	for _, format := range []string{FormatTarGz, FormatTarZst} {
+		for _, man := range []bool{false, true} {
+			b.Run(format+map[bool]string{false: "/plain", true: "/manifest"}[man], func(b *testing.B) {
+				b.SetBytes(total)
+				for i := 0; i < b.N; i++ {
+					opts := Options{Format: format, Logger: quietLogger}
+					var mw *ManifestWriter
+					if man {
+						mw = NewManifestWriter(&countWriter{})
+						opts.Manifest = mw
+					}
+					if _, err := Write(context.Background(), &countWriter{}, []string{dir}, opts); err != nil {
+						b.Fatal(err)
+					}
+					if mw != nil {
+						mw.Close()
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkManifestSum is the per-byte cost the manifest adds: the
+// SHA-256 of file content as the writer copies it.
+func BenchmarkManifestSum(b *testing.B) {
+	buf := pseudoRandom(copyBufSize, 1)
+	b.SetBytes(int64(len(buf)))
+	f := newFileSum()
+	for i := 0; i < b.N; i++ {
+		f.Write(buf)
+	}
+}

@@ -73,9 +73,18 @@ func Convert(ctx context.Context, w io.Writer, r io.Reader, opts Options) (st St
 		if err != nil {
 			return st, convertErr(ctx, err)
 		}
-		n, err := io.CopyBuffer(onlyWriter{io.Discard}, onlyReader{tr}, buf)
+		var sink io.Writer = io.Discard
+		var sum *fileSum
+		if opts.Manifest != nil && h.Typeflag == tar.TypeReg {
+			sum = newFileSum()
+			sink = sum
+		}
+		n, err := io.CopyBuffer(onlyWriter{sink}, onlyReader{tr}, buf)
 		if err != nil {
 			return st, convertErr(ctx, err)
+		}
+		if opts.Manifest != nil {
+			noteHeader(opts.Manifest, h, sumOf(sum))
 		}
 		countEntry(&st, h, n, opts.Progress)
 	}
@@ -137,16 +146,27 @@ func convertZip(ctx context.Context, w io.Writer, flush func() error, r io.Reade
 			if cw, err = zs.add(e); err != nil {
 				break
 			}
+			var sum *fileSum
+			if opts.Manifest != nil {
+				sum = newFileSum()
+				cw = io.MultiWriter(cw, sum)
+			}
 			var n int64
 			n, err = copyCtx(ctx, cw, tr, buf, opts.Progress)
 			if err == nil {
 				err = zs.endFile(e, n)
+			}
+			if err == nil && opts.Manifest != nil {
+				noteHeader(opts.Manifest, h, sum.sum())
 			}
 		default:
 			err = fmt.Errorf("unexpected tar entry type %q in a capture (hard links are stored in full in a capture for zip)", h.Typeflag)
 		}
 		if err != nil {
 			return st, fmt.Errorf("archive: %s: %w", h.Name, convertErr(ctx, err))
+		}
+		if opts.Manifest != nil && h.Typeflag != tar.TypeReg {
+			noteHeader(opts.Manifest, h, nil)
 		}
 		countEntry(&st, h, h.Size, opts.Progress)
 	}

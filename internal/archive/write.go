@@ -174,6 +174,9 @@ func write(ctx context.Context, w io.Writer, dataPaths []Root, opts Options, cap
 
 	wk := &walker{ctx: ctx, s: s, st: &st, wn: wn, buf: make([]byte, copyBufSize),
 		users: map[int]string{}, groups: map[int]string{}, out: out, prog: opts.Progress}
+	if !capture {
+		wk.man = opts.Manifest // a capture's manifest comes from Convert
+	}
 	fw := &fsWalker{ctx: ctx, excl: excl, wn: wn, st: &st, verb: "archiving", skip: opts.SkipDirs, visit: wk.visit}
 	for i := range roots {
 		wk.links = map[[2]uint64]string{}
@@ -303,7 +306,9 @@ type walker struct {
 	links  map[[2]uint64]string
 	out    *sysInfo
 	prog   *Progress
-	base   string // entry name of the data path being walked
+	base   string       // entry name of the data path being walked
+	man    ManifestSink // nil: no manifest (manifest.go)
+	sum    *fileSum     // the content hash of the file being copied, for man
 }
 
 func (wk *walker) changed(p, msg string, args ...any) { noteChanged(wk.st, wk.wn, p, msg, args...) }
@@ -328,6 +333,7 @@ func (wk *walker) visit(n *walkNode) error {
 		if _, err := wk.s.add(e); err != nil {
 			return fmt.Errorf("archive: %s: %w", n.path, err)
 		}
+		wk.note(e, nil)
 		wk.st.Dirs++
 	case n.isRegular():
 		return wk.file(n, name)
@@ -345,6 +351,7 @@ func (wk *walker) visit(n *walkNode) error {
 		if _, err := wk.s.add(e); err != nil {
 			return fmt.Errorf("archive: %s: %w", n.path, err)
 		}
+		wk.note(e, nil)
 		wk.st.Symlinks++
 	default:
 		wk.st.Skipped++
@@ -413,6 +420,7 @@ func (wk *walker) file(n *walkNode, name string) error {
 			if _, err := wk.s.add(e); err != nil {
 				return fmt.Errorf("archive: %s: %w", n.path, err)
 			}
+			wk.note(e, nil)
 			wk.st.Hardlinks++
 			return nil
 		}
@@ -436,6 +444,8 @@ func (wk *walker) file(n *walkNode, name string) error {
 	if err != nil {
 		return fmt.Errorf("archive: %s: %w", n.path, err)
 	}
+	changed := wk.st.Changed
+	wk.startSum()
 	written, err := wk.copyFile(cw, fd, &st, e)
 	if err != nil {
 		return fmt.Errorf("archive: %s: %w", n.path, err)
@@ -449,6 +459,7 @@ func (wk *walker) file(n *walkNode, name string) error {
 	if err := wk.s.endFile(e, written); err != nil {
 		return fmt.Errorf("archive: %s: %w", n.path, err)
 	}
+	wk.endSum(e, written, wk.st.Changed != changed)
 	if track {
 		wk.links[linkKey] = name
 	}
@@ -474,6 +485,9 @@ func (wk *walker) copyFile(w io.Writer, fd int, st *syscall.Stat_t, e *entry) (i
 	}
 	var total int64
 	for _, x := range e.sparse {
+		if wk.sum != nil {
+			wk.sum.zeroTo(x.off)
+		}
 		n, err := wk.copy(w, io.NewSectionReader(fdReaderAt(fd), x.off, x.len), x.len)
 		total += n
 		if err != nil || n < x.len {
@@ -536,6 +550,9 @@ func (wk *walker) copy(w io.Writer, r io.Reader, size int64) (int64, error) {
 		if m > 0 {
 			if _, err := w.Write(chunk[:m]); err != nil {
 				return n, err
+			}
+			if wk.sum != nil {
+				wk.sum.Write(chunk[:m])
 			}
 			n += int64(m)
 			wk.prog.addBytes(int64(m))

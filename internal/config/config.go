@@ -145,6 +145,9 @@ type Backup struct {
 	// HealthCheck probes the application after its units are started
 	// again (healthcheck.go); nil: the units being active is enough.
 	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
+
+	// Drill turns on restore drills (drill.go); nil: none.
+	Drill *Drill `json:"drill,omitempty"`
 }
 
 // SFTP holds the settings of the sftp:// destinations. The files are
@@ -405,6 +408,7 @@ func (c *Config) Validate() error {
 	v.notify(b.Notify)
 
 	v.healthCheck(b.HealthCheck)
+	v.drill(c)
 	for i, pat := range b.Exclude {
 		if _, err := ParseExclude(pat); err != nil {
 			v.add(fmt.Sprintf("backup.exclude[%d]", i), "%q: %v", pat, err)

@@ -38,16 +38,27 @@ func (v *validator) notify(n *Notify) {
 		{"backup.notify.urlsFile", n.URLsFile},
 		{"backup.notify.pingUrlFile", n.PingURLFile},
 	} {
-		switch {
-		case f.p == "":
-		case ValidPath(f.p) != "":
-			v.add(f.key, "%q: %s", f.p, ValidPath(f.p))
-		case strings.ContainsAny(f.p, " \t\"'\\:%;"):
-			v.add(f.key, "%q: must not hold spaces, quotes, backslashes, ':', '%%' or ';' (it is passed with LoadCredential=)", f.p)
-		case strings.HasPrefix(f.p, "/nix/store/"):
-			v.add(f.key, "%q: the URLs hold secrets, and the Nix store is readable by every user; point at a file outside it (sops-nix, agenix)", f.p)
+		if f.p == "" {
+			continue
+		}
+		if why := SecretFileProblem(f.p, "the URLs hold secrets"); why != "" {
+			v.add(f.key, "%q: %s", f.p, why)
 		}
 	}
+}
+
+// SecretFileProblem says why p cannot name a secret file the unit passes
+// with LoadCredential=, or "". secret says what is secret about it.
+func SecretFileProblem(p, secret string) string {
+	switch {
+	case ValidPath(p) != "":
+		return ValidPath(p)
+	case strings.ContainsAny(p, " \t\"'\\:%;"):
+		return "must not hold spaces, quotes, backslashes, ':', '%' or ';' (it is passed with LoadCredential=)"
+	case strings.HasPrefix(p, "/nix/store/"):
+		return secret + ", and the Nix store is readable by every user; point at a file outside it (sops-nix, agenix)"
+	}
+	return ""
 }
 
 // MetricsDirectoryProblem says why dir cannot be node_exporter's textfile

@@ -18,8 +18,13 @@ import (
 // would say so. The rules are the schedule package's, the same that
 // backupgen validate applies to the spec's schedule.
 func appendScheduleErrors(errs *multierror.Error, b Backup) *multierror.Error {
+	return appendCalendarErrors(errs, "backup.onCalendar", b.OnCalendar)
+}
+
+// appendCalendarErrors checks the OnCalendar values exprs of key.
+func appendCalendarErrors(errs *multierror.Error, key string, exprs []string) *multierror.Error {
 	now := time.Now()
-	for i, expr := range b.OnCalendar {
+	for i, expr := range exprs {
 		err := schedule.CheckCalendar(expr, now)
 		if err == nil {
 			continue
@@ -30,7 +35,7 @@ func appendScheduleErrors(errs *multierror.Error, b Backup) *multierror.Error {
 			msg = ce.Msg
 		}
 		errs = multierror.Append(errs, &FieldError{
-			Key: fmt.Sprintf("backup.onCalendar[%d]", i),
+			Key: calendarKey(key, i),
 			Msg: fmt.Sprintf("%q: %s (systemd would refuse or never start this timer)", expr, msg),
 		})
 	}

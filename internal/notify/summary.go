@@ -17,6 +17,9 @@ const (
 
 // Summary is what a message says about a run.
 type Summary struct {
+	// Kind names what ran: "" is a backup; "restore drill" a drill
+	// (which has no downtime).
+	Kind    string
 	Service string
 	Host    string
 	Result  string // one of the Result constants
@@ -36,10 +39,14 @@ type Outcome struct{ Destination, Status string }
 
 // Title is the message's subject line.
 func (s Summary) Title() string {
-	if s.Host != "" {
-		return fmt.Sprintf("backup %s on %s: %s", s.Service, s.Host, s.Result)
+	kind := s.Kind
+	if kind == "" {
+		kind = "backup"
 	}
-	return fmt.Sprintf("backup %s: %s", s.Service, s.Result)
+	if s.Host != "" {
+		return fmt.Sprintf("%s %s on %s: %s", kind, s.Service, s.Host, s.Result)
+	}
+	return fmt.Sprintf("%s %s: %s", kind, s.Service, s.Result)
 }
 
 // Text is the message body: the run's summary, one fact per line.
@@ -50,8 +57,12 @@ func (s Summary) Text() string {
 	if s.Archive != "" {
 		fmt.Fprintf(&b, "archive: %s\n", s.Archive)
 	}
-	fmt.Fprintf(&b, "size: %s\nduration: %s\ndowntime: %s\n", HumanBytes(s.Size),
-		s.Duration.Round(time.Millisecond), s.Downtime.Round(time.Millisecond))
+	if s.Kind == "" {
+		fmt.Fprintf(&b, "size: %s\nduration: %s\ndowntime: %s\n", HumanBytes(s.Size),
+			s.Duration.Round(time.Millisecond), s.Downtime.Round(time.Millisecond))
+	} else {
+		fmt.Fprintf(&b, "duration: %s\n", s.Duration.Round(time.Millisecond))
+	}
 	if len(s.Destinations) > 0 {
 		b.WriteString("destinations:\n")
 		for _, d := range s.Destinations {

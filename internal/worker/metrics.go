@@ -40,7 +40,7 @@ func writeMetrics(path string, m runMetrics) error {
 	lastSuccess := 0.0
 	if m.success {
 		lastSuccess = float64(m.finished.UnixMilli()) / 1000
-	} else if prev, ok := previousLastSuccess(path, m.service); ok {
+	} else if prev, ok := previousGauge(path, lastSuccessMetric, m.service); ok {
 		lastSuccess = prev
 	}
 	var b bytes.Buffer
@@ -80,13 +80,14 @@ func writeMetrics(path string, m runMetrics) error {
 	return writeFileAtomic(path, b.Bytes(), 0o644, owner{uid: -1, gid: -1})
 }
 
-func previousLastSuccess(path, service string) (float64, bool) {
+// previousGauge reads metric{service="…"} back from the textfile at path.
+func previousGauge(path, metric, service string) (float64, bool) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, false
 	}
 	defer f.Close()
-	prefix := lastSuccessMetric + `{service="` + escapeLabel(service) + `"} `
+	prefix := metric + `{service="` + escapeLabel(service) + `"} `
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {

@@ -170,6 +170,7 @@ func (rn *run) produce(ctx context.Context, produce archiveProducer, w io.Writer
 		Logger:   rn.log,
 		Progress: prog,
 		SkipDirs: rn.skipDirs(),
+		Manifest: rn.manifestSink(),
 	})
 }
 

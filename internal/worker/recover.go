@@ -18,7 +18,8 @@ import (
 func Recover(ctx context.Context, cfg *config.Config, sd Systemd, log *slog.Logger) int {
 	log = log.With(keyService, cfg.Name)
 	path := stateFilePath(cfg.Backup.StateDirectory, cfg.Name)
-	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+	_, stErr := os.Lstat(path)
+	if errors.Is(stErr, os.ErrNotExist) && !hasRunningMarker(cfg) {
 		log.Info("nothing to recover")
 		return ExitOK
 	}
@@ -32,6 +33,9 @@ func Recover(ctx context.Context, cfg *config.Config, sd Systemd, log *slog.Logg
 		return exitCodeFor(ctx, err)
 	}
 	defer lock.Release()
+	// A run killed before its report (killed.go): told, after its units
+	// are started below (notifications never delay a restart).
+	defer reportKilled(ctx, cfg, log)
 	units, err := readStoppedState(path, cfg.ServiceName)
 	if err != nil {
 		log.Error("cannot read state file", "error", err)

@@ -69,6 +69,8 @@ type run struct {
 	notifier      *notify.Notifier // backup.notify (notify.go); nil: none
 
 	healthErr error // backup.healthCheck failed after the restart
+
+	manifest *runManifest // backup.drill: the archive's manifest being written (drill_manifest.go)
 }
 
 // Run performs the backup and returns the exit code. It never returns with
@@ -93,6 +95,10 @@ func (r *Runner) Run(ctx context.Context) int {
 		return code
 	}
 	defer release()
+	// Until the report is out: a run killed before it is reported by
+	// Recover (killed.go).
+	rn.markRunning()
+	defer rn.clearRunning()
 	// The start ping goes out before anything is stopped (bounded).
 	rn.notifier = rn.loadNotifier()
 	rn.notifier.Start(ctx)
@@ -141,6 +147,8 @@ func (rn *run) execute(ctx context.Context) {
 	if !ok || !rn.openArchives(ctx) {
 		return
 	}
+	rn.startManifest()
+	defer rn.dropManifest()
 	err := rn.stream(ctx, produce)
 	// 6. start (phase_start.go): the data paths are no longer read, so the
 	// service comes back before the slow part (copies, fsync,
@@ -155,6 +163,7 @@ func (rn *run) execute(ctx context.Context) {
 	if !rn.commit(ctx) {
 		return
 	}
+	rn.keepManifest()
 	rn.warnChanged()
 	if ctx.Err() != nil {
 		return

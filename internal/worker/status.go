@@ -30,6 +30,10 @@ type Status struct {
 	// or "unknown".
 	Timer        string       `json:"timer"`
 	Destinations []DestStatus `json:"destinations"`
+	// LastDrill is the latest restore drill (drill_report.go); nil: none
+	// recorded, or drills are off.
+	LastDrill      *LastDrill `json:"lastDrill,omitempty"`
+	LastDrillError string     `json:"lastDrillError,omitempty"`
 }
 
 // DestStatus summarizes the archives in one destination.
@@ -79,6 +83,7 @@ func ReadStatus(ctx context.Context, cfg *config.Config, sd Systemd, log *slog.L
 	for _, dir := range cfg.Backup.Paths {
 		st.Destinations = append(st.Destinations, destStatus(ctx, cfg, dir, log))
 	}
+	st.readLastDrill(cfg)
 	return st
 }
 
@@ -165,6 +170,7 @@ func (st Status) WriteText(w io.Writer, now time.Time) {
 		next = fmt.Sprintf("%s (in %s)", st.NextRun.Local().Format("2006-01-02 15:04:05 MST"), age(*st.NextRun, now))
 	}
 	fmt.Fprintf(w, "  next run   %s; %s-backup.timer %s\n", next, st.Service, st.Timer)
+	st.writeDrill(w, now)
 	fmt.Fprintf(w, "  archives\n")
 	for _, d := range st.Destinations {
 		switch {

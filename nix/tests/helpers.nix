@@ -29,6 +29,8 @@ let
     mkBackupTimer
     mkBackupDirectories
     mkWorkerConfig
+    mkBackupDrillService
+    mkBackupDrillTimer
     ;
 
   # Hostile destinations: a space, a quote, a backslash and a % specifier.
@@ -53,6 +55,14 @@ let
   service = mkBackupService args;
   timer = mkBackupTimer { name = "app"; inherit backupConfig; };
   throws = expr: !(builtins.tryEval expr).success;
+  drillArgs = args // {
+    backupConfig = backupConfig // {
+      drill = {
+        schedule = "@weekly";
+        identityFile = "/run/secrets/age-identity";
+      };
+    };
+  };
 
   cases = [
     {
@@ -351,6 +361,68 @@ let
         "0 0 * * * *"
       ];
       expected = [
+        true
+        true
+        true
+      ];
+    }
+    {
+      name = "mkWorkerConfig: backup.drill only with a schedule, converted as the backup's, with the default scratch directory";
+      expr = [
+        ((mkWorkerConfig args).backup ? drill)
+        (mkWorkerConfig drillArgs).backup.drill
+      ];
+      expected = [
+        false
+        {
+          onCalendar = [ "Sun *-*-* 00:00:00" ];
+          scratchDirectory = "/var/lib/backup-worker/drill";
+          identityFile = "/run/secrets/age-identity";
+        }
+      ];
+    }
+    {
+      name = "mkBackupDrillService: runs drill with the backup's config, idle, the identity on this unit only";
+      expr =
+        let
+          drill = mkBackupDrillService drillArgs;
+          backup = mkBackupService drillArgs;
+        in
+        {
+          exec = drill.serviceConfig.ExecStart;
+          same = drill.serviceConfig.ExecStart == builtins.replaceStrings [ " run " ] [ " drill " ] backup.serviceConfig.ExecStart;
+          inherit (drill.serviceConfig) Nice IOSchedulingClass LoadCredential;
+          backupCredentials = backup.serviceConfig.LoadCredential or [ ];
+        };
+      expected = {
+        exec = "${exe} drill --config /checked/fake/app-backup.json";
+        same = true;
+        Nice = "19";
+        IOSchedulingClass = "idle";
+        LoadCredential = [ "drill-identity:/run/secrets/age-identity" ];
+        backupCredentials = [ ];
+      };
+    }
+    {
+      name = "mkBackupDrillTimer: the drill schedule; without one, or with a bad one, evaluation fails";
+      expr = [
+        (mkBackupDrillTimer {
+          name = "app";
+          inherit (drillArgs) backupConfig;
+        }).timerConfig.OnCalendar
+        (throws (mkBackupDrillTimer { name = "app"; inherit backupConfig; }).timerConfig)
+        (throws (mkBackupDrillService args).serviceConfig)
+        (throws
+          (mkBackupDrillTimer {
+            name = "app";
+            backupConfig = backupConfig // {
+              drill.schedule = "0 0 30 2 *";
+            };
+          }).timerConfig
+        )
+      ];
+      expected = [
+        [ "Sun *-*-* 00:00:00" ]
         true
         true
         true

@@ -24,6 +24,9 @@ Commands:
                           restore an archive ($me restore --help)
   run                     start $unit and follow its journal until it ends
   run --dry-run           what a run would stop, write and prune; changes nothing
+  drill [--destination DEST]
+                          restore the newest archive of each destination into a
+                          scratch directory and compare it with the backup's manifest
   help                    this text
 
 Every command but help needs root: sudo $me COMMAND
@@ -78,7 +81,7 @@ follow() {
 cmd="${1:-status}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
-status | list | verify | restore)
+status | list | verify | restore | drill)
 	runWorker "$cmd" "$@"
 	;;
 prune)

@@ -76,6 +76,8 @@ in
           mkBackupTimer
           mkBackupDirectories
           mkBackupCommand
+          mkBackupDrillService
+          mkBackupDrillTimer
           ;
         backupgenLib = helpers;
       };

@@ -49,7 +49,7 @@ let
   # A stamp of these helpers (lib.nix, options.nix, cron.nix, core.nix as
   # rendered): core.nix asserts that every module in an evaluation was
   # generated for the helpers it gets.
-  version = "5cf450160aa9cdfe";
+  version = "a518586ad5fcbb8b";
 
   # The built-in defaults, rendered from backupgen's Go definition
   # (generator.Defaults); a hand-written backupConfig may leave any key out.
@@ -111,6 +111,12 @@ let
       prometheusTextfile = null;
 
       healthCheck = null;
+      # Restore drills (config.Drill): on when schedule is set.
+      drill = {
+        schedule = null;
+        scratchDirectory = "/var/lib/backup-worker/drill";
+        identityFile = null;
+      };
     };
   };
 
@@ -205,6 +211,11 @@ let
       ProtectKernelTunables = "yes";
       ProtectControlGroups = "yes";
       RestrictAddressFamilies = "AF_UNIX AF_INET AF_INET6";
+    };
+    # The drill unit's priority (generator/drill.go).
+    drill = {
+      Nice = "19";
+      IOSchedulingClass = "idle";
     };
   };
 
@@ -500,6 +511,7 @@ let
         sftp = defaults.backup.sftp // (if backupConfig ? sftp && backupConfig.sftp != null then backupConfig.sftp else { });
         s3 = defaults.backup.s3 // get "s3";
         notify = defaults.backup.notify // get "notify";
+        drill = defaults.backup.drill // get "drill";
       };
       notify = backup.notify.urlsFile != null || backup.notify.pingUrlFile != null;
       encrypted = backup.encryption.recipients != [ ] || backup.encryption.recipientsFile != null;
@@ -546,6 +558,9 @@ let
         ++ one "backup.prometheusTextfile" (f: if f == null then null else pathProblem f) backup.prometheusTextfile
 
         ++ one "backup.healthCheck" healthCheckProblem backup.healthCheck
+        ++ one "backup.drill.schedule" (s: if s == null then null else scheduleProblem s) backup.drill.schedule
+        ++ one "backup.drill.scratchDirectory" pathProblem backup.drill.scratchDirectory
+        ++ one "backup.drill.identityFile" secretFileProblem backup.drill.identityFile
         ++ (if encrypted && backup.format == "zip" then [ "backup.format \"zip\" cannot be encrypted (backup.encryption is set); use a tar format" ] else [ ]);
     in
     if problems != [ ] then
@@ -553,6 +568,7 @@ let
     else
       {
         inherit name user group backup description encrypted notify;
+        drill = backup.drill.schedule != null;
         serviceName = units;
         dataPaths = dataPaths ++ (if backup.dumpDirectory then [ (dumpDirectory name) ] else [ ]);
         hooks = backup.preBackup != "" || backup.postBackup != "";
@@ -638,6 +654,18 @@ let
     )
     // (if r.remote && r.backup.hostName != "" then { inherit (r.backup) hostName; } else { })
     // (if r.backup.healthCheck != null then { healthCheck = healthCheckJSON r.backup.healthCheck; } else { })
+    // (
+      if r.drill then
+        {
+          drill = {
+            onCalendar = cronToOnCalendar r.backup.drill.schedule;
+            inherit (r.backup.drill) scratchDirectory;
+          }
+          // (if r.backup.drill.identityFile != null then { inherit (r.backup.drill) identityFile; } else { });
+        }
+      else
+        { }
+    )
     // (
       if r.notify then
         { notify = builtins.removeAttrs r.backup.notify (builtins.filter (k: r.backup.notify.${k} == null) (builtins.attrNames r.backup.notify)); }
@@ -772,6 +800,86 @@ let
         { }
     );
 
+  # The restore drill of a service (backup.drill): its own oneshot unit,
+  # which never stops the application and takes the backup's lock; the
+  # identity that decrypts reaches only this unit. Takes mkBackupService's
+  # arguments.
+  mkBackupDrillService =
+    args:
+    let
+      r = resolve args;
+      configFile = configFileOf r;
+      scratch = r.backup.drill.scratchDirectory;
+      inStateDirectory = p: p == "/var/lib/${hardening.base.StateDirectory}" || hasPrefix "/var/lib/${hardening.base.StateDirectory}/" p;
+    in
+    if !r.drill then
+      throw "backupgen: service ${builtins.toJSON r.name}: mkBackupDrillService needs backup.drill.schedule"
+    else
+      builtins.seq r {
+        description = "Restore drill of ${systemdValue r.description}";
+        restartIfChanged = false;
+        onFailure = map (u: builtins.seq (systemdQuote u) u) r.backup.onFailure;
+        path = tools;
+        unitConfig.RequiresMountsFor = map systemdQuote r.required;
+        serviceConfig =
+          hardening.base
+          // hardening.strict
+          // hardening.drill
+          // {
+            Type = "oneshot";
+            ExecStart = "${worker}/bin/backup-worker drill --config ${configFile}";
+            RuntimeDirectory = "backup-worker/${r.name}";
+            RuntimeDirectoryPreserve = "yes";
+            TimeoutStartSec = r.backup.timeoutStartSec;
+            ReadWritePaths = map (p: "-" + systemdQuote p) (
+              (if inStateDirectory scratch then [ ] else [ scratch ])
+              ++ (if r.backup.prometheusTextfile != null then [ (dirOf r.backup.prometheusTextfile) ] else [ ])
+            );
+          }
+          // (
+            let
+              creds =
+                credentials r.backup
+                ++ (if r.backup.drill.identityFile != null then [ "drill-identity:${systemdValue r.backup.drill.identityFile}" ] else [ ]);
+            in
+            if creds == [ ] then { } else { LoadCredential = creds; }
+          );
+      }
+      // (
+        if r.remote || r.notify then
+          {
+            wants = [ "network-online.target" ];
+            after = [ "network-online.target" ];
+          }
+        else
+          { }
+      );
+
+  mkBackupDrillTimer =
+    {
+      name,
+      backupConfig,
+      description ? name,
+    }:
+    let
+      get = key: if backupConfig ? ${key} && backupConfig.${key} != null then backupConfig.${key} else defaults.backup.${key};
+      drill = defaults.backup.drill // get "drill";
+    in
+    if drill.schedule == null then
+      throw "backupgen: service ${builtins.toJSON name}: mkBackupDrillTimer needs backup.drill.schedule"
+    else if scheduleProblem drill.schedule != null then
+      throw "backupgen: service ${builtins.toJSON name}:\n  backup.drill.schedule ${builtins.toJSON drill.schedule} ${scheduleProblem drill.schedule}"
+    else
+      {
+        description = "Schedule restore drills of ${systemdValue description}";
+        wantedBy = [ "timers.target" ];
+        timerConfig = {
+          OnCalendar = cronToOnCalendar drill.schedule;
+          Persistent = get "persistent";
+          RandomizedDelaySec = get "randomizedDelaySec";
+        };
+      };
+
   mkBackupTimer =
     {
       name,
@@ -850,6 +958,8 @@ let
       mkBackupTimer
       mkBackupDirectories
       mkBackupCommand
+      mkBackupDrillService
+      mkBackupDrillTimer
       shellQuote
       systemdQuote
       systemdValue

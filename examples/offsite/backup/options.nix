@@ -308,6 +308,24 @@ let
               description = "File holding one ping URL: a healthchecks.io check (URL/start, URL, URL/fail) or an Uptime Kuma push URL (…/api/push/TOKEN); passed with LoadCredential=notify-ping.";
             };
           };
+          drill = {
+            schedule = mkOption {
+              type = types.nullOr schedule;
+              default = d.backup.drill.schedule;
+              example = "0 5 * * 0";
+              description = "Run restore drills on this cron schedule or systemd calendar expression (null: no drills): NAME-backup-drill.service restores the newest archive of each destination into scratchDirectory and compares it with the manifest the backup wrote (files, sizes, modes, content hashes); a drill that fails, or cannot restore, fails the unit and notifies. Turning it on makes every backup write that manifest.";
+            };
+            scratchDirectory = mkOption {
+              type = path;
+              default = d.backup.drill.scratchDirectory;
+              description = "Where a drill restores (into a private directory it removes afterwards); never a data path or a destination. Needs room for the largest archive's content.";
+            };
+            identityFile = mkOption {
+              type = types.nullOr secretFile;
+              default = d.backup.drill.identityFile;
+              description = "age identity for encrypted archives, passed with LoadCredential=drill-identity to the drill unit only. Without it an encrypted archive's drill checks only its signature and checksum, and says so (exit 5).";
+            };
+          };
           prometheusTextfile = mkOption {
             type = types.nullOr path;
             default = d.backup.prometheusTextfile;

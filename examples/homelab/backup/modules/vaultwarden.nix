@@ -11,6 +11,8 @@
   mkBackupTimer,
   mkBackupDirectories,
   mkBackupCommand,
+  mkBackupDrillService,
+  mkBackupDrillTimer,
   ...
 }:
 let
@@ -95,12 +97,17 @@ in
           pingUrlFile = "/run/secrets/backup-ping-vaultwarden";
         };
         healthCheck = { url = "http://127.0.0.1:8222/alive"; timeoutSec = 120; };
+        drill = {
+          schedule = "30 5 * * 0";
+          scratchDirectory = "/var/lib/backup-worker/drill";
+          identityFile = null;
+        };
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.vaultwarden" = "5cf450160aa9cdfe"; }
+    { backupgen.helpers."modules.services.virtualization.vaultwarden" = "a518586ad5fcbb8b"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {
@@ -129,6 +136,16 @@ in
             backupConfig = cfg.backup;
           };
         }
+        (lib.mkIf (cfg.backup.drill.schedule != null) {
+          # Restore drills: vaultwarden-backup-drill.service never stops the
+          # application; it waits for a backup in progress.
+          systemd.services.vaultwarden-backup-drill = mkBackupDrillService serviceArgs;
+          systemd.timers.vaultwarden-backup-drill = mkBackupDrillTimer {
+            name = "vaultwarden";
+            description = "Vaultwarden password manager";
+            backupConfig = cfg.backup;
+          };
+        })
       ]
     ))
   ];

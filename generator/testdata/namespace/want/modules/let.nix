@@ -11,6 +11,8 @@
   mkBackupTimer,
   mkBackupDirectories,
   mkBackupCommand,
+  mkBackupDrillService,
+  mkBackupDrillTimer,
   ...
 }:
 let
@@ -92,12 +94,17 @@ in
           pingUrlFile = null;
         };
         healthCheck = null;
+        drill = {
+          schedule = null;
+          scratchDirectory = "/var/lib/backup-worker/drill";
+          identityFile = null;
+        };
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."my_org.backups.\"let\"" = "5cf450160aa9cdfe"; }
+    { backupgen.helpers."my_org.backups.\"let\"" = "a518586ad5fcbb8b"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {
@@ -124,6 +131,16 @@ in
             backupConfig = cfg.backup;
           };
         }
+        (lib.mkIf (cfg.backup.drill.schedule != null) {
+          # Restore drills: let-backup-drill.service never stops the
+          # application; it waits for a backup in progress.
+          systemd.services.let-backup-drill = mkBackupDrillService serviceArgs;
+          systemd.timers.let-backup-drill = mkBackupDrillTimer {
+            name = "let";
+            description = "let";
+            backupConfig = cfg.backup;
+          };
+        })
       ]
     ))
   ];

@@ -11,6 +11,8 @@
   mkBackupTimer,
   mkBackupDirectories,
   mkBackupCommand,
+  mkBackupDrillService,
+  mkBackupDrillTimer,
   ...
 }:
 let
@@ -92,12 +94,17 @@ in
           pingUrlFile = "/run/secrets/backup-ping-default";
         };
         healthCheck = null;
+        drill = {
+          schedule = null;
+          scratchDirectory = "/var/lib/backup-worker/drill";
+          identityFile = null;
+        };
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.forum" = "5cf450160aa9cdfe"; }
+    { backupgen.helpers."modules.services.virtualization.forum" = "a518586ad5fcbb8b"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {
@@ -126,6 +133,16 @@ in
             backupConfig = cfg.backup;
           };
         }
+        (lib.mkIf (cfg.backup.drill.schedule != null) {
+          # Restore drills: forum-backup-drill.service never stops the
+          # application; it waits for a backup in progress.
+          systemd.services.forum-backup-drill = mkBackupDrillService serviceArgs;
+          systemd.timers.forum-backup-drill = mkBackupDrillTimer {
+            name = "forum";
+            description = "forum";
+            backupConfig = cfg.backup;
+          };
+        })
       ]
     ))
   ];

@@ -11,6 +11,8 @@
   mkBackupTimer,
   mkBackupDirectories,
   mkBackupCommand,
+  mkBackupDrillService,
+  mkBackupDrillTimer,
   ...
 }:
 let
@@ -94,12 +96,17 @@ in
           pingUrlFile = null;
         };
         healthCheck = null;
+        drill = {
+          schedule = null;
+          scratchDirectory = "/var/lib/backup-worker/drill";
+          identityFile = null;
+        };
       };
     };
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."hosts.backups.inherits" = "5cf450160aa9cdfe"; }
+    { backupgen.helpers."hosts.backups.inherits" = "a518586ad5fcbb8b"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {
@@ -126,6 +133,16 @@ in
             backupConfig = cfg.backup;
           };
         }
+        (lib.mkIf (cfg.backup.drill.schedule != null) {
+          # Restore drills: inherits-backup-drill.service never stops the
+          # application; it waits for a backup in progress.
+          systemd.services.inherits-backup-drill = mkBackupDrillService serviceArgs;
+          systemd.timers.inherits-backup-drill = mkBackupDrillTimer {
+            name = "inherits";
+            description = "inherits";
+            backupConfig = cfg.backup;
+          };
+        })
       ]
     ))
   ];

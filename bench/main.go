@@ -1,5 +1,7 @@
 // Command bench measures backupgen's archiver against the native tools on a
-// deterministic corpus and writes a Markdown table to bench/results.md.
+// deterministic corpus and writes a Markdown table to -results (make bench:
+// the untracked bench/out/results.md; make bench-record: the tracked
+// bench/results.md).
 //
 //	go run ./bench [-size 1GiB] [-reps 3] [-xz-reps 3] [-formats tar.gz,zip] ...
 //

@@ -47,6 +47,7 @@ type s3Store struct {
 	url      string // s3://BUCKET/PREFIX as configured
 	name     string // service name
 	readBack bool
+	tls      bool // https: parts go as UNSIGNED-PAYLOAD (sendPart)
 	log      *slog.Logger
 }
 
@@ -143,7 +144,7 @@ func newS3Store(cfg *config.Config, dest config.Destination, host string, idle t
 		prefix = dest.Prefix + "/" + prefix
 	}
 	return &s3Store{core: core, bucket: dest.Bucket, prefix: prefix, url: dest.String(),
-		name: cfg.Name, readBack: sc.ReadBack(), log: log}, nil
+		name: cfg.Name, readBack: sc.ReadBack(), tls: u.Scheme == "https", log: log}, nil
 }
 
 // s3Credentials reads the key=value credentials (readCredential

@@ -30,7 +30,7 @@ import (
 // Write protocol (the Upload): a multipart upload to the final key,
 // streamed part by part as the archive is produced (at most three parts
 // in memory, no local temp copy); each part is sent with its Content-MD5
-// and SHA-256 and its ETag checked. Stored confirms the parts against the
+// (and on plain http its SHA-256: partOptions) and its ETag checked. Stored confirms the parts against the
 // server's ListParts. Commit refuses an existing key, completes the upload
 // (If-None-Match: *, where the server honours it), checks the size and
 // the multipart ETag the server reports, reads the object back in full

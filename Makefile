@@ -62,6 +62,8 @@ check-vendor-hash:
 ##        bench/out/downtime-load.md only.
 ##        BENCH_TARGETS=offsite (bench/offsite.go): local vs local+s3:// (versitygw the bench
 ##        starts) vs `tar -I zstd | rclone rcat`, encrypted vs not, worker RSS at 1x and 4x.
+##        BENCH_OFFSITE_SERVER_DIR=/dev/shm puts versitygw's bucket off the bench disk,
+##        BENCH_OFFSITE_TLS=1 serves https (the real case); CPU is split worker / versitygw.
 BENCH_RESULTS ?= bench/out/results.md
 .PHONY: bench bench-record bench-downtime-load
 bench:

@@ -24,18 +24,42 @@ package main
 // machine other jobs load, the wall time of a CPU-bound pipeline follows
 // the scheduler; the CPU time says what the run itself costs.
 //
+// The server's own work (versitygw checks every part's MD5, writes it,
+// copies the parts into the object on completion and serves the read-back)
+// runs on the same cores, and by default on the same disk, as the worker:
+// a real server is another machine. Each run's CPU is therefore also
+// split into the worker's process tree and versitygw's, and two settings
+// bring the bench closer to the real case:
+//
+//   - BENCH_OFFSITE_SERVER_DIR=DIR puts versitygw's bucket directory in DIR
+//     (e.g. /dev/shm: not the disk the local destination is written to);
+//   - BENCH_OFFSITE_TLS=1 serves https (a certificate the bench makes for
+//     127.0.0.1, trusted through SSL_CERT_FILE and RCLONE_CA_CERT), the
+//     endpoint a user has: parts then go as UNSIGNED-PAYLOAD.
+//
 // Every worker run uses the defaults a user gets (verifyReadBack on: the
-// object is read back in full after it completes). The section is
+// object is read back in full after it completes), but a fifth kind, local
+// + s3:// with verifyReadBack = false, which shows what the read-back costs
+// (reported beside the targets, not as one). The section is
 // delimited by its own marker comments and replaced in place in the
 // results file.
 
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -64,7 +88,16 @@ type benchS3 struct {
 	addr     string
 	dir      string
 	credFile string
+	certFile string // https: the server's certificate, else ""
 	client   *minio.Client
+}
+
+// scheme is the endpoint's URL scheme.
+func (s *benchS3) scheme() string {
+	if s.certFile != "" {
+		return "https"
+	}
+	return "http"
 }
 
 func versitygwPath() (string, error) {
@@ -79,14 +112,19 @@ func versitygwPath() (string, error) {
 	return p, nil
 }
 
-// startBenchS3 starts versitygw over work/offsite-s3 on a free port and
-// creates the bucket.
-func startBenchS3(work string) (*benchS3, error) {
+// startBenchS3 starts versitygw over work/offsite-s3 (or
+// BENCH_OFFSITE_SERVER_DIR/offsite-s3) on a free port, over
+// https (useTLS), and creates the bucket.
+func startBenchS3(work string, useTLS bool) (*benchS3, error) {
 	bin, err := versitygwPath()
 	if err != nil {
 		return nil, err
 	}
-	s := &benchS3{dir: filepath.Join(work, "offsite-s3")}
+	root := work
+	if d := os.Getenv("BENCH_OFFSITE_SERVER_DIR"); d != "" {
+		root = d
+	}
+	s := &benchS3{dir: filepath.Join(root, "offsite-s3")}
 	os.RemoveAll(s.dir)
 	if err := os.MkdirAll(s.dir, 0o755); err != nil {
 		return nil, err
@@ -102,7 +140,17 @@ func startBenchS3(work string) (*benchS3, error) {
 	if err := os.WriteFile(s.credFile, []byte(creds), 0o600); err != nil {
 		return nil, err
 	}
-	s.cmd = exec.Command(bin, "--access", benchS3Access, "--secret", benchS3Secret, "--port", s.addr, "posix", s.dir)
+	args := []string{"--access", benchS3Access, "--secret", benchS3Secret, "--port", s.addr}
+	var tr http.RoundTripper
+	if useTLS {
+		s.certFile = filepath.Join(work, "offsite-s3.crt")
+		key := filepath.Join(work, "offsite-s3.key")
+		if tr, err = writeBenchCert(s.certFile, key); err != nil {
+			return nil, err
+		}
+		args = append(args, "--cert", s.certFile, "--key", key)
+	}
+	s.cmd = exec.Command(bin, append(args, "posix", s.dir)...)
 	var out bytes.Buffer
 	s.cmd.Stdout, s.cmd.Stderr = &out, &out
 	if err := s.cmd.Start(); err != nil {
@@ -119,7 +167,7 @@ func startBenchS3(work string) (*benchS3, error) {
 		}
 	}
 	s.client, err = minio.New(s.addr, &minio.Options{Creds: credentials.NewStaticV4(benchS3Access, benchS3Secret, ""),
-		BucketLookup: minio.BucketLookupPath, Region: "us-east-1"})
+		BucketLookup: minio.BucketLookupPath, Region: "us-east-1", Secure: useTLS, Transport: tr})
 	if err == nil {
 		err = s.client.MakeBucket(context.Background(), offsiteBucket, minio.MakeBucketOptions{})
 	}
@@ -165,8 +213,42 @@ func (s *benchS3) empty() error {
 func (s *benchS3) rcloneEnv() []string {
 	return []string{"RCLONE_CONFIG_S3REMOTE_TYPE=s3", "RCLONE_CONFIG_S3REMOTE_PROVIDER=Other",
 		"RCLONE_CONFIG_S3REMOTE_ACCESS_KEY_ID=" + benchS3Access, "RCLONE_CONFIG_S3REMOTE_SECRET_ACCESS_KEY=" + benchS3Secret,
-		"RCLONE_CONFIG_S3REMOTE_ENDPOINT=http://" + s.addr, "RCLONE_CONFIG_S3REMOTE_REGION=us-east-1",
-		"RCLONE_CONFIG_S3REMOTE_FORCE_PATH_STYLE=true", "RCLONE_CONFIG_S3REMOTE_CHUNK_SIZE=8Mi"}
+		"RCLONE_CONFIG_S3REMOTE_ENDPOINT=" + s.scheme() + "://" + s.addr, "RCLONE_CONFIG_S3REMOTE_REGION=us-east-1",
+		"RCLONE_CONFIG_S3REMOTE_FORCE_PATH_STYLE=true", "RCLONE_CONFIG_S3REMOTE_CHUNK_SIZE=8Mi", "RCLONE_CA_CERT=" + s.certFile}
+}
+
+// writeBenchCert writes a self-signed certificate for 127.0.0.1 and its
+// key (PEM) and returns a transport that trusts it.
+func writeBenchCert(certFile, keyFile string) (http.RoundTripper, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "backupgen bench"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true, IsCA: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, nil
 }
 
 // withoutEnv drops the variable name from env. rclone's AWS SDK fails to
@@ -187,13 +269,18 @@ type offsiteCase struct {
 	label   string
 	s3      bool
 	encrypt bool
-	native  bool
+	// noReadBack: s3.verifyReadBack = false (not the default), to show
+	// what the full read-back after the upload costs.
+	noReadBack bool
+	native     bool
 }
 
 // offsiteRun is one measured run.
 type offsiteRun struct {
 	wall    time.Duration
 	cpu     time.Duration // user+sys of the process tree and of versitygw
+	own     time.Duration // user+sys of the process tree alone (wait4)
+	server  time.Duration // what versitygw used meanwhile (/proc)
 	selfRSS int64         // KiB, the worker process alone (VmHWM)
 	treeRSS int64         // KiB, the largest process of the tree (wait4)
 }
@@ -241,6 +328,9 @@ func (oe *offsiteEnv) run(c offsiteCase, corpus string) (offsiteRun, error) {
 		}
 		cmd = exec.Command(oe.te.workerBin, "run", "--config", cfg)
 		cmd.Env = append(os.Environ(), "PATH="+oe.te.bin+":"+os.Getenv("PATH"), "FAKE_SYSTEMCTL_DIR="+dir, "JOURNAL_STREAM=")
+		if oe.s3.certFile != "" {
+			cmd.Env = append(cmd.Env, "SSL_CERT_FILE="+oe.s3.certFile)
+		}
 	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -258,7 +348,9 @@ func (oe *offsiteEnv) run(c offsiteCase, corpus string) (offsiteRun, error) {
 	}
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	r.treeRSS = ru.Maxrss
-	r.cpu = time.Duration(ru.Utime.Nano()+ru.Stime.Nano()) + procCPU(oe.s3.cmd.Process.Pid) - srv0
+	r.own = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	r.server = procCPU(oe.s3.cmd.Process.Pid) - srv0
+	r.cpu = r.own + r.server
 	return r, nil
 }
 
@@ -272,8 +364,11 @@ func (oe *offsiteEnv) writeConfig(dir string, c offsiteCase, corpus string) (str
 		"stateDirectory": filepath.Join(dir, "state")}
 	if c.s3 {
 		b["paths"] = []string{local, "s3://" + offsiteBucket + "/" + c.label}
-		b["s3"] = map[string]any{"endpoint": "http://" + oe.s3.addr, "pathStyle": true, "credentialsFile": oe.s3.credFile}
+		b["s3"] = map[string]any{"endpoint": oe.s3.scheme() + "://" + oe.s3.addr, "pathStyle": true, "credentialsFile": oe.s3.credFile}
 		b["hostName"] = "benchhost"
+		if c.noReadBack {
+			b["s3"].(map[string]any)["verifyReadBack"] = false
+		}
 	}
 	if c.encrypt {
 		b["encryption"] = map[string]any{"recipients": []string{oe.recipient}}
@@ -314,8 +409,16 @@ func pollHWM(pid int) <-chan int64 {
 func (te *targetsEnv) offsiteSection(corpus string, size int64) string {
 	var md bytes.Buffer
 	fmt.Fprintf(&md, "%s\n## Off-site destinations\n\n", offsiteBegin)
-	fmt.Fprintf(&md, "Generated by `bench -targets offsite` (bench/offsite.go) on %s; %s, %d cores; corpus %s; tar.zst, N = %s threads; versitygw on 127.0.0.1 over a directory of the same disk; runs alternate, one process per run, median of %d (ratios: median of the per-repetition ratios).\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 UTC"), cpuModel(), runtime.NumCPU(), filepath.Base(corpus), te.threads, te.reps)
+	where := "a directory of the bench disk"
+	if d := os.Getenv("BENCH_OFFSITE_SERVER_DIR"); d != "" {
+		where = d + " (BENCH_OFFSITE_SERVER_DIR)"
+	}
+	scheme := "http"
+	if os.Getenv("BENCH_OFFSITE_TLS") != "" {
+		scheme = "https (BENCH_OFFSITE_TLS)"
+	}
+	fmt.Fprintf(&md, "Generated by `bench -targets offsite` (bench/offsite.go) on %s; %s, %d cores; corpus %s; tar.zst, N = %s threads; versitygw on 127.0.0.1, %s, over %s, on the same cores as the worker; runs alternate, one process per run, median of %d (ratios: median of the per-repetition ratios).\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), cpuModel(), runtime.NumCPU(), filepath.Base(corpus), te.threads, scheme, where, te.reps)
 	if err := te.offsite(&md, corpus, size); err != nil {
 		fmt.Fprintf(&md, "- FAILED: %s\n\n", strings.ReplaceAll(err.Error(), "|", "/"))
 	}
@@ -327,7 +430,7 @@ func (te *targetsEnv) offsite(md *bytes.Buffer, corpus string, size int64) error
 	if _, err := exec.LookPath("rclone"); err != nil {
 		return errors.New("rclone is not on PATH")
 	}
-	s3, err := startBenchS3(te.work)
+	s3, err := startBenchS3(te.work, os.Getenv("BENCH_OFFSITE_TLS") != "")
 	if err != nil {
 		return err
 	}
@@ -337,7 +440,8 @@ func (te *targetsEnv) offsite(md *bytes.Buffer, corpus string, size int64) error
 		return err
 	}
 	oe := &offsiteEnv{te: te, s3: s3, recipient: id.Recipient().String()}
-	cases := []offsiteCase{{label: "local"}, {label: "local-s3", s3: true}, {label: "native", native: true}, {label: "local-s3-age", s3: true, encrypt: true}}
+	cases := []offsiteCase{{label: "local"}, {label: "local-s3", s3: true}, {label: "native", native: true}, {label: "local-s3-age", s3: true, encrypt: true},
+		{label: "local-s3-norb", s3: true, noReadBack: true}}
 	runs := make([][]offsiteRun, len(cases))
 	for rep := 0; rep < max(te.reps, 1); rep++ {
 		for i, c := range cases {
@@ -345,14 +449,16 @@ func (te *targetsEnv) offsite(md *bytes.Buffer, corpus string, size int64) error
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.label, err)
 			}
-			fmt.Fprintf(os.Stderr, "offsite %-14s rep %d: wall %.2fs cpu %.2fs rss worker %d MiB tree %d MiB\n", c.label, rep+1, r.wall.Seconds(), r.cpu.Seconds(), r.selfRSS/1024, r.treeRSS/1024)
+			fmt.Fprintf(os.Stderr, "offsite %-14s rep %d: wall %.2fs cpu %.2fs (own %.2fs, versitygw %.2fs) rss worker %d MiB tree %d MiB\n", c.label, rep+1, r.wall.Seconds(), r.cpu.Seconds(), r.own.Seconds(), r.server.Seconds(), r.selfRSS/1024, r.treeRSS/1024)
 			runs[i] = append(runs[i], r)
 		}
 	}
-	fmt.Fprintf(md, "| run | wall s | CPU s (incl. versitygw) | worker peak RSS MiB | largest process MiB |\n|---|---:|---:|---:|---:|\n")
-	labels := []string{"`backup-worker run`, one local destination", "`backup-worker run`, local + s3://", "`tar -I 'zstd -T" + te.threads + "' -cf - DATA \\| rclone rcat s3remote:…`", "`backup-worker run`, local + s3://, age-encrypted"}
+	fmt.Fprintf(md, "| run | wall s | CPU s (incl. versitygw) | of which the run's processes | of which versitygw | worker peak RSS MiB | largest process MiB |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	labels := []string{"`backup-worker run`, one local destination", "`backup-worker run`, local + s3://", "`tar -I 'zstd -T" + te.threads + "' -cf - DATA \\| rclone rcat s3remote:…`", "`backup-worker run`, local + s3://, age-encrypted",
+		"`backup-worker run`, local + s3://, `verifyReadBack = false` (not the default)"}
 	for i := range cases {
-		fmt.Fprintf(md, "| %s | %.2f | %.2f | %s | %d |\n", labels[i], median(walls(runs[i], false)).Seconds(), median(walls(runs[i], true)).Seconds(), rssCell(cases[i], runs[i]), maxTree(runs[i])/1024)
+		fmt.Fprintf(md, "| %s | %.2f | %.2f | %.2f | %.2f | %s | %d |\n", labels[i], median(walls(runs[i], false)).Seconds(), median(walls(runs[i], true)).Seconds(),
+			median(cpuOf(runs[i], false)).Seconds(), median(cpuOf(runs[i], true)).Seconds(), rssCell(cases[i], runs[i]), maxTree(runs[i])/1024)
 	}
 	md.WriteString("\n")
 	for _, q := range []struct {
@@ -363,6 +469,16 @@ func (te *targetsEnv) offsite(md *bytes.Buffer, corpus string, size int64) error
 		w, c := pairedRatio(runs[q.a], runs[q.b], false), pairedRatio(runs[q.a], runs[q.b], true)
 		fmt.Fprintf(md, "- %s: wall **%.3f×** (target ≤ %.2f×: %s); CPU %.3f×\n", q.what, w, q.target, verdict(w <= q.target), c)
 	}
+	// The wall ratio above is what the user waits on this machine, where
+	// the server shares the cores; this is the worker's own cost.
+	var own []float64
+	for i := range runs[1] {
+		own = append(own, runs[1][i].own.Seconds()/runs[0][i].own.Seconds())
+	}
+	fmt.Fprintf(md, "- local + s3:// / local only, CPU of the run's processes alone (the worker and its compressor; versitygw's %.2f s not counted): %.3f×\n",
+		median(cpuOf(runs[1], true)).Seconds(), medianFloat(own))
+	fmt.Fprintf(md, "- local + s3:// without the read-back (`verifyReadBack = false`) / local only: wall %.3f×; CPU %.3f×\n",
+		pairedRatio(runs[4], runs[0], false), pairedRatio(runs[4], runs[0], true))
 	md.WriteString("\n")
 	// The 1× peak RSS is that of the remote runs above.
 	var rss1 int64
@@ -424,6 +540,24 @@ func walls(rs []offsiteRun, cpu bool) []time.Duration {
 		ws = append(ws, map[bool]time.Duration{false: r.wall, true: r.cpu}[cpu])
 	}
 	return ws
+}
+
+// cpuOf returns the CPU times of rs: the run's process tree, or with
+// server versitygw's.
+func cpuOf(rs []offsiteRun, server bool) []time.Duration {
+	var ds []time.Duration
+	for _, r := range rs {
+		ds = append(ds, map[bool]time.Duration{false: r.own, true: r.server}[server])
+	}
+	return ds
+}
+
+func medianFloat(fs []float64) float64 {
+	sort.Float64s(fs)
+	if len(fs)%2 == 0 {
+		return (fs[len(fs)/2-1] + fs[len(fs)/2]) / 2
+	}
+	return fs[len(fs)/2]
 }
 
 // pairedRatio is the median over the repetitions of a[i]/b[i] (wall, or

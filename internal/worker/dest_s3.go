@@ -30,7 +30,7 @@ import (
 // Write protocol (the Upload): a multipart upload to the final key,
 // streamed part by part as the archive is produced (at most three parts
 // in memory, no local temp copy); each part is sent with its Content-MD5
-// and SHA-256 and its ETag checked. Stored confirms the parts against the
+// (and on plain http its SHA-256: partOptions) and its ETag checked. Stored confirms the parts against the
 // server's ListParts. Commit refuses an existing key, completes the upload
 // (If-None-Match: *, where the server honours it), checks the size and
 // the multipart ETag the server reports, reads the object back in full
@@ -47,6 +47,7 @@ type s3Store struct {
 	url      string // s3://BUCKET/PREFIX as configured
 	name     string // service name
 	readBack bool
+	tls      bool // https: parts go as UNSIGNED-PAYLOAD (sendPart)
 	log      *slog.Logger
 }
 
@@ -143,7 +144,7 @@ func newS3Store(cfg *config.Config, dest config.Destination, host string, idle t
 		prefix = dest.Prefix + "/" + prefix
 	}
 	return &s3Store{core: core, bucket: dest.Bucket, prefix: prefix, url: dest.String(),
-		name: cfg.Name, readBack: sc.ReadBack(), log: log}, nil
+		name: cfg.Name, readBack: sc.ReadBack(), tls: u.Scheme == "https", log: log}, nil
 }
 
 // s3Credentials reads the key=value credentials (readCredential

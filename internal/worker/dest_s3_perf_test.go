@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/backupgen/backupgen/internal/config"
+	"github.com/minio/minio-go/v7"
 )
 
 // partRecorder is a reverse proxy in front of the test's versitygw that
@@ -24,6 +26,7 @@ import (
 type partRecorder struct {
 	mu    sync.Mutex
 	parts []recordedPart
+	alter func(part string, body []byte) // if set, may change a part's body on its way
 }
 
 type recordedPart struct {
@@ -43,6 +46,9 @@ func (p *partRecorder) handler(target *url.URL) http.Handler {
 			p.mu.Lock()
 			p.parts = append(p.parts, recordedPart{r.Header.Get("X-Amz-Content-Sha256"), r.Header.Get("Content-Encoding"), hex.EncodeToString(sum[:])})
 			p.mu.Unlock()
+			if p.alter != nil {
+				p.alter(r.URL.Query().Get("partNumber"), body)
+			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
 		}
 		proxy.ServeHTTP(w, r)
@@ -85,5 +91,100 @@ func TestS3PartsCarryTheirSHA256(t *testing.T) {
 		if strings.Contains(p.encoding, "aws-chunked") || p.header != p.bodySum {
 			t.Errorf("part %d: Content-Encoding %q, X-Amz-Content-Sha256 %q; want the body sent as is with its SHA-256 %s", i+1, p.encoding, p.header, p.bodySum)
 		}
+	}
+}
+
+// tlsPartStore is an s3Store made by newS3Store for an https:// endpoint:
+// a TLS proxy (recording as rec) in front of the test's versitygw. Its
+// client is then given the proxy's test certificate to trust, with every
+// other setting as newS3Store made them.
+func tlsPartStore(t *testing.T, srv *s3Server, bucket string, rec *partRecorder) *s3Store {
+	t.Helper()
+	target, err := url.Parse(srv.endpoint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httptest.NewTLSServer(rec.handler(target))
+	t.Cleanup(proxy.Close)
+	cfg := &config.Config{Name: "app", Backup: config.Backup{S3: &config.S3{
+		Endpoint: proxy.URL, PathStyle: true, CredentialsFile: srv.credFile}}}
+	store, err := newS3Store(cfg, config.Destination{Kind: "s3", Bucket: bucket}, "h", s3IdleTimeout, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := s3Credentials(srv.credFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, err := minio.NewCore(strings.TrimPrefix(proxy.URL, "https://"), &minio.Options{Creds: creds, Secure: true,
+		Region: "us-east-1", BucketLookup: minio.BucketLookupPath, Transport: proxy.Client().Transport, MaxRetries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.core = core
+	return store
+}
+
+// TestS3PartsOverHTTPSAreUnsigned: on an https:// endpoint the parts are
+// sent as UNSIGNED-PAYLOAD (TLS protects them in transit; no SHA-256 pass
+// over every part here and on the server), still with a Content-MD5 the
+// server checks, and the object is confirmed and read back as before.
+func TestS3PartsOverHTTPSAreUnsigned(t *testing.T) {
+	srv := startS3Server(t)
+	srv.makeBucket("tls")
+	rec := &partRecorder{}
+	store := tlsPartStore(t, srv, "tls", rec)
+	data := randomBytes(t, s3FirstPart+4321) // two parts
+	base := "app-20300101T000000Z.tar.gz"
+	up := writeUpload(t, store, base, data)
+	if err := up.Seal(context.Background(), []byte("sum\n"), []byte("sig\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.parts) != 2 {
+		t.Fatalf("%d part uploads went through the proxy, want 2", len(rec.parts))
+	}
+	for i, p := range rec.parts {
+		if strings.Contains(p.encoding, "aws-chunked") || p.header != "UNSIGNED-PAYLOAD" {
+			t.Errorf("part %d: Content-Encoding %q, X-Amz-Content-Sha256 %q; want the body as is, UNSIGNED-PAYLOAD", i+1, p.encoding, p.header)
+		}
+	}
+	if got := srv.get("tls", "h/app/"+base); !bytes.Equal(got, data) {
+		t.Fatalf("the server holds %d bytes that differ from the %d sent", len(got), len(data))
+	}
+}
+
+// TestS3PartAlteredOverHTTPSIsRefused: an unsigned part whose body changes
+// on its way is refused by its Content-MD5; the upload fails and nothing
+// becomes visible.
+func TestS3PartAlteredOverHTTPSIsRefused(t *testing.T) {
+	srv := startS3Server(t)
+	srv.makeBucket("tls")
+	rec := &partRecorder{alter: func(part string, body []byte) {
+		if part == "2" {
+			body[100] ^= 1
+		}
+	}}
+	store := tlsPartStore(t, srv, "tls", rec)
+	up, err := store.Create(context.Background(), "app-20300101T000000Z.tar.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, werr := up.Writer().Write(randomBytes(t, s3FirstPart+4321))
+	_, _, serr := up.Stored(context.Background())
+	if werr == nil && serr == nil {
+		t.Fatal("an altered part was accepted")
+	}
+	if err := errors.Join(werr, serr); !strings.Contains(err.Error(), "upload part 2") {
+		t.Fatalf("the upload failed for another reason: %v", err)
+	}
+	t.Logf("refused: %v", errors.Join(werr, serr))
+	if err := up.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	if keys := srv.keys("tls", ""); len(keys) != 0 {
+		t.Fatalf("visible after the failed upload: %v", keys)
 	}
 }

@@ -54,7 +54,7 @@ func writeChecked(t *testing.T, dir, format string, paths []string) (wrote, pars
 	f, err := os.Create(file)
 	must(t, err)
 	defer f.Close()
-	c, err := NewStreamCheck(context.Background(), f, format, true)
+	c, err := NewStreamCheck(context.Background(), f, format, 0, true)
 	must(t, err)
 	wrote, err = Write(context.Background(), c, paths, Options{Format: format, Logger: quietLogger})
 	if err != nil {
@@ -105,7 +105,7 @@ func TestStreamCheckAgreesWithFile(t *testing.T) {
 
 // feed passes data through a StreamCheck and returns its verdict.
 func feed(format string, data []byte) error {
-	c, err := NewStreamCheck(context.Background(), &bytes.Buffer{}, format, false)
+	c, err := NewStreamCheck(context.Background(), &bytes.Buffer{}, format, 0, false)
 	if err != nil {
 		return err
 	}
@@ -226,7 +226,7 @@ func TestStreamCheckArchiveInsideDataPath(t *testing.T) {
 	f, err := os.Create(filepath.Join(dir, "out.tar.gz"))
 	must(t, err)
 	defer f.Close()
-	c, err := NewStreamCheck(context.Background(), f, FormatTarGz, false)
+	c, err := NewStreamCheck(context.Background(), f, FormatTarGz, 0, false)
 	must(t, err)
 	st, err := Write(context.Background(), c, []string{dir}, Options{Format: FormatTarGz, Logger: quietLogger})
 	must(t, err)

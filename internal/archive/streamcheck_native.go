@@ -88,10 +88,10 @@ func checkNative(ctx context.Context, r *chunkReader, argv []string) (Stats, err
 		fed <- err
 	}()
 	st, perr := parseTar(ctx, bufio.NewReaderSize(outR, streamCheckChunk))
-	if perr != nil {
-		// The decompressor may still be writing or waiting for input.
-		cmd.Process.Kill()
-	}
+	// After a failed parse the decompressor dies of SIGPIPE on its next
+	// write, or has exited already with its own verdict, which must not
+	// be lost to a kill (a cut zstd stream: its output ends, then it
+	// exits 1).
 	outR.Close()
 	ferr := <-fed
 	werr := cmd.Wait()

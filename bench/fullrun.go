@@ -27,6 +27,10 @@ const (
 // format's native pipeline (the group's tool with baseline set).
 var fullrunTarget = map[string]float64{"tar.zst": 1.15, "tar.gz": 0.35, "zip": 0.25, "tar.bz2": 1.0, "tar.xz": 1.0}
 
+// fullrunNative names each format's native pipeline in a row that was not
+// measured.
+var fullrunNative = map[string]string{"tar.zst": "tar -I 'zstd -T2'", "tar.gz": "tar -I 'pigz -p 2'", "zip": "zip -r -q -y", "tar.bz2": "tar -I 'pbzip2 -p2'", "tar.xz": "tar -I 'xz -T2'"}
+
 // fullrunOrder is the order of the headline rows.
 var fullrunOrder = []string{"tar.zst", "tar.gz", "zip", "tar.bz2", "tar.xz"}
 
@@ -34,6 +38,7 @@ type fullrunRow struct {
 	format         string
 	worker, native tool
 	rw, rn         *result
+	note           string // why the row has no numbers
 }
 
 // fullrunSection renders the headline table; how says what produced it.
@@ -45,6 +50,10 @@ func fullrunSection(rows []fullrunRow, how string) string {
 	fmt.Fprintf(&md, "| format | backup-worker run s | native pipeline | native s | ratio | target | met | worker RSS MiB | compressor RSS MiB | runs |\n|---|---:|---|---:|---:|---:|---|---:|---:|---:|\n")
 	for _, r := range rows {
 		target := fullrunTarget[r.format]
+		if r.note != "" {
+			fmt.Fprintf(&md, "| %s | | `%s` | | | ≤ %.2f× | not measured | | | %s |\n", r.format, fullrunNative[r.format], target, r.note)
+			continue
+		}
 		if msg := r.rw.problem() + r.rn.problem(); msg != "" {
 			fmt.Fprintf(&md, "| %s | | %s | | | ≤ %.2f× | not measured | | | %s |\n", r.format, r.native.name, target, strings.TrimSpace(msg))
 			continue
@@ -61,6 +70,9 @@ func fullrunSection(rows []fullrunRow, how string) string {
 	fmt.Fprintf(&md, "\nPer run (s), worker / native: ")
 	var per []string
 	for _, r := range rows {
+		if r.note != "" {
+			continue
+		}
 		per = append(per, fmt.Sprintf("%s %s / %s", r.format, runSecs(r.rw.wall), runSecs(r.rn.wall)))
 	}
 	fmt.Fprintf(&md, "%s.\n\n%s\n", strings.Join(per, "; "), fullrunEnd)
@@ -89,15 +101,14 @@ func (r *result) problem() string {
 	return ""
 }
 
-// fullrunRows picks each format's worker and baseline rows.
+// fullrunRows picks each format's worker and baseline rows: one row per
+// format of the headline, every one of them, so that the table always
+// shows each target; a format without both results gets a row saying why
+// (note) instead of numbers.
 func fullrunRows(formats []string, groups map[string][]tool, results map[string][]*result) []fullrunRow {
 	var rows []fullrunRow
 	for _, f := range fullrunOrder {
-		if !containsStr(formats, f) {
-			continue
-		}
 		row := fullrunRow{format: f}
-		ok := 0
 		for i, t := range groups[f] {
 			if i >= len(results[f]) {
 				break
@@ -105,15 +116,19 @@ func fullrunRows(formats []string, groups map[string][]tool, results map[string]
 			switch {
 			case t.worker:
 				row.worker, row.rw = t, results[f][i]
-				ok++
 			case t.baseline:
 				row.native, row.rn = t, results[f][i]
-				ok++
 			}
 		}
-		if ok == 2 {
-			rows = append(rows, row)
+		switch {
+		case !containsStr(formats, f):
+			row.note = "not in this run's formats"
+		case row.rw == nil:
+			row.note = "no backup-worker run row (BENCH_WORKER_FORMATS, BENCH_WORKER_REPS)"
+		case row.rn == nil:
+			row.note = "no native pipeline row"
 		}
+		rows = append(rows, row)
 	}
 	return rows
 }

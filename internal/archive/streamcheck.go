@@ -27,6 +27,7 @@ import (
 type StreamCheck struct {
 	out    io.Writer
 	format string
+	decode []string  // the native decompressor's argv; nil: Go's decoder
 	hash   hash.Hash // nil: not hashed
 	free   chan []byte
 	full   chan []byte
@@ -44,13 +45,14 @@ const (
 )
 
 // NewStreamCheck starts the parse of a format archive written to out.
-// hashed: also compute the stream's SHA-256 (Sum).
-func NewStreamCheck(ctx context.Context, out io.Writer, format string, hashed bool) (*StreamCheck, error) {
+// threads caps a native decompressor's (0: every core; see
+// streamcheck_native.go). hashed: also compute the stream's SHA-256 (Sum).
+func NewStreamCheck(ctx context.Context, out io.Writer, format string, threads int, hashed bool) (*StreamCheck, error) {
 	if err := checkFormat(format); err != nil {
 		return nil, err
 	}
 	c := &StreamCheck{out: out, format: format, free: make(chan []byte, streamCheckBuffers),
-		full: make(chan []byte, streamCheckBuffers), done: make(chan struct{})}
+		full: make(chan []byte, streamCheckBuffers), done: make(chan struct{}), decode: nativeDecoder(format, threads)}
 	if hashed {
 		c.hash = sha256.New()
 	}
@@ -68,9 +70,12 @@ func (c *StreamCheck) OutputFile() *os.File { return outputFileOf(c.out) }
 
 func (c *StreamCheck) parse(ctx context.Context, r *chunkReader) {
 	defer close(c.done)
-	if c.format == FormatZip {
+	switch {
+	case c.format == FormatZip:
 		c.st, c.err = checkZipStream(ctx, r)
-	} else {
+	case c.decode != nil:
+		c.st, c.err = checkNative(ctx, r, c.decode)
+	default:
 		c.st, c.err = verifyTar(ctx, r, c.format)
 	}
 	if c.err == nil {

@@ -54,7 +54,7 @@ func writeChecked(t *testing.T, dir, format string, paths []string) (wrote, pars
 	f, err := os.Create(file)
 	must(t, err)
 	defer f.Close()
-	c, err := NewStreamCheck(context.Background(), f, format, true)
+	c, err := NewStreamCheck(context.Background(), f, format, 0, true)
 	must(t, err)
 	wrote, err = Write(context.Background(), c, paths, Options{Format: format, Logger: quietLogger})
 	if err != nil {
@@ -105,7 +105,7 @@ func TestStreamCheckAgreesWithFile(t *testing.T) {
 
 // feed passes data through a StreamCheck and returns its verdict.
 func feed(format string, data []byte) error {
-	c, err := NewStreamCheck(context.Background(), &bytes.Buffer{}, format, false)
+	c, err := NewStreamCheck(context.Background(), &bytes.Buffer{}, format, 0, false)
 	if err != nil {
 		return err
 	}
@@ -226,7 +226,7 @@ func TestStreamCheckArchiveInsideDataPath(t *testing.T) {
 	f, err := os.Create(filepath.Join(dir, "out.tar.gz"))
 	must(t, err)
 	defer f.Close()
-	c, err := NewStreamCheck(context.Background(), f, FormatTarGz, false)
+	c, err := NewStreamCheck(context.Background(), f, FormatTarGz, 0, false)
 	must(t, err)
 	st, err := Write(context.Background(), c, []string{dir}, Options{Format: FormatTarGz, Logger: quietLogger})
 	must(t, err)
@@ -234,5 +234,63 @@ func TestStreamCheckArchiveInsideDataPath(t *testing.T) {
 	must(t, err)
 	if st.Skipped != 1 || parsed.Files != 1 || !strings.Contains(strings.Join(st.Warnings, "\n"), "it is the archive being written") {
 		t.Errorf("wrote %+v, parsed %+v", st, parsed)
+	}
+}
+
+// nativeDecoders are the formats whose stream check decompresses with the
+// native tool, and that tool.
+var nativeDecoders = []struct{ format, tool string }{
+	{FormatTarZst, "zstd"}, {FormatTarXz, "xz"}, {FormatTarBz2, "pbzip2"},
+}
+
+// With the tool on PATH the native decompressor checks the stream, and
+// its refusal is the verdict: a real stream from the real compressor with
+// bytes after its end (the tar inside is complete, so only the
+// decompressor can object) or cut short fails with the tool's own
+// error, and the intact stream passes.
+func TestStreamCheckNativeDecoderRefuses(t *testing.T) {
+	for _, tc := range nativeDecoders {
+		t.Run(tc.format, func(t *testing.T) {
+			requireTool(t, tc.tool)
+			dir := t.TempDir()
+			_, _, _, file := writeChecked(t, dir, tc.format, streamTree(t, dir))
+			good, err := os.ReadFile(file)
+			must(t, err)
+			if err := feed(tc.format, good); err != nil {
+				t.Fatalf("intact stream: %v", err)
+			}
+			for name, b := range map[string][]byte{
+				"trailing bytes": append(bytes.Clone(good), "garbage"...),
+				"end cut":        good[:len(good)-1],
+			} {
+				err := feed(tc.format, b)
+				if err == nil || !strings.Contains(err.Error(), tc.tool+" -d: exit status") {
+					t.Errorf("%s: %v, want %s -d's refusal", name, err, tc.tool)
+				}
+			}
+		})
+	}
+}
+
+// A native decompressor that is found but cannot be started (removed
+// after the lookup) fails the check with that reason: the stream is never
+// taken as checked without a decoder.
+func TestStreamCheckNativeDecoderMissing(t *testing.T) {
+	for _, tc := range nativeDecoders {
+		t.Run(tc.format, func(t *testing.T) {
+			requireTool(t, tc.tool)
+			dir := t.TempDir()
+			_, _, _, file := writeChecked(t, dir, tc.format, streamTree(t, dir))
+			good, err := os.ReadFile(file)
+			must(t, err)
+			gone := filepath.Join(t.TempDir(), tc.tool)
+			old := lookPath
+			lookPath = func(string) (string, error) { return gone, nil }
+			t.Cleanup(func() { lookPath = old })
+			err = feed(tc.format, good)
+			if err == nil || !strings.Contains(err.Error(), "starting the decompressor "+gone) {
+				t.Fatalf("got %v, want the decompressor's start failure", err)
+			}
+		})
 	}
 }

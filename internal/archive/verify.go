@@ -73,7 +73,14 @@ func verifyTar(ctx context.Context, r io.Reader, format string) (st Stats, err e
 		return st, err
 	}
 	defer closeFn()
-	tr := tar.NewReader(dr)
+	return parseTar(ctx, dr)
+}
+
+// parseTar reads the tar stream r to its end (entries, content, the
+// end-of-archive padding and, when r decompresses, the compressor's
+// trailer with its checksums) and counts what it holds.
+func parseTar(ctx context.Context, r io.Reader) (st Stats, err error) {
+	tr := tar.NewReader(r)
 	buf := make([]byte, copyBufSize)
 	c := newChecker(0)
 	for {
@@ -97,7 +104,7 @@ func verifyTar(ctx context.Context, r io.Reader, format string) (st Stats, err e
 	}
 	// Read the rest of the stream (end-of-archive padding and the
 	// compressor's trailer) so that the final checksums are checked.
-	if _, err := io.CopyBuffer(io.Discard, onlyReader{dr}, buf); err != nil {
+	if _, err := io.CopyBuffer(io.Discard, onlyReader{r}, buf); err != nil {
 		return st, wrapCtx(ctx, fmt.Errorf("reading end of stream: %w", err))
 	}
 	return st, nil

@@ -6,8 +6,10 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -269,4 +271,52 @@ func TestRunEveryFormatVerifiedWhileWritten(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRunNativeDecoderRefusesStream: the stream check decompresses a
+// native compressor's stream with the native tool, and the tool's refusal
+// fails the run before anything is committed. The compressor on PATH is
+// the real one, whose output gets bytes appended after the end of its
+// stream (the tar inside stays complete, so only the decompressor sees
+// the damage); `-d` runs the real tool untouched.
+func TestRunNativeDecoderRefusesStream(t *testing.T) {
+	for _, tc := range []struct{ format, tool, pkg string }{
+		{"tar.zst", "zstd", "zstd"}, {"tar.xz", "xz", "xz-utils"}, {"tar.bz2", "pbzip2", "pbzip2"},
+	} {
+		t.Run(tc.format, func(t *testing.T) {
+			testtool.Require(t, tc.tool, tc.pkg)
+			real, err := exec.LookPath(tc.tool)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := newTestEnv(t)
+			wrap := filepath.Join(e.root, "wrap")
+			if err := os.MkdirAll(wrap, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			script := fmt.Sprintf("#!/bin/sh\ncase \" $* \" in *\" -d \"*) exec %s \"$@\";; esac\n%s \"$@\" && printf garbage\n", real, real)
+			if err := os.WriteFile(filepath.Join(wrap, tc.tool), []byte(script), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			t.Setenv("PATH", wrap+":"+os.Getenv("PATH"))
+			e.setUnit("app.service", "active")
+			cfg := e.config([]string{"app.service"}, func(m map[string]any) { backupSettings(m)["format"] = tc.format })
+			if code := e.run(cfg); code != ExitFailed {
+				t.Fatalf("exit %d, want %d", code, ExitFailed)
+			}
+			if log := e.logBuf.String(); !strings.Contains(log, "verify the archive while it was written") || !strings.Contains(log, tc.tool+" -d: exit status") {
+				t.Errorf("log does not say %s -d refused the stream:\n%s", tc.tool, lastLogLines(log, 5))
+			}
+			assertNoArchives(t, e.dests...)
+			assertNoTemps(t, e.dests...)
+			if e.unitState("app.service") != "active" {
+				t.Error("unit not restarted")
+			}
+		})
+	}
+}
+
+func lastLogLines(s string, n int) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(l[max(0, len(l)-n):], "\n")
 }

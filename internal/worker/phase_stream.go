@@ -108,7 +108,7 @@ func (rn *run) stream(ctx context.Context, produce archiveProducer) error {
 		}
 		out = enc
 	}
-	check, err := archive.NewStreamCheck(ctx, out, cfg.Backup.Format, enc == nil && fo == nil)
+	check, err := archive.NewStreamCheck(ctx, out, cfg.Backup.Format, cfg.Backup.Threads, enc == nil && fo == nil)
 	if err != nil {
 		if fo != nil {
 			fo.Close()

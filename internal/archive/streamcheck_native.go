@@ -1,0 +1,144 @@
+package archive
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"time"
+)
+
+// The stream check of a tar.xz, tar.bz2 or tar.zst archive decompresses
+// with the native tool when it is on PATH (the one the archive was
+// compressed with, started with -d), and parses the tar stream it prints
+// in Go. Profiled on the bench corpus (docs/performance.md, "Stream check
+// with the native decompressors"): Go's compress/bzip2 needs about 2.3
+// times the CPU of bzip2(1) and, single-threaded, became the pace of the
+// whole run while pbzip2 held both cores; ulikunitz/xz decodes several
+// times slower than xz(1), which also decodes xz -T's blocks in parallel;
+// klauspost's zstd decoder needs about 1.5 times zstd(1)'s CPU. The
+// verdict is the tool's exit status (each one checks its format's
+// checksums and refuses a truncated stream or bytes after its end) and
+// the parse of its output. Without the tool the Go decoder checks the
+// stream (the archive was then compressed in Go too): the check is never
+// skipped. A tool that is found but cannot be started fails the check.
+
+// nativeDecoder returns the argv of the native decompressor that checks a
+// format's stream, nil when there is none on PATH. bzip2(1) is not used:
+// it exits 0 on bytes after the end of the stream (pbzip2 refuses them).
+func nativeDecoder(format string, threads int) []string {
+	t := strconv.Itoa(hostThreads(threads))
+	tool, args := "", []string(nil)
+	switch format {
+	case FormatTarZst:
+		tool, args = "zstd", []string{"-d", "-c", "-q"}
+	case FormatTarXz:
+		tool, args = "xz", []string{"-d", "-c", "-q", "-T" + t}
+	case FormatTarBz2:
+		tool, args = "pbzip2", []string{"-d", "-c", "-q", "-p" + t}
+	default:
+		return nil
+	}
+	p, err := lookPath(tool)
+	if err != nil {
+		return nil
+	}
+	return append([]string{p}, args...)
+}
+
+// checkNative feeds the compressed stream (r) to the decompressor argv and
+// parses its output. The decompressor's own memory is its own; ours stays
+// the chunks plus a read buffer.
+func checkNative(ctx context.Context, r *chunkReader, argv []string) (Stats, error) {
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return Stats{}, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return Stats{}, err
+	}
+	setPipeSize(inW.Fd(), nativePipeSize)
+	setPipeSize(outW.Fd(), nativePipeSize)
+	stderr := &capBuffer{max: 8 << 10}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, stderr
+	cmd.WaitDelay = 5 * time.Second
+	err = cmd.Start()
+	inR.Close()
+	outW.Close()
+	if err != nil {
+		inW.Close()
+		outR.Close()
+		return Stats{}, fmt.Errorf("starting the decompressor %s: %w", argv[0], err)
+	}
+	if testHookNativeStarted != nil {
+		testHookNativeStarted(cmd.Process.Pid)
+	}
+	fed := make(chan error, 1)
+	go func() {
+		_, err := r.WriteTo(inW)
+		inW.Close()
+		fed <- err
+	}()
+	st, perr := parseTar(ctx, bufio.NewReaderSize(outR, streamCheckChunk))
+	// After a failed parse the decompressor dies of SIGPIPE on its next
+	// write, or has exited already with its own verdict, which must not
+	// be lost to a kill (a cut zstd stream: its output ends, then it
+	// exits 1).
+	outR.Close()
+	ferr := <-fed
+	werr := cmd.Wait()
+	return st, nativeVerdict(ctx, argv[0], perr, ferr, werr, stderr)
+}
+
+// nativeVerdict is the check's error: the cancellation, else the
+// decompressor's refusal (it exited with an error of its own), else the
+// parse's, else that the decompressor stopped reading before the end of
+// the stream.
+func nativeVerdict(ctx context.Context, tool string, perr, ferr, werr error, stderr *capBuffer) error {
+	var exit *exec.ExitError
+	refused := errors.As(werr, &exit) && exit.Exited()
+	switch {
+	case ctx.Err() != nil:
+		return context.Cause(ctx)
+	case refused && perr != nil:
+		return fmt.Errorf("%s -d: %w%s (tar: %v)", tool, werr, stderr.suffix(), perr)
+	case refused || (werr != nil && perr == nil):
+		return fmt.Errorf("%s -d: %w%s", tool, werr, stderr.suffix())
+	case perr != nil:
+		return perr
+	case ferr != nil:
+		return fmt.Errorf("%s -d stopped reading before the end of the stream: %w", tool, ferr)
+	}
+	return nil
+}
+
+// WriteTo writes the remaining chunks to w as they come, without a copy,
+// returning each to the free list once written. After a failed write it
+// stops: the parse ends, and the producer hands no more chunks over.
+func (r *chunkReader) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	for {
+		if len(r.cur) == 0 {
+			r.release()
+			b, ok := <-r.full
+			if !ok {
+				return n, nil
+			}
+			r.buf, r.cur = b, b
+		}
+		m, err := w.Write(r.cur)
+		n += int64(m)
+		r.cur = r.cur[m:]
+		if err != nil {
+			return n, err
+		}
+	}
+}

@@ -26,6 +26,11 @@ import (
 // the parse of its output. Without the tool the Go decoder checks the
 // stream (the archive was then compressed in Go too): the check is never
 // skipped. A tool that is found but cannot be started fails the check.
+//
+// Only the stream check runs a native decoder: it sees the stream our own
+// compressor is producing. verify, restore and drills read archives from
+// destinations the service user (or a bucket's other users) can write, and
+// decode them with Go's memory-safe decoders, never a C decoder as root.
 
 // nativeDecoder returns the argv of the native decompressor that checks a
 // format's stream, nil when there is none on PATH. bzip2(1) is not used:

@@ -396,22 +396,7 @@ func TestNixOSModulesAgreeWithGo(t *testing.T) {
 				if diff := cmp.Diff(goCfg, nixCfg, cmpopts.EquateEmpty()); diff != "" {
 					t.Errorf("%s: worker config from Nix differs from etc/backupgen/%s.json (-go +nix):\n%s", s.Name, s.Name, diff)
 				}
-				plain, err := os.ReadFile(filepath.Join(outDir, "etc/systemd/system", svc))
-				if err != nil {
-					t.Fatal(err)
-				}
-				worker := goldenOptions.WorkerPath
-				if diff := cmp.Diff(unitSettings(string(plain), worker), unitSettings(r.unit(svc), worker)); diff != "" {
-					t.Errorf("%s: the NixOS unit differs from the plain unit (-plain +nixos):\n%s", svc, diff)
-				}
-				timer, _ := r.get("systemd", "timers", s.UnitBase(), "timerConfig", "OnCalendar").([]any)
-				var cal []string
-				for _, c := range timer {
-					cal = append(cal, c.(string))
-				}
-				if diff := cmp.Diff(s.OnCalendar, cal); diff != "" {
-					t.Errorf("%s: OnCalendar from Nix differs from Go (-go +nix):\n%s", s.Name, diff)
-				}
+				unitAndTimerAgree(t, r, outDir, s.UnitBase(), s.OnCalendar)
 				drillUnitsAgree(t, r, outDir, s)
 			}
 			if m.MetricsDirectory != "" {
@@ -1133,6 +1118,14 @@ func drillUnitsAgree(t *testing.T, r evalResult, outDir string, s ServiceModel) 
 		}
 		return
 	}
+	unitAndTimerAgree(t, r, outDir, s.DrillUnitBase(), s.Backup.DrillOnCalendar)
+}
+
+// unitAndTimerAgree: the NixOS service BASE.service has the settings of
+// the plain unit of that name, and its timer the OnCalendar Go computed.
+func unitAndTimerAgree(t *testing.T, r evalResult, outDir, base string, onCalendar []string) {
+	t.Helper()
+	svc := base + ".service"
 	plain, err := os.ReadFile(filepath.Join(outDir, "etc/systemd/system", svc))
 	if err != nil {
 		t.Fatal(err)
@@ -1141,13 +1134,13 @@ func drillUnitsAgree(t *testing.T, r evalResult, outDir string, s ServiceModel) 
 	if diff := cmp.Diff(unitSettings(string(plain), worker), unitSettings(r.unit(svc), worker)); diff != "" {
 		t.Errorf("%s: the NixOS unit differs from the plain unit (-plain +nixos):\n%s", svc, diff)
 	}
-	timer, _ := r.get("systemd", "timers", s.DrillUnitBase(), "timerConfig", "OnCalendar").([]any)
+	timer, _ := r.get("systemd", "timers", base, "timerConfig", "OnCalendar").([]any)
 	var cal []string
 	for _, c := range timer {
 		cal = append(cal, c.(string))
 	}
-	if diff := cmp.Diff(s.Backup.DrillOnCalendar, cal); diff != "" {
-		t.Errorf("%s: drill OnCalendar from Nix differs from Go (-go +nix):\n%s", s.Name, diff)
+	if diff := cmp.Diff(onCalendar, cal); diff != "" {
+		t.Errorf("%s.timer: OnCalendar from Nix differs from Go (-go +nix):\n%s", base, diff)
 	}
 }
 

@@ -30,6 +30,7 @@ func (c *cli) drill(ctx context.Context, args []string) int {
 		fmt.Fprintf(c.stderr, "backup-worker drill: %v\n", err)
 		return worker.ExitUsage
 	}
-	d := &worker.Drill{Config: cfg, Log: c.log, Out: c.stdout, Destination: *dest}
+	d := &worker.Drill{Config: cfg, Log: c.log, Destination: *dest,
+		Report: func(r worker.DrillDest) { r.WriteText(c.stdout) }}
 	return d.Run(ctx)
 }

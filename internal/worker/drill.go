@@ -49,7 +49,11 @@ const maxDrillDifferences = 10
 type Drill struct {
 	Config *config.Config
 	Log    *slog.Logger
-	Out    io.Writer
+	// Report, when set, gets each destination's result as soon as it is
+	// known (the command prints it with WriteText): a drill of several
+	// destinations takes as long as restoring each, and the operator
+	// should see the first verdict without waiting for the last.
+	Report func(DrillDest)
 	// Destination limits the drill to one of the service's destinations.
 	Destination string
 	Now         func() time.Time
@@ -95,9 +99,6 @@ func (d *Drill) Run(ctx context.Context) int {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	if d.Out == nil {
-		d.Out = io.Discard
-	}
 	cfg := d.Config
 	log := d.Log.With(keyService, cfg.Name)
 	if err := d.check(); err != nil {
@@ -123,7 +124,9 @@ func (d *Drill) Run(ctx context.Context) int {
 	for _, dest := range dests {
 		r := d.one(ctx, log, dest, ids, idErr)
 		res.Destinations = append(res.Destinations, r)
-		d.print(r)
+		if d.Report != nil {
+			d.Report(r)
+		}
 	}
 	res.Finished = d.Now()
 	res.DurationSec = roundSec(res.Finished.Sub(start))
@@ -341,18 +344,18 @@ func (d *Drill) restoreAndCompare(ctx context.Context, rs *restorer, src *restor
 	return check, nil
 }
 
-// print writes one destination's result for the operator.
-func (d *Drill) print(r DrillDest) {
+// WriteText prints one destination's drill result for the operator.
+func (r DrillDest) WriteText(w io.Writer) {
 	switch r.Result {
 	case DrillOK:
-		fmt.Fprintf(d.Out, "%s: ok: %s restored and identical to its manifest (%d entries, %s compared)\n",
+		fmt.Fprintf(w, "%s: ok: %s restored and identical to its manifest (%d entries, %s compared)\n",
 			r.Destination, r.Archive, r.Entries, notify.HumanBytes(r.Bytes))
 	case DrillSkipped:
-		fmt.Fprintf(d.Out, "%s: skipped: optional destination absent\n", r.Destination)
+		fmt.Fprintf(w, "%s: skipped: optional destination absent\n", r.Destination)
 	default:
-		fmt.Fprintf(d.Out, "%s: %s: %s\n", r.Destination, r.Result, r.Error)
+		fmt.Fprintf(w, "%s: %s: %s\n", r.Destination, r.Result, r.Error)
 		for _, diff := range r.Differences {
-			fmt.Fprintf(d.Out, "  %s\n", diff)
+			fmt.Fprintf(w, "  %s\n", diff)
 		}
 	}
 }

@@ -41,7 +41,7 @@ func (e *testEnv) withDrill(more func(b, d map[string]any)) func(m map[string]an
 func (e *testEnv) drill(cfg *config.Config, dest string) (int, string) {
 	e.t.Helper()
 	var out bytes.Buffer
-	d := &Drill{Config: cfg, Out: &out, Destination: dest,
+	d := &Drill{Config: cfg, Report: func(r DrillDest) { r.WriteText(&out) }, Destination: dest,
 		Log: slog.New(slog.NewTextHandler(e.logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	code := d.Run(context.Background())
 	e.t.Logf("drill exit %d:\n%s", code, out.String())
@@ -350,7 +350,7 @@ func TestDrillWaitsForTheLock(t *testing.T) {
 	defer lock.Release()
 	os.Remove(filepath.Join(e.stateDir, lastDrillFile))
 	var out bytes.Buffer
-	d := &Drill{Config: cfg, Out: &out, LockWait: 50 * time.Millisecond,
+	d := &Drill{Config: cfg, Report: func(r DrillDest) { r.WriteText(&out) }, LockWait: 50 * time.Millisecond,
 		Log: slog.New(slog.NewTextHandler(e.logBuf, nil))}
 	if code := d.Run(context.Background()); code != ExitLockHeld {
 		t.Fatalf("drill: exit %d, want 4", code)

@@ -13,6 +13,13 @@ import (
 	"github.com/backupgen/backupgen/internal/hostkey"
 )
 
+// openForReading opens a destination for the commands that only read it
+// or remove archives from it (list, verify, prune, restore, drill): they
+// create nothing, so no owner is set, and no test seam applies.
+func openForReading(cfg *config.Config, dir string, log *slog.Logger) (Destination, error) {
+	return openStore(cfg, dir, false, owner{uid: -1, gid: -1}, nil, log)
+}
+
 // openStore makes the Destination of one entry of backup.paths: a local
 // directory, or a remote store named by its URL. The local fields (owner,
 // seams) only matter to a local directory.

@@ -255,7 +255,7 @@ func (d *Drill) one(ctx context.Context, log *slog.Logger, dest string, ids []ag
 
 // newestArchive names the newest archive in dest.
 func newestArchive(ctx context.Context, cfg *config.Config, dest string, log *slog.Logger) (string, error) {
-	store, err := openStore(cfg, dest, false, owner{uid: -1, gid: -1}, nil, log)
+	store, err := openForReading(cfg, dest, log)
 	if err != nil {
 		return "", err
 	}

@@ -204,7 +204,7 @@ func dryPrune(ctx context.Context, cfg *config.Config, key *hostkey.Key, w io.Wr
 			fmt.Fprintf(w, "  %s: nothing there\n", dir)
 			continue
 		}
-		store, err := openStore(cfg, dir, false, owner{uid: -1, gid: -1}, nil, log)
+		store, err := openForReading(cfg, dir, log)
 		if err != nil {
 			fmt.Fprintf(w, "  %s: error: %v\n", dir, err)
 			continue

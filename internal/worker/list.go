@@ -60,7 +60,7 @@ func List(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ListOp
 	res.KeyErr = keyErr
 	var errs *multierror.Error
 	for _, dir := range cfg.Backup.Paths {
-		store, err := openStore(cfg, dir, false, owner{uid: -1, gid: -1}, nil, log)
+		store, err := openForReading(cfg, dir, log)
 		var archives []StoredArchive
 		if err == nil {
 			defer closeStore(store)

@@ -77,7 +77,7 @@ func Prune(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Prune
 			res.Dests = append(res.Dests, d)
 			continue
 		}
-		store, err := openStore(cfg, dir, false, owner{uid: -1, gid: -1}, nil, log)
+		store, err := openForReading(cfg, dir, log)
 		if err != nil {
 			d.OpenErr = err
 			res.Dests = append(res.Dests, d)

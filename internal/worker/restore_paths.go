@@ -39,7 +39,7 @@ func CheckRestorePaths(cfg *config.Config, opts RestoreOptions) error {
 // underAny reports whether p is one of roots or lies below one.
 func underAny(p string, roots []string) bool {
 	for _, r := range roots {
-		if p == r || r == "/" || len(p) > len(r) && p[:len(r)] == r && p[len(r)] == '/' {
+		if p == r || within(p, r) {
 			return true
 		}
 	}

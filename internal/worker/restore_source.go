@@ -81,7 +81,7 @@ func (rs *restorer) openSource(ctx context.Context, arg string) (*restoreSource,
 	}
 	var errs *multierror.Error
 	for _, dir := range dests {
-		store, err := openStore(rs.cfg, dir, false, owner{uid: -1, gid: -1}, nil, rs.log)
+		store, err := openForReading(rs.cfg, dir, rs.log)
 		if err != nil {
 			errs = multierror.Append(errs, err)
 			continue

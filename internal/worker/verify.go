@@ -160,7 +160,7 @@ func (vr *verifyRun) targets(ctx context.Context, cfg *config.Config, log *slog.
 		return local, nil, closeAll, nil
 	}
 	for _, dir := range cfg.Backup.Paths {
-		store, err := openStore(cfg, dir, false, owner{uid: -1, gid: -1}, nil, log)
+		store, err := openForReading(cfg, dir, log)
 		var stored []StoredArchive
 		if err == nil {
 			stores = append(stores, store)

@@ -240,7 +240,7 @@ func (d *destination) finish(ctx context.Context, want []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
 	}
-	sum, err := d.storedSum(ctx, f)
+	sum, err := d.storedSum(ctx, f, want)
 	if err != nil {
 		return nil, err
 	}
@@ -286,13 +286,20 @@ func (d *destination) finish(ctx context.Context, want []byte) ([]byte, error) {
 
 // storedSum is the SHA-256 of the stored copy (step 4): re-read through
 // f after the fsync; for an upload that cannot be read before Commit (S3),
-// the SHA-256 of what was sent, confirmed part by part by the server
-// (Commit checks the whole: readBackCheck); for an SFTP upload that is not
-// read back, the SHA-256 it hashed while writing (the server confirmed the
+// the stream's (want), once the upload proved that what it sent, confirmed
+// part by part by the server, is exactly the stream (SentIntact; Commit
+// checks the whole: readBackCheck); for an SFTP upload that is not read
+// back, the SHA-256 it hashed while writing (the server confirmed the
 // size).
-func (d *destination) storedSum(ctx context.Context, f io.ReaderAt) ([]byte, error) {
+func (d *destination) storedSum(ctx context.Context, f io.ReaderAt, want []byte) ([]byte, error) {
 	if ru, remote := d.up.(remoteUpload); f == nil && remote {
-		return ru.SentSum(), nil
+		if want == nil {
+			return nil, errors.New("verify: no SHA-256 of the stream for a remote upload")
+		}
+		if err := ru.SentIntact(); err != nil {
+			return nil, fmt.Errorf("verify: %w", err)
+		}
+		return want, nil
 	}
 	if sum := streamSum(d.up); sum != nil {
 		return sum, nil

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/backupgen/backupgen/internal/config"
@@ -29,11 +30,15 @@ import (
 //
 // Write protocol (the Upload): a multipart upload to the final key,
 // streamed part by part as the archive is produced (at most three parts
-// in memory, no local temp copy); each part is sent with its Content-MD5
-// (and on plain http its SHA-256: partOptions) and its ETag checked. Stored confirms the parts against the
-// server's ListParts. Commit refuses an existing key, completes the upload
-// (If-None-Match: *, where the server honours it), checks the size and
-// the multipart ETag the server reports, reads the object back in full
+// in memory, no local temp copy); each part is sent with its CRC64NVME,
+// or Content-MD5 where the server does not check that (and on plain http
+// its SHA-256: partOptions), and what the server answers is checked.
+// Stored confirms the parts against the server's ListParts and that they
+// are the bytes written (SentIntact). Commit refuses an existing key,
+// completes the upload (If-None-Match: *, where the server honours it;
+// with the whole object's CRC64NVME, which the server checks), checks the
+// size and the CRC64NVME (or the multipart ETag of Content-MD5 parts) the
+// server reports, reads the object back in full
 // and checks its SHA-256 (verifyReadBack, default on), then puts .sha256,
 // then .sig. Until the upload completes the archive is invisible; an
 // archive is never shown with a checksum it does not match, and any
@@ -49,6 +54,9 @@ type s3Store struct {
 	readBack bool
 	tls      bool // https: parts go as UNSIGNED-PAYLOAD (sendPart)
 	log      *slog.Logger
+	// md5Parts: the server does not check CRC64NVME part checksums;
+	// uploads send Content-MD5 (hdrChecksumCRC).
+	md5Parts atomic.Bool
 }
 
 var _ Destination = (*s3Store)(nil)
@@ -236,11 +244,18 @@ func (s *s3Store) Open(ctx context.Context, name string) (ArchiveReader, error) 
 }
 
 func (s *s3Store) openKey(ctx context.Context, name string) (*s3Object, error) {
-	info, err := s.core.StatObject(ctx, s.bucket, s.key(name), minio.StatObjectOptions{})
+	o, _, err := s.statKey(ctx, name, false)
+	return o, err
+}
+
+// statKey is openKey that also returns what the server reports of the
+// object, with its checksums if checksums.
+func (s *s3Store) statKey(ctx context.Context, name string, checksums bool) (*s3Object, minio.ObjectInfo, error) {
+	info, err := s.core.StatObject(ctx, s.bucket, s.key(name), minio.StatObjectOptions{Checksum: checksums})
 	if err != nil {
-		return nil, fmt.Errorf("%s/%s: %w", s, name, notExist(err))
+		return nil, info, fmt.Errorf("%s/%s: %w", s, name, notExist(err))
 	}
-	return &s3Object{s: s, ctx: ctx, name: name, size: info.Size, etag: info.ETag}, nil
+	return &s3Object{s: s, ctx: ctx, name: name, size: info.Size, etag: info.ETag}, info, nil
 }
 
 // notExist maps S3's "no such key" to os.ErrNotExist.

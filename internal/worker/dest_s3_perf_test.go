@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -21,21 +22,49 @@ import (
 )
 
 // partRecorder is a reverse proxy in front of the test's versitygw that
-// records, for every part upload, the X-Amz-Content-Sha256 and
-// Content-Encoding headers and the SHA-256 of the body as sent.
+// records, for every part upload, the X-Amz-Content-Sha256,
+// Content-Encoding, x-amz-checksum-crc64nvme and Content-MD5 headers and
+// the SHA-256 of the body as sent.
 type partRecorder struct {
 	mu    sync.Mutex
 	parts []recordedPart
 	alter func(part string, body []byte) // if set, may change a part's body on its way
+	// refuse, if set, answers a request for which it returns a code
+	// itself, with that S3 error code (400), as a server that does not
+	// take the request's headers.
+	refuse func(r *http.Request) string
+	// dropAnswerCRC removes the CRC64NVME from the answers to part
+	// uploads, as a server that ignores the checksum headers.
+	dropAnswerCRC bool
+	// headCRC, if set, replaces the CRC64NVME in answers to HEAD.
+	headCRC string
 }
 
 type recordedPart struct {
 	header, encoding, bodySum string
+	crc, md5                  string
 }
 
 func (p *partRecorder) handler(target *url.URL) http.Handler {
 	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		if p.dropAnswerCRC && resp.Request.Method == http.MethodPut && resp.Request.URL.Query().Get("partNumber") != "" {
+			resp.Header.Del(hdrChecksumCRC)
+		}
+		if p.headCRC != "" && resp.Request.Method == http.MethodHead && resp.Header.Get(hdrChecksumCRC) != "" {
+			resp.Header.Set(hdrChecksumCRC, p.headCRC)
+		}
+		return nil
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p.refuse != nil {
+			if code := p.refuse(r); code != "" {
+				w.Header().Set("Content-Type", "application/xml")
+				w.WriteHeader(http.StatusBadRequest)
+				fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>%s</Code><Message>not supported here</Message></Error>`, code)
+				return
+			}
+		}
 		if r.Method == http.MethodPut && r.URL.Query().Get("partNumber") != "" {
 			body, err := io.ReadAll(r.Body)
 			if err != nil {
@@ -44,7 +73,8 @@ func (p *partRecorder) handler(target *url.URL) http.Handler {
 			}
 			sum := sha256.Sum256(body)
 			p.mu.Lock()
-			p.parts = append(p.parts, recordedPart{r.Header.Get("X-Amz-Content-Sha256"), r.Header.Get("Content-Encoding"), hex.EncodeToString(sum[:])})
+			p.parts = append(p.parts, recordedPart{r.Header.Get("X-Amz-Content-Sha256"), r.Header.Get("Content-Encoding"), hex.EncodeToString(sum[:]),
+				r.Header.Get(hdrChecksumCRC), r.Header.Get("Content-MD5")})
 			p.mu.Unlock()
 			if p.alter != nil {
 				p.alter(r.URL.Query().Get("partNumber"), body)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -83,9 +82,12 @@ func mustParse(t *testing.T, s string) config.Destination {
 }
 
 // TestS3CommitConfirmsServerReport: the commit's check against what the
-// server reports is live, not skipped: the server's ETag of a multipart
-// object is the one the parts sent make, the size is the bytes sent, and
-// with the read-back off a committed archive is still exactly the bytes.
+// server reports is live, not skipped: the server's CRC64NVME of the
+// multipart object is that of the bytes written, the size is the bytes
+// sent, and with the read-back off a committed archive is still exactly
+// the bytes. (With Content-MD5 parts, the multipart ETag:
+// TestS3ChecksumFallsBackToMD5; a wrong report fails the commit:
+// TestS3CommitRefusesAnotherObjectChecksum.)
 func TestS3CommitConfirmsServerReport(t *testing.T) {
 	t.Parallel()
 	srv := startS3Server(t)
@@ -107,12 +109,13 @@ func TestS3CommitConfirmsServerReport(t *testing.T) {
 	if err := up.Commit(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	info, err := srv.client.StatObject(context.Background(), "etag", "h/app/"+base, minio.StatObjectOptions{})
+	info, err := srv.client.StatObject(context.Background(), "etag", "h/app/"+base, minio.StatObjectOptions{Checksum: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Trim(info.ETag, `"`); got != u.multipartETag() || !strings.HasSuffix(got, "-3") || info.Size != int64(len(data)) {
-		t.Fatalf("server reports ETag %s, size %d; the parts sent make %s, %d bytes", got, info.Size, u.multipartETag(), len(data))
+	if !u.crc || info.ChecksumCRC64NVME != crc64Of(data) || info.Size != int64(len(data)) || len(u.sent) != 3 {
+		t.Fatalf("server reports CRC64NVME %q, size %d; the bytes written have %s, %d bytes (checksums used: %v, %d parts)",
+			info.ChecksumCRC64NVME, info.Size, crc64Of(data), len(data), u.crc, len(u.sent))
 	}
 	if !bytes.Equal(srv.get("etag", "h/app/"+base), data) {
 		t.Fatal("the object differs from the bytes sent")

@@ -30,6 +30,7 @@ type S3Server struct {
 	Client   *minio.Core // a client with the server's credentials
 	CredFile string      // an AWS_ACCESS_KEY_ID=/AWS_SECRET_ACCESS_KEY= file that logs in
 	cmd      *exec.Cmd
+	posix    []string // options of the posix backend
 }
 
 const (
@@ -48,8 +49,16 @@ func StartS3Server(t testing.TB) *S3Server { return StartS3ServerRegion(t, "us-e
 // signed for another region are refused, as by AWS).
 func StartS3ServerRegion(t testing.TB, region string) *S3Server {
 	t.Helper()
+	return StartS3ServerOptions(t, region)
+}
+
+// StartS3ServerOptions is StartS3ServerRegion with options of versitygw's
+// posix backend (e.g. --data-integrity-etag: ETags from CRC64NVME, no
+// MD5 anywhere).
+func StartS3ServerOptions(t testing.TB, region string, posix ...string) *S3Server {
+	t.Helper()
 	bin := RequireGoTool(t, "versitygw", VersitygwInstall)
-	s := &S3Server{t: t, bin: bin, dir: t.TempDir(), region: region, Addr: "127.0.0.1:" + fmt.Sprint(FreePort(t))}
+	s := &S3Server{t: t, bin: bin, dir: t.TempDir(), region: region, Addr: "127.0.0.1:" + fmt.Sprint(FreePort(t)), posix: posix}
 	s.CredFile = filepath.Join(t.TempDir(), "s3.env")
 	creds := fmt.Sprintf("# test\nAWS_ACCESS_KEY_ID=%s\nexport AWS_SECRET_ACCESS_KEY=\"%s\"\n", S3Access, S3Secret)
 	if err := os.WriteFile(s.CredFile, []byte(creds), 0o600); err != nil {
@@ -70,7 +79,8 @@ func StartS3ServerRegion(t testing.TB, region string) *S3Server {
 // until it accepts connections.
 func (s *S3Server) Start() {
 	s.t.Helper()
-	s.cmd = exec.Command(s.bin, "--access", S3Access, "--secret", S3Secret, "--region", s.region, "--port", s.Addr, "posix", s.dir)
+	args := append([]string{"--access", S3Access, "--secret", S3Secret, "--region", s.region, "--port", s.Addr, "posix"}, s.posix...)
+	s.cmd = exec.Command(s.bin, append(args, s.dir)...)
 	var out bytes.Buffer
 	s.cmd.Stdout, s.cmd.Stderr = &out, &out
 	if err := s.cmd.Start(); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/md5"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/backupgen/backupgen/internal/config"
+	"github.com/backupgen/backupgen/internal/testtool"
 	"github.com/minio/minio-go/v7"
 )
 
@@ -227,4 +229,44 @@ func TestS3SentIntactCatchesAChangedPart(t *testing.T) {
 		t.Fatalf("SentIntact = %v, want the changed part found", err)
 	}
 	t.Log(err)
+}
+
+// TestS3ServerWithoutMD5ETags: a server that derives its ETags from a
+// CRC64NVME instead of MD5 (versitygw --data-integrity-etag) takes the
+// archive, with the CRC64NVME parts and with Content-MD5 parts (a proxy
+// refusing the checksum headers) alike: its ETags are neither checked as
+// MD5s nor a reason to fail the commit (before, every commit to such a
+// server failed on "the server reports ETag CRC64NVME-…").
+func TestS3ServerWithoutMD5ETags(t *testing.T) {
+	t.Parallel()
+	s := testtool.StartS3ServerOptions(t, "us-east-1", "--data-integrity-etag")
+	srv := &s3Server{S3Server: s, client: s.Client, credFile: s.CredFile}
+	for i, rec := range []*partRecorder{{}, {refuse: func(r *http.Request) string {
+		if r.Header.Get(hdrChecksumAlgo) != "" {
+			return "InvalidArgument"
+		}
+		return ""
+	}}} {
+		bucket := fmt.Sprintf("crcetag%d", i)
+		srv.makeBucket(bucket)
+		for _, readBack := range []bool{false, true} {
+			store := proxyStore(t, srv, bucket, rec, readBack)
+			data := randomBytes(t, s3FirstPart+4321)
+			base := "app-20300101T000000Z.tar.gz"
+			if readBack {
+				base = "app-20300102T000000Z.tar.gz"
+			}
+			commitArchive(t, store, base, data)
+			if !bytes.Equal(srv.get(bucket, "h/app/"+base), data) {
+				t.Fatal("the object differs from the bytes written")
+			}
+			info, err := srv.client.StatObject(context.Background(), bucket, "h/app/"+base, minio.StatObjectOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(strings.Trim(info.ETag, `"`), "CRC64NVME-") {
+				t.Fatalf("the server's ETag is %s: not the server this test needs", info.ETag)
+			}
+		}
+	}
 }

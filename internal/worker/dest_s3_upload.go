@@ -335,6 +335,23 @@ func isMD5Hex(s string) bool {
 	return err == nil
 }
 
+// isMultipartMD5ETag: an ETag of the form S3 gives a multipart object,
+// MD5(part MD5s)-N (servers that derive ETags from another checksum, e.g.
+// versitygw --data-integrity-etag's CRC64NVME-..., or encrypt, give
+// something else: then the size and the read-back are the check).
+func isMultipartMD5ETag(s string) bool {
+	sum, n, ok := strings.Cut(s, "-")
+	if !ok || !isMD5Hex(sum) || n == "" {
+		return false
+	}
+	for _, c := range n {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 // Stored sends the last part, waits for every part, and confirms them
 // against the parts the server lists (number, size, ETag). The bytes
 // cannot be read before the upload completes: the reader is nil (see
@@ -511,7 +528,7 @@ func (u *s3Upload) confirmObject(ctx context.Context) error {
 		if want := crc64Base64(u.streamCRC.Sum64()); info.ChecksumCRC64NVME != want {
 			return fmt.Errorf("the server reports CRC64NVME %q, the bytes sent had %s", info.ChecksumCRC64NVME, want)
 		}
-	} else if etag := strings.Trim(o.etag, `"`); strings.Contains(etag, "-") && !strings.EqualFold(etag, u.multipartETag()) {
+	} else if etag := strings.Trim(o.etag, `"`); isMultipartMD5ETag(etag) && !strings.EqualFold(etag, u.multipartETag()) {
 		return fmt.Errorf("the server reports ETag %s, the parts sent make %s", etag, u.multipartETag())
 	}
 	if !u.s.readBack {

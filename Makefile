@@ -64,6 +64,8 @@ check-vendor-hash:
 ##        starts) vs `tar -I zstd | rclone rcat`, encrypted vs not, worker RSS at 1x and 4x.
 ##        BENCH_OFFSITE_SERVER_DIR=/dev/shm puts versitygw's bucket off the bench disk,
 ##        BENCH_OFFSITE_TLS=1 serves https (the real case); CPU is split worker / versitygw.
+##        BENCH_OFFSITE_SERVER_WRAP="chrt --idle 0" / BENCH_OFFSITE_SERVER_ARGS=--data-integrity-etag
+##        separate the server's share (labelled in the section; not the issue's setup).
 BENCH_RESULTS ?= bench/out/results.md
 .PHONY: bench bench-record bench-downtime-load
 bench:

@@ -36,7 +36,8 @@ type partRecorder struct {
 	// dropAnswerCRC removes the CRC64NVME from the answers to part
 	// uploads, as a server that ignores the checksum headers.
 	dropAnswerCRC bool
-	// headCRC, if set, replaces the CRC64NVME in answers to HEAD.
+	// headCRC, if set, replaces the CRC64NVME in answers to HEAD ("-":
+	// removes it).
 	headCRC string
 }
 
@@ -53,6 +54,9 @@ func (p *partRecorder) handler(target *url.URL) http.Handler {
 		}
 		if p.headCRC != "" && resp.Request.Method == http.MethodHead && resp.Header.Get(hdrChecksumCRC) != "" {
 			resp.Header.Set(hdrChecksumCRC, p.headCRC)
+			if p.headCRC == "-" {
+				resp.Header.Del(hdrChecksumCRC)
+			}
 		}
 		return nil
 	}

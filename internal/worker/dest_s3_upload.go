@@ -488,7 +488,16 @@ func (u *s3Upload) Commit(ctx context.Context) error {
 		}
 		opts.UserMetadata = map[string]string{hdrChecksumCRC: crc64Base64(sum), hdrChecksumType: "FULL_OBJECT"}
 	}
-	if _, err := u.s.core.CompleteMultipartUpload(ctx, u.s.bucket, key, u.uploadID, u.sent, opts); err != nil {
+	_, err := u.s.core.CompleteMultipartUpload(ctx, u.s.bucket, key, u.uploadID, u.sent, opts)
+	if err != nil && u.crc && refusesChecksum(err) {
+		// A server that checked the parts' CRC64NVME but refuses the
+		// whole object's: complete without it (the object's report and
+		// the read-back still check the whole).
+		u.s.log.Warn("the S3 server refuses the object's CRC64NVME on completion; completing without it", keyDestination, u.s.String(), "reason", err.Error())
+		opts.UserMetadata = nil
+		_, err = u.s.core.CompleteMultipartUpload(ctx, u.s.bucket, key, u.uploadID, u.sent, opts)
+	}
+	if err != nil {
 		return fmt.Errorf("commit: complete upload: %w", err)
 	}
 	u.completed = true
@@ -524,8 +533,10 @@ func (u *s3Upload) confirmObject(ctx context.Context) error {
 	}
 	if u.crc {
 		// A server that checked every part's CRC64NVME and the whole
-		// object's at completion reports it here.
-		if want := crc64Base64(u.streamCRC.Sum64()); info.ChecksumCRC64NVME != want {
+		// object's at completion reports it here (one that reports
+		// none, as one whose ETag is no MD5: the size, the parts each
+		// confirmed and the read-back are the check).
+		if want := crc64Base64(u.streamCRC.Sum64()); info.ChecksumCRC64NVME != "" && info.ChecksumCRC64NVME != want {
 			return fmt.Errorf("the server reports CRC64NVME %q, the bytes sent had %s", info.ChecksumCRC64NVME, want)
 		}
 	} else if etag := strings.Trim(o.etag, `"`); isMultipartMD5ETag(etag) && !strings.EqualFold(etag, u.multipartETag()) {

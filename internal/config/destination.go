@@ -168,7 +168,7 @@ type S3 struct {
 	CredentialsFile string `json:"credentialsFile"`
 	// VerifyReadBack reads every uploaded archive back in full and checks
 	// its SHA-256 (default true; off on metered links, where the size and
-	// ETag the server reports are the check).
+	// the checksums or ETag the server reports are the check).
 	VerifyReadBack *bool `json:"verifyReadBack,omitempty"`
 }
 

@@ -161,8 +161,9 @@ func tlsPartStore(t *testing.T, srv *s3Server, bucket string, rec *partRecorder)
 
 // TestS3PartsOverHTTPSAreUnsigned: on an https:// endpoint the parts are
 // sent as UNSIGNED-PAYLOAD (TLS protects them in transit; no SHA-256 pass
-// over every part here and on the server), still with a Content-MD5 the
-// server checks, and the object is confirmed and read back as before.
+// over every part here and on the server), still with a checksum the
+// server checks (CRC64NVME: TestS3PartsCarryCRC64NVME), and the object is
+// confirmed and read back as before.
 func TestS3PartsOverHTTPSAreUnsigned(t *testing.T) {
 	srv := startS3Server(t)
 	srv.makeBucket("tls")
@@ -181,8 +182,8 @@ func TestS3PartsOverHTTPSAreUnsigned(t *testing.T) {
 		t.Fatalf("%d part uploads went through the proxy, want 2", len(rec.parts))
 	}
 	for i, p := range rec.parts {
-		if strings.Contains(p.encoding, "aws-chunked") || p.header != "UNSIGNED-PAYLOAD" {
-			t.Errorf("part %d: Content-Encoding %q, X-Amz-Content-Sha256 %q; want the body as is, UNSIGNED-PAYLOAD", i+1, p.encoding, p.header)
+		if strings.Contains(p.encoding, "aws-chunked") || p.header != "UNSIGNED-PAYLOAD" || p.crc == "" {
+			t.Errorf("part %d: Content-Encoding %q, X-Amz-Content-Sha256 %q, CRC64NVME %q; want the body as is, UNSIGNED-PAYLOAD, with its checksum", i+1, p.encoding, p.header, p.crc)
 		}
 	}
 	if got := srv.get("tls", "h/app/"+base); !bytes.Equal(got, data) {
@@ -191,8 +192,8 @@ func TestS3PartsOverHTTPSAreUnsigned(t *testing.T) {
 }
 
 // TestS3PartAlteredOverHTTPSIsRefused: an unsigned part whose body changes
-// on its way is refused by its Content-MD5; the upload fails and nothing
-// becomes visible.
+// on its way is refused by its checksum (CRC64NVME; Content-MD5 before);
+// the upload fails and nothing becomes visible.
 func TestS3PartAlteredOverHTTPSIsRefused(t *testing.T) {
 	srv := startS3Server(t)
 	srv.makeBucket("tls")

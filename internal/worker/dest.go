@@ -297,8 +297,9 @@ func (d *destination) finish(ctx context.Context, want *archive.Digest) (*archiv
 // held is what step 4 found a destination to hold: the SHA-256 of what a
 // remote upload sent (S3, confirmed part by part by the server; Commit
 // checks the whole: readBackCheck) or an SFTP upload that is not read back
-// wrote (the server confirmed the size); or, for a file re-read after its
-// fsync, its length and CRC-64 (archive.Digest says why that suffices).
+// wrote (the server confirmed the size), or of an SFTP upload re-read; or,
+// for a local file re-read after its fsync, its length and CRC-64
+// (archive.Digest says why that suffices).
 type held struct {
 	sha  []byte // nil: re-read
 	crc  uint64
@@ -322,7 +323,9 @@ func (h held) check(want *archive.Digest, what string) error {
 }
 
 // stored is step 4: what the destination holds. A file is re-read through
-// f after the fsync (the beforeReread seam runs just before).
+// f after the fsync (the beforeReread seam runs just before): a local temp
+// file, which only root can write, for its length and CRC-64; one on a
+// server (SFTP) for its SHA-256.
 func (d *destination) stored(ctx context.Context, f io.ReaderAt) (held, error) {
 	if ru, remote := d.up.(remoteUpload); f == nil && remote {
 		return held{sha: ru.SentSum()}, nil
@@ -333,8 +336,18 @@ func (d *destination) stored(ctx context.Context, f io.ReaderAt) (held, error) {
 	if d.beforeReread != nil {
 		d.beforeReread(d.dir)
 	}
+	name := d.path(d.base) + " (uncommitted)"
+	if _, local := d.up.(*localUpload); !local {
+		// A file on a server (SFTP) may be written by others who use
+		// the account: its SHA-256, as sent.
+		sum, err := hashAt(ctx, f, name, d.size)
+		if err != nil {
+			return held{}, fmt.Errorf("verify: re-read: %w", err)
+		}
+		return held{sha: sum}, nil
+	}
 	crc := archive.NewCRC64()
-	if err := readAllAt(ctx, f, d.path(d.base)+" (uncommitted)", d.size, crc); err != nil {
+	if err := readAllAt(ctx, f, name, d.size, crc); err != nil {
 		return held{}, fmt.Errorf("verify: re-read: %w", err)
 	}
 	return held{crc: crc.Sum64(), size: d.size}, nil

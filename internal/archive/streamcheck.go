@@ -2,10 +2,8 @@ package archive
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 )
@@ -17,8 +15,8 @@ import (
 // directory against the local headers), the check a read-back of the
 // written file would make, without reading the file again. Close returns
 // what the parse counted (compare it with the producer's Stats:
-// CheckCounts) and, when hashing was asked for, Sum is the SHA-256 of the
-// stream, which the copy on disk must have.
+// CheckCounts) and, when hashing was asked for, Digest is the stream's
+// SHA-256, CRC-64 and length, which the copy on disk must have.
 //
 // Memory is bounded: streamCheckBuffers chunks of streamCheckChunk bytes,
 // handed from the producer to the parse without a copy, plus the
@@ -28,7 +26,7 @@ type StreamCheck struct {
 	out    io.Writer
 	format string
 	decode []string  // the native decompressor's argv; nil: Go's decoder
-	hash   hash.Hash // nil: not hashed
+	hash   *Digester // nil: not hashed
 	free   chan []byte
 	full   chan []byte
 	cur    []byte
@@ -54,7 +52,7 @@ func NewStreamCheck(ctx context.Context, out io.Writer, format string, threads i
 	c := &StreamCheck{out: out, format: format, free: make(chan []byte, streamCheckBuffers),
 		full: make(chan []byte, streamCheckBuffers), done: make(chan struct{}), decode: nativeDecoder(format, threads)}
 	if hashed {
-		c.hash = sha256.New()
+		c.hash = NewDigester()
 	}
 	for range streamCheckBuffers {
 		c.free <- make([]byte, 0, streamCheckChunk)
@@ -180,12 +178,19 @@ func (c *StreamCheck) Abort() {
 	}
 }
 
+// Digest is the stream's Digest (ok false when not hashed). Call it after
+// Close.
+func (c *StreamCheck) Digest() (d Digest, ok bool) {
+	if c.hash == nil {
+		return d, false
+	}
+	return c.hash.Digest(), true
+}
+
 // Sum is the SHA-256 of the stream (nil when not hashed). Call it after Close.
 func (c *StreamCheck) Sum() []byte {
-	if c.hash == nil {
-		return nil
-	}
-	return c.hash.Sum(nil)
+	d, _ := c.Digest()
+	return d.SHA256
 }
 
 // CheckCounts compares what the producer wrote (wrote: its Stats) with

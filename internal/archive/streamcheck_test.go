@@ -46,9 +46,9 @@ func streamTree(t *testing.T, dir string) []string {
 }
 
 // writeChecked writes the tree through a StreamCheck into a file and
-// returns the producer's stats, the parse's, the stream's SHA-256 and the
+// returns the producer's stats, the parse's, the stream's Digest and the
 // archive file.
-func writeChecked(t *testing.T, dir, format string, paths []string) (wrote, parsed Stats, sum []byte, file string) {
+func writeChecked(t *testing.T, dir, format string, paths []string) (wrote, parsed Stats, sum Digest, file string) {
 	t.Helper()
 	file = filepath.Join(dir, "out."+format)
 	f, err := os.Create(file)
@@ -65,12 +65,16 @@ func writeChecked(t *testing.T, dir, format string, paths []string) (wrote, pars
 	if err != nil {
 		t.Fatalf("StreamCheck.Close: %v", err)
 	}
-	return wrote, parsed, c.Sum(), file
+	sum, ok := c.Digest()
+	if !ok {
+		t.Fatal("a hashed StreamCheck has no Digest")
+	}
+	return wrote, parsed, sum, file
 }
 
 // The parse of the stream counts what the archiver wrote and what a
 // read-back of the file counts, in every format and with each compressor,
-// and the stream's SHA-256 is the file's.
+// and the stream's digest (SHA-256, CRC-64, length) is the file's.
 func TestStreamCheckAgreesWithFile(t *testing.T) {
 	for _, tc := range streamCheckFormats {
 		t.Run(tc.name, func(t *testing.T) {
@@ -90,8 +94,11 @@ func TestStreamCheckAgreesWithFile(t *testing.T) {
 			}
 			data, err := os.ReadFile(file)
 			must(t, err)
-			if want := sha256.Sum256(data); !bytes.Equal(sum, want[:]) {
-				t.Errorf("Sum %x, the file's SHA-256 %x", sum, want)
+			if want := sha256.Sum256(data); !bytes.Equal(sum.SHA256, want[:]) {
+				t.Errorf("Digest SHA-256 %x, the file's %x", sum.SHA256, want)
+			}
+			if crc := NewCRC64(); sum.Size != int64(len(data)) || sum.CRC64 != func() uint64 { crc.Write(data); return crc.Sum64() }() {
+				t.Errorf("Digest has %d bytes and CRC-64 %016x, the file %d and %016x", sum.Size, sum.CRC64, len(data), crc.Sum64())
 			}
 			vst, err := VerifyFile(context.Background(), file, tc.format)
 			must(t, err)

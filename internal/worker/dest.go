@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/backupgen/backupgen/internal/archive"
 	"github.com/backupgen/backupgen/internal/config"
 	"github.com/backupgen/backupgen/internal/hostkey"
 )
@@ -50,15 +51,18 @@ import (
 //     directory against the local headers) and hashed, and its entries
 //     and content bytes must be what the archiver reports writing
 //     (phase_stream.go): the stream is a complete, well-formed archive of
-//     the data, and its SHA-256 is known before anything is read back. A
+//     the data, and its SHA-256 and CRC-64 are known before anything is read back. A
 //     local temp file's write-back starts as it is written;
 //  3. fsync;
-//  4. verify the temp file: re-read it through its descriptor (pread) and
-//     hash it with SHA-256 (the Runner's beforeReread seam runs just
-//     before). A primary must match the SHA-256 of the stream; a copy
-//     must match its primary's verified SHA-256 (a reflinked copy is
-//     re-read too). Equal SHA-256, equal bytes: the file holds exactly
-//     the stream that was parsed, so it is not parsed again;
+//  4. verify the temp file: re-read it through its descriptor (pread)
+//     for its length and CRC-64 (the Runner's beforeReread seam runs just
+//     before). A primary must match the stream's (archive.Digest, computed
+//     as the stream went by, with its SHA-256); a copy must match its
+//     primary's verified digest (a reflinked copy is re-read too). Equal
+//     length and CRC-64: the file holds the stream that was parsed (no
+//     one else can write the file, so only accidental damage is to catch:
+//     archive.Digest), so it is not parsed again, and the stream's
+//     SHA-256 is the file's;
 //  5. write the checksum and the signature (internal/hostkey: the host
 //     key signs the final name, SHA-256 and size) the same way:
 //     .NAME-TS.EXT.sha256.tmp-RANDOM and .NAME-TS.EXT.sig.tmp-RANDOM, 0600,
@@ -97,12 +101,13 @@ type destination struct {
 	// for a primary. A primary with copies fires copyable when they may
 	// start: its temp file is complete and its checksum file written, so
 	// a copy can no longer take space the primary still needs. It fires
-	// verified when its verification (step 4) has ended; sum is then its
-	// SHA-256, or nil if it failed. A failing primary fires both.
+	// verified when its verification (step 4) has ended; digest is then
+	// the verified digest (the stream's), or nil if it failed. A failing
+	// primary fires both.
 	primary       *destination
 	copyable      *signal
 	verified      *signal
-	sum           []byte
+	digest        *archive.Digest
 	primaryFailed atomic.Bool
 
 	// beforeReread is the Runner's seam of that name (seams.go).
@@ -222,15 +227,14 @@ func (d *destination) copyFromPrimary(ctx context.Context, src CopySource) error
 	return err
 }
 
-// finish runs steps 3–6 of the protocol. want is the SHA-256 of the stream
-// (the stream was parsed while it was written: archive.StreamCheck), which
-// a primary's copy must have; nil for a copy, which must match its
-// primary's. It returns the copy's verified SHA-256. A primary fires
-// copyable and verified on the way (on failure, the caller calls
-// failPrimary).
-func (d *destination) finish(ctx context.Context, want []byte) ([]byte, error) {
+// finish runs steps 3–6 of the protocol. want is the stream's digest
+// (the stream was parsed while it was written: archive.StreamCheck),
+// which a primary's copy must match; nil for a copy, which must match its
+// primary's. It returns the verified digest. A primary fires copyable and
+// verified on the way (on failure, the caller calls failPrimary).
+func (d *destination) finish(ctx context.Context, want *archive.Digest) (*archive.Digest, error) {
 	if want == nil && d.primary == nil {
-		return nil, errors.New("verify: no SHA-256 of the stream to compare the written copy with")
+		return nil, errors.New("verify: no digest of the stream to compare the written copy with")
 	}
 	f, size, err := d.up.Stored(ctx)
 	if err != nil {
@@ -240,26 +244,32 @@ func (d *destination) finish(ctx context.Context, want []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
 	}
-	sum, err := d.storedSum(ctx, f, want)
+	got, err := d.stored(ctx, f, want)
 	if err != nil {
 		return nil, err
 	}
-	if want != nil && !bytes.Equal(sum, want) {
-		return nil, fmt.Errorf("verify: written copy has SHA-256 %x, the stream had %x", sum, want)
+	if want != nil {
+		if err := got.check(want, "the stream"); err != nil {
+			return nil, err
+		}
 	}
 	if p := d.primary; p != nil {
-		// The copy was hashed while its primary was hashed; now it
-		// needs the primary's verdict.
+		// The copy was re-read while its primary was; now it needs
+		// the primary's verdict.
 		if err := p.verified.wait(ctx); err != nil {
 			return nil, err
 		}
-		if p.sum == nil {
+		if p.digest == nil {
 			return nil, fmt.Errorf("the copy in %s, on the same file system, failed verification", p.dir)
 		}
-		if !bytes.Equal(sum, p.sum) {
-			return nil, fmt.Errorf("verify: written copy has SHA-256 %x, the copy in %s had %x", sum, p.dir, p.sum)
+		if err := got.check(p.digest, "the copy in "+p.dir); err != nil {
+			return nil, err
 		}
+		want = p.digest
 	}
+	// What is signed is the SHA-256 of the stream that was parsed, which
+	// the copy has just been shown to hold.
+	sum := want.SHA256
 	if err := d.seal(ctx, sum); err != nil {
 		return nil, err
 	}
@@ -270,7 +280,7 @@ func (d *destination) finish(ctx context.Context, want []byte) ([]byte, error) {
 		})
 	}
 	if d.verified != nil {
-		d.sum = sum
+		d.digest = want
 		d.verified.fire()
 	}
 	if err := ctx.Err(); err != nil {
@@ -281,37 +291,74 @@ func (d *destination) finish(ctx context.Context, want []byte) ([]byte, error) {
 	}
 	d.up = nil
 	d.state = destCommitted
-	return sum, nil
+	return want, nil
 }
 
-// storedSum is the SHA-256 of the stored copy (step 4): re-read through
-// f after the fsync; for an upload that cannot be read before Commit (S3),
-// the stream's (want), once the upload proved that what it sent, confirmed
-// part by part by the server, is exactly the stream (SentIntact; Commit
-// checks the whole: readBackCheck); for an SFTP upload that is not read
-// back, the SHA-256 it hashed while writing (the server confirmed the
-// size).
-func (d *destination) storedSum(ctx context.Context, f io.ReaderAt, want []byte) ([]byte, error) {
+// held is what step 4 found a destination to hold: for an upload that
+// cannot be read before Commit (S3), the stream's SHA-256 (want), once the
+// upload proved that what it sent, confirmed part by part by the server,
+// is exactly the stream (SentIntact; Commit checks the whole:
+// readBackCheck); the SHA-256 that an SFTP upload that is not read back
+// wrote (the server confirmed the size), or of an SFTP upload re-read; or,
+// for a local file re-read after its fsync, its length and CRC-64
+// (archive.Digest says why that suffices).
+type held struct {
+	sha  []byte // nil: re-read
+	crc  uint64
+	size int64
+}
+
+// check compares h with the digest of what the copy should hold (what:
+// whose digest, for the error).
+func (h held) check(want *archive.Digest, what string) error {
+	switch {
+	case h.sha != nil:
+		if !bytes.Equal(h.sha, want.SHA256) {
+			return fmt.Errorf("verify: written copy has SHA-256 %x, %s had %x", h.sha, what, want.SHA256)
+		}
+	case h.size != want.Size:
+		return fmt.Errorf("verify: written copy has %d bytes, %s had %d", h.size, what, want.Size)
+	case h.crc != want.CRC64:
+		return fmt.Errorf("verify: written copy has CRC-64 %016x, %s had %016x", h.crc, what, want.CRC64)
+	}
+	return nil
+}
+
+// stored is step 4: what the destination holds. A file is re-read through
+// f after the fsync (the beforeReread seam runs just before): a local temp
+// file, which only root can write, for its length and CRC-64; one on a
+// server (SFTP) for its SHA-256.
+func (d *destination) stored(ctx context.Context, f io.ReaderAt, want *archive.Digest) (held, error) {
 	if ru, remote := d.up.(remoteUpload); f == nil && remote {
 		if want == nil {
-			return nil, errors.New("verify: no SHA-256 of the stream for a remote upload")
+			return held{}, errors.New("verify: no SHA-256 of the stream for a remote upload")
 		}
 		if err := ru.SentIntact(); err != nil {
-			return nil, fmt.Errorf("verify: %w", err)
+			return held{}, fmt.Errorf("verify: %w", err)
 		}
-		return want, nil
+		return held{sha: want.SHA256}, nil
 	}
 	if sum := streamSum(d.up); sum != nil {
-		return sum, nil
+		return held{sha: sum}, nil
 	}
 	if d.beforeReread != nil {
 		d.beforeReread(d.dir)
 	}
-	sum, err := hashAt(ctx, f, d.path(d.base)+" (uncommitted)", d.size)
-	if err != nil {
-		return nil, fmt.Errorf("verify: re-read: %w", err)
+	name := d.path(d.base) + " (uncommitted)"
+	if _, local := d.up.(*localUpload); !local {
+		// A file on a server (SFTP) may be written by others who use
+		// the account: its SHA-256, as sent.
+		sum, err := hashAt(ctx, f, name, d.size)
+		if err != nil {
+			return held{}, fmt.Errorf("verify: re-read: %w", err)
+		}
+		return held{sha: sum}, nil
 	}
-	return sum, nil
+	crc := archive.NewCRC64()
+	if err := readAllAt(ctx, f, name, d.size, crc); err != nil {
+		return held{}, fmt.Errorf("verify: re-read: %w", err)
+	}
+	return held{crc: crc.Sum64(), size: d.size}, nil
 }
 
 // streamSummer is an optional capability of an Upload that is not read

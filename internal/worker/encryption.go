@@ -3,10 +3,8 @@ package worker
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"strings"
@@ -137,10 +135,10 @@ func verifyEncrypted(ctx context.Context, f io.ReaderAt, size int64, format stri
 // a chunk is sealed, hashed and written: the two run on different cores.
 type encryptingStream struct {
 	enc    io.WriteCloser
-	sum    hash.Hash   // nil: out is the fan-out, which hashes the ciphertext
-	cur    []byte      // the buffer being filled
-	q      chan []byte // full buffers, to the encryptor
-	free   chan []byte // empty buffers, back from the encryptor
+	sum    *archive.Digester // nil: out is the fan-out, which hashes the ciphertext
+	cur    []byte            // the buffer being filled
+	q      chan []byte       // full buffers, to the encryptor
+	free   chan []byte       // empty buffers, back from the encryptor
 	done   chan struct{}
 	mu     sync.Mutex
 	err    error // the encryptor's first error
@@ -157,7 +155,7 @@ const (
 func newEncryptingStream(out io.Writer, recipients []ageenc.Recipient, hashed bool) (*encryptingStream, error) {
 	s := &encryptingStream{q: make(chan []byte, encryptQueue), free: make(chan []byte, encryptQueue), done: make(chan struct{})}
 	if hashed {
-		s.sum = sha256.New()
+		s.sum = archive.NewDigester()
 		out = io.MultiWriter(out, s.sum)
 	}
 	enc, err := ageenc.Encrypt(out, recipients...)
@@ -238,8 +236,8 @@ func (s *encryptingStream) end(flush bool) {
 }
 
 // finish waits for the encryptor, writes the last encrypted chunk and
-// returns the ciphertext's SHA-256 (nil when not hashed here).
-func (s *encryptingStream) finish() ([]byte, error) {
+// returns the ciphertext's Digest (nil when not hashed here).
+func (s *encryptingStream) finish() (*archive.Digest, error) {
 	s.end(true)
 	if err := s.failed(); err != nil {
 		return nil, err
@@ -250,7 +248,8 @@ func (s *encryptingStream) finish() ([]byte, error) {
 	if s.sum == nil {
 		return nil, nil
 	}
-	return s.sum.Sum(nil), nil
+	d := s.sum.Digest()
+	return &d, nil
 }
 
 // abort stops the encryptor after a failed stream.

@@ -71,8 +71,14 @@ func TestEncryptingStreamRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := sha256.Sum256(out.Bytes()); hashed && !bytes.Equal(sum, want[:]) || !hashed && sum != nil {
-			t.Fatalf("hashed=%v: finish returned SHA-256 %x, the ciphertext has %x", hashed, sum, want)
+		if want := sha256.Sum256(out.Bytes()); hashed && (sum == nil || !bytes.Equal(sum.SHA256, want[:])) || !hashed && sum != nil {
+			t.Fatalf("hashed=%v: finish returned %+v, the ciphertext has SHA-256 %x", hashed, sum, want)
+		}
+		if crc := archive.NewCRC64(); hashed {
+			crc.Write(out.Bytes())
+			if sum.CRC64 != crc.Sum64() || sum.Size != int64(out.Len()) {
+				t.Fatalf("finish returned CRC-64 %016x and %d bytes, the ciphertext has %016x and %d", sum.CRC64, sum.Size, crc.Sum64(), out.Len())
+			}
 		}
 		r, err := ageenc.Decrypt(&out, id)
 		if err != nil {

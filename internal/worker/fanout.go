@@ -2,14 +2,13 @@ package worker
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"sync"
 
+	"github.com/backupgen/backupgen/internal/archive"
 	"github.com/hashicorp/go-multierror"
 )
 
@@ -24,7 +23,7 @@ type fanout struct {
 	ctx   context.Context
 	log   *slog.Logger
 	sinks []*sink
-	hash  hash.Hash
+	hash  *archive.Digester
 	n     int64
 }
 
@@ -39,7 +38,7 @@ type sink struct {
 }
 
 func newFanout(ctx context.Context, log *slog.Logger, names []string, writers []io.Writer) *fanout {
-	f := &fanout{ctx: ctx, log: log, hash: sha256.New()}
+	f := &fanout{ctx: ctx, log: log, hash: archive.NewDigester()}
 	for i, w := range writers {
 		s := &sink{name: names[i], w: w, req: make(chan []byte), resp: make(chan error)}
 		f.sinks = append(f.sinks, s)
@@ -123,7 +122,10 @@ func (f *fanout) Close() {
 }
 
 // Sum returns the SHA-256 of everything written.
-func (f *fanout) Sum() []byte { return f.hash.Sum(nil) }
+func (f *fanout) Sum() []byte { return f.hash.Digest().SHA256 }
+
+// Digest returns the Digest of everything written.
+func (f *fanout) Digest() archive.Digest { return f.hash.Digest() }
 
 // Len returns the number of bytes accepted by Write.
 func (f *fanout) Len() int64 { return f.n }

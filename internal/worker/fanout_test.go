@@ -50,6 +50,9 @@ func TestFanoutDropsFailingDestination(t *testing.T) {
 	if sum := sha256.Sum256(want.Bytes()); !bytes.Equal(fo.Sum(), sum[:]) || fo.Len() != int64(want.Len()) {
 		t.Error("hash or length of the stream wrong")
 	}
+	if d := fo.Digest(); d.CRC64 != crcOf(want.Bytes()) || d.Size != int64(want.Len()) {
+		t.Error("CRC-64 or length of the stream's digest wrong")
+	}
 }
 
 func TestFanoutFailsWhenAllDestinationsFail(t *testing.T) {

@@ -1,7 +1,7 @@
 package worker
 
 // The archive is verified while it is written (archive.StreamCheck) and
-// each copy is re-read after the fsync only for its SHA-256. See
+// each copy is re-read after the fsync only for its CRC-64 and length. See
 // docs/RELIABILITY.md, "fullrun: verified while written".
 
 import (
@@ -137,9 +137,9 @@ func TestRunDiskCorruptionBeforeReread(t *testing.T) {
 				}
 				assertNoTemps(t, e.dests...)
 				log := e.logBuf.String()
-				// A flipped bit changes the SHA-256; a truncated file
+				// A flipped bit changes the CRC-64; a truncated file
 				// cannot even be read back to its size.
-				if !strings.Contains(log, "verify: written copy has SHA-256") && !strings.Contains(log, "verify: re-read:") {
+				if !strings.Contains(log, "verify: written copy has CRC-64") && !strings.Contains(log, "verify: re-read:") {
 					t.Error("log does not say the copy on disk differs from the stream")
 				}
 				if e.unitState("app.service") != "active" {

@@ -8,8 +8,10 @@ import (
 )
 
 // commit is phase 7 (see the protocol in dest.go): each primary is
-// fsynced, re-read for its SHA-256, which must be the stream's (the stream
-// was parsed in full while it was written: phase_stream.go), and committed under its final name with its .sha256 and .sig; each copy is
+// fsynced, re-read for its CRC-64 and length, which must be the stream's
+// (the stream was parsed in full while it was written: phase_stream.go),
+// and committed under its final name with its .sha256 and .sig (of the
+// stream's SHA-256); each copy is
 // filled from its primary, then does the same. It reports whether at least
 // one destination holds the verified archive.
 func (rn *run) commit(ctx context.Context) bool {
@@ -42,7 +44,7 @@ func (rn *run) finishAll(ctx context.Context) []error {
 						d.failPrimary()
 					}
 				}()
-				_, err = d.finish(ctx, set.streamSum)
+				_, err = d.finish(ctx, set.stream)
 				return err
 			})
 		case d.primary == nil:

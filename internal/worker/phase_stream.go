@@ -16,9 +16,9 @@ import (
 // destination per file system; the others on that file system are copies
 // of their primary.
 type archiveSet struct {
-	active    []*destination // every destination with a temp file
-	primaries []*destination // those the stream is written to
-	streamSum []byte         // SHA-256 of the stream (fan-out only)
+	active    []*destination  // every destination with a temp file
+	primaries []*destination  // those the stream is written to
+	stream    *archive.Digest // the stream's SHA-256, CRC-64 and length
 }
 
 // openArchives creates the uncommitted archive in every usable
@@ -71,10 +71,11 @@ func (rn *run) openArchives(ctx context.Context) bool {
 // the compression format) and counts its entries and content bytes, which
 // must be what the producer reports writing (archive.CheckCounts): so the
 // stream is a complete, well-formed archive of what was archived, and the
-// commit only has to prove, by the SHA-256 (streamSum), that each
-// destination holds that stream. Encrypted (encryption.go), the checked
-// plaintext goes on to the encryptor, which writes the ciphertext to what
-// is described next, and streamSum is the ciphertext's SHA-256. One
+// commit only has to prove, by its digest (set.stream: SHA-256, CRC-64
+// and length), that each destination holds that stream. Encrypted
+// (encryption.go), the checked plaintext goes on to the encryptor, which
+// writes the ciphertext to what is described next, and set.stream is the
+// ciphertext's digest. One
 // primary: the stream goes straight into its file (a native compressor's
 // output passes through the check on its way). Several: through the
 // fan-out, which hashes the stream and writes the primaries concurrently.
@@ -123,7 +124,7 @@ func (rn *run) stream(ctx context.Context, produce archiveProducer) error {
 	}
 	if enc != nil {
 		if err == nil {
-			set.streamSum, err = enc.finish()
+			set.stream, err = enc.finish()
 		} else {
 			enc.abort()
 		}
@@ -140,9 +141,9 @@ func (rn *run) stream(ctx context.Context, produce archiveProducer) error {
 	}
 	switch {
 	case fo != nil:
-		// Encrypted: streamSum is already the ciphertext's, which is
-		// what the fan-out hashed too.
-		set.streamSum = fo.Sum()
+		// Encrypted: the fan-out hashed the ciphertext.
+		d := fo.Digest()
+		set.stream = &d
 		for i, d := range set.primaries {
 			if err := fo.sinkErr(i); err != nil {
 				d.fail(err)
@@ -150,7 +151,9 @@ func (rn *run) stream(ctx context.Context, produce archiveProducer) error {
 			}
 		}
 	case enc == nil:
-		set.streamSum = check.Sum()
+		if d, ok := check.Digest(); ok {
+			set.stream = &d
+		}
 	}
 	return nil
 }

@@ -76,21 +76,30 @@ func readSmallFile(path string, limit int64) ([]byte, error) {
 // Fewer than size bytes is an error (the file was truncated under us).
 func hashAt(ctx context.Context, f io.ReaderAt, name string, size int64) ([]byte, error) {
 	h := sha256.New()
+	if err := readAllAt(ctx, f, name, size, h); err != nil {
+		return nil, err
+	}
+	return h.Sum(nil), nil
+}
+
+// readAllAt writes the first size bytes of f (named name in errors) to
+// w, read with pread as hashAt does.
+func readAllAt(ctx context.Context, f io.ReaderAt, name string, size int64, w io.Writer) error {
 	buf := make([]byte, 1<<20)
 	var off int64
 	for off < size {
 		if err := ctx.Err(); err != nil {
-			return nil, context.Cause(ctx)
+			return context.Cause(ctx)
 		}
 		n, err := f.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
-		h.Write(buf[:n])
+		w.Write(buf[:n])
 		off += int64(n)
 		if err == io.EOF && off < size {
-			return nil, fmt.Errorf("%s: shorter than its %d bytes", name, size)
+			return fmt.Errorf("%s: shorter than its %d bytes", name, size)
 		}
 		if err != nil && err != io.EOF {
-			return nil, err
+			return err
 		}
 	}
-	return h.Sum(nil), nil
+	return nil
 }

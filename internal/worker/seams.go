@@ -40,7 +40,7 @@ type seams struct {
 
 	healthRetry time.Duration // pause between health probes (default healthRetry)
 	// beforeReread runs when a destination's copy has been fsynced, right
-	// before it is re-read for its SHA-256 (step 4 in dest.go), with the
+	// before it is re-read for its CRC-64 (step 4 in dest.go), with the
 	// destination directory (nil: nothing).
 	beforeReread func(dir string)
 }

@@ -655,27 +655,38 @@ func (x *extractor) clearFinal(dst, name string) error {
 }
 
 func (x *extractor) writeFile(dst, name string, e *xentry, content io.Reader) (err error) {
+	// Created with its final permissions when nobody else can reach it
+	// (Private), so that the fchmod is needed only when the umask or the
+	// directory's default ACL gave it something else; otherwise 0600
+	// until chown and chmod below.
+	perm := uint32(0o600)
+	if x.opts.Private {
+		perm = uint32(e.mode.Perm())
+	}
 	// O_EXCL never opens what is there; only when something is there is
 	// it looked at and removed (clearFinal), saving a stat per file.
-	f, err := createExcl(dst)
+	fd, err := createExcl(dst, perm)
 	if errors.Is(err, fs.ErrExist) {
 		if err = x.clearFinal(dst, name); err == nil {
-			f, err = createExcl(dst)
+			fd, err = createExcl(dst, perm)
 		}
 	}
 	if err != nil {
 		return err
 	}
+	f := rawFile(fd)
 	defer func() {
-		if cerr := f.Close(); err == nil && cerr != nil {
-			err = cerr
+		if cerr := syscall.Close(fd); err == nil && cerr != nil {
+			err = &fs.PathError{Op: "close", Path: dst, Err: cerr}
 		}
 	}()
-	fi, err := f.Stat()
+	// The inode (hard links may only point at files extracted here),
+	// and the owner and mode creation gave it: chown and chmod only
+	// what differs.
+	si, got, err := fstatFd(fd)
 	if err != nil {
-		return err
+		return &fs.PathError{Op: "fstat", Path: dst, Err: err}
 	}
-	si := statSys(fi)
 	x.inodes[[2]uint64{si.dev, si.ino}] = struct{}{}
 	// Copy exactly e.size bytes; more (zip) or fewer is an error.
 	r := &ctxReader{x.ctx, content}
@@ -699,16 +710,22 @@ func (x *extractor) writeFile(dst, name string, e *xentry, content io.Reader) (e
 		return fmt.Errorf("%q: %w", name, err)
 	}
 	if x.opts.SameOwner && e.hasOwner {
-		if err := f.Chown(x.uid(e), x.gid(e)); err != nil {
-			return err
+		if uid, gid := x.uid(e), x.gid(e); uid != si.uid || gid != si.gid {
+			if err := ignoringEINTR(func() error { return syscall.Fchown(fd, uid, gid) }); err != nil {
+				return &fs.PathError{Op: "chown", Path: dst, Err: err}
+			}
 		}
 	}
-	if err := f.Chmod(e.mode); err != nil {
-		return err
+	// After the chown, which clears setuid/setgid (a mode with them is
+	// always set: creation never gives them).
+	if want := uint32(unixMode(e.mode)); want != got || want&0o7000 != 0 {
+		if err := ignoringEINTR(func() error { return syscall.Fchmod(fd, want) }); err != nil {
+			return &fs.PathError{Op: "chmod", Path: dst, Err: err}
+		}
 	}
 	// After chown, which would clear security.capability.
-	x.setXattrs(f, name, e)
-	if err := futimes(f.Fd(), e.mtime); err != nil {
+	x.setXattrs(uintptr(fd), name, e)
+	if err := futimes(uintptr(fd), e.mtime); err != nil {
 		return fmt.Errorf("setting mtime of %s: %w", dst, err)
 	}
 	x.st.Files++
@@ -717,16 +734,21 @@ func (x *extractor) writeFile(dst, name string, e *xentry, content io.Reader) (e
 
 type onlyWriter struct{ io.Writer }
 
-// createExcl creates the file dst (O_EXCL, never through a symlink). It
-// is os.OpenFile without the poller: os.OpenFile tries to register every
-// regular file with epoll and toggles O_NONBLOCK around it, five wasted
-// system calls per extracted file.
-func createExcl(dst string) (*os.File, error) {
-	fd, err := syscall.Open(dst, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC|oNoFollow, 0o600)
-	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: dst, Err: err}
+// createExcl creates the file dst (O_EXCL, never through a symlink) with
+// permissions perm (before the umask) and returns its descriptor: no
+// *os.File, which would register it with the poller (epoll, O_NONBLOCK
+// toggles) or at least fcntl it, system calls wasted per extracted file.
+func createExcl(dst string, perm uint32) (int, error) {
+	for {
+		fd, err := syscall.Open(dst, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC|oNoFollow, perm)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return -1, &fs.PathError{Op: "open", Path: dst, Err: err}
+		}
+		return fd, nil
 	}
-	return os.NewFile(uintptr(fd), dst), nil
 }
 
 // finishDirs applies directory attributes after all contents exist,
@@ -748,7 +770,7 @@ func (x *extractor) finishDirs() error {
 			f.Close()
 			return err
 		}
-		x.setXattrs(f, d.name, &d.e)
+		x.setXattrs(f.Fd(), d.name, &d.e)
 		if err := futimes(f.Fd(), d.e.mtime); err != nil {
 			f.Close()
 			return fmt.Errorf("setting mtime of %s: %w", d.path, err)
@@ -808,7 +830,7 @@ const sparseBlock = 4096
 // them, and sets the final size, so a sparse entry's holes stay holes (GNU
 // tar --sparse restores them the same way). Reads are buffer-sized, so
 // blocks stay aligned to the file offset.
-func (x *extractor) copySparse(f *os.File, r io.Reader) (int64, error) {
+func (x *extractor) copySparse(f rawFile, r io.Reader) (int64, error) {
 	var pos int64
 	for {
 		m, err := io.ReadFull(r, x.buf)
@@ -828,7 +850,7 @@ func (x *extractor) copySparse(f *os.File, r io.Reader) (int64, error) {
 }
 
 // writeNonZero writes the blocks of b that are not all zero at off.
-func writeNonZero(f *os.File, b []byte, off int64) error {
+func writeNonZero(f rawFile, b []byte, off int64) error {
 	start := -1 // start of the current run of data blocks
 	flush := func(end int) error {
 		if start < 0 {
@@ -865,7 +887,7 @@ func allZero(b []byte) bool {
 // the raw system.posix_acl_* xattr only when the text form is absent),
 // everything else (security.capability, trusted.*, ...) only with
 // AllowSpecial. Failures are warnings, as in GNU tar.
-func (x *extractor) setXattrs(f *os.File, name string, e *xentry) {
+func (x *extractor) setXattrs(fd uintptr, name string, e *xentry) {
 	aclNames := [2]string{xattrACLAccess, xattrACLDefault}
 	for _, a := range e.xattrs {
 		switch {
@@ -879,7 +901,7 @@ func (x *extractor) setXattrs(f *os.File, name string, e *xentry) {
 			}
 			continue
 		}
-		if err := setxattrFd(f.Fd(), a.name, []byte(a.value)); err != nil {
+		if err := setxattrFd(fd, a.name, []byte(a.value)); err != nil {
 			x.wn.warn("%s: cannot restore extended attribute %s: %v", name, a.name, err)
 		}
 	}
@@ -889,7 +911,7 @@ func (x *extractor) setXattrs(f *os.File, name string, e *xentry) {
 		}
 		v, err := aclXattr(acl, &x.ids)
 		if err == nil {
-			err = setxattrFd(f.Fd(), aclNames[i], v)
+			err = setxattrFd(fd, aclNames[i], v)
 		}
 		if err != nil {
 			x.wn.warn("%s: cannot restore ACL %s: %v", name, aclNames[i], err)

@@ -243,7 +243,13 @@ func (x *extractor) tarStream(raw io.Reader, format string) error {
 			return err
 		}
 	}
-	br := bufio.NewReaderSize(r, 1<<20)
+	// readAhead is already a buffer of 1 MiB blocks: zstd's decoder,
+	// which reads whole blocks itself, reads from it directly, one copy of
+	// the compressed stream less (gzip's wants an io.ByteReader).
+	var br io.Reader = r
+	if format != FormatTarZst || opts.Digest == nil || opts.Decrypt != nil {
+		br = bufio.NewReaderSize(r, 1<<20)
+	}
 	if err = x.tar(br, format); err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -173,6 +174,10 @@ func extractAt(ctx context.Context, ra io.ReaderAt, size int64, format string, d
 		return st, err
 	}
 	defer x.wn.finish()
+	if opts.Private && format != FormatZip {
+		x.fw = newFileWriter(ctx, x)
+		defer x.fw.stop()
+	}
 	if format == FormatZip {
 		err = x.zip(ra, size)
 		if err == nil && opts.Digest != nil {
@@ -180,6 +185,9 @@ func extractAt(ctx context.Context, ra io.ReaderAt, size int64, format string, d
 		}
 	} else {
 		err = x.tarStream(io.NewSectionReader(ra, 0, size), format)
+	}
+	if err == nil && x.fw != nil {
+		err = x.fw.flush()
 	}
 	if err == nil {
 		err = x.finishDirs()
@@ -243,7 +251,13 @@ func (x *extractor) tarStream(raw io.Reader, format string) error {
 			return err
 		}
 	}
-	br := bufio.NewReaderSize(r, 1<<20)
+	// readAhead is already a buffer of 1 MiB blocks: zstd's decoder,
+	// which reads whole blocks itself, reads from it directly, one copy of
+	// the compressed stream less (gzip's wants an io.ByteReader).
+	var br io.Reader = r
+	if format != FormatTarZst || opts.Digest == nil || opts.Decrypt != nil {
+		br = bufio.NewReaderSize(r, 1<<20)
+	}
 	if err = x.tar(br, format); err != nil {
 		return err
 	}
@@ -298,13 +312,17 @@ type extractor struct {
 	check    *checker
 	prefixes []string
 	bytes    int64
-	inodes   map[[2]uint64]struct{}
-	dirs     []dirAttr
-	uids     map[string]int
-	gids     map[string]int
-	ids      idResolver
-	warned   map[string]bool // xattr names already warned about
-	buf      []byte
+	inodes   map[[2]uint64]struct{} // files created, by dev and inode (under inodesMu)
+	inodesMu sync.Mutex
+	// fw creates small files in a goroutine of its own (private
+	// extraction of a tar format; extract_async.go), nil otherwise.
+	fw     *fileWriter
+	dirs   []dirAttr
+	uids   map[string]int
+	gids   map[string]int
+	ids    idResolver
+	warned map[string]bool // xattr names already warned about
+	buf    []byte
 	// okDirs are the directories (full paths) mkParents made or checked,
 	// with ExtractOptions.Private only.
 	okDirs map[string]bool
@@ -449,6 +467,11 @@ func (x *extractor) extract(e *xentry, content io.Reader) error {
 	if err := x.ctx.Err(); err != nil {
 		return err
 	}
+	if x.fw != nil {
+		if err := x.fw.failed(); err != nil {
+			return err
+		}
+	}
 	// The rules verify applies too; checked on every entry, selected or
 	// not, so a hostile entry is refused wherever it is.
 	name, err := x.check.checkEntry(e)
@@ -496,6 +519,9 @@ func (x *extractor) extract(e *xentry, content io.Reader) error {
 		if x.opts.MaxBytes > 0 && x.bytes+e.size > x.opts.MaxBytes {
 			return fmt.Errorf("extracted content would exceed %d bytes at %q; refusing", x.opts.MaxBytes, name)
 		}
+		if x.asyncEligible(e) {
+			return x.handOff(dst, name, e, content)
+		}
 		return x.writeFile(dst, name, e, content)
 	case xSymlink:
 		if err := x.clearFinal(dst, name); err != nil {
@@ -525,6 +551,12 @@ func (x *extractor) extract(e *xentry, content io.Reader) error {
 			return fmt.Errorf("%w: hard link %q -> %q: target is not a file extracted from this archive", ErrUnsafeName, name, e.linkname)
 		}
 		src := filepath.Join(root, filepath.FromSlash(ln))
+		if x.fw != nil {
+			// Its target may still be on its way (extract_async.go).
+			if err := x.fw.flush(); err != nil {
+				return err
+			}
+		}
 		if err := x.checkParents(root, ln); err != nil {
 			return fmt.Errorf("hard link %q -> %q: %w", name, e.linkname, err)
 		}
@@ -533,7 +565,10 @@ func (x *extractor) extract(e *xentry, content io.Reader) error {
 			return fmt.Errorf("hard link %q -> %q: target not extracted from this archive: %w", name, e.linkname, err)
 		}
 		si := statSys(fi)
-		if _, ok := x.inodes[[2]uint64{si.dev, si.ino}]; !ok || !fi.Mode().IsRegular() {
+		x.inodesMu.Lock()
+		_, ok := x.inodes[[2]uint64{si.dev, si.ino}]
+		x.inodesMu.Unlock()
+		if !ok || !fi.Mode().IsRegular() {
 			return fmt.Errorf("%w: hard link %q -> %q: target is not a file extracted from this archive", ErrUnsafeName, name, e.linkname)
 		}
 		if err := x.clearFinal(dst, name); err != nil {
@@ -655,28 +690,39 @@ func (x *extractor) clearFinal(dst, name string) error {
 }
 
 func (x *extractor) writeFile(dst, name string, e *xentry, content io.Reader) (err error) {
+	// Created with its final permissions when nobody else can reach it
+	// (Private), so that the fchmod is needed only when the umask or the
+	// directory's default ACL gave it something else; otherwise 0600
+	// until chown and chmod below.
+	perm := uint32(0o600)
+	if x.opts.Private {
+		perm = uint32(e.mode.Perm())
+	}
 	// O_EXCL never opens what is there; only when something is there is
 	// it looked at and removed (clearFinal), saving a stat per file.
-	f, err := createExcl(dst)
+	fd, err := createExcl(dst, perm)
 	if errors.Is(err, fs.ErrExist) {
 		if err = x.clearFinal(dst, name); err == nil {
-			f, err = createExcl(dst)
+			fd, err = createExcl(dst, perm)
 		}
 	}
 	if err != nil {
 		return err
 	}
+	f := rawFile(fd)
 	defer func() {
-		if cerr := f.Close(); err == nil && cerr != nil {
-			err = cerr
+		if cerr := syscall.Close(fd); err == nil && cerr != nil {
+			err = &fs.PathError{Op: "close", Path: dst, Err: cerr}
 		}
 	}()
-	fi, err := f.Stat()
+	// The inode (hard links may only point at files extracted here),
+	// and the owner and mode creation gave it: chown and chmod only
+	// what differs.
+	si, got, err := fstatFd(fd)
 	if err != nil {
-		return err
+		return &fs.PathError{Op: "fstat", Path: dst, Err: err}
 	}
-	si := statSys(fi)
-	x.inodes[[2]uint64{si.dev, si.ino}] = struct{}{}
+	x.addInode(si)
 	// Copy exactly e.size bytes; more (zip) or fewer is an error.
 	r := &ctxReader{x.ctx, content}
 	var n int64
@@ -690,25 +736,26 @@ func (x *extractor) writeFile(dst, name string, e *xentry, content io.Reader) (e
 	if err != nil {
 		return fmt.Errorf("%q: %w", name, err)
 	}
-	if n != e.size {
-		return fmt.Errorf("%q: content truncated (%d of %d bytes)", name, n, e.size)
-	}
-	if m, err := r.Read(x.buf[:1]); m > 0 {
-		return fmt.Errorf("%q: more content than the declared %d bytes", name, e.size)
-	} else if err != nil && err != io.EOF {
-		return fmt.Errorf("%q: %w", name, err)
-	}
-	if x.opts.SameOwner && e.hasOwner {
-		if err := f.Chown(x.uid(e), x.gid(e)); err != nil {
-			return err
-		}
-	}
-	if err := f.Chmod(e.mode); err != nil {
+	if err := checkContentEnd(r, x.buf, name, n, e.size); err != nil {
 		return err
 	}
+	if x.opts.SameOwner && e.hasOwner {
+		if uid, gid := x.uid(e), x.gid(e); uid != si.uid || gid != si.gid {
+			if err := ignoringEINTR(func() error { return syscall.Fchown(fd, uid, gid) }); err != nil {
+				return &fs.PathError{Op: "chown", Path: dst, Err: err}
+			}
+		}
+	}
+	// After the chown, which clears setuid/setgid (a mode with them is
+	// always set: creation never gives them).
+	if want := uint32(unixMode(e.mode)); want != got || want&0o7000 != 0 {
+		if err := ignoringEINTR(func() error { return syscall.Fchmod(fd, want) }); err != nil {
+			return &fs.PathError{Op: "chmod", Path: dst, Err: err}
+		}
+	}
 	// After chown, which would clear security.capability.
-	x.setXattrs(f, name, e)
-	if err := futimes(f.Fd(), e.mtime); err != nil {
+	x.setXattrs(uintptr(fd), name, e)
+	if err := futimes(uintptr(fd), e.mtime); err != nil {
 		return fmt.Errorf("setting mtime of %s: %w", dst, err)
 	}
 	x.st.Files++
@@ -717,16 +764,21 @@ func (x *extractor) writeFile(dst, name string, e *xentry, content io.Reader) (e
 
 type onlyWriter struct{ io.Writer }
 
-// createExcl creates the file dst (O_EXCL, never through a symlink). It
-// is os.OpenFile without the poller: os.OpenFile tries to register every
-// regular file with epoll and toggles O_NONBLOCK around it, five wasted
-// system calls per extracted file.
-func createExcl(dst string) (*os.File, error) {
-	fd, err := syscall.Open(dst, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC|oNoFollow, 0o600)
-	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: dst, Err: err}
+// createExcl creates the file dst (O_EXCL, never through a symlink) with
+// permissions perm (before the umask) and returns its descriptor: no
+// *os.File, which would register it with the poller (epoll, O_NONBLOCK
+// toggles) or at least fcntl it, system calls wasted per extracted file.
+func createExcl(dst string, perm uint32) (int, error) {
+	for {
+		fd, err := syscall.Open(dst, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC|oNoFollow, perm)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return -1, &fs.PathError{Op: "open", Path: dst, Err: err}
+		}
+		return fd, nil
 	}
-	return os.NewFile(uintptr(fd), dst), nil
 }
 
 // finishDirs applies directory attributes after all contents exist,
@@ -748,7 +800,7 @@ func (x *extractor) finishDirs() error {
 			f.Close()
 			return err
 		}
-		x.setXattrs(f, d.name, &d.e)
+		x.setXattrs(f.Fd(), d.name, &d.e)
 		if err := futimes(f.Fd(), d.e.mtime); err != nil {
 			f.Close()
 			return fmt.Errorf("setting mtime of %s: %w", d.path, err)
@@ -808,7 +860,7 @@ const sparseBlock = 4096
 // them, and sets the final size, so a sparse entry's holes stay holes (GNU
 // tar --sparse restores them the same way). Reads are buffer-sized, so
 // blocks stay aligned to the file offset.
-func (x *extractor) copySparse(f *os.File, r io.Reader) (int64, error) {
+func (x *extractor) copySparse(f rawFile, r io.Reader) (int64, error) {
 	var pos int64
 	for {
 		m, err := io.ReadFull(r, x.buf)
@@ -828,7 +880,7 @@ func (x *extractor) copySparse(f *os.File, r io.Reader) (int64, error) {
 }
 
 // writeNonZero writes the blocks of b that are not all zero at off.
-func writeNonZero(f *os.File, b []byte, off int64) error {
+func writeNonZero(f rawFile, b []byte, off int64) error {
 	start := -1 // start of the current run of data blocks
 	flush := func(end int) error {
 		if start < 0 {
@@ -865,7 +917,7 @@ func allZero(b []byte) bool {
 // the raw system.posix_acl_* xattr only when the text form is absent),
 // everything else (security.capability, trusted.*, ...) only with
 // AllowSpecial. Failures are warnings, as in GNU tar.
-func (x *extractor) setXattrs(f *os.File, name string, e *xentry) {
+func (x *extractor) setXattrs(fd uintptr, name string, e *xentry) {
 	aclNames := [2]string{xattrACLAccess, xattrACLDefault}
 	for _, a := range e.xattrs {
 		switch {
@@ -879,7 +931,7 @@ func (x *extractor) setXattrs(f *os.File, name string, e *xentry) {
 			}
 			continue
 		}
-		if err := setxattrFd(f.Fd(), a.name, []byte(a.value)); err != nil {
+		if err := setxattrFd(fd, a.name, []byte(a.value)); err != nil {
 			x.wn.warn("%s: cannot restore extended attribute %s: %v", name, a.name, err)
 		}
 	}
@@ -889,7 +941,7 @@ func (x *extractor) setXattrs(f *os.File, name string, e *xentry) {
 		}
 		v, err := aclXattr(acl, &x.ids)
 		if err == nil {
-			err = setxattrFd(f.Fd(), aclNames[i], v)
+			err = setxattrFd(fd, aclNames[i], v)
 		}
 		if err != nil {
 			x.wn.warn("%s: cannot restore ACL %s: %v", name, aclNames[i], err)

@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 )
 
@@ -174,10 +173,6 @@ func extractAt(ctx context.Context, ra io.ReaderAt, size int64, format string, d
 		return st, err
 	}
 	defer x.wn.finish()
-	if opts.Private && format != FormatZip {
-		x.fw = newFileWriter(ctx, x)
-		defer x.fw.stop()
-	}
 	if format == FormatZip {
 		err = x.zip(ra, size)
 		if err == nil && opts.Digest != nil {
@@ -185,9 +180,6 @@ func extractAt(ctx context.Context, ra io.ReaderAt, size int64, format string, d
 		}
 	} else {
 		err = x.tarStream(io.NewSectionReader(ra, 0, size), format)
-	}
-	if err == nil && x.fw != nil {
-		err = x.fw.flush()
 	}
 	if err == nil {
 		err = x.finishDirs()
@@ -312,17 +304,13 @@ type extractor struct {
 	check    *checker
 	prefixes []string
 	bytes    int64
-	inodes   map[[2]uint64]struct{} // files created, by dev and inode (under inodesMu)
-	inodesMu sync.Mutex
-	// fw creates small files in a goroutine of its own (private
-	// extraction of a tar format; extract_async.go), nil otherwise.
-	fw     *fileWriter
-	dirs   []dirAttr
-	uids   map[string]int
-	gids   map[string]int
-	ids    idResolver
-	warned map[string]bool // xattr names already warned about
-	buf    []byte
+	inodes   map[[2]uint64]struct{}
+	dirs     []dirAttr
+	uids     map[string]int
+	gids     map[string]int
+	ids      idResolver
+	warned   map[string]bool // xattr names already warned about
+	buf      []byte
 	// okDirs are the directories (full paths) mkParents made or checked,
 	// with ExtractOptions.Private only.
 	okDirs map[string]bool
@@ -467,11 +455,6 @@ func (x *extractor) extract(e *xentry, content io.Reader) error {
 	if err := x.ctx.Err(); err != nil {
 		return err
 	}
-	if x.fw != nil {
-		if err := x.fw.failed(); err != nil {
-			return err
-		}
-	}
 	// The rules verify applies too; checked on every entry, selected or
 	// not, so a hostile entry is refused wherever it is.
 	name, err := x.check.checkEntry(e)
@@ -519,9 +502,6 @@ func (x *extractor) extract(e *xentry, content io.Reader) error {
 		if x.opts.MaxBytes > 0 && x.bytes+e.size > x.opts.MaxBytes {
 			return fmt.Errorf("extracted content would exceed %d bytes at %q; refusing", x.opts.MaxBytes, name)
 		}
-		if x.asyncEligible(e) {
-			return x.handOff(dst, name, e, content)
-		}
 		return x.writeFile(dst, name, e, content)
 	case xSymlink:
 		if err := x.clearFinal(dst, name); err != nil {
@@ -551,12 +531,6 @@ func (x *extractor) extract(e *xentry, content io.Reader) error {
 			return fmt.Errorf("%w: hard link %q -> %q: target is not a file extracted from this archive", ErrUnsafeName, name, e.linkname)
 		}
 		src := filepath.Join(root, filepath.FromSlash(ln))
-		if x.fw != nil {
-			// Its target may still be on its way (extract_async.go).
-			if err := x.fw.flush(); err != nil {
-				return err
-			}
-		}
 		if err := x.checkParents(root, ln); err != nil {
 			return fmt.Errorf("hard link %q -> %q: %w", name, e.linkname, err)
 		}
@@ -565,10 +539,7 @@ func (x *extractor) extract(e *xentry, content io.Reader) error {
 			return fmt.Errorf("hard link %q -> %q: target not extracted from this archive: %w", name, e.linkname, err)
 		}
 		si := statSys(fi)
-		x.inodesMu.Lock()
-		_, ok := x.inodes[[2]uint64{si.dev, si.ino}]
-		x.inodesMu.Unlock()
-		if !ok || !fi.Mode().IsRegular() {
+		if _, ok := x.inodes[[2]uint64{si.dev, si.ino}]; !ok || !fi.Mode().IsRegular() {
 			return fmt.Errorf("%w: hard link %q -> %q: target is not a file extracted from this archive", ErrUnsafeName, name, e.linkname)
 		}
 		if err := x.clearFinal(dst, name); err != nil {
@@ -722,7 +693,7 @@ func (x *extractor) writeFile(dst, name string, e *xentry, content io.Reader) (e
 	if err != nil {
 		return &fs.PathError{Op: "fstat", Path: dst, Err: err}
 	}
-	x.addInode(si)
+	x.inodes[[2]uint64{si.dev, si.ino}] = struct{}{}
 	// Copy exactly e.size bytes; more (zip) or fewer is an error.
 	r := &ctxReader{x.ctx, content}
 	var n int64
@@ -736,8 +707,13 @@ func (x *extractor) writeFile(dst, name string, e *xentry, content io.Reader) (e
 	if err != nil {
 		return fmt.Errorf("%q: %w", name, err)
 	}
-	if err := checkContentEnd(r, x.buf, name, n, e.size); err != nil {
-		return err
+	if n != e.size {
+		return fmt.Errorf("%q: content truncated (%d of %d bytes)", name, n, e.size)
+	}
+	if m, err := r.Read(x.buf[:1]); m > 0 {
+		return fmt.Errorf("%q: more content than the declared %d bytes", name, e.size)
+	} else if err != nil && err != io.EOF {
+		return fmt.Errorf("%q: %w", name, err)
 	}
 	if x.opts.SameOwner && e.hasOwner {
 		if uid, gid := x.uid(e), x.gid(e); uid != si.uid || gid != si.gid {

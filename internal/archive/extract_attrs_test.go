@@ -4,11 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 )
@@ -69,68 +66,4 @@ func TestExtractPrivateFixesWhatCreationGave(t *testing.T) {
 			t.Errorf("%s: content %q", name, b)
 		}
 	}
-}
-
-// A private extraction creates small files in a goroutine of its own
-// (extract_async.go). A hard link right after its target must find the
-// target created and recognised as one of this extraction's files (the
-// hand-off is flushed first), and a file whose creation fails there must
-// fail the extraction, with its error.
-func TestExtractPrivateAsyncFilesLinksAndErrors(t *testing.T) {
-	ctx := context.Background()
-	t.Run("hard link right after its target", func(t *testing.T) {
-		hdrs := []tar.Header{{Typeflag: tar.TypeDir, Name: "d/", Mode: 0o755}}
-		for i := range 50 {
-			n := fmt.Sprintf("d/f%02d", i)
-			hdrs = append(hdrs, tar.Header{Typeflag: tar.TypeReg, Name: n, Linkname: "content " + n, Mode: 0o640},
-				tar.Header{Typeflag: tar.TypeLink, Name: n + ".link", Linkname: n})
-		}
-		data := tarGzOf(t, hdrs)
-		target := filepath.Join(t.TempDir(), "t")
-		dir := openDirT(t, target)
-		st, err := ExtractAt(ctx, bytes.NewReader(data), int64(len(data)), FormatTarGz, dir, ExtractOptions{Private: true})
-		must(t, err)
-		if st.Files != 50 || st.Hardlinks != 50 {
-			t.Fatalf("files %d, hard links %d, want 50 and 50", st.Files, st.Hardlinks)
-		}
-		for i := range 50 {
-			n := filepath.Join(target, fmt.Sprintf("d/f%02d", i))
-			a, err := os.Stat(n)
-			must(t, err)
-			b, err := os.Stat(n + ".link")
-			must(t, err)
-			if !os.SameFile(a, b) || a.Mode().Perm() != 0o640 {
-				t.Errorf("%s: link not to the file (or mode %v)", n, a.Mode())
-			}
-		}
-	})
-	t.Run("creation fails in the writer", func(t *testing.T) {
-		long := strings.Repeat("x", 300) // over NAME_MAX: openat fails, nothing else does
-		hdrs := []tar.Header{
-			{Typeflag: tar.TypeReg, Name: "a", Linkname: "a", Mode: 0o644},
-			{Typeflag: tar.TypeReg, Name: "d/" + long, Linkname: "b", Mode: 0o644},
-		}
-		for i := range 20 {
-			hdrs = append(hdrs, tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("z%02d", i), Linkname: "z", Mode: 0o644})
-		}
-		data := tarGzOf(t, hdrs)
-		dir := openDirT(t, filepath.Join(t.TempDir(), "t"))
-		_, err := ExtractAt(ctx, bytes.NewReader(data), int64(len(data)), FormatTarGz, dir, ExtractOptions{Private: true})
-		if !errors.Is(err, syscall.ENAMETOOLONG) {
-			t.Fatalf("err = %v, want the writer's ENAMETOOLONG", err)
-		}
-	})
-	t.Run("cancelled", func(t *testing.T) {
-		var hdrs []tar.Header
-		for i := range 200 {
-			hdrs = append(hdrs, tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("f%03d", i), Linkname: "x", Mode: 0o644})
-		}
-		data := tarGzOf(t, hdrs)
-		cctx, cancel := context.WithCancel(ctx)
-		cancel()
-		dir := openDirT(t, filepath.Join(t.TempDir(), "t"))
-		if _, err := ExtractAt(cctx, bytes.NewReader(data), int64(len(data)), FormatTarGz, dir, ExtractOptions{Private: true}); !errors.Is(err, context.Canceled) {
-			t.Fatalf("err = %v, want context.Canceled", err)
-		}
-	})
 }

@@ -42,23 +42,7 @@ func fstatFd(fd int) (sysInfo, uint32, error) {
 // registration and no fcntl as os.NewFile would make per file.
 type rawFile int
 
-func (f rawFile) Write(b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		m, err := syscall.Write(int(f), b[n:])
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return n, err
-		}
-		if m == 0 {
-			return n, syscall.EIO
-		}
-		n += m
-	}
-	return n, nil
-}
+func (f rawFile) Write(b []byte) (int, error) { return writeFull(int(f), b) }
 
 func (f rawFile) WriteAt(b []byte, off int64) (int, error) {
 	n := 0

@@ -24,20 +24,29 @@ import (
 // (recording and altering as rec) in front of the test's versitygw, with
 // the read-back as readBack says.
 func proxyStore(t *testing.T, srv *s3Server, bucket string, rec *partRecorder, readBack bool) *s3Store {
+	store, _ := proxiedStore(t, srv, bucket, rec, httptest.NewServer, &readBack)
+	return store
+}
+
+// proxiedStore is an s3Store made by newS3Store for the proxy newServer
+// starts (recording and altering as rec) in front of the test's
+// versitygw; readBack nil keeps the default read-back.
+func proxiedStore(t *testing.T, srv *s3Server, bucket string, rec *partRecorder,
+	newServer func(http.Handler) *httptest.Server, readBack *bool) (*s3Store, *httptest.Server) {
 	t.Helper()
 	target, err := url.Parse(srv.endpoint())
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := httptest.NewServer(rec.handler(target))
+	proxy := newServer(rec.handler(target))
 	t.Cleanup(proxy.Close)
 	cfg := &config.Config{Name: "app", Backup: config.Backup{S3: &config.S3{
-		Endpoint: proxy.URL, PathStyle: true, CredentialsFile: srv.credFile, VerifyReadBack: &readBack}}}
+		Endpoint: proxy.URL, PathStyle: true, CredentialsFile: srv.credFile, VerifyReadBack: readBack}}}
 	store, err := newS3Store(cfg, config.Destination{Kind: "s3", Bucket: bucket}, "h", s3IdleTimeout, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return store
+	return store, proxy
 }
 
 func crc64Of(b []byte) string {

@@ -134,18 +134,7 @@ func TestS3PartsCarryTheirSHA256(t *testing.T) {
 // other setting as newS3Store made them.
 func tlsPartStore(t *testing.T, srv *s3Server, bucket string, rec *partRecorder) *s3Store {
 	t.Helper()
-	target, err := url.Parse(srv.endpoint())
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := httptest.NewTLSServer(rec.handler(target))
-	t.Cleanup(proxy.Close)
-	cfg := &config.Config{Name: "app", Backup: config.Backup{S3: &config.S3{
-		Endpoint: proxy.URL, PathStyle: true, CredentialsFile: srv.credFile}}}
-	store, err := newS3Store(cfg, config.Destination{Kind: "s3", Bucket: bucket}, "h", s3IdleTimeout, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, proxy := proxiedStore(t, srv, bucket, rec, httptest.NewTLSServer, nil)
 	creds, err := s3Credentials(srv.credFile)
 	if err != nil {
 		t.Fatal(err)

@@ -275,9 +275,7 @@ func (d *destination) finish(ctx context.Context, want *archive.Digest) (*archiv
 	}
 	d.copyable.fire()
 	if ru, remote := d.up.(remoteUpload); f == nil && remote {
-		ru.ReadBackCheck(func(r io.ReaderAt, size int64) error {
-			return readBackCheck(ctx, r, size, sum)
-		})
+		ru.ReadBackAgainst(*want)
 	}
 	if d.verified != nil {
 		d.digest = want
@@ -374,20 +372,6 @@ type streamSummer interface {
 func streamSum(up Upload) []byte {
 	if s, ok := up.(streamSummer); ok {
 		return s.StreamSum()
-	}
-	return nil
-}
-
-// readBackCheck is step 4 for a remote upload, run by its Commit on the
-// completed object: what the server holds must have the SHA-256 of the
-// stream sent (which was parsed while it was produced).
-func readBackCheck(ctx context.Context, r io.ReaderAt, size int64, sum []byte) error {
-	got, err := hashAt(ctx, r, "read back", size)
-	if err != nil {
-		return fmt.Errorf("verify: read back: %w", err)
-	}
-	if !bytes.Equal(got, sum) {
-		return fmt.Errorf("verify: read back: the server holds SHA-256 %x, the bytes sent had %x", got, sum)
 	}
 	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -311,5 +313,77 @@ func TestS3ObjectChecksumRefusedOnCompletion(t *testing.T) {
 	}
 	if refused.Load() != 2 {
 		t.Fatalf("the proxy refused %d completions, want 2", refused.Load())
+	}
+}
+
+// TestS3ReadBackReadsEveryByte: with verifyReadBack the commit reads the
+// completed object back in concurrent ranged GETs that cover it exactly,
+// and a byte the server serves changed, in the first or the last range,
+// fails the commit and removes what was published. Without the read-back
+// the same server's archive commits (the object itself is intact: only
+// the read-back can see what the server serves).
+func TestS3ReadBackReadsEveryByte(t *testing.T) {
+	t.Parallel()
+	srv := startS3Server(t)
+	srv.makeBucket("readback")
+	data := randomBytes(t, 2*s3FirstPart+4321)
+	size := int64(len(data))
+	for i, c := range []struct {
+		name     string
+		flip     int64 // offset of the byte served changed; -1: none
+		readBack bool
+		fails    bool
+	}{
+		{"intact", -1, true, false},
+		{"first range", 17, true, true},
+		{"last range", size - 1, true, true},
+		{"last range, no read-back", size - 1, false, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rec := &partRecorder{alterGet: func(start int64, body []byte) {
+				if c.flip >= start && c.flip < start+int64(len(body)) {
+					body[c.flip-start] ^= 0x20
+				}
+			}}
+			store := proxyStore(t, srv, "readback", rec, c.readBack)
+			store.readBackRange = 1 << 20 // four ranges
+			base := fmt.Sprintf("app-2030010%dT000000Z.tar.gz", i+1)
+			up := writeUpload(t, store, base, data)
+			if err := up.Seal(context.Background(), []byte("sum\n"), []byte("sig\n")); err != nil {
+				t.Fatal(err)
+			}
+			err := up.Commit(context.Background())
+			if c.fails {
+				if err == nil || !strings.Contains(err.Error(), "read back: the server holds CRC64NVME") {
+					t.Fatalf("Commit = %v, want the read-back to refuse the object", err)
+				}
+				if keys := srv.keys("readback", "h/app/"+base); len(keys) != 0 {
+					t.Fatalf("left after the failed commit: %v", keys)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !c.readBack {
+				if len(rec.gets) != 0 {
+					t.Fatalf("read back without verifyReadBack: %v", rec.gets)
+				}
+				return
+			}
+			// The ranges tile the object: 4 of them, in any order.
+			var got []string
+			got = append(got, rec.gets...)
+			sort.Strings(got)
+			step := (size + 3) / 4
+			var want []string
+			for off := int64(0); off < size; off += step {
+				want = append(want, fmt.Sprintf("bytes=%d-%d", off, min(off+step, size)-1))
+			}
+			sort.Strings(want)
+			if !slices.Equal(got, want) {
+				t.Fatalf("read back with GETs %q, want %q", got, want)
+			}
+		})
 	}
 }

@@ -39,6 +39,12 @@ type partRecorder struct {
 	// headCRC, if set, replaces the CRC64NVME in answers to HEAD ("-":
 	// removes it).
 	headCRC string
+	// alterGet, if set, may change the body of an answer to a GET of an
+	// archive (not of its .sha256 or .sig), whose first byte is at
+	// offset start of the object (not a ListParts, a GET too); gets records
+	// each such GET's Range.
+	alterGet func(start int64, body []byte)
+	gets     []string
 }
 
 type recordedPart struct {
@@ -51,6 +57,9 @@ func (p *partRecorder) handler(target *url.URL) http.Handler {
 	proxy.ModifyResponse = func(resp *http.Response) error {
 		if p.dropAnswerCRC && resp.Request.Method == http.MethodPut && resp.Request.URL.Query().Get("partNumber") != "" {
 			resp.Header.Del(hdrChecksumCRC)
+		}
+		if resp.Request.Method == http.MethodGet && resp.StatusCode/100 == 2 && strings.HasSuffix(resp.Request.URL.Path, ".tar.gz") && !resp.Request.URL.Query().Has("uploadId") {
+			return p.answerGet(resp)
 		}
 		if p.headCRC != "" && resp.Request.Method == http.MethodHead && resp.Header.Get(hdrChecksumCRC) != "" {
 			resp.Header.Set(hdrChecksumCRC, p.headCRC)
@@ -87,6 +96,31 @@ func (p *partRecorder) handler(target *url.URL) http.Handler {
 		}
 		proxy.ServeHTTP(w, r)
 	})
+}
+
+// answerGet records a GET's range and lets alterGet change its body.
+func (p *partRecorder) answerGet(resp *http.Response) error {
+	rng := resp.Request.Header.Get("Range")
+	p.mu.Lock()
+	p.gets = append(p.gets, rng)
+	p.mu.Unlock()
+	if p.alterGet == nil {
+		return nil
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return err
+	}
+	var start int64
+	if rng != "" {
+		if _, err := fmt.Sscanf(rng, "bytes=%d-", &start); err != nil {
+			return err
+		}
+	}
+	p.alterGet(start, body)
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	return nil
 }
 
 // TestS3PartsCarryTheirSHA256: on an http:// endpoint every part is sent

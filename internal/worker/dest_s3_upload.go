@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/backupgen/backupgen/internal/archive"
 	"github.com/minio/minio-go/v7"
 )
 
@@ -88,24 +89,24 @@ type s3Upload struct {
 	sent  []minio.CompletePart
 	md5s  [][]byte
 
-	stored         bool
-	sum, sig       []byte
-	sealed         bool
-	completed      bool // the final object exists (Commit got that far)
-	finished       bool // committed or aborted: nothing left to do
-	readBackVerify func(r io.ReaderAt, size int64) error
+	stored       bool
+	sum, sig     []byte
+	sealed       bool
+	completed    bool            // the final object exists (Commit got that far)
+	finished     bool            // committed or aborted: nothing left to do
+	readBackWant *archive.Digest // the stream's digest (ReadBackAgainst), nil: the bytes written
 }
 
 // remoteUpload is an Upload whose bytes cannot be re-read before Commit
 // (Stored returns a nil reader). SentIntact proves that the bytes it sent,
 // which the server confirmed part by part, are exactly the bytes written
 // to it (the stream, which the run hashed and parsed): then the stream's
-// SHA-256 is the copy's. The full check of what the server holds (hash
-// and, if nobody parsed the stream, the parse) is Commit's, through
-// ReadBackCheck.
+// SHA-256 is the copy's. The full check of what the server holds, with
+// verifyReadBack, is Commit's: ReadBackAgainst gives it the stream's
+// digest to compare the object read back with.
 type remoteUpload interface {
 	SentIntact() error
-	ReadBackCheck(fn func(r io.ReaderAt, size int64) error)
+	ReadBackAgainst(stream archive.Digest)
 }
 
 var _ remoteUpload = (*s3Upload)(nil)
@@ -303,7 +304,8 @@ func (u *s3Upload) resendWithMD5(part s3Part, why error) error {
 // as UNSIGNED-PAYLOAD, as minio-go's own multipart uploads do over https:
 // TLS protects the body in transit, so a SHA-256 pass over every part,
 // here and on the server, buys nothing (bench -targets offsite; the
-// read-back still checks the whole object's SHA-256). Over plain http the
+// server checks the object's CRC64NVME and the read-back reads it all).
+// Over plain http the
 // part's SHA-256 goes in X-Amz-Content-Sha256: signed, it keeps a body
 // swapped in transit from passing, which a CRC or an MD5 alone does not
 // promise (whoever swaps the body can make its checksum match).
@@ -411,7 +413,8 @@ func (u *s3Upload) confirmParts(ctx context.Context) error {
 // buffering (a part lost, sent twice, out of order or changed after it
 // was written), not an adversary, and a 64-bit CRC misses such an error
 // with a chance of 2^-64 (any error burst up to 64 bits, always). What the
-// server holds is checked against the stream's SHA-256 by the read-back.
+// server holds is checked against the stream (its length and CRC64NVME)
+// by the read-back (readBackCRC says why a CRC suffices there).
 func (u *s3Upload) SentIntact() error {
 	sent, err := u.sentCRC()
 	if err != nil {
@@ -436,9 +439,9 @@ func (u *s3Upload) sentCRC() (uint64, error) {
 	return binary.BigEndian.Uint64(c.Raw()), nil
 }
 
-// ReadBackCheck sets the check Commit runs on the completed object when
-// verifyReadBack is on.
-func (u *s3Upload) ReadBackCheck(fn func(r io.ReaderAt, size int64) error) { u.readBackVerify = fn }
+// ReadBackAgainst sets the digest Commit compares the completed object
+// with when verifyReadBack is on: the stream's (its length and CRC64NVME).
+func (u *s3Upload) ReadBackAgainst(stream archive.Digest) { u.readBackWant = &stream }
 
 // Seal keeps the checksum and signature for Commit: objects under our
 // names must not appear before the archive does.
@@ -545,16 +548,18 @@ func (u *s3Upload) confirmObject(ctx context.Context) error {
 	if !u.s.readBack {
 		return nil
 	}
-	if u.readBackVerify != nil {
-		return u.readBackVerify(o, o.size)
+	want := archive.Digest{CRC64: u.streamCRC.Sum64(), Size: u.size}
+	if u.readBackWant != nil {
+		want = *u.readBackWant
 	}
-	// Without the run's check (the stream's SHA-256): the bytes written.
-	h := minio.ChecksumCRC64NVME.Hasher().(hash.Hash64)
-	if _, err := io.Copy(h, io.NewSectionReader(o, 0, o.size)); err != nil {
+	got, err := o.readBackCRC(ctx)
+	switch {
+	case err != nil:
 		return fmt.Errorf("read back: %w", err)
-	}
-	if h.Sum64() != u.streamCRC.Sum64() {
-		return fmt.Errorf("read back: CRC64NVME %016x, the bytes written had %016x", h.Sum64(), u.streamCRC.Sum64())
+	case o.size != want.Size:
+		return fmt.Errorf("read back: the server holds %d bytes, the stream had %d", o.size, want.Size)
+	case got != want.CRC64:
+		return fmt.Errorf("read back: the server holds CRC64NVME %016x, the stream had %016x", got, want.CRC64)
 	}
 	return nil
 }

@@ -293,7 +293,7 @@ let
             verifyReadBack = mkOption {
               type = types.bool;
               default = d.backup.s3.verifyReadBack;
-              description = "Read every uploaded archive back in full and check its SHA-256; turn off on metered links.";
+              description = "Read every uploaded archive back in full and check it against the stream (length and CRC64NVME); turn off on metered links.";
             };
           };
           notify = {

@@ -107,7 +107,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.vaultwarden" = "a518586ad5fcbb8b"; }
+    { backupgen.helpers."modules.services.virtualization.vaultwarden" = "423aeb154b450c03"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -106,7 +106,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."hosts.backups.inherits" = "a518586ad5fcbb8b"; }
+    { backupgen.helpers."hosts.backups.inherits" = "423aeb154b450c03"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

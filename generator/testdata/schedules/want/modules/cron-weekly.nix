@@ -104,7 +104,7 @@ in
   };
 
   config = lib.mkMerge [
-    { backupgen.helpers."modules.services.virtualization.cron-weekly" = "a518586ad5fcbb8b"; }
+    { backupgen.helpers."modules.services.virtualization.cron-weekly" = "423aeb154b450c03"; }
     (lib.mkIf (cfg.enable && cfg.backup.enable) (
       lib.mkMerge [
         (backupgenLib.mkAccounts {

@@ -64,7 +64,11 @@ func (l *localDir) Create(ctx context.Context, base string) (Upload, error) {
 		dirf.Close()
 		return nil, err
 	}
-	return &localUpload{dir: l.dir, base: base, owner: l.owner, dirf: dirf, tmp: name, file: f}, nil
+	u := &localUpload{dir: l.dir, base: base, owner: l.owner, dirf: dirf, tmp: name, file: f}
+	if l.seams != nil {
+		u.inCommit = l.seams.inCommit
+	}
+	return u, nil
 }
 
 // List lists the service's archives in every known format: regular files
@@ -171,6 +175,10 @@ type localUpload struct {
 	dirf                   *os.File
 	tmp, sumTmp, sigTmp    string
 	file, sumFile, sigFile *os.File
+	// committed: the archive's identity once committed, if nobody else
+	// opened or wrote it while it was being handed over (Commit).
+	committed *fileIdentity
+	inCommit  func(tmp string) // seams.inCommit
 }
 
 var _ Copier = (*localUpload)(nil)
@@ -246,8 +254,16 @@ func (u *localUpload) Commit(ctx context.Context) error {
 		tmp   *string
 		final string
 	}{{u.file, &u.tmp, u.base}, {u.sumFile, &u.sumTmp, u.base + ".sha256"}, {u.sigFile, &u.sigTmp, u.base + ".sig"}} {
+		var w *handoverWatch
+		if c.f == u.file {
+			w = watchHandover(u.file)
+			defer w.close()
+		}
 		if err := setOwnerMode(c.f, u.owner, 0o640); err != nil {
 			return fmt.Errorf("commit %s: set owner and mode: %w", c.final, err)
+		}
+		if w != nil && u.inCommit != nil {
+			u.inCommit(filepath.Join(u.dir, *c.tmp))
 		}
 		if err := linkFile(u.dirf, c.f, *c.tmp, c.final); err != nil {
 			return fmt.Errorf("commit: %w", err)
@@ -256,6 +272,9 @@ func (u *localUpload) Commit(ctx context.Context) error {
 		// it is removed either way, it is nothing of ours any more.
 		unix.Unlinkat(int(u.dirf.Fd()), *c.tmp, 0)
 		*c.tmp = ""
+		if w != nil {
+			u.committed = w.identity()
+		}
 	}
 	u.closeFiles()
 	err := syncDirFile(u.dirf)

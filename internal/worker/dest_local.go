@@ -175,10 +175,10 @@ type localUpload struct {
 	dirf                   *os.File
 	tmp, sumTmp, sigTmp    string
 	file, sumFile, sigFile *os.File
-	// committed: the archive's identity once committed, if nobody else
-	// opened or wrote it while it was being handed over (Commit).
-	committed *fileIdentity
-	inCommit  func(tmp string) // seams.inCommit
+	// watch: the archive's hand-over to its owner (Commit), for
+	// CommittedIdentity (memo.go); nil: none.
+	watch    *handoverWatch
+	inCommit func(tmp string) // seams.inCommit
 }
 
 var _ Copier = (*localUpload)(nil)
@@ -254,15 +254,14 @@ func (u *localUpload) Commit(ctx context.Context) error {
 		tmp   *string
 		final string
 	}{{u.file, &u.tmp, u.base}, {u.sumFile, &u.sumTmp, u.base + ".sha256"}, {u.sigFile, &u.sigTmp, u.base + ".sig"}} {
-		var w *handoverWatch
 		if c.f == u.file {
-			w = watchHandover(u.file)
-			defer w.close()
+			u.watch = watchHandover(u.file)
 		}
 		if err := setOwnerMode(c.f, u.owner, 0o640); err != nil {
+			u.watch.close()
 			return fmt.Errorf("commit %s: set owner and mode: %w", c.final, err)
 		}
-		if w != nil && u.inCommit != nil {
+		if c.f == u.file && u.inCommit != nil {
 			u.inCommit(filepath.Join(u.dir, *c.tmp))
 		}
 		if err := linkFile(u.dirf, c.f, *c.tmp, c.final); err != nil {
@@ -272,9 +271,6 @@ func (u *localUpload) Commit(ctx context.Context) error {
 		// it is removed either way, it is nothing of ours any more.
 		unix.Unlinkat(int(u.dirf.Fd()), *c.tmp, 0)
 		*c.tmp = ""
-		if w != nil {
-			u.committed = w.identity()
-		}
 	}
 	u.closeFiles()
 	err := syncDirFile(u.dirf)
@@ -295,6 +291,7 @@ func (u *localUpload) closeFiles() {
 // Abort closes and removes whatever temp files the upload still has.
 func (u *localUpload) Abort() error {
 	u.closeFiles()
+	u.watch.close()
 	if u.dirf == nil {
 		return nil
 	}

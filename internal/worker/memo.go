@@ -112,6 +112,8 @@ type verifyMemo struct {
 	// hashed, when set, is called for each archive checkKept reads in
 	// full (seams.keptHashed).
 	hashed func(dest, name string)
+	// margin is memoCtimeMargin (tests change it).
+	margin time.Duration
 
 	mu    sync.Mutex
 	recs  map[memoKey]memoRecord
@@ -123,7 +125,8 @@ type verifyMemo struct {
 // read-only command). A memo that cannot be used is logged and treated as
 // empty; a writable memo then replaces it on save.
 func loadMemo(stateDir, name string, readOnly bool, now func() time.Time, log *slog.Logger) *verifyMemo {
-	m := &verifyMemo{path: memoPath(stateDir, name), readOnly: readOnly, now: now, log: log, recs: map[memoKey]memoRecord{}}
+	m := &verifyMemo{path: memoPath(stateDir, name), readOnly: readOnly, now: now, log: log, margin: memoCtimeMargin,
+		recs: map[memoKey]memoRecord{}}
 	data, err := readMemoFile(m.path)
 	if errors.Is(err, os.ErrNotExist) {
 		return m
@@ -295,8 +298,21 @@ func (m *verifyMemo) saveLogged() {
 // checkKeptLocal is checkKept for a local directory with a memo: the
 // archive is opened once; its record, if it matches the descriptor's
 // fstat, spares the read (see above); otherwise it is hashed in full
-// through that descriptor and the record refreshed (trusted, and the
-// descriptor's identity the same before and after the read) or dropped.
+// through that descriptor, and the record refreshed or dropped.
+//
+// A record is refreshed only when the file cannot have changed without a
+// new ctime, during the read or after it:
+//   - a read lease (F_SETLEASE F_RDLCK, root has CAP_LEASE) was held from
+//     before the first fstat to after the second: it is granted only while
+//     nobody has the file open for writing (a writable shared mapping
+//     included, whose writes to an already dirty page change no time
+//     stamp), and any open for writing meanwhile breaks it (that open waits
+//     until the check ends);
+//   - both fstats agree;
+//   - the ctime is at least memoCtimeMargin old: a write after the check
+//     then gets a later ctime even where time stamps come from the coarse
+//     clock (a kernel tick), which could otherwise repeat the ctime of a
+//     change made moments before the check.
 func checkKeptLocal(ctx context.Context, key *hostkey.Key, l *localDir, name string, m *verifyMemo) (archiveCheck, bool) {
 	af, err := l.Open(ctx, name)
 	if err != nil {
@@ -304,9 +320,14 @@ func checkKeptLocal(ctx context.Context, key *hostkey.Key, l *localDir, name str
 		return archiveCheck{checksum: checksumInvalid, signature: signatureUnchecked, err: err}, false
 	}
 	defer af.Close()
-	la := af.(*localArchive)
-	id, idErr := identityOf(la.File)
-	if idErr == nil && id.Size == la.size {
+	f := af.(*localArchive).File
+	_, err = unix.FcntlInt(f.Fd(), unix.F_SETLEASE, unix.F_RDLCK)
+	leased := err == nil
+	if leased {
+		defer unix.FcntlInt(f.Fd(), unix.F_SETLEASE, unix.F_UNLCK)
+	}
+	id, idErr := identityOf(f)
+	if idErr == nil && id.Size == af.Size() {
 		if sum, ok := m.lookup(l.dir, name, id); ok {
 			if c, ok := inspectRemembered(key, af, name, sum); ok {
 				return c, true
@@ -321,7 +342,10 @@ func checkKeptLocal(ctx context.Context, key *hostkey.Key, l *localDir, name str
 		m.drop(l.dir, name)
 		return c, false
 	}
-	if after, err := identityOf(la.File); idErr == nil && err == nil && after == id && id.Size == c.size {
+	after, err := identityOf(f)
+	lease, leaseErr := unix.FcntlInt(f.Fd(), unix.F_GETLEASE, 0)
+	if leased && leaseErr == nil && lease == unix.F_RDLCK && idErr == nil && err == nil &&
+		after == id && id.Size == c.size && ctimeSettled(id, m.margin) {
 		m.put(l.dir, name, id, c.sum)
 	} else {
 		m.drop(l.dir, name)
@@ -329,58 +353,82 @@ func checkKeptLocal(ctx context.Context, key *hostkey.Key, l *localDir, name str
 	return c, true
 }
 
+// memoCtimeMargin: a file identity is recorded only once its ctime is at
+// least this old (see checkKeptLocal). Time stamps come from a clock that
+// advances once per kernel tick (at most 10 ms: HZ >= 100).
+const memoCtimeMargin = 50 * time.Millisecond
+
+// ctimeSettled reports whether id's ctime is at least margin in the past.
+func ctimeSettled(id fileIdentity, margin time.Duration) bool {
+	return time.Since(time.Unix(0, id.CtimeNs)) >= margin
+}
+
 // committedIdentifier is an optional capability of an Upload whose
 // committed archive has a file identity the memo can record (localUpload).
 type committedIdentifier interface {
-	// CommittedIdentity is the committed archive's identity after the
-	// commit, nil when it cannot be vouched for.
+	// CommittedIdentity is the committed archive's identity, nil when it
+	// cannot be vouched for (handoverWatch). Called once, after Commit.
 	CommittedIdentity() *fileIdentity
 }
 
 // CommittedIdentity: see committedIdentifier.
-func (u *localUpload) CommittedIdentity() *fileIdentity { return u.committed }
+func (u *localUpload) CommittedIdentity() *fileIdentity {
+	defer u.watch.close()
+	return u.watch.confirm()
+}
 
-// handoverWatch vouches for the identity a committed archive has right
-// after its commit. Until Commit hands the temp file to the service user
-// (fchown, fchmod 0640) it is root's and private, and its content is the
-// verified stream; from then on the user can open it and write it. A
-// write after the identity is taken changes its ctime (the record will
-// not match), but one in the moment between the hand-over and the fstat
-// would be recorded as verified content. So an inotify watch on the inode,
-// set while the file is still private, reports any open or modification
-// by anyone in that moment (the worker itself neither opens nor writes
-// the file then: it only changes owner, mode and links, IN_ATTRIB); with
-// any such event, or without inotify, nothing is recorded and the next
-// run reads the archive in full, as before.
+// handoverWatch vouches for the identity of a committed archive. Until
+// Commit hands the temp file to the service user (fchown, fchmod 0640) it
+// is root's and private, and its content is the verified stream; from then
+// on the user can open it and write it. A write after the identity is
+// recorded changes its ctime (the record will not match), but one between
+// the hand-over and the fstat would be recorded as verified content, and
+// so would one through a writable mapping made meanwhile. So an inotify
+// watch on the inode, set while the file is still private, reports any
+// open or modification by anyone from the hand-over to the fstat (the
+// worker itself neither opens nor writes the file then: it only changes
+// owner, mode and links, IN_ATTRIB); with any such event, or without
+// inotify, nothing is recorded and the next run reads the archive in
+// full, as before. The fstat is taken once the ctime is memoCtimeMargin
+// old (a wait of at most that), so that a later write gets a later ctime.
 type handoverWatch struct {
-	fd int // inotify instance, -1: none
-	f  *os.File
+	fd int      // inotify instance, -1: none
+	f  *os.File // a duplicate of the temp file's descriptor
 }
 
 func watchHandover(f *os.File) *handoverWatch {
-	w := &handoverWatch{fd: -1, f: f}
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
-		return w
+		return nil
 	}
 	// The descriptor's magic link names the inode whatever its name.
 	if _, err := unix.InotifyAddWatch(fd, "/proc/self/fd/"+strconv.Itoa(int(f.Fd())), unix.IN_OPEN|unix.IN_MODIFY); err != nil {
 		unix.Close(fd)
-		return w
+		return nil
 	}
-	w.fd = fd
-	return w
+	d, err := dupFile(f)
+	if err != nil {
+		unix.Close(fd)
+		return nil
+	}
+	return &handoverWatch{fd: fd, f: d}
 }
 
-// identity is the file's identity now, nil if the watch saw an open or a
-// write (or an overflow), or if there is no watch.
-func (w *handoverWatch) identity() *fileIdentity {
+// confirm returns the file's identity, nil if the watch saw an open or a
+// write (or an overflow) since it was set, or if there is no watch.
+func (w *handoverWatch) confirm() *fileIdentity {
 	if w == nil || w.fd < 0 {
 		return nil
 	}
 	id, err := identityOf(w.f)
 	if err != nil {
 		return nil
+	}
+	if wait := memoCtimeMargin - time.Since(time.Unix(0, id.CtimeNs)); wait > 0 {
+		time.Sleep(wait)
+		if id, err = identityOf(w.f); err != nil || !ctimeSettled(id, memoCtimeMargin) {
+			return nil
+		}
 	}
 	// Read after the fstat: whatever happened before it is queued.
 	buf := make([]byte, 4096)
@@ -393,6 +441,7 @@ func (w *handoverWatch) identity() *fileIdentity {
 func (w *handoverWatch) close() {
 	if w != nil && w.fd >= 0 {
 		unix.Close(w.fd)
+		w.f.Close()
 		w.fd = -1
 	}
 }

@@ -34,10 +34,14 @@ import (
 // archive and can write it, but every write, truncate, chmod, chown,
 // utimens, link, unlink or rename sets the inode's ctime to now, and
 // nobody but root can set a ctime back; a file put in its place has
-// another inode (or a new ctime). So a record matches only a file that
-// nobody changed since root verified it. The memo itself lives in the
-// state directory, which ensureStateDir keeps root-only (0700, owned by
-// root, every ancestor too), and is written 0600 atomically (temp, fsync,
+// another inode (or a new ctime). Two kinds of write leave the ctime as
+// it was (a write through a writable shared mapping to an already dirty
+// page; a write in the same kernel tick as the change before it): a
+// record is only taken where neither can have happened (checkKeptLocal,
+// handoverWatch). So a record matches only a file that nobody changed
+// since root verified it. The memo itself lives in the state directory,
+// which ensureStateDir checks is root's and writable by nobody else (every
+// ancestor too), and is written 0600 atomically (temp, fsync,
 // rename, fsync of the directory): the service user can neither write nor
 // replace it. Anything wrong with it (missing, garbage, another version,
 // not root's or not private) means no memo: the full check, as before.

@@ -113,6 +113,12 @@ type destination struct {
 	// beforeReread is the Runner's seam of that name (seams.go).
 	beforeReread func(dir string)
 
+	// committed is the identity of the committed local archive file and
+	// sum its verified SHA-256 (the verification memo, memo.go); nil when
+	// the store gives none or it cannot be vouched for.
+	committed *fileIdentity
+	sum       []byte
+
 	state  destState
 	err    error
 	pruned int // archives removed
@@ -286,6 +292,9 @@ func (d *destination) finish(ctx context.Context, want *archive.Digest) (*archiv
 	}
 	if err := d.up.Commit(ctx); err != nil {
 		return nil, err
+	}
+	if ci, ok := d.up.(committedIdentifier); ok {
+		d.committed, d.sum = ci.CommittedIdentity(), sum
 	}
 	d.up = nil
 	d.state = destCommitted

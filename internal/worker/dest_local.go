@@ -64,7 +64,11 @@ func (l *localDir) Create(ctx context.Context, base string) (Upload, error) {
 		dirf.Close()
 		return nil, err
 	}
-	return &localUpload{dir: l.dir, base: base, owner: l.owner, dirf: dirf, tmp: name, file: f}, nil
+	u := &localUpload{dir: l.dir, base: base, owner: l.owner, dirf: dirf, tmp: name, file: f}
+	if l.seams != nil {
+		u.inCommit = l.seams.inCommit
+	}
+	return u, nil
 }
 
 // List lists the service's archives in every known format: regular files
@@ -171,6 +175,10 @@ type localUpload struct {
 	dirf                   *os.File
 	tmp, sumTmp, sigTmp    string
 	file, sumFile, sigFile *os.File
+	// watch: the archive's hand-over to its owner (Commit), for
+	// CommittedIdentity (memo.go); nil: none.
+	watch    *handoverWatch
+	inCommit func(tmp string) // seams.inCommit
 }
 
 var _ Copier = (*localUpload)(nil)
@@ -246,8 +254,15 @@ func (u *localUpload) Commit(ctx context.Context) error {
 		tmp   *string
 		final string
 	}{{u.file, &u.tmp, u.base}, {u.sumFile, &u.sumTmp, u.base + ".sha256"}, {u.sigFile, &u.sigTmp, u.base + ".sig"}} {
+		if c.f == u.file {
+			u.watch = watchHandover(u.file)
+		}
 		if err := setOwnerMode(c.f, u.owner, 0o640); err != nil {
+			u.watch.close()
 			return fmt.Errorf("commit %s: set owner and mode: %w", c.final, err)
+		}
+		if c.f == u.file && u.inCommit != nil {
+			u.inCommit(filepath.Join(u.dir, *c.tmp))
 		}
 		if err := linkFile(u.dirf, c.f, *c.tmp, c.final); err != nil {
 			return fmt.Errorf("commit: %w", err)
@@ -276,6 +291,7 @@ func (u *localUpload) closeFiles() {
 // Abort closes and removes whatever temp files the upload still has.
 func (u *localUpload) Abort() error {
 	u.closeFiles()
+	u.watch.close()
 	if u.dirf == nil {
 		return nil
 	}

@@ -91,8 +91,15 @@ type lightTruster interface {
 }
 
 // checkKept is the trust check of an archive that retention may count
-// (see lightTruster): ok reports whether it counts.
-func checkKept(ctx context.Context, key *hostkey.Key, store Destination, name string) (archiveCheck, bool) {
+// (see lightTruster): ok reports whether it counts. In a local directory,
+// memo (memo.go; nil: none) may spare the read of an archive verified
+// before and unchanged since. Remote stores (S3, SFTP) do not use it: no
+// inode identity there proves an object unchanged, so they are checked as
+// before (in full, or lightly: lightTruster).
+func checkKept(ctx context.Context, key *hostkey.Key, store Destination, name string, memo *verifyMemo) (archiveCheck, bool) {
+	if l, ok := store.(*localDir); ok && memo != nil {
+		return checkKeptLocal(ctx, key, l, name, memo)
+	}
 	light := false
 	if lt, is := store.(lightTruster); is {
 		light = lt.LightTrust()

@@ -199,6 +199,7 @@ func dryPrepare(ctx context.Context, s *seams, store Destination, dir string, op
 func dryPrune(ctx context.Context, cfg *config.Config, key *hostkey.Key, w io.Writer, log *slog.Logger) {
 	policy := retentionPolicy(cfg)
 	fmt.Fprintf(w, "prune (%s; as of now, before the new archive)\n", policy)
+	memo := loadMemoReadOnly(cfg.Backup.StateDirectory, cfg.Name, log)
 	for _, dir := range cfg.Backup.Paths {
 		if _, err := os.Stat(dir); !config.IsRemote(dir) && err != nil {
 			fmt.Fprintf(w, "  %s: nothing there\n", dir)
@@ -209,7 +210,7 @@ func dryPrune(ctx context.Context, cfg *config.Config, key *hostkey.Key, w io.Wr
 			fmt.Fprintf(w, "  %s: error: %v\n", dir, err)
 			continue
 		}
-		res, err := pruneDir(ctx, key, store, config.ArchiveExt(cfg.Backup.Format), policy, nil, time.Now(), true, log)
+		res, err := pruneDir(ctx, key, store, config.ArchiveExt(cfg.Backup.Format), policy, nil, time.Now(), true, memo, log)
 		closeStore(store)
 		if err != nil {
 			fmt.Fprintf(w, "  %s: error: %v\n", dir, err)

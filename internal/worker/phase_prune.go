@@ -23,6 +23,18 @@ func (rn *run) prune(ctx context.Context) {
 	policy := retentionPolicy(cfg)
 	policy.Protect = []string{rn.base}
 	empty := rn.emptyData()
+	// The verification memo (memo.go): the lock phase made the state
+	// directory root-only. The archive each destination just committed is
+	// recorded first, as verified by this run.
+	rn.memo = loadMemo(cfg.Backup.StateDirectory, cfg.Name, false, rn.Now, rn.log)
+	rn.memo.hashed = rn.keptHashed
+	defer rn.memo.saveLogged()
+	rn.memo.retainDests(cfg.Backup.Paths)
+	for _, d := range rn.dests {
+		if d.state == destCommitted && d.committed != nil {
+			rn.memo.put(d.dir, rn.base, *d.committed, d.sum)
+		}
+	}
 	if empty != "" {
 		rn.warn(empty + "; the archive was committed, but pruning was skipped in every destination")
 	}
@@ -45,7 +57,7 @@ func (rn *run) prune(ctx context.Context) {
 		} else if prev != "" {
 			good = append(good, prev)
 		}
-		res, err := pruneDir(ctx, rn.key, d.store, config.ArchiveExt(cfg.Backup.Format), policy, good, rn.Now(), false, rn.log)
+		res, err := pruneDir(ctx, rn.key, d.store, config.ArchiveExt(cfg.Backup.Format), policy, good, rn.Now(), false, rn.memo, rn.log)
 		d.pruned, d.count = len(res.removed), len(res.kept)
 		if err != nil {
 			d.state = destFailed
@@ -90,10 +102,13 @@ type BadArchive struct {
 // verifies with key, nil: nothing is trusted): retention.Plan asks about
 // every archive it would keep as counted, so a run re-reads the archives
 // it keeps (except those in goodNames: the run's own archive, verified
-// moments ago). An archive that fails the check is never removed (it is
+// moments ago), or, in a local directory, those memo (memo.go; nil: none)
+// knows to be unchanged since they were verified less than memoMaxAge
+// ago. The memo then forgets the archives that are gone; a dry run's memo
+// is read-only. An archive that fails the check is never removed (it is
 // evidence of a problem, or an archive the admin has to judge) and is
 // logged as a warning.
-func pruneDir(ctx context.Context, key *hostkey.Key, store Destination, ext string, policy retention.Policy, goodNames []string, now time.Time, dryRun bool, log *slog.Logger) (pruneResult, error) {
+func pruneDir(ctx context.Context, key *hostkey.Key, store Destination, ext string, policy retention.Policy, goodNames []string, now time.Time, dryRun bool, memo *verifyMemo, log *slog.Logger) (pruneResult, error) {
 	dir := store.String()
 	archives, err := listFormat(ctx, store, ext)
 	if err != nil {
@@ -106,7 +121,7 @@ func pruneDir(ctx context.Context, key *hostkey.Key, store Destination, ext stri
 	}
 	reasons := map[string]archiveCheck{}
 	policy.Verify = func(a retention.Archive) bool {
-		c, ok := checkKept(ctx, key, store, a.Name)
+		c, ok := checkKept(ctx, key, store, a.Name, memo)
 		if ok {
 			return true
 		}
@@ -164,5 +179,10 @@ func pruneDir(ctx context.Context, key *hostkey.Key, store Destination, ext stri
 		log.Info("pruned archive", keyDestination, dir, keyArchive, a.Name, "why", why(a))
 	}
 	sort.SliceStable(res.kept, func(i, j int) bool { return res.kept[i].Time.After(res.kept[j].Time) })
+	names := make([]string, len(res.kept))
+	for i, a := range res.kept {
+		names[i] = a.Name
+	}
+	memo.retain(dir, names)
 	return res, errs.ErrorOrNil()
 }

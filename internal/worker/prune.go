@@ -69,6 +69,16 @@ func Prune(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Prune
 	if keyErr != nil {
 		log.Warn("signatures cannot be checked; every archive is untrusted and kept", "error", keyErr)
 	}
+	// The verification memo (memo.go): recorded and used under the lock,
+	// only used by a dry run.
+	var memo *verifyMemo
+	if opts.DryRun {
+		memo = loadMemoReadOnly(cfg.Backup.StateDirectory, cfg.Name, log)
+	} else {
+		memo = loadMemo(cfg.Backup.StateDirectory, cfg.Name, false, time.Now, log)
+		memo.retainDests(cfg.Backup.Paths)
+		defer memo.saveLogged()
+	}
 	var errs *multierror.Error
 	for _, dir := range cfg.Backup.Paths {
 		d := PrunedDest{Destination: dir}
@@ -85,7 +95,7 @@ func Prune(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Prune
 			continue
 		}
 		defer closeStore(store)
-		pr, err := pruneDir(ctx, key, store, config.ArchiveExt(cfg.Backup.Format), policy, nil, time.Now(), opts.DryRun, log)
+		pr, err := pruneDir(ctx, key, store, config.ArchiveExt(cfg.Backup.Format), policy, nil, time.Now(), opts.DryRun, memo, log)
 		d.Kept, d.Removed, d.Bad, d.Err = pr.kept, pr.removed, pr.bad, err
 		res.Dests = append(res.Dests, d)
 		if err != nil {

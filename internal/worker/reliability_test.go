@@ -261,7 +261,7 @@ func TestPruneInterruptedRemovesNothing(t *testing.T) {
 	cancel()
 	var logBuf bytes.Buffer
 	res, err := pruneDir(ctx, e.key(), &localDir{dir: dest, name: "app"}, "tar.gz", retention.Policy{KeepLast: 1, MinKeep: 1}, nil,
-		time.Date(2024, 2, 1, 0, 0, 0, 0, time.UTC), false, NewLogger(&logBuf, 0))
+		time.Date(2024, 2, 1, 0, 0, 0, 0, time.UTC), false, nil, NewLogger(&logBuf, 0))
 	if err == nil || !strings.Contains(err.Error(), "prune interrupted") {
 		t.Errorf("err = %v, want prune interrupted", err)
 	}

@@ -71,6 +71,8 @@ type run struct {
 	healthErr error // backup.healthCheck failed after the restart
 
 	manifest *runManifest // backup.drill: the archive's manifest being written (drill_manifest.go)
+
+	memo *verifyMemo // the verification memo, from the prune phase on (memo.go)
 }
 
 // Run performs the backup and returns the exit code. It never returns with

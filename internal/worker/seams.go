@@ -43,6 +43,15 @@ type seams struct {
 	// before it is re-read for its CRC-64 (step 4 in dest.go), with the
 	// destination directory (nil: nothing).
 	beforeReread func(dir string)
+	// keptHashed is called for each kept archive of a local destination
+	// that retention or the shrink guard reads in full (the verification
+	// memo did not spare it: memo.go), with the destination and the
+	// archive name (nil: nothing).
+	keptHashed func(dest, name string)
+	// inCommit runs inside a local commit, after the archive was handed
+	// to its owner and before it is linked under its final name, with the
+	// temp file's path (nil: nothing).
+	inCommit func(tmp string)
 }
 
 // withDefaults fills the unset seams with the real implementations.

@@ -68,7 +68,7 @@ func (rn *run) shrunk(ctx context.Context, d *destination) (why, prev string) {
 		if !a.Time.Before(own) || ctx.Err() != nil {
 			continue
 		}
-		c, ok := checkKept(ctx, rn.key, d.store, a.Name)
+		c, ok := checkKept(ctx, rn.key, d.store, a.Name, rn.memo)
 		if !ok {
 			continue
 		}

@@ -120,7 +120,12 @@ func removeStoppedState(path string) error {
 // as root: an unprivileged worker can do no more than the users who could
 // plant files there (and in the Nix build sandbox, where the tests run
 // unprivileged, "/" belongs to an unmapped uid).
-func ensureStateDir(dir string) error {
+func ensureStateDir(dir string) error { return checkStateDir(dir, true) }
+
+// checkStateDir is ensureStateDir; without create, a missing component is
+// an error (os.ErrNotExist) instead of being created: the check of the
+// commands that only read the state directory.
+func checkStateDir(dir string, create bool) error {
 	if !filepath.IsAbs(dir) {
 		return fmt.Errorf("state directory %s: not an absolute path", dir)
 	}
@@ -131,7 +136,7 @@ func ensureStateDir(dir string) error {
 		cur = filepath.Join(cur, part)
 		last := i == len(parts)
 		fi, err := os.Lstat(cur)
-		if errors.Is(err, os.ErrNotExist) {
+		if errors.Is(err, os.ErrNotExist) && create {
 			if err := os.Mkdir(cur, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 				return fmt.Errorf("state directory %s: create %s: %w", dir, cur, err)
 			}
@@ -149,7 +154,7 @@ func ensureStateDir(dir string) error {
 		return fmt.Errorf("state directory %s: %w", dir, err)
 	}
 	if real != dir {
-		return ensureStateDir(real)
+		return checkStateDir(real, create)
 	}
 	return nil
 }

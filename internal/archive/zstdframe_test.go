@@ -297,7 +297,7 @@ func TestFrameMatchesTarSum(t *testing.T) {
 		want string
 	}{
 		"other content":      {f, &TarSum{Size: sum.Size, XXH64: xxhash.Sum64([]byte("the tar streaM"))}, "the frame holds other content"},
-		"high bits only":     {f, &TarSum{Size: sum.Size, XXH64: sum.XXH64 ^ 1}, "other content"},
+		"low bit differs":    {f, &TarSum{Size: sum.Size, XXH64: sum.XXH64 ^ 1}, "other content"},
 		"other content size": {zstdFrame{ContentSize: sum.Size - 1, Checksum: f.Checksum}, sum, "the zstd frame holds 13 bytes, the archiver wrote a tar stream of 14"},
 		"no archiver sum":    {f, nil, "reported no XXH64"},
 	} {

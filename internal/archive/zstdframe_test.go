@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -345,6 +346,29 @@ func TestStreamCheckZstdOtherContent(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(err.Error(), "the frame holds other content") {
 			t.Errorf("%s: %v, want the checksum compare's refusal", name, err)
+		}
+	}
+}
+
+// The walk accepts what zstd(1) writes at every level the config allows
+// (1-22; above 19 with --ultra), with the archiver's flags (-T2, --check,
+// input from a pipe), and finds the checksum of the content.
+func TestFrameWalkerEveryZstdLevel(t *testing.T) {
+	requireTool(t, "zstd")
+	content := append(pseudoRandom(200<<10, 5), bytes.Repeat([]byte("tar header and text "), 20_000)...)
+	want := uint32(xxhash.Sum64(content))
+	for level := 1; level <= 22; level++ {
+		args := []string{"-T2", "-c", "-q", "--check", "-" + strconv.Itoa(level)}
+		if level > 19 {
+			args = append(args, "--ultra")
+		}
+		cmd := exec.Command("zstd", args...)
+		cmd.Stdin = bytes.NewReader(content)
+		out, err := cmd.Output()
+		must(t, err)
+		f, err := walkFrame(out, 64<<10)
+		if err != nil || f.Checksum != want || f.ContentSize != -1 {
+			t.Errorf("level %d: walked %+v, %v; want checksum %08x and no content size", level, f, err, want)
 		}
 	}
 }

@@ -6,6 +6,7 @@ require (
 	filippo.io/age v1.2.1
 	github.com/BurntSushi/toml v1.6.0
 	github.com/bmatcuk/doublestar/v4 v4.10.4
+	github.com/cespare/xxhash/v2 v2.3.0
 	github.com/dsnet/compress v0.0.1
 	github.com/emersion/go-smtp v0.25.1
 	github.com/google/go-cmp v0.7.0

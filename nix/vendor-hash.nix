@@ -2,4 +2,4 @@
 #
 # package.nix's vendorHash: the NAR hash of `go mod vendor`.
 # `make check-vendor-hash` (and go test ./nix/) fail when it is stale.
-"sha256-/M56pg6jqRa3qRufEFlxa9Th+ayGADj6qG6yAaKwA8U="
+"sha256-zNYQdIAzzNCmbRFJsp2UMiqy5DHkOoBWne2jTsDhi8k="

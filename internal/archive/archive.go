@@ -120,6 +120,10 @@ type Stats struct {
 	// most 1000). Only a live backup sees such changes.
 	Changed      int64
 	ChangedFiles []string
+	// Tar (Write and Convert of tar.zst; nil otherwise) is the length and
+	// XXH64 of the tar stream fed to the compressor, which the stream
+	// check compares with the zstd frame (StreamCheck.Finish).
+	Tar *TarSum
 	// CopiedInKernel (Capture) counts the content bytes the kernel copied
 	// into the capture file with copy_file_range; they never passed
 	// through this process.

@@ -98,6 +98,7 @@ func Convert(ctx context.Context, w io.Writer, r io.Reader, opts Options) (st St
 	if err := comp.Close(); err != nil {
 		return st, fmt.Errorf("archive: finishing %s archive: %w", opts.Format, err)
 	}
+	st.Tar = tarSumOf(comp)
 	if err := flush(); err != nil {
 		return st, fmt.Errorf("archive: writing %s archive: %w", opts.Format, err)
 	}

@@ -27,8 +27,19 @@ const pgzipBlockSize = 1 << 20
 
 // newCompressor returns the stream compressor for a tar format: a native
 // compressor process for xz, bzip2 and zstd when one is on PATH (see
-// native.go), the pure-Go encoder otherwise.
+// native.go), the pure-Go encoder otherwise. For tar.zst it also sums the
+// tar stream (tarSumOf).
 func newCompressor(ctx context.Context, w io.Writer, format string, level, threads int, log *slog.Logger) (io.WriteCloser, error) {
+	c, err := newStreamCompressor(ctx, w, format, level, threads, log)
+	if err == nil && format == FormatTarZst {
+		// The stream check compares the zstd frame's content checksum
+		// with the XXH64 of what went in (TarSum, StreamCheck.Finish).
+		c = newSummingCompressor(c)
+	}
+	return c, err
+}
+
+func newStreamCompressor(ctx context.Context, w io.Writer, format string, level, threads int, log *slog.Logger) (io.WriteCloser, error) {
 	// The one definition of each format's levels and default is config's,
 	// so what check-config accepts is what this accepts.
 	level, err := config.ResolveLevel(format, level)

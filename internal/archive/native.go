@@ -52,7 +52,9 @@ func nativeCommand(format string, level, threads int) (argv []string, missing st
 		return nil, "pbzip2 or bzip2"
 	case FormatTarZst:
 		if p, err := lookPath("zstd"); err == nil {
-			argv = []string{p, "-T" + t, "-c", "-q", l}
+			// --check explicitly: the stream check needs the frame's
+			// content checksum, whatever a zstd build's default.
+			argv = []string{p, "-T" + t, "-c", "-q", "--check", l}
 			if level > 19 {
 				argv = append(argv, "--ultra")
 			}

@@ -13,10 +13,12 @@ import (
 // goroutine of its own, parses it completely as it goes (every entry, every
 // byte, every checksum of the compression format, the zip central
 // directory against the local headers), the check a read-back of the
-// written file would make, without reading the file again. Close returns
-// what the parse counted (compare it with the producer's Stats:
-// CheckCounts) and, when hashing was asked for, Digest is the stream's
-// SHA-256, CRC-64 and length, which the copy on disk must have.
+// written file would make, without reading the file again. Finish ends it
+// and compares what the parse found with the producer's Stats (the
+// counts: CheckCounts; a tar.zst checked by zstd(1): the frame's content
+// checksum and size against the producer's TarSum, see
+// streamcheck_native.go) and, when hashing was asked for, Digest is the
+// stream's SHA-256, CRC-64 and length, which the copy on disk must have.
 //
 // Memory is bounded: streamCheckBuffers chunks of streamCheckChunk bytes,
 // handed from the producer to the parse without a copy, plus the
@@ -26,6 +28,8 @@ type StreamCheck struct {
 	out    io.Writer
 	format string
 	decode []string  // the native decompressor's argv; nil: Go's decoder
+	framed bool      // tar.zst checked by zstd -t and the frame walk
+	frame  zstdFrame // ... what the walk found, set before done closes
 	hash   *Digester // nil: not hashed
 	free   chan []byte
 	full   chan []byte
@@ -51,6 +55,7 @@ func NewStreamCheck(ctx context.Context, out io.Writer, format string, threads i
 	}
 	c := &StreamCheck{out: out, format: format, free: make(chan []byte, streamCheckBuffers),
 		full: make(chan []byte, streamCheckBuffers), done: make(chan struct{}), decode: nativeDecoder(format, threads)}
+	c.framed = format == FormatTarZst && c.decode != nil
 	if hashed {
 		c.hash = NewDigester()
 	}
@@ -71,6 +76,8 @@ func (c *StreamCheck) parse(ctx context.Context, r *chunkReader) {
 	switch {
 	case c.format == FormatZip:
 		c.st, c.err = checkZipStream(ctx, r)
+	case c.framed:
+		c.frame, c.err = checkZstdFrame(ctx, r, c.decode)
 	case c.decode != nil:
 		c.st, c.err = checkNative(ctx, r, c.decode)
 	default:
@@ -149,9 +156,30 @@ func (c *StreamCheck) take() []byte {
 	}
 }
 
+// Finish ends the check after the producer succeeded (wrote: its Stats):
+// the stream must be a complete, well-formed archive (Close), and hold
+// what the producer wrote: the entries and content bytes it counted
+// (CheckCounts) or, for a tar.zst checked by zstd -t, its tar stream
+// itself (the frame's content checksum and size against wrote.Tar).
+func (c *StreamCheck) Finish(wrote Stats) error {
+	parsed, err := c.Close()
+	if err != nil {
+		return err
+	}
+	if c.framed {
+		if err := c.frame.matches(wrote.Tar); err != nil {
+			return fmt.Errorf("archive: %s stream check: %w", c.format, err)
+		}
+		return nil
+	}
+	return CheckCounts(wrote, parsed)
+}
+
 // Close writes what is buffered, ends the stream and waits for the parse.
-// It returns the parse's counts, or why the stream is not a complete,
-// well-formed archive. Call it once, after the producer succeeded.
+// It returns the parse's counts (none for a tar.zst checked by zstd -t,
+// which does not parse the tar: use Finish), or why the stream is not a
+// complete, well-formed archive. Call it once, after the producer
+// succeeded.
 func (c *StreamCheck) Close() (Stats, error) {
 	if c.closed {
 		return c.st, errors.New("archive: stream check closed twice")

@@ -45,36 +45,45 @@ func streamTree(t *testing.T, dir string) []string {
 	return []string{src, single}
 }
 
-// writeChecked writes the tree through a StreamCheck into a file and
-// returns the producer's stats, the parse's, the stream's Digest and the
-// archive file.
+// writeChecked writes the tree through a StreamCheck into a file, ends
+// the check (Finish: its verdict against the producer's stats) and
+// returns the producer's stats, the parse's (none for a tar.zst checked
+// by zstd -t, which walks the frame instead: c.frame), the stream's Digest
+// and the archive file.
 func writeChecked(t *testing.T, dir, format string, paths []string) (wrote, parsed Stats, sum Digest, file string) {
+	wrote, parsed, _, sum, file = writeCheckedFrame(t, dir, format, paths)
+	return wrote, parsed, sum, file
+}
+
+func writeCheckedFrame(t *testing.T, dir, format string, paths []string) (wrote, parsed Stats, c *StreamCheck, sum Digest, file string) {
 	t.Helper()
 	file = filepath.Join(dir, "out."+format)
 	f, err := os.Create(file)
 	must(t, err)
 	defer f.Close()
-	c, err := NewStreamCheck(context.Background(), f, format, 0, true)
+	c, err = NewStreamCheck(context.Background(), f, format, 0, true)
 	must(t, err)
 	wrote, err = Write(context.Background(), c, paths, Options{Format: format, Logger: quietLogger})
 	if err != nil {
 		c.Abort()
 		t.Fatalf("Write: %v", err)
 	}
-	parsed, err = c.Close()
-	if err != nil {
-		t.Fatalf("StreamCheck.Close: %v", err)
+	if err := c.Finish(wrote); err != nil {
+		t.Fatalf("StreamCheck.Finish: %v", err)
 	}
 	sum, ok := c.Digest()
 	if !ok {
 		t.Fatal("a hashed StreamCheck has no Digest")
 	}
-	return wrote, parsed, sum, file
+	return wrote, c.st, c, sum, file
 }
 
 // The parse of the stream counts what the archiver wrote and what a
-// read-back of the file counts, in every format and with each compressor,
-// and the stream's digest (SHA-256, CRC-64, length) is the file's.
+// read-back of the file counts, in every format and with each compressor
+// (a tar.zst checked by zstd -t: the frame's checksum is the low 32 bits
+// of the archiver's XXH64 of its tar stream, which is the XXH64 and length
+// of the file's decoded content), and the stream's digest (SHA-256,
+// CRC-64, length) is the file's.
 func TestStreamCheckAgreesWithFile(t *testing.T) {
 	for _, tc := range streamCheckFormats {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,9 +94,23 @@ func TestStreamCheckAgreesWithFile(t *testing.T) {
 			}
 			dir := t.TempDir()
 			paths := streamTree(t, dir)
-			wrote, parsed, sum, file := writeChecked(t, dir, tc.format, paths)
-			if err := CheckCounts(wrote, parsed); err != nil {
+			wrote, parsed, c, sum, file := writeCheckedFrame(t, dir, tc.format, paths)
+			if c.framed != (tc.name == "tar.zst native") {
+				t.Fatalf("framed %v: the zstd -t check runs exactly for the native tar.zst", c.framed)
+			}
+			if c.framed {
+				if parsed.Files+parsed.Dirs+parsed.BytesRead != 0 || c.frame.Checksum != uint32(wrote.Tar.XXH64) {
+					t.Fatalf("frame %+v, parsed %+v, archiver's tar %+v", c.frame, parsed, wrote.Tar)
+				}
+				parsed = Stats{Files: wrote.Files, Dirs: wrote.Dirs, Symlinks: wrote.Symlinks, Hardlinks: wrote.Hardlinks,
+					BytesRead: wrote.BytesRead + wrote.ZeroFill} // compared with VerifyFile's below
+			} else if err := CheckCounts(wrote, parsed); err != nil {
 				t.Fatal(err)
+			}
+			if tc.format == FormatTarZst {
+				checkTarSum(t, file, wrote.Tar)
+			} else if wrote.Tar != nil {
+				t.Errorf("%s: the archiver summed its tar stream: %+v", tc.format, wrote.Tar)
 			}
 			if wrote.Files < 10 || wrote.Symlinks != 2 || (tc.format != FormatZip && (wrote.Hardlinks != 1 || wrote.ZeroFill < 15<<20)) {
 				t.Fatalf("the tree is not what the test expects: %+v", wrote)
@@ -254,7 +277,10 @@ var nativeDecoders = []struct{ format, tool string }{
 // its refusal is the verdict: a real stream from the real compressor with
 // bytes after its end (the tar inside is complete, so only the
 // decompressor can object) or cut short fails with the tool's own
-// error, and the intact stream passes.
+// error, and the intact stream passes. tar.zst: the frame walk refuses
+// the bytes after the frame and the cut end (exactly, before zstd -t sees
+// the stream end), and zstd -t a bit flipped inside a compressed block,
+// which the walk skips.
 func TestStreamCheckNativeDecoderRefuses(t *testing.T) {
 	for _, tc := range nativeDecoders {
 		t.Run(tc.format, func(t *testing.T) {
@@ -266,13 +292,27 @@ func TestStreamCheckNativeDecoderRefuses(t *testing.T) {
 			if err := feed(tc.format, good); err != nil {
 				t.Fatalf("intact stream: %v", err)
 			}
-			for name, b := range map[string][]byte{
-				"trailing bytes": append(bytes.Clone(good), "garbage"...),
-				"end cut":        good[:len(good)-1],
-			} {
-				err := feed(tc.format, b)
-				if err == nil || !strings.Contains(err.Error(), tc.tool+" -d: exit status") {
-					t.Errorf("%s: %v, want %s -d's refusal", name, err, tc.tool)
+			type damage struct {
+				b    []byte
+				want string // in the error
+			}
+			refusal := tc.tool + " -d: exit status"
+			damaged := map[string]damage{
+				"trailing bytes": {append(bytes.Clone(good), "garbage"...), refusal},
+				"end cut":        {good[:len(good)-1], refusal},
+			}
+			if tc.format == FormatTarZst {
+				damaged["trailing bytes"] = damage{damaged["trailing bytes"].b, "bytes after the end of the zstd frame"}
+				damaged["end cut"] = damage{damaged["end cut"].b, "the stream ends inside the zstd frame"}
+				b := bytes.Clone(good)
+				blk := largestCompressedBlock(t, b)
+				b[blk.off+blk.size/2] ^= 0x10
+				damaged["bit flipped in a compressed block"] = damage{b, "zstd -t: exit status"}
+			}
+			for name, d := range damaged {
+				err := feed(tc.format, d.b)
+				if err == nil || !strings.Contains(err.Error(), d.want) {
+					t.Errorf("%s: %v, want %q", name, err, d.want)
 				}
 			}
 		})

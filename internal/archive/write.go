@@ -191,6 +191,9 @@ func write(ctx context.Context, w io.Writer, dataPaths []Root, opts Options, cap
 	if err := s.close(); err != nil {
 		return st, fmt.Errorf("archive: finishing %s archive: %w", opts.Format, err)
 	}
+	if ts, ok := s.(*tarSink); ok {
+		st.Tar = tarSumOf(ts.comp)
+	}
 	if err := flush(); err != nil {
 		return st, fmt.Errorf("archive: writing %s archive: %w", opts.Format, err)
 	}

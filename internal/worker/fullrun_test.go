@@ -278,10 +278,14 @@ func TestRunEveryFormatVerifiedWhileWritten(t *testing.T) {
 // fails the run before anything is committed. The compressor on PATH is
 // the real one, whose output gets bytes appended after the end of its
 // stream (the tar inside stays complete, so only the decompressor sees
-// the damage); `-d` runs the real tool untouched.
+// the damage); `-d` runs the real tool untouched. tar.zst is checked by
+// the frame walk and zstd -t (streamcheck_native.go), and the walk
+// refuses the bytes after the frame (more: TestRunZstdCheckRefuses).
 func TestRunNativeDecoderRefusesStream(t *testing.T) {
-	for _, tc := range []struct{ format, tool, pkg string }{
-		{"tar.zst", "zstd", "zstd"}, {"tar.xz", "xz", "xz-utils"}, {"tar.bz2", "pbzip2", "pbzip2"},
+	for _, tc := range []struct{ format, tool, pkg, refusal string }{
+		{"tar.zst", "zstd", "zstd", "bytes after the end of the zstd frame"},
+		{"tar.xz", "xz", "xz-utils", "xz -d: exit status"},
+		{"tar.bz2", "pbzip2", "pbzip2", "pbzip2 -d: exit status"},
 	} {
 		t.Run(tc.format, func(t *testing.T) {
 			testtool.Require(t, tc.tool, tc.pkg)
@@ -294,7 +298,7 @@ func TestRunNativeDecoderRefusesStream(t *testing.T) {
 			if err := os.MkdirAll(wrap, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			script := fmt.Sprintf("#!/bin/sh\ncase \" $* \" in *\" -d \"*) exec %s \"$@\";; esac\n%s \"$@\" && printf garbage\n", real, real)
+			script := fmt.Sprintf("#!/bin/sh\ncase \" $* \" in *\" -d \"*|*\" -t \"*) exec %s \"$@\";; esac\n%s \"$@\" && printf garbage\n", real, real)
 			if err := os.WriteFile(filepath.Join(wrap, tc.tool), []byte(script), 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -304,8 +308,8 @@ func TestRunNativeDecoderRefusesStream(t *testing.T) {
 			if code := e.run(cfg); code != ExitFailed {
 				t.Fatalf("exit %d, want %d", code, ExitFailed)
 			}
-			if log := e.logBuf.String(); !strings.Contains(log, "verify the archive while it was written") || !strings.Contains(log, tc.tool+" -d: exit status") {
-				t.Errorf("log does not say %s -d refused the stream:\n%s", tc.tool, lastLogLines(log, 5))
+			if log := e.logBuf.String(); !strings.Contains(log, "verify the archive while it was written") || !strings.Contains(log, tc.refusal) {
+				t.Errorf("log does not say %q:\n%s", tc.refusal, lastLogLines(log, 5))
 			}
 			assertNoArchives(t, e.dests...)
 			assertNoTemps(t, e.dests...)

@@ -305,7 +305,7 @@ func (d *destination) finish(ctx context.Context, want *archive.Digest) (*archiv
 // cannot be read before Commit (S3), the stream's SHA-256 (want), once the
 // upload proved that what it sent, confirmed part by part by the server,
 // is exactly the stream (SentIntact; Commit checks the whole:
-// readBackCheck); the SHA-256 that an SFTP upload that is not read back
+// confirmObject, readBackCRC); the SHA-256 that an SFTP upload that is not read back
 // wrote (the server confirmed the size), or of an SFTP upload re-read; or,
 // for a local file re-read after its fsync, its length and CRC-64
 // (archive.Digest says why that suffices).

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash"
@@ -433,11 +432,11 @@ func (o *s3Object) readBackCRC(ctx context.Context) (uint64, error) {
 	for i, crc := range crcs {
 		parts[i] = minio.ObjectPart{PartNumber: i + 1, Size: min(step, o.size-int64(i)*step), ChecksumCRC64NVME: crc64Base64(crc)}
 	}
-	c, err := minio.ChecksumCRC64NVME.FullObjectChecksum(parts)
+	sum, err := combinedCRC64(parts)
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", o.Name(), err)
 	}
-	return binary.BigEndian.Uint64(c.Raw()), nil
+	return sum, nil
 }
 
 // rangeCRC is the CRC64NVME of size bytes of the object from off, which

@@ -432,9 +432,20 @@ func (u *s3Upload) SentIntact() error {
 
 // sentCRC is the CRC64NVME of the parts sent, in order.
 func (u *s3Upload) sentCRC() (uint64, error) {
-	c, err := minio.ChecksumCRC64NVME.FullObjectChecksum(slices.Clone(u.parts))
+	sum, err := combinedCRC64(slices.Clone(u.parts))
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", u.s, err)
+	}
+	return sum, nil
+}
+
+// combinedCRC64 is the CRC64NVME of the concatenation of parts, in order,
+// from each part's CRC64NVME and size (minio-go combines them, sorting
+// parts by PartNumber in place: callers pass a slice of their own).
+func combinedCRC64(parts []minio.ObjectPart) (uint64, error) {
+	c, err := minio.ChecksumCRC64NVME.FullObjectChecksum(parts)
+	if err != nil {
+		return 0, err
 	}
 	return binary.BigEndian.Uint64(c.Raw()), nil
 }
